@@ -1,0 +1,42 @@
+"""``txl``: the command line. Parsing only; each subcommand lives in ``transformer_xl.commands``
+as a module with ``register(subparsers)`` that sets ``func`` to a library call."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMAND_MODULES = [
+    "transformer_xl.commands.presets",
+    "transformer_xl.commands.demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="txl", description="Transformer-XL: prepare data, train, evaluate, generate, convert."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as e:
+        if os.environ.get("TXL_DEBUG"):
+            raise
+        print(f"txl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"txl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

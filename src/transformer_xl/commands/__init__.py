@@ -1,0 +1,1 @@
+"""Subcommands of ``txl``; each module's ``register(subparsers)`` adds one."""

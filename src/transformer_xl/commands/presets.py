@@ -1,0 +1,41 @@
+"""``txl presets``: the paper's models with their sizes and evaluation settings."""
+
+from __future__ import annotations
+
+import json
+
+
+def run(args) -> int:
+    import torch
+
+    from transformer_xl.model import TransformerXLLM
+    from transformer_xl.presets import EVAL_SETTINGS, PAPER_PARAMS, PRESETS, preset_config
+
+    rows = []
+    for name in PRESETS:
+        cfg = preset_config(name)
+        with torch.device("meta"):
+            n = TransformerXLLM(cfg).num_parameters()
+        rows.append(
+            dict(name=name, params=n, paper_params=PAPER_PARAMS[name], n_layer=cfg.n_layer,
+                 d_model=cfg.d_model, vocab_size=cfg.vocab_size, train_tgt_len=cfg.tgt_len,
+                 train_mem_len=cfg.mem_len, eval=EVAL_SETTINGS[name])
+        )  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'preset':<14}{'params':>14}{'paper':>10}  layers  d_model  vocab    eval tgt/mem/clamp")
+    for r in rows:
+        paper = f"{r['paper_params'] / 1e6:.0f}M" if r["paper_params"] else "-"
+        e = r["eval"]
+        print(
+            f"{r['name']:<14}{r['params']:>14,}{paper:>10}  {r['n_layer']:>6}  {r['d_model']:>7}  "
+            f"{r['vocab_size']:>7}  {e['tgt_len']}/{e['mem_len']}/{e['clamp_len']}"
+        )
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("presets", help="list the paper's model presets")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)

@@ -1,0 +1,294 @@
+"""The model configuration: a frozen, validated dataclass, saved as ``config.json``.
+
+Architecture fields decide the parameters. The run settings at the end (``tgt_len``, ``mem_len``,
+``ext_len``, ``clamp_len``, ``same_length``, ``same_length_keys``) are defaults only: every call of
+the model can override them, and nothing ever writes them back onto a loaded model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformer_xl.fileio import atomic_write_text
+
+ATTN_TYPES = {
+    0: "Transformer-XL relative attention (sinusoid R, biases u and v)",
+    1: "Shaw et al. learnable relative embeddings",
+    2: "vanilla absolute sinusoid positions added at the input",
+    3: "Al-Rfou et al. learnable absolute positions, per layer",
+}
+SAME_LENGTH_KEYS = ("tf", "torch")
+INITS = ("normal", "uniform")
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"TransformerXLConfig.{name}={value!r} is invalid: expected {allowed}")
+
+
+@dataclass(frozen=True)
+class TransformerXLConfig:
+    """Architecture of a Transformer-XL language model plus default run settings.
+
+    Attributes:
+        vocab_size: number of token ids the model reads and predicts.
+        n_layer: number of decoder layers.
+        n_head: attention heads per layer.
+        d_model: width of the residual stream (the paper's d).
+        d_head: width of one attention head; ``n_head * d_head`` need not equal ``d_model``.
+        d_inner: hidden width of the position-wise feed-forward network.
+        d_embed: width of the head cluster's word embedding; ``None`` means ``d_model``. When it
+            differs from ``d_model`` a projection maps embeddings to ``d_model``.
+        cutoffs: ascending token-id boundaries of the adaptive input/softmax clusters, without the
+            vocabulary size (``()`` = one cluster: a plain embedding and softmax).
+        div_val: cluster ``i`` embeds in ``d_embed // div_val**i`` dimensions (1 = all equal).
+        tie_weight: share the output word weights with the input embedding tables.
+        tie_projs: per cluster (``len(cutoffs) + 1`` flags), share the output projection with the
+            input projection; ``None`` = untied everywhere.
+        proj_same_dim: with ``div_val > 1``, also give a cluster whose width already equals
+            ``d_model`` a projection (the authors' PyTorch code always does; their TF code makes
+            it a flag, off for One Billion Word).
+        untie_r: one pair of global biases u, v (``r_w_bias``, ``r_r_bias``) per layer instead of
+            one pair shared by all layers.
+        pre_lnorm: layer norm before each sub-layer (pre-LN) instead of after (the paper: after).
+        dropout: dropout on embeddings, positions, sub-layer outputs and the final hidden state.
+        dropatt: dropout on attention probabilities.
+        attn_type: 0 Transformer-XL, 1 Shaw et al., 2 vanilla absolute sinusoid, 3 Al-Rfou et al.
+        sample_softmax: if > 0, training uses a sampled softmax with this many log-uniform
+            negative samples (needs no cutoffs and a frequency-ordered vocabulary); evaluation
+            always uses the full softmax. -1 = off.
+        init: weight initialisation, ``"normal"`` (std ``init_std``) or ``"uniform"``
+            (``+-init_range``), as in the authors' code.
+        init_range: bound of the uniform initialisation.
+        init_std: standard deviation of the normal initialisation (also of layer-norm gains
+            around 1, as in the authors' code).
+        proj_init_std: standard deviation of the adaptive embedding/softmax projections.
+        layer_norm_eps: epsilon of every layer norm.
+        tgt_len: default segment length (tokens predicted per step).
+        mem_len: default memory length (hidden states kept from earlier segments).
+        ext_len: default extended context (the last ``ext_len`` tokens of a segment are context
+            for the next one and are left out of the memory).
+        clamp_len: relative distances above this use this one's encoding; -1 = no clamp.
+        same_length: every query attends to the same number of keys.
+        same_length_keys: ``"tf"`` (each query sees ``mem_len + 1`` keys, the authors' TensorFlow
+            code, which produced the published results) or ``"torch"`` (``mem_len`` keys, the
+            authors' PyTorch code and HF's port).
+    """
+
+    vocab_size: int
+    n_layer: int = 16
+    n_head: int = 10
+    d_model: int = 410
+    d_head: int = 41
+    d_inner: int = 2100
+    d_embed: int | None = None
+    cutoffs: tuple[int, ...] = ()
+    div_val: int = 1
+    tie_weight: bool = True
+    tie_projs: tuple[bool, ...] | None = None
+    proj_same_dim: bool = True
+    untie_r: bool = False
+    pre_lnorm: bool = False
+    dropout: float = 0.1
+    dropatt: float = 0.0
+    attn_type: int = 0
+    sample_softmax: int = -1
+    init: str = "normal"
+    init_range: float = 0.1
+    init_std: float = 0.02
+    proj_init_std: float = 0.01
+    layer_norm_eps: float = 1e-5
+    # default run settings: overridable per call
+    tgt_len: int = 128
+    mem_len: int = 128
+    ext_len: int = 0
+    clamp_len: int = -1
+    same_length: bool = False
+    same_length_keys: str = "tf"
+    _version: int = field(default=1, repr=False)
+
+    def __post_init__(self) -> None:
+        # normalise sequence fields so that JSON lists and tuples compare equal
+        object.__setattr__(self, "cutoffs", tuple(int(c) for c in self.cutoffs))
+        if self.tie_projs is not None:
+            object.__setattr__(self, "tie_projs", tuple(bool(t) for t in self.tie_projs))
+        self._validate()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        for name in ("vocab_size", "n_layer", "n_head", "d_model", "d_head", "d_inner"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                _fail(name, v, "a positive integer")
+        if self.d_embed is not None and (not isinstance(self.d_embed, int) or self.d_embed < 1):
+            _fail("d_embed", self.d_embed, "a positive integer or None (= d_model)")
+        prev = 0
+        for c in self.cutoffs:
+            if c <= prev or c >= self.vocab_size:
+                _fail(
+                    "cutoffs",
+                    list(self.cutoffs),
+                    f"strictly ascending ids in (0, vocab_size={self.vocab_size}), "
+                    "without the vocabulary size itself",
+                )
+            prev = c
+        if not isinstance(self.div_val, int) or self.div_val < 1:
+            _fail("div_val", self.div_val, "an integer >= 1")
+        for i in range(self.n_clusters):
+            if self.embed_dim // self.div_val**i < 1:
+                _fail(
+                    "div_val",
+                    self.div_val,
+                    f"a value leaving cluster {i} at least one dimension "
+                    f"(d_embed={self.embed_dim} // div_val**{i} is 0)",
+                )
+        if self.tie_projs is not None and len(self.tie_projs) != self.n_clusters:
+            _fail(
+                "tie_projs",
+                list(self.tie_projs),
+                f"one flag per cluster ({self.n_clusters} = len(cutoffs) + 1) or None",
+            )
+        for name in ("dropout", "dropatt"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                _fail(name, v, "a probability in [0, 1)")
+        if self.attn_type not in ATTN_TYPES:
+            _fail("attn_type", self.attn_type, f"one of {sorted(ATTN_TYPES)}")
+        if self.attn_type == 3 and self.n_head * self.d_head != self.d_model:
+            _fail(
+                "attn_type",
+                self.attn_type,
+                f"attn_type 3 only with n_head * d_head == d_model "
+                f"({self.n_head} * {self.d_head} != {self.d_model})",
+            )
+        if self.sample_softmax != -1 and self.sample_softmax < 1:
+            _fail("sample_softmax", self.sample_softmax, "-1 (off) or a positive sample count")
+        if self.sample_softmax > 0 and self.cutoffs:
+            _fail("sample_softmax", self.sample_softmax, "-1 when cutoffs are set (no adaptive)")
+        if self.init not in INITS:
+            _fail("init", self.init, f"one of {INITS}")
+        for name in ("init_range", "init_std", "proj_init_std", "layer_norm_eps"):
+            if getattr(self, name) <= 0:
+                _fail(name, getattr(self, name), "a positive number")
+        if self.tgt_len < 1:
+            _fail("tgt_len", self.tgt_len, "a positive integer")
+        if self.mem_len < 0 or self.ext_len < 0:
+            name = "mem_len" if self.mem_len < 0 else "ext_len"
+            _fail(name, getattr(self, name), "an integer >= 0")
+        if self.clamp_len == 0 or self.clamp_len < -1:
+            _fail("clamp_len", self.clamp_len, "-1 (no clamp) or a positive distance")
+        if self.same_length_keys not in SAME_LENGTH_KEYS:
+            _fail("same_length_keys", self.same_length_keys, f"one of {SAME_LENGTH_KEYS}")
+        if self.attn_type in (1, 3) and self.max_klen < 1:
+            _fail("tgt_len", self.tgt_len, "a positive length for learnable position tables")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def embed_dim(self) -> int:
+        """``d_embed`` with ``None`` resolved to ``d_model``."""
+        return self.d_model if self.d_embed is None else self.d_embed
+
+    @property
+    def n_clusters(self) -> int:
+        """Number of adaptive clusters, the head included."""
+        return len(self.cutoffs) + 1
+
+    @property
+    def cluster_ends(self) -> tuple[int, ...]:
+        """``(0, *cutoffs, vocab_size)``: cluster ``i`` holds ids ``[ends[i], ends[i+1])``."""
+        return (0, *self.cutoffs, self.vocab_size)
+
+    def cluster_dim(self, i: int) -> int:
+        """Embedding width of cluster ``i``."""
+        return self.embed_dim // self.div_val**i
+
+    def has_proj(self, i: int) -> bool:
+        """Whether cluster ``i`` maps its embedding width to ``d_model`` with a projection."""
+        if self.div_val == 1:
+            return self.embed_dim != self.d_model
+        return self.proj_same_dim or self.cluster_dim(i) != self.d_model
+
+    def proj_tied(self, i: int) -> bool:
+        """Whether the output projection of cluster ``i`` is the input projection."""
+        return bool(self.tie_projs and self.tie_projs[i]) and self.has_proj(i)
+
+    @property
+    def max_klen(self) -> int:
+        """Length of the learnable position tables of attn_type 1 and 3 (as in the authors'
+        code: ``tgt_len + ext_len + mem_len`` of the default run settings)."""
+        return self.tgt_len + self.ext_len + self.mem_len
+
+    def replace(self, **changes: Any) -> TransformerXLConfig:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["cutoffs"] = list(self.cutoffs)
+        d["tie_projs"] = None if self.tie_projs is None else list(self.tie_projs)
+        d["format_version"] = d.pop("_version")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TransformerXLConfig:
+        d = dict(d)
+        version = d.pop("format_version", 1)
+        if version != 1:
+            raise ValueError(f"{source}: format_version={version!r} is not supported (expected 1)")
+        names = {f.name for f in dataclasses.fields(cls)} - {"_version"}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(names)}")
+        if "vocab_size" not in d:
+            raise ValueError(f"{source}: missing required field 'vocab_size'")
+        if d.get("cutoffs") is not None:
+            d["cutoffs"] = tuple(d["cutoffs"])
+        else:
+            d.pop("cutoffs", None)
+        if d.get("tie_projs") is not None:
+            d["tie_projs"] = tuple(d["tie_projs"])
+        try:
+            return cls(**d)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        except TypeError as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config") -> TransformerXLConfig:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d, source=source)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write JSON atomically (temporary file in the same folder, then rename)."""
+        atomic_write_text(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TransformerXLConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read config ({e.strerror})") from None
+        return cls.from_json(text, source=str(path))
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TransformerXLConfig:
+        """One of the paper's models (see :data:`transformer_xl.presets.PRESETS`)."""
+        from transformer_xl.presets import preset_config
+
+        return preset_config(name, **overrides)

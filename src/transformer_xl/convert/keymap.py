@@ -1,0 +1,64 @@
+"""Applying a declarative key map with full accounting: every source tensor used (or explicitly
+skipped), every target tensor filled with the right shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``target`` is built from the ``sources`` tensors by ``fn`` (default: the one source as is)."""
+
+    target: str
+    sources: tuple[str, ...]
+    fn: Callable[..., Tensor] | None = None
+    note: str = ""
+
+
+def apply_rules(
+    rules: list[Rule],
+    source: Mapping[str, Tensor],
+    expected: Mapping[str, tuple[int, ...]],
+    *,
+    skip: Callable[[str], bool] = lambda k: False,
+    source_name: str = "checkpoint",
+) -> dict[str, Tensor]:
+    """Build the target state dict; raise ``ValueError`` naming every unused source key,
+    missing source key, unfilled target key and shape mismatch."""
+    out: dict[str, Tensor] = {}
+    used: set[str] = set()
+    problems: list[str] = []
+    for r in rules:
+        missing = [s for s in r.sources if s not in source]
+        if missing:
+            problems.append(f"{r.target}: source tensor(s) {missing} not found")
+            continue
+        args = [source[s] for s in r.sources]
+        t = r.fn(*args) if r.fn is not None else args[0]
+        used.update(r.sources)
+        if r.target not in expected:
+            problems.append(f"{r.target}: not a tensor of the target model")
+        elif tuple(t.shape) != tuple(expected[r.target]):
+            problems.append(
+                f"{r.target}: shape {tuple(t.shape)} from {list(r.sources)}, expected "
+                f"{tuple(expected[r.target])}"
+            )
+        out[r.target] = t.detach().clone().contiguous()
+    unused = sorted(k for k in source if k not in used and not skip(k))
+    if unused:
+        problems.append(f"unused source tensors: {unused}")
+    unfilled = sorted(set(expected) - set(out))
+    if unfilled:
+        problems.append(f"target tensors not filled: {unfilled}")
+    if problems:
+        raise ValueError(f"{source_name}: cannot convert:\n  " + "\n  ".join(problems))
+    return out
+
+
+def stack(*ts: Tensor) -> Tensor:
+    return torch.stack(ts, dim=0)

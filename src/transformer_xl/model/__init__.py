@@ -1,0 +1,3 @@
+from transformer_xl.model.transformer import LMOutput, TransformerXLLM
+
+__all__ = ["LMOutput", "TransformerXLLM"]

@@ -1,0 +1,68 @@
+"""Saved models: ``config.json`` + ``model.safetensors`` in one folder. No pickle anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from transformer_xl.config import TransformerXLConfig
+from transformer_xl.fileio import atomic_output
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_pretrained(model, directory: str | os.PathLike) -> None:
+    """Write the model's config and weights (each file atomically)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_output(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "library": "transformer_xl"})
+    model.config.save(directory / CONFIG_NAME)
+
+
+def load_state(model, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``tensors`` into ``model`` after checking names and shapes both ways."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: weights do not match the config: missing {missing[:8]}"
+            f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+            f"{'...' if len(unexpected) > 8 else ''}"
+        )
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise ValueError(
+                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, "
+                f"expected {tuple(expected[k].shape)}"
+            )
+    model.load_state_dict(tensors, strict=True)
+
+
+def load_pretrained(directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa"):
+    from transformer_xl.model.transformer import TransformerXLLM
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+    config = TransformerXLConfig.load(directory / CONFIG_NAME)
+    wpath = directory / WEIGHTS_NAME
+    if not wpath.is_file():
+        raise ValueError(f"{wpath}: weights file is missing")
+    try:
+        tensors = load_file(str(wpath), device=str(map_location))
+    except (SafetensorError, OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{wpath}: not a readable safetensors file ({e})") from None
+    with torch.device("meta"):
+        model = TransformerXLLM(config, attn_impl=attn_impl)
+    model = model.to_empty(device=map_location)
+    load_state(model, tensors, str(wpath))
+    return model
