@@ -158,6 +158,10 @@ class TransformerXLConfig:
                 _fail(name, v, "a probability in [0, 1)")
         if self.attn_type not in ATTN_TYPES:
             _fail("attn_type", self.attn_type, f"one of {sorted(ATTN_TYPES)}")
+        if self.attn_type in (0, 2) and self.d_model % 2:
+            _fail(
+                "d_model", self.d_model, "an even width for the sinusoid encoding (attn_type 0, 2)"
+            )
         if self.attn_type == 3 and self.n_head * self.d_head != self.d_model:
             _fail(
                 "attn_type",

@@ -29,7 +29,9 @@ def memory_length(mems: Mems | None, n_layer: int, batch: int, d_model: int) -> 
     return shape[1]
 
 
-def update_mems(mems: Mems | None, hiddens: list[Tensor], *, mem_len: int, ext_len: int = 0) -> Mems:
+def update_mems(
+    mems: Mems | None, hiddens: list[Tensor], *, mem_len: int, ext_len: int = 0
+) -> Mems:
     """The memory after one segment: the last ``mem_len`` positions of ``[mems; hiddens]``,
     leaving out the segment's last ``ext_len`` positions (extended context, as the authors do).
     """
@@ -45,4 +47,3 @@ def update_mems(mems: Mems | None, hiddens: list[Tensor], *, mem_len: int, ext_l
             cat = torch.cat([mems[i], h], dim=1) if mlen else h
             out.append(cat[:, beg:end].detach())
     return tuple(out)
-

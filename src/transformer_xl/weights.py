@@ -52,7 +52,9 @@ def load_pretrained(directory: str | os.PathLike, *, map_location="cpu", attn_im
 
     directory = Path(directory)
     if not directory.is_dir():
-        raise ValueError(f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+        raise ValueError(
+            f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})"
+        )
     config = TransformerXLConfig.load(directory / CONFIG_NAME)
     wpath = directory / WEIGHTS_NAME
     if not wpath.is_file():

@@ -25,7 +25,9 @@ def run(args) -> int:
     n_valid = len(data) // 20
     train, valid = data[:-n_valid], data[-n_valid:]
     counts = torch.bincount(train, minlength=256).double() + 1.0
-    unigram_bpb = -(torch.bincount(valid, minlength=256).double() * (counts / counts.sum()).log2()).sum()
+    unigram_bpb = -(
+        torch.bincount(valid, minlength=256).double() * (counts / counts.sum()).log2()
+    ).sum()
     unigram_bpb = (unigram_bpb / len(valid)).item()
 
     cfg = TransformerXLConfig.from_preset("tiny", vocab_size=256)
@@ -37,7 +39,9 @@ def run(args) -> int:
         n = (len(x) - 1) // B
         return x[: n * B + 1], n
 
-    print(f"txl demo: tiny preset, {model.num_parameters():,} parameters, {len(train):,} training bytes")
+    print(
+        f"txl demo: tiny preset, {model.num_parameters():,} parameters, {len(train):,} training bytes"
+    )
     x, n = streams(train)
     xs, ys = x[:-1].view(B, n), x[1:].view(B, n)
     mems, t0, step = None, time.time(), 0
@@ -54,7 +58,9 @@ def run(args) -> int:
         opt.step()
         if step % args.log_every == 0 or step == 1:
             tok_s = step * B * T / (time.time() - t0)
-            print(f"step {step:4d}  loss {out.loss.item():.3f}  bpb {out.loss.item() / math.log(2):.3f}  {tok_s:,.0f} tok/s")
+            print(
+                f"step {step:4d}  loss {out.loss.item():.3f}  bpb {out.loss.item() / math.log(2):.3f}  {tok_s:,.0f} tok/s"
+            )
 
     model.eval()
     total, count, mems = 0.0, 0, None
@@ -67,7 +73,9 @@ def run(args) -> int:
             total += out.token_nll.sum().item()
             count += out.token_nll.numel()
     bpb = total / count / math.log(2)
-    print(f"held-out: {count:,} bytes scored, {bpb:.3f} bits/byte (unigram baseline {unigram_bpb:.3f})")
+    print(
+        f"held-out: {count:,} bytes scored, {bpb:.3f} bits/byte (unigram baseline {unigram_bpb:.3f})"
+    )
     return 0
 
 

@@ -24,7 +24,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'preset':<14}{'params':>14}{'paper':>10}  layers  d_model  vocab    eval tgt/mem/clamp")
+    print(
+        f"{'preset':<14}{'params':>14}{'paper':>10}  layers  d_model  vocab    eval tgt/mem/clamp"
+    )
     for r in rows:
         paper = f"{r['paper_params'] / 1e6:.0f}M" if r["paper_params"] else "-"
         e = r["eval"]

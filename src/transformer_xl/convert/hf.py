@@ -32,9 +32,15 @@ HF_LAYER = {  # ours (under layers.{k}.) <- HF (under transformer.layers.{k}.)
 
 def config_from_hf(hf: Mapping[str, Any] | Any) -> TransformerXLConfig:
     """Our config from an HF ``TransfoXLConfig`` (object or its ``config.json`` dict)."""
-    get = (lambda k, d=None: hf.get(k, d)) if isinstance(hf, Mapping) else (lambda k, d=None: getattr(hf, k, d))
+    get = (
+        (lambda k, d=None: hf.get(k, d))
+        if isinstance(hf, Mapping)
+        else (lambda k, d=None: getattr(hf, k, d))
+    )
     if get("attn_type", 0) != 0:
-        raise ValueError(f"HF config: attn_type={get('attn_type')} is not supported by HF's model (only 0)")
+        raise ValueError(
+            f"HF config: attn_type={get('attn_type')} is not supported by HF's model (only 0)"
+        )
     cutoffs = tuple(get("cutoffs") or ())
     if not get("adaptive", True):
         cutoffs = ()
@@ -73,7 +79,11 @@ def rules_from_hf(cfg: TransformerXLConfig) -> list[Rule]:
     rules: list[Rule] = []
     n_tables = 1 if cfg.div_val == 1 else cfg.n_clusters
     for t in range(n_tables):
-        rules.append(Rule(f"word_emb.emb_layers.{t}.weight", (f"transformer.word_emb.emb_layers.{t}.weight",)))
+        rules.append(
+            Rule(
+                f"word_emb.emb_layers.{t}.weight", (f"transformer.word_emb.emb_layers.{t}.weight",)
+            )
+        )
         if cfg.has_proj(t):
             rules.append(Rule(f"word_emb.emb_projs.{t}", (f"transformer.word_emb.emb_projs.{t}",)))
         rules.append(Rule(f"crit.out_bias.{t}", (f"crit.out_layers.{t}.bias",)))
@@ -112,8 +122,12 @@ def _hf_skip(cfg: TransformerXLConfig):
     return skip
 
 
-def state_from_hf(state: Mapping[str, Tensor], cfg: TransformerXLConfig, expected, source_name="HF checkpoint"):
-    return apply_rules(rules_from_hf(cfg), state, expected, skip=_hf_skip(cfg), source_name=source_name)
+def state_from_hf(
+    state: Mapping[str, Tensor], cfg: TransformerXLConfig, expected, source_name="HF checkpoint"
+):
+    return apply_rules(
+        rules_from_hf(cfg), state, expected, skip=_hf_skip(cfg), source_name=source_name
+    )
 
 
 def from_hf_model(hf_model) -> Any:

@@ -47,7 +47,7 @@ class AdaptiveEmbedding(nn.Module):
 
     def proj(self, i: int) -> Tensor | None:
         """Input projection of table ``i`` (``[d_model, d_i]``) or None."""
-        return self.emb_projs[str(i)] if str(i) in self.emb_projs else None
+        return self.emb_projs.get(str(i), None)
 
     def forward(self, ids: Tensor) -> Tensor:
         if len(self.emb_layers) == 1:
@@ -94,12 +94,16 @@ class AdaptiveSoftmaxParams(nn.Module):
             shapes = [(ends[i + 1] - ends[i], cfg.cluster_dim(i)) for i in range(cfg.n_clusters)]
         self.out_bias = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n, _ in shapes)
         self.out_weight = nn.ParameterDict(
-            {} if cfg.tie_weight else {str(i): nn.Parameter(torch.empty(n, d)) for i, (n, d) in enumerate(shapes)}
+            {}
+            if cfg.tie_weight
+            else {str(i): nn.Parameter(torch.empty(n, d)) for i, (n, d) in enumerate(shapes)}
         )
         n_proj = cfg.n_clusters if cfg.div_val == 1 else len(shapes)
         self.out_projs = nn.ParameterDict(
             {
-                str(i): nn.Parameter(torch.empty(cfg.d_model, cfg.cluster_dim(0 if cfg.div_val == 1 else i)))
+                str(i): nn.Parameter(
+                    torch.empty(cfg.d_model, cfg.cluster_dim(0 if cfg.div_val == 1 else i))
+                )
                 for i in range(n_proj)
                 if cfg.has_proj(0 if cfg.div_val == 1 else i) and not cfg.proj_tied(i)
             }
@@ -133,6 +137,11 @@ class AdaptiveSoftmaxParams(nn.Module):
         return out
 
 
+def _acc(t: Tensor) -> torch.dtype:
+    """Accumulation dtype of a log-softmax: float32 for half types, else the input's."""
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+
+
 def _logits(hidden: Tensor, p: ClusterParams) -> Tensor:
     """``[N, d_model]`` -> ``[N, n_i]`` (projected to ``d_i`` first where there is a projection)."""
     if p.proj is not None:
@@ -153,13 +162,15 @@ def adaptive_log_probs(
     hidden: Tensor, params: list[ClusterParams], cluster_w: Tensor | None, cluster_b: Tensor | None
 ) -> Tensor:
     """Full-vocabulary log-probabilities ``[N, V]`` from hidden states ``[N, d_model]``."""
-    head_lp = torch.log_softmax(_head_logits(hidden, params, cluster_w, cluster_b).float(), -1)
+    head_lp = torch.log_softmax(
+        _head_logits(hidden, params, cluster_w, cluster_b).to(_acc(hidden)), -1
+    )
     if len(params) == 1:
         return head_lp
     shortlist = params[0].weight.shape[0]
     parts = [head_lp[:, :shortlist]]
     for i in range(1, len(params)):
-        tail_lp = torch.log_softmax(_logits(hidden, params[i]).float(), -1)
+        tail_lp = torch.log_softmax(_logits(hidden, params[i]).to(_acc(hidden)), -1)
         parts.append(head_lp[:, shortlist + i - 1, None] + tail_lp)
     return torch.cat(parts, dim=-1)
 
@@ -176,7 +187,9 @@ def adaptive_nll(
     Tail clusters are evaluated only on the tokens that fall in them. Their counts are read
     once (one host sync on an accelerator, none on CPU and none without tail clusters).
     """
-    head_lp = torch.log_softmax(_head_logits(hidden, params, cluster_w, cluster_b).float(), -1)
+    head_lp = torch.log_softmax(
+        _head_logits(hidden, params, cluster_w, cluster_b).to(_acc(hidden)), -1
+    )
     if len(params) == 1:
         return -head_lp.gather(1, target[:, None]).squeeze(1)
     ends = [0]
@@ -195,7 +208,9 @@ def adaptive_nll(
             continue
         idx = order[start : start + counts[i]]
         start += counts[i]
-        tail_lp = torch.log_softmax(_logits(hidden.index_select(0, idx), params[i]).float(), -1)
+        tail_lp = torch.log_softmax(
+            _logits(hidden.index_select(0, idx), params[i]).to(_acc(hidden)), -1
+        )
         picked = tail_lp.gather(1, (target.index_select(0, idx) - ends[i])[:, None]).squeeze(1)
         nll = nll.index_add(0, idx, -picked)
     return nll
@@ -217,11 +232,15 @@ class LogUniformSampler:
         self.log_q = torch.log(-torch.expm1(2 * n_sample * torch.log1p(-self.prob))).float()
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        draws = torch.multinomial(self.prob, 2 * self.n_sample, replacement=True, generator=generator)
+        draws = torch.multinomial(
+            self.prob, 2 * self.n_sample, replacement=True, generator=generator
+        )
         return torch.unique(draws)
 
 
-def sampled_nll(hidden: Tensor, target: Tensor, p: ClusterParams, sampler: LogUniformSampler) -> Tensor:
+def sampled_nll(
+    hidden: Tensor, target: Tensor, p: ClusterParams, sampler: LogUniformSampler
+) -> Tensor:
     """Sampled-softmax loss ``[N]``: the true word against the sampled negatives, each logit
     corrected by its log expected count; a negative equal to the true word is masked out."""
     neg = sampler.sample().to(hidden.device, non_blocking=True)  # [S]
@@ -231,5 +250,5 @@ def sampled_nll(hidden: Tensor, target: Tensor, p: ClusterParams, sampler: LogUn
     true_logit = (hidden * p.weight[target]).sum(-1) + p.bias[target] - log_q[target]  # [N]
     neg_logit = F.linear(hidden, p.weight[neg], p.bias[neg]) - log_q[neg]  # [N, S]
     neg_logit = neg_logit.masked_fill(target[:, None] == neg[None, :], float("-inf"))
-    logits = torch.cat([true_logit[:, None], neg_logit], dim=1).float()
+    logits = torch.cat([true_logit[:, None], neg_logit], dim=1).to(_acc(hidden))
     return -torch.log_softmax(logits, dim=-1)[:, 0]

@@ -113,14 +113,17 @@ def attend(
             bias = ~mask  # SDPA's boolean mask marks the keys to attend to
         else:
             bias = (pos_scores * scale).to(q.dtype).masked_fill(mask, float("-inf"))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale
+        )
     if impl != "eager":
         raise ValueError(f"attention impl {impl!r} is unknown: expected one of {ATTN_IMPLS}")
     scores = torch.matmul(q, k.transpose(-1, -2))  # [B, H, T, K]
     if pos_scores is not None:
         scores = scores + pos_scores
     scores = (scores * scale).masked_fill(mask, float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+    acc = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
+    probs = torch.softmax(scores, dim=-1, dtype=acc).to(v.dtype)
     probs = F.dropout(probs, p=dropout_p, training=dropout_p > 0)
     return torch.matmul(probs, v)
 

@@ -101,7 +101,9 @@ class TransformerXLLM(nn.Module):
         )
         self.r_bias = nn.Parameter(torch.zeros(L, cfg.max_klen, H)) if cfg.attn_type == 1 else None
         self.sampler = (
-            LogUniformSampler(cfg.vocab_size, cfg.sample_softmax) if cfg.sample_softmax > 0 else None
+            LogUniformSampler(cfg.vocab_size, cfg.sample_softmax)
+            if cfg.sample_softmax > 0
+            else None
         )
         init_weights(self, cfg)
 
@@ -205,16 +207,20 @@ class TransformerXLLM(nn.Module):
                     f"{tuple(input_ids.shape)}"
                 )
             params = self.crit.clusters(self.word_emb)
-            target = labels.reshape(-1)
+            target = labels.reshape(-1).contiguous()
             if self.sampler is not None and self.training:
                 nll = sampled_nll(flat, target, params[0], self.sampler)
             else:
-                nll = adaptive_nll(flat, target, params, self.crit.cluster_weight, self.crit.cluster_bias)
+                nll = adaptive_nll(
+                    flat, target, params, self.crit.cluster_weight, self.crit.cluster_bias
+                )
             token_nll = nll.view(bsz, qlen)
             loss = token_nll.mean()
         if return_log_probs:
             log_probs = self.log_probs(h)
-        return LMOutput(loss=loss, token_nll=token_nll, mems=new_mems, log_probs=log_probs, hidden=h)
+        return LMOutput(
+            loss=loss, token_nll=token_nll, mems=new_mems, log_probs=log_probs, hidden=h
+        )
 
     def log_probs(self, hidden: Tensor) -> Tensor:
         """``[..., D]`` final hidden states -> ``[..., V]`` full-vocabulary log-probabilities."""

@@ -1,0 +1,168 @@
+"""The tricky attention math against naive float64 references."""
+
+import math
+
+import pytest
+import torch
+
+from transformer_xl import TransformerXLConfig
+from transformer_xl.model.attention import (
+    RelativeAttention,
+    attention_mask,
+    rel_shift,
+    relative_distances,
+    sinusoid,
+)
+
+
+@pytest.mark.parametrize("T,M", [(1, 0), (4, 0), (4, 3), (5, 9), (7, 2)])
+def test_rel_shift_matches_naive_gather(T, M):
+    K = M + T
+    x = torch.randn(2, 3, T, K + 1, dtype=torch.float64)
+    out = rel_shift(x)
+    assert out.shape == (2, 3, T, K)
+    for i in range(T):
+        for j in range(M + i + 1):  # visible keys only: distance M + i - j >= 0
+            dist = M + i - j
+            assert torch.equal(out[:, :, i, j], x[:, :, i, K - dist])
+
+
+def test_rel_shift_is_a_view():
+    x = torch.randn(2, 2, 3, 8)
+    assert rel_shift(x).data_ptr() == x.data_ptr() + 3 * x.element_size()
+
+
+def test_sinusoid_formula():
+    pos = torch.tensor([0.0, 1.0, 7.0, 300.0])
+    d = 6
+    out = sinusoid(pos, d)
+    for a, p in enumerate(pos.tolist()):
+        for k in range(d // 2):
+            f = 1.0 / 10000 ** (2 * k / d)
+            assert out[a, k].item() == pytest.approx(math.sin(p * f), abs=1e-5)
+            assert out[a, d // 2 + k].item() == pytest.approx(math.cos(p * f), abs=1e-5)
+
+
+def test_relative_distances_and_clamp():
+    assert relative_distances(4, -1).tolist() == [4, 3, 2, 1, 0]
+    assert relative_distances(4, 2).tolist() == [2, 2, 2, 1, 0]
+
+
+def authors_torch_mask(qlen, mlen, mem_len, same_length):
+    """The authors' PyTorch / HF formula (masked where 1), written out with triu/tril."""
+    klen = mlen + qlen
+    ones = torch.ones(qlen, klen)
+    if not same_length:
+        return torch.triu(ones, 1 + mlen).bool()
+    mask_len = klen - mem_len
+    shift = qlen - mask_len if mask_len > 0 else qlen
+    return (torch.triu(ones, 1 + mlen) + torch.tril(ones, -shift)).bool()
+
+
+def authors_tf_mask(qlen, mlen, same_length):
+    """The authors' TF formula (masked where 1), with matrix_band_part spelled as triu/tril."""
+    ones = torch.ones(qlen, qlen)
+    upper_strict = torch.triu(ones, 1)
+    ret = torch.cat([torch.zeros(qlen, mlen), upper_strict], 1)
+    if same_length:
+        lower_strict = torch.tril(ones, -1)
+        ret = torch.cat([ret[:, :qlen] + lower_strict, ret[:, qlen:]], 1)
+    return ret.bool()
+
+
+@pytest.mark.parametrize(
+    "qlen,mlen,mem_len", [(4, 0, 4), (4, 4, 4), (3, 6, 6), (6, 2, 4), (5, 0, 3), (2, 5, 8)]
+)
+@pytest.mark.parametrize("same_length", [False, True])
+def test_mask_torch_mode_equals_authors_pytorch(qlen, mlen, mem_len, same_length):
+    ours = attention_mask(
+        qlen, mlen, same_length=same_length, mem_len=mem_len, same_length_keys="torch"
+    )
+    assert torch.equal(ours, authors_torch_mask(qlen, mlen, mem_len, same_length))
+
+
+@pytest.mark.parametrize("qlen,mem_len", [(4, 4), (3, 6), (6, 2), (1, 5)])
+@pytest.mark.parametrize("same_length", [False, True])
+def test_mask_tf_mode_equals_authors_tf(qlen, mem_len, same_length):
+    # the TF code always carries a full memory (mlen == mem_len)
+    ours = attention_mask(
+        qlen, mem_len, same_length=same_length, mem_len=mem_len, same_length_keys="tf"
+    )
+    assert torch.equal(ours, authors_tf_mask(qlen, mem_len, same_length))
+
+
+def test_same_length_key_counts():
+    m_tf = attention_mask(5, 8, same_length=True, mem_len=8, same_length_keys="tf")
+    m_pt = attention_mask(5, 8, same_length=True, mem_len=8, same_length_keys="torch")
+    assert (~m_tf).sum(1).tolist() == [9] * 5
+    assert (~m_pt).sum(1).tolist() == [8] * 5
+    with pytest.raises(ValueError, match="mem_len >= 1"):
+        attention_mask(3, 0, same_length=True, mem_len=0, same_length_keys="torch")
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+@pytest.mark.parametrize("pre_lnorm", [False, True])
+def test_attention_layer_against_paper_four_terms(impl, pre_lnorm):
+    """One attention sub-layer vs the paper's terms (a)-(d) computed element by element."""
+    cfg = TransformerXLConfig(
+        vocab_size=10,
+        n_layer=1,
+        n_head=2,
+        d_model=8,
+        d_head=3,
+        d_inner=8,
+        dropout=0.0,
+        pre_lnorm=pre_lnorm,
+    )
+    att = RelativeAttention(cfg).double().eval()
+    with torch.no_grad():
+        for p in att.parameters():
+            p.copy_(torch.randn_like(p))
+    B, T, M, H, Dh = 2, 4, 3, 2, 3
+    K = M + T
+    h = torch.randn(B, T, 8, dtype=torch.float64)
+    mem = torch.randn(B, M, 8, dtype=torch.float64)
+    u = torch.randn(H, Dh, dtype=torch.float64)
+    v = torch.randn(H, Dh, dtype=torch.float64)
+    clamp = 5
+    R = sinusoid(relative_distances(K, clamp), 8).double()  # rows: distances K..0
+    mask = attention_mask(T, M, same_length=True, mem_len=M, same_length_keys="tf")
+    out = att(
+        h, mem, mask, content_bias=u, pos_keys=att.project_positions(R), pos_query_bias=v, impl=impl
+    )
+
+    # naive reference
+    cat = torch.cat([mem, h], 1)
+    x = att.ln(cat) if pre_lnorm else cat
+    inner = H * Dh
+    Wq, Wk, Wv = (
+        att.qkv.weight[:inner],
+        att.qkv.weight[inner : 2 * inner],
+        att.qkv.weight[2 * inner :],
+    )
+    WR = att.r_net.weight
+    ref = torch.zeros(B, T, inner, dtype=torch.float64)
+    for b in range(B):
+        for n in range(H):
+            sl = slice(n * Dh, (n + 1) * Dh)
+            for i in range(T):
+                q = Wq[sl] @ x[b, M + i]
+                scores = []
+                for j in range(K):
+                    if mask[i, j]:
+                        scores.append(-math.inf)
+                        continue
+                    dist = min(M + i - j, clamp)
+                    r = WR[sl] @ sinusoid(torch.tensor([float(dist)]), 8)[0].double()
+                    k = Wk[sl] @ x[b, j]
+                    a = q @ k  # (a) content
+                    bb = q @ r  # (b) content-dependent position
+                    c = u[n] @ k  # (c) global content bias
+                    d = v[n] @ r  # (d) global position bias
+                    scores.append((a + bb + c + d).item() / math.sqrt(Dh))
+                p = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0)
+                vals = torch.stack([Wv[sl] @ x[b, j] for j in range(K)])
+                ref[b, i, sl] = p @ vals
+    y = ref @ att.o.weight.T
+    expect = h + y if pre_lnorm else att.ln(h + y)
+    assert torch.allclose(out, expect, atol=1e-10, rtol=0)

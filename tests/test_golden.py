@@ -1,0 +1,55 @@
+"""A committed loss trace of the tiny preset over 20 deterministic CPU training steps.
+
+Any change that alters the model's numerics (on purpose or not) breaks this test. To record a new
+trace after an intended change, run ``TXL_WRITE_GOLDEN=1 pytest tests/test_golden.py`` and say why
+in the commit message.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from transformer_xl import TransformerXLConfig, TransformerXLLM
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_trace.json"
+
+
+def trace() -> list[float]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(1234)
+        cfg = TransformerXLConfig.from_preset("tiny", vocab_size=256, dropout=0.1)
+        model = TransformerXLLM(cfg, attn_impl="eager")
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(5)
+        data = torch.randint(0, 32, (4, 20 * 32 + 1), generator=gen)
+        data[:, 1::3] = data[:, :-1:3]  # some structure to learn
+        losses, mems = [], None
+        for step in range(20):
+            s = step * 32
+            out = model(data[:, s : s + 32], labels=data[:, s + 1 : s + 33], mems=mems, mem_len=32)
+            mems = out.mems
+            opt.zero_grad()
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+            opt.step()
+            losses.append(out.loss.item())
+        return losses
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_golden_loss_trace():
+    losses = trace()
+    if os.environ.get("TXL_WRITE_GOLDEN"):
+        GOLDEN.write_text(
+            json.dumps({"torch": torch.__version__, "losses": losses}, indent=1) + "\n"
+        )
+    golden = json.loads(GOLDEN.read_text())["losses"]
+    assert len(golden) == 20
+    assert losses[-1] < losses[0] - 0.1  # it learns
+    diffs = [abs(a - b) for a, b in zip(losses, golden, strict=True)]
+    assert max(diffs) <= 2e-4, list(zip(losses, golden, strict=False))
