@@ -39,7 +39,8 @@ def normalize_newlines(text: str) -> str:
 
 def _unknown_error(vocab: Vocab, what: str) -> ValueError:
     return ValueError(
-        f"{what} is not in the {vocab.kind} vocabulary ({len(vocab)} tokens) and it has no unknown token"
+        f"{what} is not in the {vocab.kind} vocabulary ({len(vocab)} tokens), "
+        "which has no unknown token"
     )
 
 

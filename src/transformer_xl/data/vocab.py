@@ -136,7 +136,10 @@ class Vocab:
         return isinstance(other, Vocab) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"Vocab(kind={self.kind!r}, size={len(self)}, unk={self.unk_token!r}, eos={self.eos_token!r})"
+        return (
+            f"Vocab(kind={self.kind!r}, size={len(self)}, "
+            f"unk={self.unk_token!r}, eos={self.eos_token!r})"
+        )
 
     @property
     def unk_id(self) -> int | None:
@@ -160,7 +163,7 @@ class Vocab:
         )
 
     def encode_tokens(self, tokens: Iterable[str]) -> list[int]:
-        """Ids of ``tokens``; unknown tokens map to ``unk_token`` (ValueError when there is none)."""
+        """Ids of ``tokens``; unknown ones map to ``unk_token`` (ValueError if there is none)."""
         return [self.token_to_id(t) for t in tokens]
 
     def decode_ids(self, ids: Iterable[int]) -> list[str]:
