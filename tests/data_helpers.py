@@ -49,7 +49,9 @@ def make_text8_zip(path: Path, text: str) -> Path:
 
 
 def make_wikitext_zip(path: Path, size: str, splits: dict[str, str]) -> Path:
-    return zip_members(path, {f"wikitext-{size}/wiki.{s}.tokens": t.encode() for s, t in splits.items()})
+    return zip_members(
+        path, {f"wikitext-{size}/wiki.{s}.tokens": t.encode() for s, t in splits.items()}
+    )
 
 
 def make_ptb_tgz(path: Path, words: dict[str, str], chars: dict[str, str]) -> Path:
@@ -67,9 +69,13 @@ LM1B = "1-billion-word-language-modeling-benchmark-r13output"
 def make_lm1b_tgz(path: Path, train_shards: list[str], heldout: list[str]) -> Path:
     members = {f"{LM1B}/README": b"readme\n"}
     for k, t in enumerate(heldout):
-        members[f"{LM1B}/heldout-monolingual.tokenized.shuffled/news.en.heldout-{k:05d}-of-00050"] = t.encode()
+        members[
+            f"{LM1B}/heldout-monolingual.tokenized.shuffled/news.en.heldout-{k:05d}-of-00050"
+        ] = t.encode()
     for k, t in enumerate(train_shards, 1):
-        members[f"{LM1B}/training-monolingual.tokenized.shuffled/news.en-{k:05d}-of-00100"] = t.encode()
+        members[f"{LM1B}/training-monolingual.tokenized.shuffled/news.en-{k:05d}-of-00100"] = (
+            t.encode()
+        )
     return tar_members(path, members)
 
 
@@ -84,7 +90,13 @@ def ptb_like(text: str, n_lines: int, seed: int = 0) -> str:
 
 
 def ptb_char_like(word_text: str) -> str:
-    return "\n".join(" ".join(" _ ".join(" ".join(w) for w in line.split()).split()) for line in word_text.splitlines()) + "\n"
+    return (
+        "\n".join(
+            " ".join(" _ ".join(" ".join(w) for w in line.split()).split())
+            for line in word_text.splitlines()
+        )
+        + "\n"
+    )
 
 
 # ------------------------------------------------------------------ authors' pipeline (naive)
@@ -122,7 +134,9 @@ class AuthorsVocab:
         out = []
         with open(path, encoding="utf-8") as f:
             for line in f:
-                out.append([self.sym2idx.get(s, unk) for s in self.tokenize(line, add_eos, add_double_eos)])
+                out.append(
+                    [self.sym2idx.get(s, unk) for s in self.tokenize(line, add_eos, add_double_eos)]
+                )
         return out
 
 
@@ -148,7 +162,10 @@ def authors_char_corpus(tmp: Path, raw, kind: str, tail: int):
     for s in parts:
         v.count_file(tmp / f"{s}.txt")
     v.build()
-    ids = {s: [i for line in v.encode_file(tmp / f"{s}.txt", add_eos=False) for i in line] for s in parts}
+    ids = {
+        s: [i for line in v.encode_file(tmp / f"{s}.txt", add_eos=False) for i in line]
+        for s in parts
+    }
     return v.idx2sym, ids
 
 

@@ -3,6 +3,7 @@ authors' preprocessing written out naively (data_helpers)."""
 
 import numpy as np
 import pytest
+
 from data_helpers import (
     AuthorsVocab,
     authors_char_corpus,
@@ -15,7 +16,6 @@ from data_helpers import (
     ptb_like,
     sample_text,
 )
-
 from transformer_xl.cli import main
 from transformer_xl.data import load_prepared, load_tokenizer
 from transformer_xl.data.streams import SentenceStream, train_stream
@@ -30,7 +30,20 @@ def run(*argv):
 def test_enwik8_paper_mode_matches_authors(tmp_path):
     raw = sample_text(20_000).encode("utf-8") + bytes(range(256)) + b"\r\n\n\n end"
     archive = make_enwik8_zip(tmp_path / "enwik8.zip", raw)
-    assert run("enwik8", "--source", archive, "--out", tmp_path / "out", "--valid-size", TAIL, "--test-size", TAIL) == 0
+    assert (
+        run(
+            "enwik8",
+            "--source",
+            archive,
+            "--out",
+            tmp_path / "out",
+            "--valid-size",
+            TAIL,
+            "--test-size",
+            TAIL,
+        )
+        == 0
+    )
     ds = load_prepared(tmp_path / "out", verify=True)
     idx2sym, ids = authors_char_corpus(tmp_path / "authors", raw, "enwik8", TAIL)
     assert list(ds.vocab.tokens) == idx2sym
@@ -47,11 +60,25 @@ def test_enwik8_paper_mode_matches_authors(tmp_path):
 def test_enwik8_bytes_mode_keeps_every_byte(tmp_path):
     raw = sample_text(9000).encode("utf-8") + bytes(range(256))
     archive = make_enwik8_zip(tmp_path / "enwik8.zip", raw)
-    run("enwik8", "--source", archive, "--out", tmp_path / "out", "--mode", "bytes", "--valid-size", 100, "--test-size", 200)
+    run(
+        "enwik8",
+        "--source",
+        archive,
+        "--out",
+        tmp_path / "out",
+        "--mode",
+        "bytes",
+        "--valid-size",
+        100,
+        "--test-size",
+        200,
+    )
     ds = load_prepared(tmp_path / "out")
     assert len(ds.vocab) == 256 and ds.meta["preprocessing"]["mode"] == "bytes"
     assert ds.split("train").tobytes() == raw[:-300]
-    assert ds.split("valid").tobytes() == raw[-300:-200] and ds.split("test").tobytes() == raw[-200:]
+    assert (
+        ds.split("valid").tobytes() == raw[-300:-200] and ds.split("test").tobytes() == raw[-200:]
+    )
     assert ds.tokenizer.decode(ds.split("train")) == raw[:-300].decode("utf-8")
 
 
@@ -59,9 +86,26 @@ def test_text8_matches_authors(tmp_path):
     # text8-like but with what the authors' pipeline must cope with: underscores, tabs, CR LF,
     # capitals (incl. one whose lower case is two code points), spaces at the split edges
     text = sample_text(12_000, seed=1)
-    text = text[: -2 * TAIL] + "  Ab_c\t\r\nİx " + text[-2 * TAIL + 12 : -TAIL - 3] + "   " + text[-TAIL:-1] + " "
+    text = (
+        text[: -2 * TAIL]
+        + "  Ab_c\t\r\nİx "
+        + text[-2 * TAIL + 12 : -TAIL - 3]
+        + "   "
+        + text[-TAIL:-1]
+        + " "
+    )
     archive = make_text8_zip(tmp_path / "text8.zip", text)
-    run("text8", "--source", archive, "--out", tmp_path / "out", "--valid-size", TAIL, "--test-size", TAIL)
+    run(
+        "text8",
+        "--source",
+        archive,
+        "--out",
+        tmp_path / "out",
+        "--valid-size",
+        TAIL,
+        "--test-size",
+        TAIL,
+    )
     ds = load_prepared(tmp_path / "out", verify=True)
     idx2sym, ids = authors_char_corpus(tmp_path / "authors", text.encode("utf-8"), "text8", TAIL)
     assert list(ds.vocab.tokens) == [" " if t == "_" else t for t in idx2sym]
@@ -72,10 +116,23 @@ def test_text8_matches_authors(tmp_path):
 
 def test_text8_on_plain_text8_shape(tmp_path):
     rng = np.random.default_rng(0)
-    words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(1, 9))) for _ in range(3000)]
+    words = [
+        "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(1, 9)))
+        for _ in range(3000)
+    ]
     text = " " + " ".join(words)
     archive = make_text8_zip(tmp_path / "text8.zip", text)
-    run("text8", "--source", archive, "--out", tmp_path / "out", "--valid-size", 2000, "--test-size", 2000)
+    run(
+        "text8",
+        "--source",
+        archive,
+        "--out",
+        tmp_path / "out",
+        "--valid-size",
+        2000,
+        "--test-size",
+        2000,
+    )
     ds = load_prepared(tmp_path / "out")
     assert len(ds.vocab) == 27 and ds.vocab.kind == "char" and ds.tokenizer.unit == "char"
     n = len(text)
@@ -84,7 +141,8 @@ def test_text8_on_plain_text8_shape(tmp_path):
 
 
 WIKI = {
-    "train": " = Title = \n \n The game began in 2011 . <unk> fans , the game \n\n = = Plot = = \n The end",
+    "train": " = Title = \n \n The game began in 2011 . <unk> fans , the game \n\n"
+    " = = Plot = = \n The end",
     "valid": " The game ended . \n \n",
     "test": " A new <unk> game \n",
 }
@@ -109,8 +167,13 @@ def test_wikitext_matches_authors(tmp_path, size):
     assert ds.vocab.unk_token == "<unk>" and ds.vocab.eos_token == "<eos>"
     unk = v.sym2idx["<unk>"]  # (the authors' code would stop at an unknown word: no unk_idx)
     for s in splits:
-        assert ds.split(s).tolist() == [i for line in v.encode_file(files[s], unk=unk) for i in line]
-        assert ds.tokenizer.encode(splits[s] if splits[s].endswith("\n") else splits[s] + "\n") == ds.split(s).tolist()
+        assert ds.split(s).tolist() == [
+            i for line in v.encode_file(files[s], unk=unk) for i in line
+        ]
+        assert (
+            ds.tokenizer.encode(splits[s] if splits[s].endswith("\n") else splits[s] + "\n")
+            == ds.split(s).tolist()
+        )
 
 
 def test_wikitext103_unknown_words_get_an_appended_unk(tmp_path):
@@ -126,7 +189,10 @@ def test_wikitext103_unknown_words_get_an_appended_unk(tmp_path):
 
 def test_ptb_and_ptb_char_match_authors(tmp_path):
     text = sample_text(30_000, seed=2)
-    words = {s: ptb_like(text, n, seed=k) for k, (s, n) in enumerate([("train", 300), ("valid", 40), ("test", 40)])}
+    words = {
+        s: ptb_like(text, n, seed=k)
+        for k, (s, n) in enumerate([("train", 300), ("valid", 40), ("test", 40)])
+    }
     words["train"] = words["train"].replace(" the ", " The ", 3)
     chars = {s: ptb_char_like(t) for s, t in words.items()}
     archive = make_ptb_tgz(tmp_path / "simple-examples.tgz", words, chars)
@@ -159,7 +225,9 @@ def test_lm1b_sentences_vocab_and_stream(tmp_path):
     for line in lines[:150]:
         counter.counter.update(line.split())
     vocab_words = [w for w, _ in counter.counter.most_common(300)]  # the rest will be unknown
-    (tmp_path / "1b_word_vocab.txt").write_text("<S> 0\n</S> 0\n<UNK> 0\n" + "".join(f"{w} 5\n" for w in vocab_words))
+    (tmp_path / "1b_word_vocab.txt").write_text(
+        "<S> 0\n</S> 0\n<UNK> 0\n" + "".join(f"{w} 5\n" for w in vocab_words)
+    )
     assert run("lm1b", "--source", archive, "--out", tmp_path / "out") == 0  # vocab found beside it
     ds = load_prepared(tmp_path / "out", verify=True)
     assert ds.vocab.eos_token == "<S>" and ds.vocab.unk_token == "<UNK>" and len(ds.vocab) == 303
@@ -174,13 +242,27 @@ def test_lm1b_sentences_vocab_and_stream(tmp_path):
         expect.extend(v.encode_file(f, add_double_eos=True, unk=2))
     got = [data[offsets[k] : offsets[k + 1] + 1].tolist() for k in range(len(offsets) - 1)]
     assert got == expect
-    assert [tuple(s) for s in ds.shards("train")] == [(0, 40), (40, 80), (80, 120), (120, 160), (160, 200)]
-    assert [s["name"] for s in ds.meta["splits"]["train"]["shards"]] == [f"news.en-{k:05d}-of-00100" for k in range(1, 6)]
+    assert [tuple(s) for s in ds.shards("train")] == [
+        (0, 40),
+        (40, 80),
+        (80, 120),
+        (120, 160),
+        (160, 200),
+    ]
+    assert [s["name"] for s in ds.meta["splits"]["train"]["shards"]] == [
+        f"news.en-{k:05d}-of-00100" for k in range(1, 6)
+    ]
     assert ds.split("valid").tolist() == ds.split("test").tolist()
     assert len(ds.sentence_offsets("valid")) == 31  # only heldout-00000
     assert ds.meta["splits"]["train"]["unknown_tokens"] > 0
     stream = train_stream(ds, 4, 8, seed=1)
-    assert isinstance(stream, SentenceStream) and stream.shards == [(0, 40), (40, 80), (80, 120), (120, 160), (160, 200)]
+    assert isinstance(stream, SentenceStream) and stream.shards == [
+        (0, 40),
+        (40, 80),
+        (80, 120),
+        (120, 160),
+        (160, 200),
+    ]
     seg = next(iter(stream))
     assert seg.input_ids.shape == (4, 8)
     tok = ds.tokenizer

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 HELP = {
-    "enwik8": "enwik8.zip: 90M/5M/5M bytes, one token per byte (newlines dropped as the authors do)",
+    "enwik8": "enwik8.zip: 90M/5M/5M bytes, a token per byte (newlines dropped, as the authors do)",
     "text8": "text8.zip: 90M/5M/5M characters",
     "wikitext-103": "wikitext-103-v1.zip: words, <eos> per line, vocabulary from train",
     "wikitext-2": "wikitext-2-v1.zip: words, <eos> per line",
@@ -37,9 +37,11 @@ def _obtain(remote, args, source: str | None, sha256: str | None):
 
 def run_benchmark(args) -> int:
     from transformer_xl.data.corpora import LM1B_VOCAB, PREPARERS, REMOTES
+    from transformer_xl.data.prepared import check_destination
 
     name = args.dataset
     t0 = time.time()
+    out = check_destination(args.out or Path("data") / name, args.force)
     archive, info = _obtain(REMOTES[name], args, args.source, args.sha256)
     kwargs = dict(overwrite=args.force, quiet=args.quiet, source_info=info)
     if name in ("enwik8", "text8"):
@@ -55,7 +57,6 @@ def run_benchmark(args) -> int:
         kwargs.update(
             vocab_file=vocab_path, source_info={"archive": info, "vocab_file": vocab_info}
         )
-    out = Path(args.out or Path("data") / name)
     if not args.quiet:
         print(f"preparing {name} from {archive}", file=sys.stderr)
     ds = PREPARERS[name](archive, out, **kwargs)
@@ -67,10 +68,11 @@ def run_benchmark(args) -> int:
 
 
 def run_text(args) -> int:
+    from transformer_xl.data.prepared import check_destination
     from transformer_xl.data.text import prepare_text
 
     t0 = time.time()
-    out = Path(args.out or Path("data") / args.name)
+    out = check_destination(args.out or Path("data") / args.name, args.force)
     ds = prepare_text(
         args.train, out, valid=args.valid, test=args.test, tokenizer=args.tokenizer,
         min_freq=args.min_freq, max_size=args.max_size, vocab_size=args.vocab_size,
@@ -79,7 +81,8 @@ def run_text(args) -> int:
     )  # fmt: skip
     sizes = ", ".join(f"{s} {ds.num_tokens(s):,}" for s in ds.splits)
     print(
-        f"{args.name}: {sizes} tokens; vocabulary {len(ds.vocab):,} -> {out} ({time.time() - t0:.1f} s)"
+        f"{args.name}: {sizes} tokens; vocabulary {len(ds.vocab):,} -> {out} "
+        f"({time.time() - t0:.1f} s)"
     )
     return 0
 
@@ -104,7 +107,8 @@ def register(sub) -> None:
         q.add_argument(
             "--download-dir",
             type=Path,
-            help="where downloads go (default: $TXL_DOWNLOAD_DIR or ~/.cache/transformer-xl/downloads)",
+            help="where downloads go (default: $TXL_DOWNLOAD_DIR, else "
+            "~/.cache/transformer-xl/downloads)",
         )
         q.add_argument(
             "--url", action="append", help="download from this URL instead (repeatable: mirrors)"
@@ -122,7 +126,8 @@ def register(sub) -> None:
                 "--mode",
                 choices=["paper", "bytes"],
                 default="paper",
-                help="paper: the authors' vocabulary (default); bytes: all 256 byte values, id = byte",
+                help="paper: the authors' vocabulary (default); "
+                "bytes: all 256 byte values, id = byte value",
             )
             q.add_argument(
                 "--valid-size", type=int, default=5_000_000, help="valid units (default 5,000,000)"

@@ -268,11 +268,12 @@ def prepare_words(
             specials = ["<eos>"] + (["<unk>"] if has_unk else [])
             vocab = Vocab(tokens, kind, eos_token="<eos>", unk_token="<unk>" if has_unk else None,
                           special_tokens=specials, options={"lower_case": lower_case})  # fmt: skip
+            examples = encoder.unknown_examples
             meta = {
                 "dataset": dataset, "unit": kind, "dtype": dtype, "source": source_info,
                 "preprocessing": {"members": members, "vocab_counted_on": list(count_splits),
                                   "lower_case": lower_case, "eos_per_line": True,
-                                  "unknown_examples": [k for k, _ in encoder.unknown_examples.most_common(10)]},
+                                  "unknown_examples": [w for w, _ in examples.most_common(10)]},
             }  # fmt: skip
             return _commit(w, vocab, splits, meta, quiet)
 
@@ -341,7 +342,7 @@ def prepare_lm1b(
         unknown = {"train": 0, "valid": 0}
         with archive_errors(archive):
             try:
-                tar = tarfile.open(archive, "r|*")
+                tar = tarfile.open(archive, "r|*")  # noqa: SIM115 - a stream, closed below
             except tarfile.ReadError:
                 raise ValueError(f"{archive}: not a tar archive") from None
             with tar:
@@ -355,7 +356,8 @@ def prepare_lm1b(
                     if not is_train and name != LM1B_HELDOUT:
                         continue
                     _log(f"encoding {name}", quiet)
-                    blocks = iter(lambda f=tar.extractfile(member): f.read(1 << 23), b"")
+                    member_file = tar.extractfile(member)
+                    blocks = iter(lambda f=member_file: f.read(1 << 23), b"")
                     target, split = (train, "train") if is_train else (valid, "valid")
                     before = encoder.unknown
                     target.add_file(
@@ -378,7 +380,8 @@ def prepare_lm1b(
         meta = {
             "dataset": "lm1b", "unit": "word", "dtype": dtype, "source": source_info,
             "preprocessing": {"vocab_file": os.path.basename(vocab_file), "sentence_token": "<S>",
-                              "layout": "<S> s1 <S> s2 ... <S>", "valid_and_test": Path(LM1B_HELDOUT).name},
+                              "layout": "<S> s1 <S> s2 ... <S>",
+                              "valid_and_test": Path(LM1B_HELDOUT).name},
         }  # fmt: skip
         return _commit(w, vocab, splits, meta, quiet)
 

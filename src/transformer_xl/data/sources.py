@@ -95,6 +95,10 @@ class Archive:
                 yield block
 
 
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
 @dataclass(frozen=True)
 class FileSource:
     """Regular files read one after another as one text; a file that does not end with a
@@ -109,9 +113,8 @@ class FileSource:
             p = Path(p)
             if p.is_dir():
                 found = sorted(
-                    f for f in p.rglob("*")
-                    if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                )  # fmt: skip
+                    f for f in p.rglob("*") if f.is_file() and not _hidden(f.relative_to(p))
+                )
                 if not found:
                     raise ValueError(f"{p}: folder holds no files")
                 files.extend(found)

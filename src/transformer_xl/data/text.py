@@ -152,16 +152,20 @@ def _char_vocab(plan, min_freq, max_size, unk_token, lower_case) -> Vocab:
         counts.add(codepoints(text), pos)
         pos += len(text)
     items = counts.items(lambda v: chr(v).lower() if lower_case else chr(v))
-    return Vocab.from_counts(items, "char", specials=[unk_token], min_freq=min_freq, max_size=max_size,
-                             unk_token=unk_token, options={"lower_case": lower_case})  # fmt: skip
+    return Vocab.from_counts(
+        items, "char", specials=[unk_token], min_freq=min_freq, max_size=max_size,
+        unk_token=unk_token, options={"lower_case": lower_case},
+    )  # fmt: skip
 
 
 def _word_vocab(plan, min_freq, max_size, unk_token, lower_case) -> Vocab:
     counter: Counter = Counter()
     count_words(line_chunks(plan["train"].texts()), counter, lower_case)
-    return Vocab.from_counts(counter.items(), "word", specials=["<eos>", unk_token], min_freq=min_freq,
-                             max_size=max_size, unk_token=unk_token, eos_token="<eos>",
-                             options={"lower_case": lower_case})  # fmt: skip
+    return Vocab.from_counts(
+        counter.items(), "word", specials=["<eos>", unk_token], min_freq=min_freq,
+        max_size=max_size, unk_token=unk_token, eos_token="<eos>",
+        options={"lower_case": lower_case},
+    )  # fmt: skip
 
 
 def _train_bpe(plan, vocab_size: int, min_freq: int):
@@ -229,7 +233,7 @@ def prepare_text(
             "preprocessing": {
                 "tokenizer": tokenizer, "min_freq": min_freq, "max_size": max_size,
                 "vocab_size": vocab_size if bpe else None, "lower_case": lower_case,
-                "carved": {s: [plan[s].start, plan[s].end] for s in SPLITS if plan[s].end is not None},
+                "carved": {s: [p.start, p.end] for s, p in plan.items() if p.end is not None},
             },
         }  # fmt: skip
         w.commit(meta, vocab)
