@@ -223,29 +223,21 @@ class FirstSeenWords:
         unknown: Counter = Counter()
 
         def chunks() -> Iterator[np.ndarray]:
-            data = (
-                np.memmap(self.files[name], dtype=np.uint32, mode="r")
-                if self.files[name].stat().st_size
-                else []
-            )
-            for start in range(0, len(data), chunk):
-                prov = np.asarray(data[start : start + chunk], dtype=np.int64)
-                ids = table[prov]
-                missing = ids < 0
-                if missing.any():
-                    if unk_id is None:
-                        raise ValueError(
-                            f"word {words[int(prov[missing][0])]!r} is not in the vocabulary"
-                        )
-                    values, counts = np.unique(prov[missing], return_counts=True)
-                    unknown.update(
-                        {
-                            words[v]: int(c)
-                            for v, c in zip(values.tolist(), counts.tolist(), strict=True)
-                        }
-                    )
-                    ids[missing] = unk_id
-                yield ids
+            # plain reads, not a memmap: mapped pages would count towards the resident size
+            with open(self.files[name], "rb") as f:
+                while block := f.read(4 * chunk):
+                    prov = np.frombuffer(block, dtype=np.uint32).astype(np.int64)
+                    ids = table[prov]
+                    missing = ids < 0
+                    if missing.any():
+                        if unk_id is None:
+                            word = words[int(prov[missing][0])]
+                            raise ValueError(f"word {word!r} is not in the vocabulary")
+                        values, counts = np.unique(prov[missing], return_counts=True)
+                        pairs = zip(values.tolist(), counts.tolist(), strict=True)
+                        unknown.update({words[v]: c for v, c in pairs})
+                        ids[missing] = unk_id
+                    yield ids
             self.files[name].unlink()
 
         return chunks(), unknown
