@@ -38,8 +38,10 @@ def make_enwik8(path: Path) -> None:
     paragraphs = base.split("\n\n")
     while total < SIZE:
         body = "\n\n".join(paragraphs[j] for j in rng.integers(0, len(paragraphs), 12))
-        page = (f"  <page>\n    <title>Topic {k} é</title>\n    <id>{k}</id>\n    <revision>\n"
-                f"      <text xml:space=\"preserve\">{body}</text>\n    </revision>\n  </page>\n")  # fmt: skip
+        page = (
+            f"  <page>\n    <title>Topic {k} é</title>\n    <id>{k}</id>\n    <revision>\n"
+            f'      <text xml:space="preserve">{body}</text>\n    </revision>\n  </page>\n'
+        )
         pages.append(page)
         total += len(page.encode())
         k += 1
@@ -64,7 +66,9 @@ def make_text8(path: Path) -> None:
 def make_wikitext103(path: Path, n_tokens: int = 103_000_000, n_words: int = 270_000) -> None:
     rng = np.random.default_rng(2)
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    vocab = np.array(["".join(rng.choice(letters, rng.integers(2, 10))) + str(i) for i in range(n_words)])
+    vocab = np.array(
+        ["".join(rng.choice(letters, rng.integers(2, 10))) + str(i) for i in range(n_words)]
+    )
     vocab[:3] = ["the", ",", "<unk>"]
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
         for split, n in (("train", n_tokens), ("valid", 217_000), ("test", 245_000)):
@@ -120,19 +124,25 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     makers = {"enwik8": (make_enwik8, "enwik8.zip"), "text8": (make_text8, "text8.zip"),
               "wikitext-103": (make_wikitext103, "wikitext-103-v1.zip")}  # fmt: skip
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(json.dumps({"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                      "numpy": np.__version__, "commit": commit}))  # fmt: skip
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    cpu = platform.processor() or platform.machine()
+    print(json.dumps({"cpu": cpu, "python": platform.python_version(), "numpy": np.__version__,
+                      "commit": commit}))  # fmt: skip
     for name in a.only:
         make, filename = makers[name]
         archive = a.work / filename
         if not archive.exists():
             t0 = time.perf_counter()
             make(archive)
-            print(f"built {archive} ({archive.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s")
+            mb = archive.stat().st_size / 1e6
+            print(f"built {archive} ({mb:.0f} MB) in {time.perf_counter() - t0:.0f} s")
         modes = [["--mode", "paper"], ["--mode", "bytes"]] if name in ("enwik8", "text8") else [[]]
         for mode in modes:
-            res = run_prepare([name, "--source", str(archive), "--out", str(a.work / f"out-{name}"), *mode])
+            res = run_prepare(
+                [name, "--source", str(archive), "--out", str(a.work / f"out-{name}"), *mode]
+            )
             print(json.dumps(res))
 
 
