@@ -14,6 +14,7 @@ import contextlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -127,3 +128,90 @@ def token_by_token_nll(model: torch.nn.Module, ids: Tensor, *, mem_len: int, cla
         mems = res.mems
         out.append(res.token_nll)
     return torch.cat(out, dim=1)
+
+
+# ---------------------------------------------------------------------------- txl eval
+def resolve_model_dir(path) -> tuple[Path, Any]:
+    """A run folder (its ``best`` model, else its newest intact checkpoint) or a model folder
+    -> ``(model folder, RunConfig or None)``."""
+    from transformer_xl.train import checkpoint as ckpt
+    from transformer_xl.train.config import RunConfig
+    from transformer_xl.weights import WEIGHTS_NAME
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a folder (expected a run folder or a model folder)")
+    is_run = (path / "best").is_dir() or (path / ckpt.CHECKPOINTS).is_dir()
+    if not is_run:
+        return path, None
+    run = RunConfig.load(path / "config.json")
+    if (path / "best" / WEIGHTS_NAME).is_file():
+        return path / "best", run
+    found = ckpt.latest_valid(path)
+    if found is None:
+        raise ValueError(f"{path}: the run has no saved model yet")
+    return found.path / "model", run
+
+
+def evaluate_model(
+    model_path, *, data: str | None, split: str, tgt_len: int | None = None,
+    mem_len: int | None = None, clamp_len: int | None = None, same_length: bool | None = None,
+    batch_size: int | None = None, device: str = "auto", precision: str = "fp32",
+) -> tuple[EvalResult, dict[str, Any]]:  # fmt: skip
+    """``txl eval``: unset settings come from the run's evaluation settings, else from the
+    model's config (batch size 10)."""
+    from transformer_xl.train.data import BUILTIN, open_data
+    from transformer_xl.train.distributed import DistEnv, pick_device
+    from transformer_xl.weights import load_pretrained
+
+    model_dir, run = resolve_model_dir(model_path)
+    dev = pick_device(device, 0)
+    model = load_pretrained(model_dir, map_location=dev)
+    cfg = model.config
+    if run is not None:
+        defaults = run.train.eval_settings
+        data = data or run.train.data
+        if data == BUILTIN:
+            data = str(Path(model_path) / "data")
+    else:
+        defaults = dict(tgt_len=cfg.tgt_len, mem_len=cfg.mem_len, clamp_len=cfg.clamp_len,
+                        same_length=cfg.same_length, batch_size=10)  # fmt: skip
+    if not data:
+        raise ValueError(f"{model_path}: pass --data DIR (a prepared dataset folder)")
+    given = dict(tgt_len=tgt_len, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
+                 batch_size=batch_size)  # fmt: skip
+    s = {k: defaults[k] if v is None else v for k, v in given.items()}
+    for k in ("tgt_len", "batch_size"):
+        if s[k] < 1:
+            raise ValueError(f"--{k.replace('_', '-')}={s[k]}: expected a positive integer")
+    if s["mem_len"] < 0 or s["clamp_len"] == 0 or s["clamp_len"] < -1:
+        raise ValueError(f"--mem-len={s['mem_len']} must be >= 0 and --clamp-len="
+                         f"{s['clamp_len']} -1 or positive")  # fmt: skip
+    ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
+    check_vocab(model_dir, cfg.vocab_size, ds)
+    autocast = None
+    if precision != "fp32":
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        autocast = torch.autocast(dev.type, dtype=dtype)
+    batches = ds.eval_batches(split, batch_size=s["batch_size"], tgt_len=s["tgt_len"], rank=0,
+                              world_size=1)  # fmt: skip
+    res = evaluate(model, batches, mem_len=s["mem_len"], clamp_len=s["clamp_len"],
+                   same_length=s["same_length"], device=dev, autocast=autocast, bits=ds.bits)  # fmt: skip
+    info = {"model": str(model_dir), "data": str(ds.dataset.path), "split": split,
+            "settings": s, "precision": precision}  # fmt: skip
+    return res, info
+
+
+def check_vocab(model_dir: Path, vocab_size: int, ds) -> None:
+    """The model must read the data's ids: same size and, when the model folder has a
+    vocabulary, the same one."""
+    if vocab_size != ds.vocab_size:
+        raise ValueError(f"{model_dir}: the model has {vocab_size:,} tokens but the data "
+                         f"{ds.dataset.path} has {ds.vocab_size:,}")  # fmt: skip
+    vpath = Path(model_dir) / "vocab.json"
+    if vpath.is_file():
+        from transformer_xl.data import Vocab
+
+        if Vocab.load(vpath).fingerprint() != ds.dataset.vocab.fingerprint():
+            raise ValueError(f"{vpath}: not the vocabulary of {ds.dataset.path} (same size, "
+                             "other tokens or order)")  # fmt: skip

@@ -77,7 +77,8 @@ class Progress:
     best_valid: float = math.inf
     best_step: int = 0
     last_valid_step: int = -1
-    epoch_mems_reset: int = 0
+    log_loss_sum: float = 0.0  # losses since the last progress line (so a resumed run logs
+    log_loss_n: int = 0  # the same averages as an uninterrupted one)
     dev_perf: DevPerf = field(default_factory=DevPerf)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,24 +152,27 @@ class Trainer:
             print(text, file=self.out, flush=True)
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, x: Tensor, y: Tensor) -> tuple[float, float, bool]:
-        """One optimizer step on ``x``, ``y`` ``[b, T]`` (this rank's rows).
+    def train_step(self, x: Tensor, y: Tensor, mask: Tensor) -> tuple[float, float, bool]:
+        """One optimizer step on ``x``, ``y`` ``[b, T]`` (this rank's rows) scoring the labels
+        where ``mask`` is true.
 
         Returns ``(loss, grad_norm, applied)``; a step whose loss or gradient is not finite is
         not applied (with fp16 the gradient scaler's own overflow skips are not counted as bad).
         """
-        cfg = self.cfg
-        x, y = x.to(self.env.device), y.to(self.env.device)
-        total = y.numel()
-        loss_sum = torch.zeros((), device=self.env.device)
-        chunks = list(zip(x.tensor_split(cfg.batch_chunk), y.tensor_split(cfg.batch_chunk)))
-        for i, (xc, yc) in enumerate(chunks):
-            with no_grad_sync(self.dist_model, skip=i < len(chunks) - 1):
+        cfg, dev = self.cfg, self.env.device
+        x, y, mask = x.to(dev), y.to(dev), mask.to(dev)
+        total = mask.sum().clamp(min=1)
+        loss_sum = torch.zeros((), device=dev)
+        n = cfg.batch_chunk
+        chunks = list(zip(x.tensor_split(n), y.tensor_split(n), mask.tensor_split(n), strict=True))
+        for i, (xc, yc, mc) in enumerate(chunks):
+            with no_grad_sync(self.dist_model, skip=i < n - 1):
                 with self.autocast():
-                    out = self.forward_model(xc, labels=yc, mems=self.mems[i], mem_len=cfg.mem_len,
-                                             ext_len=cfg.ext_len, clamp_len=cfg.clamp_len,
-                                             same_length=cfg.same_length)  # fmt: skip
-                loss = out.token_nll.float().sum() / total
+                    out = self.forward_model(
+                        xc, labels=yc, mems=self.mems[i], mem_len=cfg.mem_len,
+                        ext_len=cfg.ext_len, clamp_len=cfg.clamp_len, same_length=cfg.same_length,
+                    )  # fmt: skip
+                loss = torch.where(mc, out.token_nll.float(), 0.0).sum() / total
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             self.mems[i] = out.mems
             loss_sum += loss.detach()
@@ -352,75 +356,72 @@ class Trainer:
             self.save_best()
         self.note(f"valid at step {p.step:,}: {res.summary()}" + ("  (best)" if best else ""))
 
+    def _bad_step(self, loss: float, norm: float) -> None:
+        p, cfg = self.progress, self.cfg
+        self.note(
+            f"warning: step {p.step}: non-finite loss or gradient (loss {loss}, grad norm {norm}); "
+            f"step skipped ({p.bad_in_row} in a row, limit {cfg.max_bad_steps})"
+        )
+        self.log.record("train", p.step, {"skipped": 1, "loss": loss, "grad_norm": norm})
+        if p.bad_in_row >= cfg.max_bad_steps:
+            raise TrainingError(
+                f"stopped after {p.bad_in_row} non-finite steps in a row; the last good checkpoint "
+                f"is intact in {self.run_dir / ckpt.CHECKPOINTS} (resume with a lower train.lr, "
+                "train.clip or train.precision=fp32)"
+            )
+
     def fit(self) -> dict[str, Any]:
         """Train until a budget runs out; returns a summary."""
-        cfg, p, env = self.cfg, self.progress, self.env
-        if env.is_main and not (self.run_dir / CONFIG_NAME).exists():
-            (self.run_dir / CONFIG_NAME).write_text(self.run.to_json(), encoding="utf-8")
+        cfg, p = self.cfg, self.progress
         self.model.train()
         started = time.time()
         start_step = p.step
-        window_t, window_tokens, window_loss, window_n = time.time(), 0, 0.0, 0
+        window_t, window_tokens = time.time(), 0
         ckpt_every = cfg.checkpoint_interval or cfg.eval_interval
-        last_saved = p.step
         stop = self._should_stop(started)
         try:
             while stop is None:
-                epoch_before = self.stream.epoch
-                x, y = next(self.stream)
-                if self.stream.epoch != epoch_before:
+                seg = next(self.stream)
+                if seg.first:
                     self.mems = [None] * cfg.batch_chunk  # a new pass over the data
-                loss, norm, ok = self.train_step(x, y)
+                loss, norm, ok = self.train_step(seg.input_ids, seg.labels, seg.loss_mask)
                 p.step += 1
                 p.tokens += cfg.batch_size * cfg.tgt_len
                 window_tokens += cfg.batch_size * cfg.tgt_len
                 if math.isfinite(loss):
-                    window_loss, window_n = window_loss + loss, window_n + 1
+                    p.log_loss_sum, p.log_loss_n = p.log_loss_sum + loss, p.log_loss_n + 1
                 if not ok:
-                    self.note(f"warning: step {p.step}: non-finite loss or gradient (loss {loss}, "
-                              f"grad norm {norm}); step skipped "
-                              f"({p.bad_in_row} in a row, limit {cfg.max_bad_steps})")  # fmt: skip
-                    self.log.record(
-                        "train", p.step, {"skipped": 1, "loss": loss, "grad_norm": norm}
-                    )
-                    if p.bad_in_row >= cfg.max_bad_steps:
-                        raise TrainingError(
-                            f"stopped after {p.bad_in_row} non-finite steps in a row; the last good "
-                            f"checkpoint is intact in {self.run_dir / ckpt.CHECKPOINTS} (resume "
-                            "with a lower train.lr, train.clip or train.precision=fp32)"
-                        )
-                elapsed = time.time() - started
-                if p.step % cfg.log_interval == 0 and window_n:
-                    dt = max(time.time() - window_t, 1e-9)
-                    rec = {**score_fields(window_loss / window_n, self.data.bits),
+                    self._bad_step(loss, norm)
+                if p.step % cfg.log_interval == 0 and p.log_loss_n:
+                    elapsed = time.time() - started
+                    rec = {**score_fields(p.log_loss_sum / p.log_loss_n, self.data.bits),
                            "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": norm,
-                           "tok_s": window_tokens / dt, "tokens": p.tokens,
-                           "time": p.train_seconds + elapsed}  # fmt: skip
+                           "tok_s": window_tokens / max(time.time() - window_t, 1e-9),
+                           "tokens": p.tokens, "time": p.train_seconds + elapsed}  # fmt: skip
                     self.log.record("train", p.step, rec)
                     eta = self._eta(p.step - start_step, elapsed)
                     self.log.print(progress_line(p.step, cfg.max_steps, rec, eta))
-                    window_t, window_tokens, window_loss, window_n = time.time(), 0, 0.0, 0
-                if cfg.eval_interval and p.step % cfg.eval_interval == 0:
-                    self._after_eval(self.validate())
+                    window_t, window_tokens = time.time(), 0
                 stop = self._should_stop(started)
-                if p.step % ckpt_every == 0 or stop is not None:
+                at_eval = cfg.eval_interval and p.step % cfg.eval_interval == 0
+                if at_eval or (stop is not None and p.last_valid_step != p.step):
+                    self._after_eval(self.validate())
+                due = (ckpt_every and p.step % ckpt_every == 0) or stop is not None
+                if due and p.bad_in_row == 0:  # never checkpoint in the middle of a bad streak
                     p.train_seconds += time.time() - started
                     started = time.time()
                     self.save()
-                    last_saved = p.step
         except BaseException as e:
             if _is_oom(e):
-                raise TrainingError(oom_message(self.run, env.world_size)) from e
+                raise TrainingError(oom_message(self.run, self.env.world_size)) from e
             raise
-        p.train_seconds += time.time() - started
-        if last_saved != p.step:
-            self.save()
-        self.note(f"stopped at step {p.step:,} ({stop}); {p.tokens:,} tokens in "
-                  f"{format_duration(p.train_seconds)}")  # fmt: skip
-        if p.last_valid_step != p.step:
-            self._after_eval(self.validate())
+        self.note(
+            f"stopped at step {p.step:,} ({stop}); {p.tokens:,} tokens in "
+            f"{format_duration(p.train_seconds)}"
+        )
         return {"step": p.step, "tokens": p.tokens, "best_valid": p.best_valid,
-                "best_step": p.best_step, "skipped_steps": p.skipped_steps}  # fmt: skip
+                "best_step": p.best_step, "skipped_steps": p.skipped_steps,
+                "train_seconds": p.train_seconds}  # fmt: skip
 
     def close(self) -> None:
         if self.log is not None:

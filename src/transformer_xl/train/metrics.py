@@ -73,6 +73,7 @@ class MetricsLogger:
         self._f = self._tb = None
         if not enabled:
             return
+        run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / METRICS_NAME
         if resume_step is not None:
             kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= resume_step]

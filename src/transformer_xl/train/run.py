@@ -29,13 +29,16 @@ def run_config_for(
     resume: bool, vocab_size: int | None = None,
 ) -> RunConfig:  # fmt: skip
     """The resolved config of a new run, or the saved one of a resumed run (where only
-    :data:`RESUME_FIELDS` may be overridden)."""
+    :data:`RESUME_FIELDS` may change; repeating a saved value is fine)."""
     if not resume:
         return resolve(preset, config_file, overrides, vocab_size=vocab_size)
     saved = RunConfig.load(run_dir / CONFIG_NAME)
     changes: dict[str, Any] = {}
     for item in overrides:
         section, name, value = parse_override(item)
+        saved_value = getattr(saved.train if section == "train" else saved.model, name)
+        if saved_value == value or (isinstance(saved_value, tuple) and list(saved_value) == value):
+            continue
         if section != "train" or name not in RESUME_FIELDS:
             raise ValueError(
                 f"--set {item!r}: cannot change {section}.{name} when resuming; only "
