@@ -75,15 +75,19 @@ def shutdown(env: DistEnv) -> None:
 
 
 def wrap_model(model: nn.Module, env: DistEnv, parallel: str) -> nn.Module:
-    """DDP (every rank holds the whole model) or FSDP2 (parameters sharded per decoder layer and
-    for the remainder); the unwrapped model when there is one process."""
+    """DDP (every rank holds the whole model) or FSDP2 (parameters sharded per attention and
+    feed-forward block and for the remainder); the unwrapped model when there is one process."""
     if not env.distributed:
         return model
     if parallel == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
         for layer in model.layers:
-            fully_shard(layer)
+            # the model projects the relative positions with each layer's attention before
+            # the layer runs: that method must gather the parameters too
+            fully_shard(layer.attn)
+            register_fsdp_forward_method(layer.attn, "project_positions")
+            fully_shard(layer.ff)
         return fully_shard(model)
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

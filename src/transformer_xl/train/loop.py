@@ -206,12 +206,13 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def validate(self, split: str = "valid", max_tokens: int | None = None) -> EvalResult:
         s = self.cfg.eval_settings
+        cap = self.cfg.eval_max_tokens if max_tokens is None else max_tokens
         batches = self.data.eval_batches(split, batch_size=s["batch_size"], tgt_len=s["tgt_len"],
                                          rank=self.env.rank, world_size=self.env.world_size)  # fmt: skip
         return evaluate(
             self.forward_model, batches, mem_len=s["mem_len"], clamp_len=s["clamp_len"],
             same_length=s["same_length"], device=self.env.device, autocast=self.autocast(),
-            max_tokens=self.cfg.eval_max_tokens if max_tokens is None else max_tokens,
+            max_tokens=-(-cap // self.env.world_size),  # per rank: the same total as one process
             bits=self.data.bits, reduce=lambda t: all_reduce(t, self.env),
         )  # fmt: skip
 

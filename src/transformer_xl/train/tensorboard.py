@@ -5,7 +5,7 @@ the bytes, ``uint32 masked_crc32c(bytes)`` (little-endian; CRC-32C, masked as
 ``((c >> 15) | (c << 17)) + 0xa282ead8``). Each record is an ``Event`` protocol buffer:
 ``wall_time`` (field 1, double), ``step`` (2, int64), ``file_version`` (3, string),
 ``summary`` (5: repeated ``value`` (1) = {``tag`` (1, string), ``simple_value`` (2, float)}),
-``session_log`` (6: ``status`` (1, enum; START = 1)). A ``START`` session log at step ``s`` makes
+``session_log`` (7: ``status`` (1, enum; START = 1)). A ``START`` session log at step ``s`` makes
 TensorBoard drop earlier-written points with step ``>= s``: that is how a resumed run hides the
 steps it redoes. :func:`read_scalars` reads such files back (tests and ``txl plot``).
 """
@@ -78,7 +78,7 @@ def encode_event(wall_time: float, step: int, *, file_version: str | None = None
         )
         out += _bytes_field(5, values)
     if session_start:
-        out += _bytes_field(6, _field(1, 0) + _varint(1))
+        out += _bytes_field(7, _field(1, 0) + _varint(1))
     return out
 
 
@@ -191,7 +191,7 @@ def read_scalars(logdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]
                                 val = struct.unpack("<f", fv)[0]
                         if val is not None:
                             scalars[tag] = val
-                elif num == 6:
+                elif num == 7:
                     start = any(n == 1 and val == 1 for n, _, val in _fields(v))
             if start:
                 for tag in series:
