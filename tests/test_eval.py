@@ -12,16 +12,28 @@ from transformer_xl.evaluate import EvalResult, evaluate, token_by_token_nll
 
 def tiny_model(seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = TransformerXLConfig(vocab_size=50, n_layer=2, n_head=2, d_model=32, d_head=16,
-                              d_inner=64, dropout=0.0, tgt_len=8, mem_len=8, **kw)  # fmt: skip
+    cfg = TransformerXLConfig(
+        vocab_size=50,
+        n_layer=2,
+        n_head=2,
+        d_model=32,
+        d_head=16,
+        d_inner=64,
+        dropout=0.0,
+        tgt_len=8,
+        mem_len=8,
+        **kw,
+    )
     return TransformerXLLM(cfg, attn_impl="eager").eval()
 
 
 def segments(ids, tgt_len):
     """Consecutive ``(x, y)`` segments of ``ids`` ``[B, N]``; the last one may be shorter."""
     n = ids.shape[1] - 1
-    return [(ids[:, s : min(s + tgt_len, n)], ids[:, s + 1 : min(s + tgt_len, n) + 1])
-            for s in range(0, n, tgt_len)]  # fmt: skip
+    return [
+        (ids[:, s : min(s + tgt_len, n)], ids[:, s + 1 : min(s + tgt_len, n) + 1])
+        for s in range(0, n, tgt_len)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -33,8 +45,14 @@ def test_segmented_eval_with_same_length_equals_token_by_token(keys, tgt_len, me
     ref = token_by_token_nll(
         model, ids, mem_len=mem_len, clamp_len=clamp_len, same_length_keys=keys
     )
-    res = evaluate(model, segments(ids, tgt_len), mem_len=mem_len, clamp_len=clamp_len,
-                   same_length=True, same_length_keys=keys)  # fmt: skip
+    res = evaluate(
+        model,
+        segments(ids, tgt_len),
+        mem_len=mem_len,
+        clamp_len=clamp_len,
+        same_length=True,
+        same_length_keys=keys,
+    )
     assert res.tokens == ref.numel() == 2 * 29
     assert res.nll_sum == pytest.approx(ref.double().sum().item(), rel=1e-5)
 

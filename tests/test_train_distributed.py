@@ -13,12 +13,26 @@ from safetensors.torch import load_file
 from transformer_xl.train.data import builtin_sections, prepare_texts
 
 SETTINGS = [
-    "model.n_layer=2", "model.d_model=32", "model.n_head=2", "model.d_head=16",
-    "model.d_inner=64", "model.dropout=0.0", "batch_size=4", "tgt_len=16", "mem_len=16",
-    "eval_batch_size=2", "eval_max_tokens=256", "threads=1", "sample_tokens=0", "lr=3e-3",
-    "warmup_steps=0", "eval_interval=3", "log_interval=1", "checkpoint_interval=3",
+    "model.n_layer=2",
+    "model.d_model=32",
+    "model.n_head=2",
+    "model.d_head=16",
+    "model.d_inner=64",
+    "model.dropout=0.0",
+    "batch_size=4",
+    "tgt_len=16",
+    "mem_len=16",
+    "eval_batch_size=2",
+    "eval_max_tokens=256",
+    "threads=1",
+    "sample_tokens=0",
+    "lr=3e-3",
+    "warmup_steps=0",
+    "eval_interval=3",
+    "log_interval=1",
+    "checkpoint_interval=3",
     "final_eval_split=test",
-]  # fmt: skip
+]
 SRC = str(Path(__file__).parents[1] / "src")
 
 
@@ -28,8 +42,17 @@ def launch(out: Path, data: Path, nproc: int, *extra: str) -> None:
     if nproc == 1:
         cmd = [sys.executable, "-m", "transformer_xl.cli", "train", *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "transformer_xl.cli", "train", *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "transformer_xl.cli",
+            "train",
+            *args,
+        ]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -63,9 +86,11 @@ def test_two_ranks_equal_one_process(tmp_path):
     text = "\n\n".join(builtin_sections()[:30])
     n = len(text)
     test_text = text[n - 2000 :]
-    data = prepare_texts(tmp_path / "data", {"train": text[: n - 4000],
-                         "valid": text[n - 4000 : n - 2000], "test": test_text},
-                         dataset="docs-small")  # fmt: skip
+    data = prepare_texts(
+        tmp_path / "data",
+        {"train": text[: n - 4000], "valid": text[n - 4000 : n - 2000], "test": test_text},
+        dataset="docs-small",
+    )
     launch(tmp_path / "one", data, 1)
     launch(tmp_path / "ddp", data, 2, "parallel=ddp", "batch_chunk=2")
     launch(tmp_path / "fsdp", data, 2, "parallel=fsdp")

@@ -21,12 +21,28 @@ from transformer_xl.train.run import train
 from transformer_xl.train.tensorboard import read_scalars
 
 SMALL = [
-    "model.n_layer=2", "model.d_model=32", "model.n_head=2", "model.d_head=16",
-    "model.d_inner=64", "model.dropout=0.1", "batch_size=4", "tgt_len=16", "mem_len=16",
-    "eval_tgt_len=16", "eval_mem_len=32", "eval_batch_size=2", "eval_max_tokens=256",
-    "lr=3e-3", "warmup_steps=2", "log_interval=2", "eval_interval=4", "threads=1",
-    "sample_tokens=0", "final_eval_split=", "keep_checkpoints=2",
-]  # fmt: skip
+    "model.n_layer=2",
+    "model.d_model=32",
+    "model.n_head=2",
+    "model.d_head=16",
+    "model.d_inner=64",
+    "model.dropout=0.1",
+    "batch_size=4",
+    "tgt_len=16",
+    "mem_len=16",
+    "eval_tgt_len=16",
+    "eval_mem_len=32",
+    "eval_batch_size=2",
+    "eval_max_tokens=256",
+    "lr=3e-3",
+    "warmup_steps=2",
+    "log_interval=2",
+    "eval_interval=4",
+    "threads=1",
+    "sample_tokens=0",
+    "final_eval_split=",
+    "keep_checkpoints=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +50,24 @@ def data_dir(tmp_path_factory):
     text = "\n\n".join(builtin_sections()[:40])
     n = len(text)
     out = tmp_path_factory.mktemp("data") / "docs"
-    return prepare_texts(out, {"train": text[: n - 4000], "valid": text[n - 4000 : n - 2000],
-                               "test": text[n - 2000 :]}, dataset="docs-small")  # fmt: skip
+    return prepare_texts(
+        out,
+        {"train": text[: n - 4000], "valid": text[n - 4000 : n - 2000], "test": text[n - 2000 :]},
+        dataset="docs-small",
+    )
 
 
 def run(out, data, *extra, resume=False, max_steps=8):
     log = io.StringIO()
-    summary = train(preset="tiny", out=str(out), overrides=SMALL + list(extra), data=str(data),
-                    max_steps=max_steps, resume=resume, stream=log)  # fmt: skip
+    summary = train(
+        preset="tiny",
+        out=str(out),
+        overrides=SMALL + list(extra),
+        data=str(data),
+        max_steps=max_steps,
+        resume=resume,
+        stream=log,
+    )
     return summary, log.getvalue()
 
 
@@ -118,12 +144,23 @@ def test_batch_chunk_equals_the_unsplit_batch(tmp_path, data_dir):
 
 def test_sigkill_then_resume_equals_straight_run(tmp_path, data_dir):
     args = SMALL + ["checkpoint_interval=1", "eval_interval=0", "tensorboard=false"]
-    cmd = [sys.executable, "-m", "transformer_xl.cli", "train", "--preset", "tiny", "--data",
-           str(data_dir), "--max-steps", "10"] + [x for a in args for x in ("--set", a)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "transformer_xl.cli",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data_dir),
+        "--max-steps",
+        "10",
+    ] + [x for a in args for x in ("--set", a)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(ckpt.list_checkpoints(killed)) < 1:
         time.sleep(0.05)
@@ -133,12 +170,23 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path, data_dir):
     proc.wait()
     steps = [s for s, _ in ckpt.list_checkpoints(killed)]
     assert steps and steps[-1] < 10, f"the kill came too late to test anything: {steps}"
-    resumed = subprocess.run(cmd + ["--out", str(killed), "--resume"], env=env,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        cmd + ["--out", str(killed), "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     straight = tmp_path / "straight"  # in this process: the same code, the same numbers
-    train(preset="tiny", out=str(straight), overrides=args, data=str(data_dir), max_steps=10,
-          stream=io.StringIO())  # fmt: skip
+    train(
+        preset="tiny",
+        out=str(straight),
+        overrides=args,
+        data=str(data_dir),
+        max_steps=10,
+        stream=io.StringIO(),
+    )
     assert_same(weights(straight, 10), weights(killed, 10))
     assert train_losses(straight) == train_losses(killed)
 
@@ -211,8 +259,14 @@ def test_out_of_memory_names_the_settings_to_lower(tmp_path, data_dir):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd", "adagrad", "lamb"])
 def test_every_optimizer_trains_and_resumes(tmp_path, data_dir, optimizer):
-    extra = [f"optimizer={optimizer}", "weight_decay=0.01", "momentum=0.9", "eval_interval=0",
-             "checkpoint_interval=2", "scheduler=inv_sqrt"]  # fmt: skip
+    extra = [
+        f"optimizer={optimizer}",
+        "weight_decay=0.01",
+        "momentum=0.9",
+        "eval_interval=0",
+        "checkpoint_interval=2",
+        "scheduler=inv_sqrt",
+    ]
     run(tmp_path / "a", data_dir, *extra, max_steps=4)
     run(tmp_path / "b", data_dir, *extra, "max_tokens=128", max_steps=4)
     run(tmp_path / "b", data_dir, *extra, "max_tokens=0", max_steps=4, resume=True)

@@ -92,9 +92,16 @@ def evaluate(
             x, y, mask = _unpack(batch)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast or contextlib.nullcontext():
-                out = model(x, labels=y, mems=mems, mem_len=mem_len, ext_len=0,
-                            clamp_len=clamp_len, same_length=same_length,
-                            same_length_keys=same_length_keys)  # fmt: skip
+                out = model(
+                    x,
+                    labels=y,
+                    mems=mems,
+                    mem_len=mem_len,
+                    ext_len=0,
+                    clamp_len=clamp_len,
+                    same_length=same_length,
+                    same_length_keys=same_length_keys,
+                )
             mems = out.mems
             token_nll = out.token_nll.double()  # [B, T]
             if mask is None:
@@ -116,15 +123,28 @@ def evaluate(
 
 
 @torch.no_grad()
-def token_by_token_nll(model: torch.nn.Module, ids: Tensor, *, mem_len: int, clamp_len: int = -1,
-                       same_length_keys: str | None = None) -> Tensor:  # fmt: skip
+def token_by_token_nll(
+    model: torch.nn.Module,
+    ids: Tensor,
+    *,
+    mem_len: int,
+    clamp_len: int = -1,
+    same_length_keys: str | None = None,
+) -> Tensor:
     """Reference: feed ``ids`` ``[B, N]`` one token at a time with a memory of ``mem_len``;
     returns the ``[B, N-1]`` NLL of each next token. Slow; for tests."""
     model.eval()
     mems, out = None, []
     for t in range(ids.shape[1] - 1):
-        res = model(ids[:, t : t + 1], labels=ids[:, t + 1 : t + 2], mems=mems, mem_len=mem_len,
-                    clamp_len=clamp_len, same_length=True, same_length_keys=same_length_keys)  # fmt: skip
+        res = model(
+            ids[:, t : t + 1],
+            labels=ids[:, t + 1 : t + 2],
+            mems=mems,
+            mem_len=mem_len,
+            clamp_len=clamp_len,
+            same_length=True,
+            same_length_keys=same_length_keys,
+        )
         mems = res.mems
         out.append(res.token_nll)
     return torch.cat(out, dim=1)
@@ -154,10 +174,18 @@ def resolve_model_dir(path) -> tuple[Path, Any]:
 
 
 def evaluate_model(
-    model_path, *, data: str | None, split: str, tgt_len: int | None = None,
-    mem_len: int | None = None, clamp_len: int | None = None, same_length: bool | None = None,
-    batch_size: int | None = None, device: str = "auto", precision: str = "fp32",
-) -> tuple[EvalResult, dict[str, Any]]:  # fmt: skip
+    model_path,
+    *,
+    data: str | None,
+    split: str,
+    tgt_len: int | None = None,
+    mem_len: int | None = None,
+    clamp_len: int | None = None,
+    same_length: bool | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+) -> tuple[EvalResult, dict[str, Any]]:
     """``txl eval``: unset settings come from the run's evaluation settings, else from the
     model's config (batch size 10)."""
     from transformer_xl.train.data import BUILTIN, open_data
@@ -174,31 +202,56 @@ def evaluate_model(
         if data == BUILTIN:
             data = str(Path(model_path) / "data")
     else:
-        defaults = dict(tgt_len=cfg.tgt_len, mem_len=cfg.mem_len, clamp_len=cfg.clamp_len,
-                        same_length=cfg.same_length, batch_size=10)  # fmt: skip
+        defaults = dict(
+            tgt_len=cfg.tgt_len,
+            mem_len=cfg.mem_len,
+            clamp_len=cfg.clamp_len,
+            same_length=cfg.same_length,
+            batch_size=10,
+        )
     if not data:
         raise ValueError(f"{model_path}: pass --data DIR (a prepared dataset folder)")
-    given = dict(tgt_len=tgt_len, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
-                 batch_size=batch_size)  # fmt: skip
+    given = dict(
+        tgt_len=tgt_len,
+        mem_len=mem_len,
+        clamp_len=clamp_len,
+        same_length=same_length,
+        batch_size=batch_size,
+    )
     s = {k: defaults[k] if v is None else v for k, v in given.items()}
     for k in ("tgt_len", "batch_size"):
         if s[k] < 1:
             raise ValueError(f"--{k.replace('_', '-')}={s[k]}: expected a positive integer")
     if s["mem_len"] < 0 or s["clamp_len"] == 0 or s["clamp_len"] < -1:
-        raise ValueError(f"--mem-len={s['mem_len']} must be >= 0 and --clamp-len="
-                         f"{s['clamp_len']} -1 or positive")  # fmt: skip
+        raise ValueError(
+            f"--mem-len={s['mem_len']} must be >= 0 and --clamp-len={s['clamp_len']} -1 or positive"
+        )
     ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
     check_vocab(model_dir, cfg.vocab_size, ds)
     autocast = None
     if precision != "fp32":
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         autocast = torch.autocast(dev.type, dtype=dtype)
-    batches = ds.eval_batches(split, batch_size=s["batch_size"], tgt_len=s["tgt_len"], rank=0,
-                              world_size=1)  # fmt: skip
-    res = evaluate(model, batches, mem_len=s["mem_len"], clamp_len=s["clamp_len"],
-                   same_length=s["same_length"], device=dev, autocast=autocast, bits=ds.bits)  # fmt: skip
-    info = {"model": str(model_dir), "data": str(ds.dataset.path), "split": split,
-            "settings": s, "precision": precision}  # fmt: skip
+    batches = ds.eval_batches(
+        split, batch_size=s["batch_size"], tgt_len=s["tgt_len"], rank=0, world_size=1
+    )
+    res = evaluate(
+        model,
+        batches,
+        mem_len=s["mem_len"],
+        clamp_len=s["clamp_len"],
+        same_length=s["same_length"],
+        device=dev,
+        autocast=autocast,
+        bits=ds.bits,
+    )
+    info = {
+        "model": str(model_dir),
+        "data": str(ds.dataset.path),
+        "split": split,
+        "settings": s,
+        "precision": precision,
+    }
     return res, info
 
 
@@ -206,12 +259,16 @@ def check_vocab(model_dir: Path, vocab_size: int, ds) -> None:
     """The model must read the data's ids: same size and, when the model folder has a
     vocabulary, the same one."""
     if vocab_size != ds.vocab_size:
-        raise ValueError(f"{model_dir}: the model has {vocab_size:,} tokens but the data "
-                         f"{ds.dataset.path} has {ds.vocab_size:,}")  # fmt: skip
+        raise ValueError(
+            f"{model_dir}: the model has {vocab_size:,} tokens but the data "
+            f"{ds.dataset.path} has {ds.vocab_size:,}"
+        )
     vpath = Path(model_dir) / "vocab.json"
     if vpath.is_file():
         from transformer_xl.data import Vocab
 
         if Vocab.load(vpath).fingerprint() != ds.dataset.vocab.fingerprint():
-            raise ValueError(f"{vpath}: not the vocabulary of {ds.dataset.path} (same size, "
-                             "other tokens or order)")  # fmt: skip
+            raise ValueError(
+                f"{vpath}: not the vocabulary of {ds.dataset.path} (same size, "
+                "other tokens or order)"
+            )

@@ -13,8 +13,15 @@ def run(args) -> int:
     if out is None:
         raise ValueError("pass --out RUN (or --preset NAME, which defaults to runs/NAME)")
     try:
-        train(preset=args.preset, out=out, config_file=args.config, overrides=args.set or [],
-              data=args.data, max_steps=args.max_steps, resume=args.resume)  # fmt: skip
+        train(
+            preset=args.preset,
+            out=out,
+            config_file=args.config,
+            overrides=args.set or [],
+            data=args.data,
+            max_steps=args.max_steps,
+            resume=args.resume,
+        )
     except TrainingError as e:
         print(f"txl train: {e}", file=sys.stderr)
         return 1
@@ -33,9 +40,16 @@ def register(sub) -> None:
     p.add_argument("--data", help="prepared dataset folder (txl prepare), or builtin:cpython-docs")
     p.add_argument("--out", help="run folder (default runs/PRESET)")
     p.add_argument("--config", help="YAML or TOML file with 'model' and 'train' sections")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a setting: lr=1e-3, model.n_layer=6 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a setting: lr=1e-3, model.n_layer=6 (repeatable)",
+    )
     p.add_argument("--max-steps", type=int, help="shortcut for --set max_steps=N")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its newest intact checkpoint")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest intact checkpoint",
+    )
     p.set_defaults(func=run)

@@ -15,8 +15,16 @@ from typing import Any
 from transformer_xl.presets import EVAL_SETTINGS, PRESETS
 
 # Shared by all of the authors' scripts (their train.py defaults).
-_AUTHORS = dict(optimizer="adam", lr=2.5e-4, scheduler="cosine", lr_min=0.0, clip=0.25,
-                eval_interval=4000, log_interval=200, seed=1111)  # fmt: skip
+_AUTHORS = dict(
+    optimizer="adam",
+    lr=2.5e-4,
+    scheduler="cosine",
+    lr_min=0.0,
+    clip=0.25,
+    eval_interval=4000,
+    log_interval=200,
+    seed=1111,
+)
 
 # name -> (batch_size, warmup_steps, max_steps)
 _SCHEDULE = {
@@ -32,10 +40,21 @@ _SCHEDULE = {
 
 _TINY_TRAIN = dict(
     # The main job: 2 CPU cores, a few minutes, CPython's bundled English documentation as bytes.
-    data="builtin:cpython-docs", batch_size=16, lr=2e-3, scheduler="cosine", warmup_steps=50,
-    lr_min=1e-4, clip=0.25, max_steps=600, eval_interval=200, eval_max_tokens=16_384,
-    log_interval=25, sample_tokens=300, threads=2, seed=1111,
-)  # fmt: skip
+    data="builtin:cpython-docs",
+    batch_size=16,
+    lr=2e-3,
+    scheduler="cosine",
+    warmup_steps=50,
+    lr_min=1e-4,
+    clip=0.25,
+    max_steps=600,
+    eval_interval=200,
+    eval_max_tokens=16_384,
+    log_interval=25,
+    sample_tokens=300,
+    threads=2,
+    seed=1111,
+)
 
 
 def _build() -> dict[str, dict[str, dict[str, Any]]]:
@@ -43,10 +62,13 @@ def _build() -> dict[str, dict[str, dict[str, Any]]]:
     for name, arch in PRESETS.items():
         ev = EVAL_SETTINGS[name]
         train: dict[str, Any] = dict(
-            tgt_len=arch["tgt_len"], mem_len=arch["mem_len"],
-            eval_tgt_len=ev["tgt_len"], eval_mem_len=ev["mem_len"],
-            eval_clamp_len=ev["clamp_len"], eval_same_length=ev["same_length"],
-        )  # fmt: skip
+            tgt_len=arch["tgt_len"],
+            mem_len=arch["mem_len"],
+            eval_tgt_len=ev["tgt_len"],
+            eval_mem_len=ev["mem_len"],
+            eval_clamp_len=ev["clamp_len"],
+            eval_same_length=ev["same_length"],
+        )
         if name == "tiny":
             train.update(_TINY_TRAIN)
         else:

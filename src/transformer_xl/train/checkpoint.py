@@ -80,13 +80,20 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
-def save_model_folder(directory: Path, tensors: dict[str, torch.Tensor],
-                      config: TransformerXLConfig, tokenizer_dir: Path | None) -> None:  # fmt: skip
+def save_model_folder(
+    directory: Path,
+    tensors: dict[str, torch.Tensor],
+    config: TransformerXLConfig,
+    tokenizer_dir: Path | None,
+) -> None:
     """A model folder (contract: config.json + model.safetensors + the tokenizer's files)."""
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_output(directory / WEIGHTS_NAME) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={"format": "pt", "library": "transformer_xl"})  # fmt: skip
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata={"format": "pt", "library": "transformer_xl"},
+        )
     config.save(directory / CONFIG_NAME)
     for name in TOKENIZER_FILES if tokenizer_dir is not None else ():
         src = Path(tokenizer_dir) / name

@@ -127,9 +127,18 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 fail(name, "a positive integer")
-        non_negative = ("mem_len", "ext_len", "warmup_steps", "max_tokens", "eval_interval",
-                        "eval_max_tokens", "checkpoint_interval", "threads", "patience",
-                        "sample_tokens")  # fmt: skip
+        non_negative = (
+            "mem_len",
+            "ext_len",
+            "warmup_steps",
+            "max_tokens",
+            "eval_interval",
+            "eval_max_tokens",
+            "checkpoint_interval",
+            "threads",
+            "patience",
+            "sample_tokens",
+        )
         for name in non_negative:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
@@ -204,8 +213,12 @@ class RunConfig:
     train: TrainConfig
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": 1, "preset": self.preset, "model": self.model.to_dict(),
-                "train": self.train.to_dict()}  # fmt: skip
+        return {
+            "format_version": 1,
+            "preset": self.preset,
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -243,7 +256,7 @@ def make_train_config(values: dict[str, Any], source: str) -> TrainConfig:
 
 # ---------------------------------------------------------------------------- layering
 def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """A YAML (``.yaml``/``.yml``) or TOML (``.toml``) file -> ``{"model": {...}, "train": {...}}``."""
+    """A YAML (``.yaml``/``.yml``) or TOML (``.toml``) file -> ``{"model": ..., "train": ...}``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

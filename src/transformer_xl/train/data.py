@@ -61,8 +61,13 @@ def prepare_texts(out: Path, texts: dict[str, str], *, dataset: str, source: str
             sw = w.split(name, "uint8")
             sw.write(np.frombuffer(text.encode("utf-8"), dtype=np.uint8))
             splits[name] = sw.close()
-        meta = {"dataset": dataset, "unit": "byte", "dtype": "uint8", "splits": splits,
-                "source": source}  # fmt: skip
+        meta = {
+            "dataset": dataset,
+            "unit": "byte",
+            "dtype": "uint8",
+            "splits": splits,
+            "source": source,
+        }
         w.commit(meta, vocab)
     return out
 
@@ -96,18 +101,28 @@ class TrainingData:
     def has_split(self, name: str) -> bool:
         return name in self.dataset.splits and self.dataset.num_tokens(name) > 1
 
-    def train_stream(self, *, batch_size: int, tgt_len: int, ext_len: int, rank: int,
-                     world_size: int, seed: int) -> ResumableStream:  # fmt: skip
-        s = data_train_stream(self.dataset, batch_size, tgt_len, ext_len=ext_len, rank=rank,
-                              world_size=world_size, seed=seed)  # fmt: skip
+    def train_stream(
+        self, *, batch_size: int, tgt_len: int, ext_len: int, rank: int, world_size: int, seed: int
+    ) -> ResumableStream:
+        s = data_train_stream(
+            self.dataset,
+            batch_size,
+            tgt_len,
+            ext_len=ext_len,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+        )
         return ResumableStream(s)
 
-    def eval_batches(self, split: str, *, batch_size: int, tgt_len: int, rank: int,
-                     world_size: int) -> Iterator[tuple[torch.Tensor, ...]]:  # fmt: skip
+    def eval_batches(
+        self, split: str, *, batch_size: int, tgt_len: int, rank: int, world_size: int
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
         if not self.has_split(split):
             raise ValueError(f"{self.dataset.path}: split {split!r} is missing or empty")
-        stream = eval_stream(self.dataset, split, batch_size, tgt_len, rank=rank,
-                             world_size=world_size)  # fmt: skip
+        stream = eval_stream(
+            self.dataset, split, batch_size, tgt_len, rank=rank, world_size=world_size
+        )
         return ((seg.input_ids, seg.labels, seg.loss_mask) for seg in stream)
 
     def sample_prompt(self, n: int = 64) -> list[int]:

@@ -57,12 +57,14 @@ def _is_oom(e: BaseException) -> bool:
 def oom_message(run: RunConfig, world: int) -> str:
     t = run.train
     per_rank = t.batch_size // world
+    rows = math.ceil(per_rank / t.batch_chunk)
     return (
-        f"out of memory. Lower one of: train.batch_size={t.batch_size} (per rank {per_rank}), or raise "
-        f"train.batch_chunk={t.batch_chunk} (same result, {math.ceil(per_rank / t.batch_chunk)} rows per chunk); train.tgt_len={t.tgt_len}; "
-        f"train.mem_len={t.mem_len}; train.eval_mem_len/eval_tgt_len/eval_batch_size for evaluation; "
-        "use train.precision=bf16; or shard with train.parallel=fsdp."
-    )  # fmt: skip
+        f"out of memory. Lower train.batch_size={t.batch_size} (per rank {per_rank}), or raise "
+        f"train.batch_chunk={t.batch_chunk} (same result, {rows} rows per chunk now); lower "
+        f"train.tgt_len={t.tgt_len} or train.mem_len={t.mem_len} (for evaluation: "
+        "train.eval_batch_size / eval_tgt_len / eval_mem_len); use train.precision=bf16; or "
+        "shard the model with train.parallel=fsdp."
+    )
 
 
 @dataclass
@@ -95,8 +97,9 @@ class Progress:
 
 
 class Trainer:
-    def __init__(self, run: RunConfig, run_dir: Path, data, env: DistEnv, *, resume: bool,
-                 out=sys.stdout) -> None:  # fmt: skip
+    def __init__(
+        self, run: RunConfig, run_dir: Path, data, env: DistEnv, *, resume: bool, out=sys.stdout
+    ) -> None:
         self.run, self.cfg, self.run_dir, self.data, self.env = (
             run,
             run.train,
@@ -112,8 +115,9 @@ class Trainer:
             )
         self.local_batch = cfg.batch_size // env.world_size
         if cfg.batch_chunk > self.local_batch:
-            raise ValueError(f"train.batch_chunk={cfg.batch_chunk} exceeds the per-rank batch "
-                             f"{self.local_batch}")  # fmt: skip
+            raise ValueError(
+                f"train.batch_chunk={cfg.batch_chunk} exceeds the per-rank batch {self.local_batch}"
+            )
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
@@ -127,13 +131,27 @@ class Trainer:
         dev_type = env.device.type
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler(dev_type) if cfg.precision == "fp16" else None
-        self.stream = data.train_stream(batch_size=cfg.batch_size, tgt_len=cfg.tgt_len,
-                                        ext_len=cfg.ext_len, rank=env.rank,
-                                        world_size=env.world_size, seed=cfg.seed)  # fmt: skip
+        self.stream = data.train_stream(
+            batch_size=cfg.batch_size,
+            tgt_len=cfg.tgt_len,
+            ext_len=cfg.ext_len,
+            rank=env.rank,
+            world_size=env.world_size,
+            seed=cfg.seed,
+        )
         self.mems: list[Mems | None] = [None] * cfg.batch_chunk
         self.progress = Progress()
-        self.log = MetricsLogger(self.run_dir, enabled=env.is_main, tensorboard=cfg.tensorboard,
-                                 resume_step=None, stream=out) if not resume else None  # fmt: skip
+        self.log = (
+            MetricsLogger(
+                self.run_dir,
+                enabled=env.is_main,
+                tensorboard=cfg.tensorboard,
+                resume_step=None,
+                stream=out,
+            )
+            if not resume
+            else None
+        )
         self.out = out
         if resume:
             self._resume()
@@ -169,9 +187,14 @@ class Trainer:
             with no_grad_sync(self.dist_model, skip=i < n - 1):
                 with self.autocast():
                     out = self.forward_model(
-                        xc, labels=yc, mems=self.mems[i], mem_len=cfg.mem_len,
-                        ext_len=cfg.ext_len, clamp_len=cfg.clamp_len, same_length=cfg.same_length,
-                    )  # fmt: skip
+                        xc,
+                        labels=yc,
+                        mems=self.mems[i],
+                        mem_len=cfg.mem_len,
+                        ext_len=cfg.ext_len,
+                        clamp_len=cfg.clamp_len,
+                        same_length=cfg.same_length,
+                    )
                 loss = torch.where(mc, out.token_nll.float(), 0.0).sum() / total
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             self.mems[i] = out.mems
@@ -207,14 +230,25 @@ class Trainer:
     def validate(self, split: str = "valid", max_tokens: int | None = None) -> EvalResult:
         s = self.cfg.eval_settings
         cap = self.cfg.eval_max_tokens if max_tokens is None else max_tokens
-        batches = self.data.eval_batches(split, batch_size=s["batch_size"], tgt_len=s["tgt_len"],
-                                         rank=self.env.rank, world_size=self.env.world_size)  # fmt: skip
+        batches = self.data.eval_batches(
+            split,
+            batch_size=s["batch_size"],
+            tgt_len=s["tgt_len"],
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+        )
         return evaluate(
-            self.forward_model, batches, mem_len=s["mem_len"], clamp_len=s["clamp_len"],
-            same_length=s["same_length"], device=self.env.device, autocast=self.autocast(),
+            self.forward_model,
+            batches,
+            mem_len=s["mem_len"],
+            clamp_len=s["clamp_len"],
+            same_length=s["same_length"],
+            device=self.env.device,
+            autocast=self.autocast(),
             max_tokens=-(-cap // self.env.world_size),  # per rank: the same total as one process
-            bits=self.data.bits, reduce=lambda t: all_reduce(t, self.env),
-        )  # fmt: skip
+            bits=self.data.bits,
+            reduce=lambda t: all_reduce(t, self.env),
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def _state_dicts(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -242,8 +276,14 @@ class Trainer:
         }
         tensor_path, json_path = ckpt.rank_files(tmp, env.rank)
         ckpt.write_tensors(tensor_path, {**rng_tensors, **mem_tensors})
-        ckpt.write_json(json_path, {"rng": rng_json, "stream": self.stream.state_dict(),
-                                    "mem_chunks": [len(m or ()) for m in self.mems]})  # fmt: skip
+        ckpt.write_json(
+            json_path,
+            {
+                "rng": rng_json,
+                "stream": self.stream.state_dict(),
+                "mem_chunks": [len(m or ()) for m in self.mems],
+            },
+        )
         model_sd, optim_sd = self._state_dicts()
         barrier(env)
         final = self.run_dir / ckpt.CHECKPOINTS / ckpt.step_name(p.step)
@@ -284,9 +324,13 @@ class Trainer:
         optim_sd = st.unflatten(
             trainer["optimizer"], ckpt.read_tensors(path / "optimizer.safetensors")
         )
-        set_state_dict(self.dist_model, self.optimizer, model_state_dict=model_sd,
-                       optim_state_dict=optim_sd,
-                       options=StateDictOptions(full_state_dict=True, strict=True))  # fmt: skip
+        set_state_dict(
+            self.dist_model,
+            self.optimizer,
+            model_state_dict=model_sd,
+            optim_state_dict=optim_sd,
+            options=StateDictOptions(full_state_dict=True, strict=True),
+        )
         if self.scaler and trainer["scaler"]:
             self.scaler.load_state_dict(trainer["scaler"])
         self.progress = Progress.from_dict(trainer["progress"])
@@ -298,8 +342,13 @@ class Trainer:
             for c, n in enumerate(rank_json["mem_chunks"])
         ]
         st.set_rng_state(rank_json["rng"], rank_tensors)
-        self.log = MetricsLogger(self.run_dir, enabled=self.env.is_main, tensorboard=self.cfg.tensorboard,
-                                 resume_step=self.progress.step, stream=self.out)  # fmt: skip
+        self.log = MetricsLogger(
+            self.run_dir,
+            enabled=self.env.is_main,
+            tensorboard=self.cfg.tensorboard,
+            resume_step=self.progress.step,
+            stream=self.out,
+        )
         self.note(f"resumed from {path} (step {self.progress.step:,})")
 
     def save_best(self) -> None:
@@ -312,8 +361,9 @@ class Trainer:
 
                 shutil.rmtree(tmp)
             ckpt.save_model_folder(tmp, model_sd, self.run.model, self.data.tokenizer_dir)
-            ckpt.write_json(tmp / "valid.json", {"step": self.progress.step,
-                                                 "loss": self.progress.best_valid})  # fmt: skip
+            ckpt.write_json(
+                tmp / "valid.json", {"step": self.progress.step, "loss": self.progress.best_valid}
+            )
             ckpt.replace_dir(tmp, self.run_dir / BEST)
         barrier(self.env)
 
@@ -347,8 +397,9 @@ class Trainer:
     def _after_eval(self, res: EvalResult) -> None:
         p = self.progress
         p.last_valid_step = p.step
-        self.log.record("valid", p.step, {**score_fields(res.loss, self.data.bits),
-                                          "tokens": res.tokens})  # fmt: skip
+        self.log.record(
+            "valid", p.step, {**score_fields(res.loss, self.data.bits), "tokens": res.tokens}
+        )
         if self.cfg.scheduler == "dev_perf":
             p.dev_perf.observe(res.loss, self.cfg)
         best = res.loss < p.best_valid
@@ -395,10 +446,14 @@ class Trainer:
                     self._bad_step(loss, norm)
                 if p.step % cfg.log_interval == 0 and p.log_loss_n:
                     elapsed = time.time() - started
-                    rec = {**score_fields(p.log_loss_sum / p.log_loss_n, self.data.bits),
-                           "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": norm,
-                           "tok_s": window_tokens / max(time.time() - window_t, 1e-9),
-                           "tokens": p.tokens, "time": p.train_seconds + elapsed}  # fmt: skip
+                    rec = {
+                        **score_fields(p.log_loss_sum / p.log_loss_n, self.data.bits),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "grad_norm": norm,
+                        "tok_s": window_tokens / max(time.time() - window_t, 1e-9),
+                        "tokens": p.tokens,
+                        "time": p.train_seconds + elapsed,
+                    }
                     self.log.record("train", p.step, rec)
                     eta = self._eta(p.step - start_step, elapsed)
                     self.log.print(progress_line(p.step, cfg.max_steps, rec, eta))
@@ -420,9 +475,14 @@ class Trainer:
             f"stopped at step {p.step:,} ({stop}); {p.tokens:,} tokens in "
             f"{format_duration(p.train_seconds)}"
         )
-        return {"step": p.step, "tokens": p.tokens, "best_valid": p.best_valid,
-                "best_step": p.best_step, "skipped_steps": p.skipped_steps,
-                "train_seconds": p.train_seconds}  # fmt: skip
+        return {
+            "step": p.step,
+            "tokens": p.tokens,
+            "best_valid": p.best_valid,
+            "best_step": p.best_step,
+            "skipped_steps": p.skipped_steps,
+            "train_seconds": p.train_seconds,
+        }
 
     def close(self) -> None:
         if self.log is not None:

@@ -65,8 +65,15 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 class MetricsLogger:
     """Writes metrics on rank 0; a no-op elsewhere."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, resume_step: int | None,
-                 stream: TextIO = sys.stdout) -> None:  # fmt: skip
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        enabled: bool,
+        tensorboard: bool,
+        resume_step: int | None,
+        stream: TextIO = sys.stdout,
+    ) -> None:
         self.enabled = enabled
         self.stream = stream
         self.live = enabled and stream.isatty()
@@ -80,7 +87,7 @@ class MetricsLogger:
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         elif path.exists():
             path.unlink()
-        self._f = open(path, "a", encoding="utf-8")
+        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         if tensorboard:
             purge = None if resume_step is None else resume_step + 1
             self._tb = EventWriter(run_dir / "tensorboard", purge_step=purge)
@@ -92,8 +99,14 @@ class MetricsLogger:
         self._f.write(json.dumps(rec) + "\n")
         self._f.flush()
         if self._tb is not None:
-            self._tb.scalars(step, {f"{split}/{k}": float(v) for k, v in values.items()
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool)})  # fmt: skip
+            self._tb.scalars(
+                step,
+                {
+                    f"{split}/{k}": float(v)
+                    for k, v in values.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                },
+            )
 
     def print(self, text: str, *, live: bool = False) -> None:
         """A line of output; ``live`` lines overwrite each other on a terminal."""

@@ -9,25 +9,43 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_xl.train.data import open_data
 
 from transformer_xl.evaluate import EvalResult
 from transformer_xl.fileio import atomic_write_text
 from transformer_xl.train import checkpoint as ckpt
 from transformer_xl.train.config import RunConfig, parse_override, resolve
+from transformer_xl.train.data import open_data
 from transformer_xl.train.distributed import barrier, init_distributed, shutdown
 from transformer_xl.train.loop import BEST, CONFIG_NAME, Trainer
 
 # What may change when a run is resumed: budgets, logging, where the data lives.
-RESUME_FIELDS = {"max_steps", "max_tokens", "max_time", "eval_interval", "eval_max_tokens",
-                 "log_interval", "checkpoint_interval", "keep_checkpoints", "max_bad_steps",
-                 "sample_tokens", "final_eval_split", "threads", "data", "tensorboard"}  # fmt: skip
+RESUME_FIELDS = {
+    "max_steps",
+    "max_tokens",
+    "max_time",
+    "eval_interval",
+    "eval_max_tokens",
+    "log_interval",
+    "checkpoint_interval",
+    "keep_checkpoints",
+    "max_bad_steps",
+    "sample_tokens",
+    "final_eval_split",
+    "threads",
+    "data",
+    "tensorboard",
+}
 
 
 def run_config_for(
-    run_dir: Path, *, preset: str | None, config_file: str | None, overrides: list[str],
-    resume: bool, vocab_size: int | None = None,
-) -> RunConfig:  # fmt: skip
+    run_dir: Path,
+    *,
+    preset: str | None,
+    config_file: str | None,
+    overrides: list[str],
+    resume: bool,
+    vocab_size: int | None = None,
+) -> RunConfig:
     """The resolved config of a new run, or the saved one of a resumed run (where only
     :data:`RESUME_FIELDS` may change; repeating a saved value is fine)."""
     if not resume:
@@ -57,35 +75,59 @@ def _check_fresh(run_dir: Path) -> None:
         )
 
 
-def evaluate_folder(model_dir: Path, data, split: str, settings: dict[str, Any],
-                    device: torch.device) -> EvalResult:  # fmt: skip
+def evaluate_folder(
+    model_dir: Path, data, split: str, settings: dict[str, Any], device: torch.device
+) -> EvalResult:
     """Evaluate a saved model folder on ``split`` (single process)."""
     from transformer_xl.evaluate import evaluate
     from transformer_xl.weights import load_pretrained
 
     model = load_pretrained(model_dir, map_location=device)
-    batches = data.eval_batches(split, batch_size=settings["batch_size"],
-                                tgt_len=settings["tgt_len"], rank=0, world_size=1)  # fmt: skip
-    return evaluate(model, batches, mem_len=settings["mem_len"], clamp_len=settings["clamp_len"],
-                    same_length=settings["same_length"], device=device, bits=data.bits)  # fmt: skip
+    batches = data.eval_batches(
+        split, batch_size=settings["batch_size"], tgt_len=settings["tgt_len"], rank=0, world_size=1
+    )
+    return evaluate(
+        model,
+        batches,
+        mem_len=settings["mem_len"],
+        clamp_len=settings["clamp_len"],
+        same_length=settings["same_length"],
+        device=device,
+        bits=data.bits,
+    )
 
 
-def sample_text(model_dir: Path, data, n_tokens: int, settings: dict[str, Any], seed: int,
-                device: torch.device) -> str:  # fmt: skip
+def sample_text(
+    model_dir: Path, data, n_tokens: int, settings: dict[str, Any], seed: int, device: torch.device
+) -> str:
     from transformer_xl.train.sample import sample
     from transformer_xl.weights import load_pretrained
 
     model = load_pretrained(model_dir, map_location=device)
     prompt = data.sample_prompt()
-    ids = sample(model, prompt, n_tokens, mem_len=settings["mem_len"],
-                 tgt_len=settings["tgt_len"], seed=seed, device=device)  # fmt: skip
+    ids = sample(
+        model,
+        prompt,
+        n_tokens,
+        mem_len=settings["mem_len"],
+        tgt_len=settings["tgt_len"],
+        seed=seed,
+        device=device,
+    )
     return data.decode(prompt) + data.decode(ids)
 
 
 def train(
-    *, preset: str | None, out: str, config_file: str | None = None, overrides: list[str] = (),
-    data: str | None = None, max_steps: int | None = None, resume: bool = False, stream=sys.stdout,
-) -> dict[str, Any]:  # fmt: skip
+    *,
+    preset: str | None,
+    out: str,
+    config_file: str | None = None,
+    overrides: list[str] = (),
+    data: str | None = None,
+    max_steps: int | None = None,
+    resume: bool = False,
+    stream=sys.stdout,
+) -> dict[str, Any]:
     """The whole of ``txl train``; returns the summary also written to ``RUN/summary.json``."""
     run_dir = Path(out)
     overrides = list(overrides)
@@ -95,18 +137,26 @@ def train(
         overrides.append(f"train.max_steps={max_steps}")
     if not resume:
         _check_fresh(run_dir)
-    run = run_config_for(run_dir, preset=preset, config_file=config_file, overrides=overrides,
-                         resume=resume)  # fmt: skip
+    run = run_config_for(
+        run_dir, preset=preset, config_file=config_file, overrides=overrides, resume=resume
+    )
     env = init_distributed(run.train.device)
     try:
         dataset = open_data(run.train.data, run_dir, env=env)
         if not resume:
-            run = run_config_for(run_dir, preset=preset, config_file=config_file,
-                                 overrides=overrides, resume=False,
-                                 vocab_size=dataset.vocab_size)  # fmt: skip
+            run = run_config_for(
+                run_dir,
+                preset=preset,
+                config_file=config_file,
+                overrides=overrides,
+                resume=False,
+                vocab_size=dataset.vocab_size,
+            )
         elif run.model.vocab_size != dataset.vocab_size:
-            raise ValueError(f"{run.train.data}: vocabulary of {dataset.vocab_size} tokens, but the "
-                             f"run's model has {run.model.vocab_size}")  # fmt: skip
+            raise ValueError(
+                f"{run.train.data}: vocabulary of {dataset.vocab_size} tokens, but the "
+                f"run's model has {run.model.vocab_size}"
+            )
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / CONFIG_NAME, run.to_json())
@@ -114,9 +164,12 @@ def train(
         trainer = Trainer(run, run_dir, dataset, env, resume=resume, out=stream)
         if env.is_main:
             n = trainer.model.num_parameters()
-            print(f"txl train: preset {run.preset}, {n:,} parameters, data {dataset.describe()}, "
-                  f"{env.world_size} process(es) on {env.device}, run folder {run_dir}",
-                  file=stream, flush=True)  # fmt: skip
+            print(
+                f"txl train: preset {run.preset}, {n:,} parameters, data {dataset.describe()}, "
+                f"{env.world_size} process(es) on {env.device}, run folder {run_dir}",
+                file=stream,
+                flush=True,
+            )
         try:
             summary = trainer.fit()
         finally:

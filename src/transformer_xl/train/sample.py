@@ -11,9 +11,18 @@ from torch import Tensor
 
 
 @torch.no_grad()
-def sample(model, prompt: list[int], n_tokens: int, *, mem_len: int, tgt_len: int,
-           temperature: float = 0.8, top_k: int = 0, seed: int = 0,
-           device: torch.device | str = "cpu") -> list[int]:  # fmt: skip
+def sample(
+    model,
+    prompt: list[int],
+    n_tokens: int,
+    *,
+    mem_len: int,
+    tgt_len: int,
+    temperature: float = 0.8,
+    top_k: int = 0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[int]:
     """``n_tokens`` ids drawn after ``prompt`` (which must hold at least one id)."""
     if not prompt:
         raise ValueError("sample: the prompt must hold at least one token")

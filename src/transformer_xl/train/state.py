@@ -83,9 +83,14 @@ def rng_state() -> tuple[dict[str, Any], dict[str, Tensor]]:
         "torch": torch.get_rng_state(),
         "cuda": tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else (),
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-    }  # fmt: skip
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
     return flatten(state, "rng")
 
 

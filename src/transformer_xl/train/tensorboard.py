@@ -66,8 +66,14 @@ def _bytes_field(num: int, payload: bytes) -> bytes:
     return _field(num, 2) + _varint(len(payload)) + payload
 
 
-def encode_event(wall_time: float, step: int, *, file_version: str | None = None,
-                 scalars: dict[str, float] | None = None, session_start: bool = False) -> bytes:  # fmt: skip
+def encode_event(
+    wall_time: float,
+    step: int,
+    *,
+    file_version: str | None = None,
+    scalars: dict[str, float] | None = None,
+    session_start: bool = False,
+) -> bytes:
     out = _field(1, 1) + struct.pack("<d", wall_time) + _field(2, 0) + _varint(step)
     if file_version is not None:
         out += _bytes_field(3, file_version.encode())
@@ -100,7 +106,7 @@ class EventWriter:
         self.logdir.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}"
         self.path = self.logdir / name
-        self._f = open(self.path, "ab")
+        self._f = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         self._write(encode_event(time.time(), 0, file_version="brain.Event:2"))
         if purge_step is not None:
             self._write(encode_event(time.time(), purge_step, session_start=True))
