@@ -279,3 +279,30 @@ def test_precision_options_train(tmp_path, data_dir, extra):
     summary, _ = run(tmp_path, data_dir, *extra, "eval_interval=0", max_steps=2)
     assert summary["step"] == 2 and summary["skipped_steps"] == 0
     assert summary["best_valid"] < 6.0
+
+
+def test_without_a_valid_split_the_final_weights_are_kept(tmp_path):
+    text = "\n\n".join(builtin_sections()[:10])
+    data = prepare_texts(tmp_path / "d", {"train": text[:-1000], "test": text[-1000:]}, dataset="x")
+    summary, _ = run(tmp_path / "r", data, "final_eval_split=test", max_steps=2)
+    assert (tmp_path / "r" / "best" / "model.safetensors").is_file()
+    assert summary["test"]["tokens"] == len(text[-1000:].encode()) - 1
+
+
+def test_main_job_on_the_builtin_corpus_smoke(tmp_path, capsys):
+    from transformer_xl.cli import main
+
+    args = ["train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--max-steps", "2"]
+    for s in SMALL[:5] + ["sample_tokens=20", "final_eval_split=", "eval_max_tokens=512",
+                          "threads=1", "log_interval=1"]:  # fmt: skip
+        args += ["--set", s]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "data " + str(tmp_path / "run" / "data") in out and "sample:" in out
+    meta = json.loads((tmp_path / "run" / "data" / "meta.json").read_text())
+    sizes = {k: v["tokens"] for k, v in meta["splits"].items()}
+    total = sum(sizes.values())
+    assert total > 400_000 and 0.04 < sizes["valid"] / total < 0.06
+    assert 0.04 < sizes["test"] / total < 0.06
+    assert main(args) == 2  # the run folder is taken now
+    assert "already holds a run" in capsys.readouterr().err

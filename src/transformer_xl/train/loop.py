@@ -98,7 +98,7 @@ class Progress:
 
 class Trainer:
     def __init__(
-        self, run: RunConfig, run_dir: Path, data, env: DistEnv, *, resume: bool, out=sys.stdout
+        self, run: RunConfig, run_dir: Path, data, env: DistEnv, *, resume: bool, out=None
     ) -> None:
         self.run, self.cfg, self.run_dir, self.data, self.env = (
             run,
@@ -141,18 +141,18 @@ class Trainer:
         )
         self.mems: list[Mems | None] = [None] * cfg.batch_chunk
         self.progress = Progress()
+        self.out = out or sys.stdout
         self.log = (
             MetricsLogger(
                 self.run_dir,
                 enabled=env.is_main,
                 tensorboard=cfg.tensorboard,
                 resume_step=None,
-                stream=out,
+                stream=self.out,
             )
             if not resume
             else None
         )
-        self.out = out
         if resume:
             self._resume()
 
@@ -460,7 +460,11 @@ class Trainer:
                     window_t, window_tokens = time.time(), 0
                 stop = self._should_stop(started)
                 at_eval = cfg.eval_interval and p.step % cfg.eval_interval == 0
-                if at_eval or (stop is not None and p.last_valid_step != p.step):
+                if not self.data.has_split("valid"):
+                    if stop is not None:  # nothing to choose by: the final weights are the best
+                        p.best_step = p.step
+                        self.save_best()
+                elif at_eval or (stop is not None and p.last_valid_step != p.step):
                     self._after_eval(self.validate())
                 due = (ckpt_every and p.step % ckpt_every == 0) or stop is not None
                 if due and p.bad_in_row == 0:  # never checkpoint in the middle of a bad streak

@@ -72,10 +72,10 @@ class MetricsLogger:
         enabled: bool,
         tensorboard: bool,
         resume_step: int | None,
-        stream: TextIO = sys.stdout,
+        stream: TextIO | None = None,
     ) -> None:
         self.enabled = enabled
-        self.stream = stream
+        self.stream = stream = stream or sys.stdout
         self.live = enabled and stream.isatty()
         self._f = self._tb = None
         if not enabled:

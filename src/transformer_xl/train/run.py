@@ -126,9 +126,10 @@ def train(
     data: str | None = None,
     max_steps: int | None = None,
     resume: bool = False,
-    stream=sys.stdout,
+    stream=None,
 ) -> dict[str, Any]:
     """The whole of ``txl train``; returns the summary also written to ``RUN/summary.json``."""
+    stream = stream or sys.stdout
     run_dir = Path(out)
     overrides = list(overrides)
     if data is not None:
