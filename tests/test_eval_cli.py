@@ -25,11 +25,15 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     text = "\n\n".join(builtin_sections()[:12])
     n = len(text)
-    data = prepare_texts(root / "data", {"train": text[: n - 3000], "valid": text[n - 3000 : n - 1500],
-                         "test": text[n - 1500 :]}, dataset="docs-tiny")  # fmt: skip
+    parts = {
+        "train": text[: n - 3000],
+        "valid": text[n - 3000 : n - 1500],
+        "test": text[n - 1500 :],
+    }
+    data = prepare_texts(root / "data", parts, dataset="docs-tiny")
     train(preset="tiny", out=str(root / "run"), overrides=SMALL, data=str(data), max_steps=2,
           stream=io.StringIO())  # fmt: skip
-    return root, len(text[n - 1500 :].encode()) - 1, len(text[n - 3000 : n - 1500].encode()) - 1
+    return root, len(parts["test"].encode()) - 1, len(parts["valid"].encode()) - 1
 
 
 def txl_json(*args):
