@@ -380,7 +380,9 @@ class Trainer:
         # every rank must stop together: rank 0's clock decides
         return reason if broadcast_flag(reason is not None, self.env) else None
 
-    def _eta(self, steps_done: int, seconds: float) -> float:
+    def _eta(self, steps_done: int, seconds: float, used: float) -> float:
+        """Seconds left: ``steps_done`` steps took ``seconds`` in this session; ``used`` seconds
+        of the ``max_time`` budget are spent."""
         cfg, p = self.cfg, self.progress
         if steps_done <= 0:
             return math.inf
@@ -391,7 +393,7 @@ class Trainer:
                 left, (cfg.max_tokens - p.tokens) / (cfg.batch_size * cfg.tgt_len) * per_step
             )
         if cfg.max_time:
-            left = min(left, cfg.max_time - p.train_seconds - seconds)
+            left = min(left, cfg.max_time - used)
         return max(left, 0.0)
 
     def _after_eval(self, res: EvalResult) -> None:
@@ -426,7 +428,7 @@ class Trainer:
         """Train until a budget runs out; returns a summary."""
         cfg, p = self.cfg, self.progress
         self.model.train()
-        started = time.time()
+        started = session_start = time.time()
         start_step = p.step
         window_t, window_tokens = time.time(), 0
         ckpt_every = cfg.checkpoint_interval or cfg.eval_interval
@@ -455,7 +457,7 @@ class Trainer:
                         "time": p.train_seconds + elapsed,
                     }
                     self.log.record("train", p.step, rec)
-                    eta = self._eta(p.step - start_step, elapsed)
+                    eta = self._eta(p.step - start_step, time.time() - session_start, rec["time"])
                     self.log.print(progress_line(p.step, cfg.max_steps, rec, eta))
                     window_t, window_tokens = time.time(), 0
                 stop = self._should_stop(started)
