@@ -1,0 +1,55 @@
+"""``txl train``: train a model with layered configuration (recipe < file < --set)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def run(args) -> int:
+    from transformer_xl.train.loop import TrainingError
+    from transformer_xl.train.run import train
+
+    out = args.out or (f"runs/{args.preset}" if args.preset else None)
+    if out is None:
+        raise ValueError("pass --out RUN (or --preset NAME, which defaults to runs/NAME)")
+    try:
+        train(
+            preset=args.preset,
+            out=out,
+            config_file=args.config,
+            overrides=args.set or [],
+            data=args.data,
+            max_steps=args.max_steps,
+            resume=args.resume,
+        )
+    except TrainingError as e:
+        print(f"txl train: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (the paper's recipes as presets; resumable; torchrun for many GPUs)",
+        description="Train a Transformer-XL. Settings are layered: --preset (a recipe: "
+        "`txl presets` lists them) < --config FILE (YAML or TOML with 'model' and 'train' "
+        "sections) < --set KEY=VALUE. With several processes, launch with torchrun.",
+    )
+    p.add_argument("--preset", help="recipe name, e.g. tiny, enwik8_base, wt103_base")
+    p.add_argument("--data", help="prepared dataset folder (txl prepare), or builtin:cpython-docs")
+    p.add_argument("--out", help="run folder (default runs/PRESET)")
+    p.add_argument("--config", help="YAML or TOML file with 'model' and 'train' sections")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a setting: lr=1e-3, model.n_layer=6 (repeatable)",
+    )
+    p.add_argument("--max-steps", type=int, help="shortcut for --set max_steps=N")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest intact checkpoint",
+    )
+    p.set_defaults(func=run)

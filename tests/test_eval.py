@@ -1,0 +1,97 @@
+"""Evaluation scores every token exactly once, and segmented evaluation with memory equals a
+token-by-token reference."""
+
+import math
+
+import pytest
+import torch
+
+from transformer_xl import TransformerXLConfig, TransformerXLLM
+from transformer_xl.evaluate import EvalResult, evaluate, token_by_token_nll
+
+
+def tiny_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = TransformerXLConfig(
+        vocab_size=50,
+        n_layer=2,
+        n_head=2,
+        d_model=32,
+        d_head=16,
+        d_inner=64,
+        dropout=0.0,
+        tgt_len=8,
+        mem_len=8,
+        **kw,
+    )
+    return TransformerXLLM(cfg, attn_impl="eager").eval()
+
+
+def segments(ids, tgt_len):
+    """Consecutive ``(x, y)`` segments of ``ids`` ``[B, N]``; the last one may be shorter."""
+    n = ids.shape[1] - 1
+    return [
+        (ids[:, s : min(s + tgt_len, n)], ids[:, s + 1 : min(s + tgt_len, n) + 1])
+        for s in range(0, n, tgt_len)
+    ]
+
+
+@pytest.mark.parametrize(
+    "keys, tgt_len, mem_len, clamp_len", [("tf", 5, 8, -1), ("torch", 3, 6, 4), ("tf", 7, 7, 3)]
+)
+def test_segmented_eval_with_same_length_equals_token_by_token(keys, tgt_len, mem_len, clamp_len):
+    model = tiny_model(untie_r=True)
+    ids = torch.randint(0, 50, (2, 30))
+    ref = token_by_token_nll(
+        model, ids, mem_len=mem_len, clamp_len=clamp_len, same_length_keys=keys
+    )
+    res = evaluate(
+        model,
+        segments(ids, tgt_len),
+        mem_len=mem_len,
+        clamp_len=clamp_len,
+        same_length=True,
+        same_length_keys=keys,
+    )
+    assert res.tokens == ref.numel() == 2 * 29
+    assert res.nll_sum == pytest.approx(ref.double().sum().item(), rel=1e-5)
+
+
+def test_full_memory_without_same_length_sees_the_whole_past():
+    model = tiny_model()
+    ids = torch.randint(0, 50, (3, 25))
+    ref = token_by_token_nll(model, ids, mem_len=100)
+    res = evaluate(model, segments(ids, 6), mem_len=100)
+    assert res.nll_sum == pytest.approx(ref.double().sum().item(), rel=1e-5)
+
+
+def test_mask_counts_only_real_tokens_and_max_tokens_stops_early():
+    model = tiny_model()
+    ids = torch.randint(0, 50, (2, 21))
+    segs = segments(ids, 5)
+    ref = token_by_token_nll(model, ids, mem_len=50)  # [2, 20]
+    mask_last = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    batches = [(x, y, torch.ones_like(x, dtype=torch.bool)) for x, y in segs[:-1]]
+    batches.append((*segs[-1], mask_last))
+    res = evaluate(model, batches, mem_len=50)
+    expected = ref[:, :15].sum() + ref[0, 15:].sum() + ref[1, 15:17].sum()
+    assert res.tokens == 2 * 15 + 5 + 2
+    assert res.nll_sum == pytest.approx(expected.item(), rel=1e-5)
+    early = evaluate(model, segs, mem_len=50, max_tokens=15)
+    assert early.tokens == 20  # two whole batches of [2, 5]
+
+
+def test_result_units():
+    r = EvalResult(nll_sum=math.log(2) * 10, tokens=10, bits=True)
+    assert r.bpc == pytest.approx(1.0) and r.ppl == pytest.approx(2.0)
+    assert r.to_dict()["tokens"] == 10 and "bpc" in r.to_dict()
+    assert "bpc" not in EvalResult(1.0, 1).to_dict()
+    assert model_is_untouched()
+
+
+def model_is_untouched():
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    evaluate(model, segments(torch.randint(0, 50, (1, 12)), 4), mem_len=30)
+    return model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
