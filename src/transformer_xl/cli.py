@@ -10,7 +10,6 @@ import sys
 
 COMMAND_MODULES = [
     "transformer_xl.commands.presets",
-    "transformer_xl.commands.demo",
     "transformer_xl.commands.prepare",
     "transformer_xl.commands.train",
     "transformer_xl.commands.eval",
