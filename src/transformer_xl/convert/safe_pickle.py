@@ -18,6 +18,7 @@ import io
 import os
 import pickle
 import re
+import struct
 import zipfile
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
@@ -116,10 +117,11 @@ PLAIN_GLOBALS: dict[str, Any] = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, allowed: dict[str, Any], source: str) -> None:
+    def __init__(self, file, allowed: dict[str, Any], source: str, persistent=None) -> None:
         super().__init__(file, encoding="bytes")
         self.allowed = allowed
         self.source = source
+        self.persistent = persistent
 
     def find_class(self, module: str, name: str) -> Any:
         key = f"{module}.{name}"
@@ -128,7 +130,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise DisallowedGlobal(self.source, key, self.allowed)
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError(f"{self.source}: persistent ids are not allowed here")
+        if self.persistent is None:
+            raise pickle.UnpicklingError(f"{self.source}: persistent ids are not allowed here")
+        return self.persistent(pid)
 
 
 class DisallowedGlobal(ValueError, pickle.UnpicklingError):
@@ -176,21 +180,122 @@ _UNSUPPORTED = re.compile(
 def load_torch_pickle(
     path: str | os.PathLike, classes: Iterable[str] = (), functions: dict[str, Any] | None = None
 ) -> Any:
-    """``torch.load(path, weights_only=True)`` with :class:`Record` stand-ins registered for
-    ``classes`` and inert ``functions`` (qualified name -> callable)."""
+    """A ``torch.save`` file with :class:`Record` stand-ins for ``classes`` and inert
+    ``functions`` (qualified name -> callable): zip files through
+    ``torch.load(weights_only=True)``, legacy files (PyTorch < 1.6, as the authors' code wrote
+    them) through :func:`load_torch_legacy`."""
+    path = Path(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            return load_torch_legacy(path, classes, functions)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
     extra: list[Any] = [(record_class(c), c) for c in classes]
     extra += [(f, name) for name, f in (functions or {}).items()]
     try:
         with torch.serialization.safe_globals(extra):
-            return torch.load(Path(path), map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         m = _UNSUPPORTED.search(str(e))
         name = (m.group(1) or m.group(2)) if m else None
         if name:
-            allowed = [n for _, n in extra] + ["torch", "collections"]
+            allowed = [n for _, n in extra] + ["torch._utils.x", "collections.x"]
             raise DisallowedGlobal(str(path), name, allowed) from None
         raise ValueError(f"{path}: refusing to load ({str(e).splitlines()[0]})") from None
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
     except RuntimeError as e:
         raise ValueError(f"{path}: not a readable torch file ({str(e).splitlines()[0]})") from None
+
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}
+
+
+class _StorageType:
+    """What ``torch.FloatStorage`` and friends stand for in a pickle: a dtype."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+
+TORCH_GLOBALS: dict[str, Any] = {
+    "torch._utils._rebuild_tensor": torch._utils._rebuild_tensor,
+    "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+    "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
+    "torch.nn.parameter.Parameter": torch.nn.Parameter,
+    "torch.Size": torch.Size,
+    **{f"torch.{name}": _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()},
+}
+
+
+def load_torch_legacy(
+    path: str | os.PathLike, classes: Iterable[str] = (), functions: dict[str, Any] | None = None
+) -> Any:
+    """A legacy ``torch.save`` file: pickles of the magic number, the protocol version and the
+    system info, the main pickle (its persistent ids name storages, and for whole modules
+    their classes), the list of storage keys, then each storage as an int64 element count and
+    the raw little-endian bytes. Read with the same allow-list as :func:`load_plain_pickle`
+    plus the tensor rebuild functions."""
+    allowed = {**PLAIN_GLOBALS, **TORCH_GLOBALS, **{c: record_class(c) for c in classes}}
+    allowed.update(functions or {})
+    source = str(path)
+    storages: dict[str, torch.storage.TypedStorage] = {}
+
+    def persistent_load(pid: Any) -> Any:
+        if not isinstance(pid, tuple) or not pid:
+            raise pickle.UnpicklingError(f"{source}: unexpected persistent id {pid!r}")
+        kind = _text(pid[0])
+        if kind == "module":  # (class, source file, source): the class is all that is needed
+            return pid[1]
+        if kind != "storage" or not isinstance(pid[1], _StorageType):
+            raise pickle.UnpicklingError(f"{source}: unexpected persistent id {kind!r}")
+        _, storage_type, key, _location, numel, view = pid
+        key = _text(key)
+        if key not in storages:
+            untyped = torch.UntypedStorage(numel * torch._utils._element_size(storage_type.dtype))
+            storages[key] = torch.storage.TypedStorage(
+                wrap_storage=untyped, dtype=storage_type.dtype, _internal=True
+            )
+        if view is not None:
+            raise pickle.UnpicklingError(f"{source}: storage views are not supported")
+        return storages[key]
+
+    try:
+        with open(path, "rb") as f:
+            header = [_RestrictedUnpickler(f, PLAIN_GLOBALS, source).load() for _ in range(3)]
+            if header[0] != TORCH_LEGACY_MAGIC:
+                raise ValueError(f"{source}: not a torch.save file (no zip, no magic number)")
+            info = header[2] if isinstance(header[2], dict) else {}
+            info = {_text(k): v for k, v in info.items()}
+            if not info.get("little_endian"):
+                raise ValueError(f"{source}: written on a big-endian machine; not supported")
+            result = _RestrictedUnpickler(f, allowed, source, persistent_load).load()
+            keys = _RestrictedUnpickler(f, PLAIN_GLOBALS, source).load()
+            for key in keys:
+                typed = storages[_text(key)]
+                (count,) = struct.unpack("<q", f.read(8))
+                size = count * torch._utils._element_size(typed.dtype)
+                data = f.read(size)
+                if size != typed._untyped_storage.nbytes() or len(data) != size:
+                    raise ValueError(f"{source}: storage {_text(key)} is truncated or mis-sized")
+                raw = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8)
+                typed._untyped_storage.copy_(raw)
+    except (DisallowedGlobal, ValueError):
+        raise
+    except OSError as e:
+        raise ValueError(f"{source}: cannot read ({e.strerror})") from None
+    except Exception as e:  # noqa: BLE001 - any failure to parse is a bad file
+        kind = type(e).__name__
+        raise ValueError(f"{source}: not a readable torch file ({kind}: {e})") from None
+    return result

@@ -4,8 +4,7 @@ The architecture is read from the variables' shapes (the TF checkpoint stores no
 layers from ``layer_K``, ``d_model`` and ``3 * H * Dh`` from the QKV kernel, ``H`` and ``Dh`` (and
 ``untie_r``) from ``r_w_bias``, the clusters and ``div_val`` from the embedding tables, and
 ``proj_same_dim`` / tied projections from which projection variables exist. ``corpus-info.json``
-(vocabulary size, cutoffs, dataset) is cross-checked; the dataset picks the paper's evaluation
-settings as the saved run defaults.
+(vocabulary size, cutoffs) is cross-checked.
 
 Facts of the TF code the map relies on: kernels are ``[in, out]`` (transposed here);
 ``proj_W`` / ``proj`` are ``[d_i, d_model]`` and used as ``x @ proj_W`` on the input side and
@@ -21,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +46,6 @@ TF_LAYER = {  # ours (under layers.{k}.) <- TF (under transformer/layer_{k}/), t
 }
 # optimizer state and bookkeeping the released files also hold
 SKIPPED = re.compile(r"(/Adam(_\d+)?$)|(^global_step$)|(^beta[12]_power(_\d+)?$)")
-# released model of each dataset -> preset holding the paper's evaluation settings
-DATASET_PRESETS = {
-    "enwik8": "enwik8_large",
-    "text8": "text8_large",
-    "wt103": "wt103_large",
-    "lm1b": "lm1b_large",
-}
 TF_LAYER_NORM_EPS = 1e-12  # tf.contrib.layers.layer_norm
 
 
@@ -118,9 +110,7 @@ def infer_config(
     if sizes and sum(sizes) != vocab_size:
         raise ValueError(f"{source}: softmax cluster sizes {sizes} do not add up to {vocab_size}")
 
-    dataset = None
     if corpus_info is not None:
-        dataset = corpus_info.get("dataset")
         if corpus_info.get("vocab_size") != vocab_size:
             raise ValueError(
                 f"corpus-info.json: vocab_size={corpus_info.get('vocab_size')} but the "
@@ -133,13 +123,6 @@ def infer_config(
                 f"give {cutoffs}"
             )
 
-    run: dict[str, Any] = {}
-    if dataset in DATASET_PRESETS:
-        from transformer_xl.presets import EVAL_SETTINGS, PRESETS
-
-        name = DATASET_PRESETS[dataset]
-        run = dict(EVAL_SETTINGS[name])
-        run.update(dropout=PRESETS[name]["dropout"], dropatt=PRESETS[name]["dropatt"])
     cfg = TransformerXLConfig(
         vocab_size=vocab_size,
         n_layer=len(layers),
@@ -155,7 +138,6 @@ def infer_config(
         untie_r=len(bias) == 3,
         layer_norm_eps=TF_LAYER_NORM_EPS,
         same_length_keys="tf",
-        **run,
     )
     if not cutoffs:  # the single softmax always uses the embedding's projection
         return cfg.replace(tie_projs=(True,))
@@ -232,16 +214,21 @@ def read_corpus_info(path: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-def load_tf_checkpoint(prefix: str | os.PathLike, corpus_info: Mapping[str, Any] | None = None):
+def load_tf_checkpoint(
+    prefix: str | os.PathLike,
+    corpus_info: Mapping[str, Any] | None = None,
+    adjust: Callable[[TransformerXLConfig], TransformerXLConfig] | None = None,
+):
     """Our model with the weights of the TF checkpoint ``prefix``; returns ``(model, counts)``
-    with ``counts`` the number of converted, skipped (optimizer) and total source tensors."""
+    with ``counts`` the number of converted, skipped (optimizer) and total source tensors.
+    ``adjust`` may change the inferred config's run settings before the model is built."""
     from transformer_xl.model.transformer import TransformerXLLM
     from transformer_xl.weights import load_state
 
     ckpt = TFCheckpoint(prefix)
     shapes = {n: e.shape for n, e in ckpt.entries.items() if not is_skipped(n)}
     cfg = infer_config(shapes, corpus_info, source=str(prefix))
-    model = TransformerXLLM(cfg)
+    model = TransformerXLLM(adjust(cfg) if adjust else cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state = apply_rules(
         rules_from_tf(cfg), LazyTensors(ckpt), expected, skip=is_skipped, source_name=str(prefix)

@@ -170,8 +170,7 @@ def _parse_entry(name: str, value: bytes, path: Path) -> BundleEntry:
     f = parse_proto(value, f"{path}: entry {name!r}")
     if 7 in f:
         raise ValueError(
-            f"{path}: tensor {name!r} is saved in slices (a partitioned variable); "
-            "not supported"
+            f"{path}: tensor {name!r} is saved in slices (a partitioned variable); not supported"
         )
     shape_msg = parse_proto(_last(f, 2, b""), f"{path}: shape of {name!r}")
     dims = [parse_proto(d, f"{path}: dim of {name!r}") for d in shape_msg.get(2, [])]
