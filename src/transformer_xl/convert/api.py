@@ -23,8 +23,8 @@ from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.vocab_files import (
+    VOCAB_NAME,
     VocabInfo,
-    read_vocab_json,
     read_vocab_pickle,
     vocab_json,
     write_vocab_json,
@@ -205,7 +205,7 @@ def hf_vocab_dict(vocab: dict[str, Any]) -> dict[str, Any]:
         "counter": Counter(),
         "min_freq": 0,
         "max_size": None,
-        "lower_case": False,
+        "lower_case": bool((vocab.get("options") or {}).get("lower_case", False)),
         "delimiter": None,
         "vocab_file": None,
     }
@@ -227,7 +227,11 @@ def export_hf(src: str | os.PathLike, out: str | os.PathLike, *, weights: str = 
     src = Path(src)
     model = load_pretrained(src)
     cfg = model.config
-    vocab = read_vocab_json(src / "vocab.json") if (src / "vocab.json").is_file() else None
+    vocab = None
+    if (src / VOCAB_NAME).is_file():
+        from transformer_xl.data.vocab import Vocab
+
+        vocab = Vocab.load(src / VOCAB_NAME).to_dict()
     hf_cfg, state = hf_state_from_ours(model)
     if vocab is not None and vocab.get("eos_token") in vocab["tokens"]:
         hf_cfg["eos_token_id"] = vocab["tokens"].index(vocab["eos_token"])

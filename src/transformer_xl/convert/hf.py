@@ -45,19 +45,39 @@ HF_VOCAB_FILES = ("vocab.pkl", "vocab.bin")
 
 
 # ---------------------------------------------------------------------------- HF -> ours
+# HF's TransfoXLConfig defaults (transformers 4.x): its save_pretrained writes only the fields
+# that differ from them, so a config.json must be read against them
+HF_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 267735, "cutoffs": [20000, 40000, 200000], "d_model": 1024, "d_embed": 1024,
+    "n_head": 16, "d_head": 64, "d_inner": 4096, "div_val": 4, "pre_lnorm": False, "n_layer": 18,
+    "mem_len": 1600, "clamp_len": 1000, "same_length": True, "proj_share_all_but_first": True,
+    "attn_type": 0, "sample_softmax": -1, "adaptive": True, "dropout": 0.1, "dropatt": 0.0,
+    "untie_r": True, "init": "normal", "init_range": 0.01, "proj_init_std": 0.01,
+    "init_std": 0.02, "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True,
+}  # fmt: skip
+_OLD_NAMES = {"vocab_size": "n_token", "tie_word_embeddings": "tie_weight"}  # pre-4.x configs
+
+
 def config_from_hf(hf: Mapping[str, Any] | Any) -> TransformerXLConfig:
-    """Our config from an HF ``TransfoXLConfig`` (object or its ``config.json`` dict)."""
-    if isinstance(hf, Mapping):
-        get = lambda k, d=None: hf.get(k, d)
-    else:
-        get = lambda k, d=None: getattr(hf, k, d)
-    if get("attn_type", 0) != 0:
+    """Our config from an HF ``TransfoXLConfig`` (object or its ``config.json`` dict; missing
+    fields take HF's defaults, as HF reads them)."""
+    fields = dict(hf) if isinstance(hf, Mapping) else dict(vars(hf))
+
+    def get(key: str) -> Any:
+        for name in (key, _OLD_NAMES.get(key)):
+            if name in fields and fields[name] is not None:
+                return fields[name]
+        return HF_DEFAULTS[key]
+
+    if get("attn_type") != 0:
         raise ValueError(f"HF config: attn_type={get('attn_type')} is not supported (only 0)")
-    cutoffs = tuple(get("cutoffs") or ())
-    if not get("adaptive", True):
-        cutoffs = ()
+    cutoffs = tuple(get("cutoffs")) if get("adaptive") else ()
+    tie_projs = fields.get("tie_projs")
+    if tie_projs is None or len(tie_projs) != len(cutoffs) + 1:
+        tie_projs = [False] + [bool(get("proj_share_all_but_first"))] * len(cutoffs)
+    sample = get("sample_softmax")
     return TransformerXLConfig(
-        vocab_size=get("vocab_size", get("n_token")),
+        vocab_size=get("vocab_size"),
         n_layer=get("n_layer"),
         n_head=get("n_head"),
         d_model=get("d_model"),
@@ -65,23 +85,23 @@ def config_from_hf(hf: Mapping[str, Any] | Any) -> TransformerXLConfig:
         d_inner=get("d_inner"),
         d_embed=get("d_embed"),
         cutoffs=cutoffs,
-        div_val=get("div_val", 1),
-        tie_weight=bool(get("tie_word_embeddings", True)),
-        tie_projs=(False, *([bool(get("proj_share_all_but_first", False))] * len(cutoffs))),
+        div_val=get("div_val"),
+        tie_weight=bool(get("tie_word_embeddings")),
+        tie_projs=tuple(bool(t) for t in tie_projs),
         proj_same_dim=True,
-        untie_r=bool(get("untie_r", True)),
-        pre_lnorm=bool(get("pre_lnorm", False)),
-        dropout=get("dropout", 0.1),
-        dropatt=get("dropatt", 0.0),
-        sample_softmax=get("sample_softmax", -1) if get("sample_softmax", -1) > 0 else -1,
-        init=get("init", "normal"),
-        init_range=get("init_range", 0.01),
-        init_std=get("init_std", 0.02),
-        proj_init_std=get("proj_init_std", 0.01),
-        layer_norm_eps=get("layer_norm_epsilon", 1e-5),
-        mem_len=get("mem_len", 1600) or 0,
-        clamp_len=get("clamp_len", 1000) if get("clamp_len", 1000) > 0 else -1,
-        same_length=bool(get("same_length", True)),
+        untie_r=bool(get("untie_r")),
+        pre_lnorm=bool(get("pre_lnorm")),
+        dropout=get("dropout"),
+        dropatt=get("dropatt"),
+        sample_softmax=sample if sample > 0 else -1,
+        init=get("init"),
+        init_range=get("init_range"),
+        init_std=get("init_std"),
+        proj_init_std=get("proj_init_std"),
+        layer_norm_eps=get("layer_norm_epsilon"),
+        mem_len=get("mem_len") or 0,
+        clamp_len=get("clamp_len") if get("clamp_len") > 0 else -1,
+        same_length=bool(get("same_length")),
         same_length_keys="torch",
     )
 
@@ -222,6 +242,7 @@ def hf_config_from_ours(cfg: TransformerXLConfig, eos_token_id: int = 0) -> dict
         "clamp_len": cfg.clamp_len,
         "same_length": cfg.same_length,
         "proj_share_all_but_first": _share_all_but_first(cfg),
+        "tie_projs": [False] + [_share_all_but_first(cfg)] * len(cfg.cutoffs),
         "attn_type": 0,
         "sample_softmax": -1,  # HF's model cannot train with it; evaluation is the full softmax
         "dropout": cfg.dropout,

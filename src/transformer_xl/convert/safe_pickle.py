@@ -139,7 +139,7 @@ class DisallowedGlobal(ValueError, pickle.UnpicklingError):
     def __init__(self, source: str, name: str, allowed: Iterable[str]) -> None:
         kinds = sorted({a.rpartition(".")[0] for a in allowed})
         super().__init__(
-            f"{source}: refusing to load: the pickle references {name!r}, which is not on the "
+            f"{source}: refusing to load: the pickle references {name!r}, not on the "
             f"allow-list (plain containers, tensors and the known classes of modules "
             f"{', '.join(kinds)}); loading it could run arbitrary code"
         )
@@ -172,9 +172,7 @@ def is_torch_file(path: str | os.PathLike) -> bool:
         return False
 
 
-_UNSUPPORTED = re.compile(
-    r"GLOBAL ([\w.]+) was not an allowed global|unrecognized function ([^\s]+)"
-)
+_UNSUPPORTED = re.compile(r"GLOBAL ([\w.]+) (?:was not an allowed|whose module)|function ([^\s]+)")
 
 
 def load_torch_pickle(
@@ -192,16 +190,21 @@ def load_torch_pickle(
         raise ValueError(f"{path}: cannot read ({e.strerror})") from None
     extra: list[Any] = [(record_class(c), c) for c in classes]
     extra += [(f, name) for name, f in (functions or {}).items()]
+    allowed = [n for _, n in extra] + ["torch._utils.x", "collections.x"]
     try:
         with torch.serialization.safe_globals(extra):
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            if unsafe:  # named before anything is unpickled
+                raise DisallowedGlobal(str(path), ", ".join(unsafe), allowed)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if isinstance(e, DisallowedGlobal):
+            raise
         m = _UNSUPPORTED.search(str(e))
-        name = (m.group(1) or m.group(2)) if m else None
-        if name:
-            allowed = [n for _, n in extra] + ["torch._utils.x", "collections.x"]
-            raise DisallowedGlobal(str(path), name, allowed) from None
-        raise ValueError(f"{path}: refusing to load ({str(e).splitlines()[0]})") from None
+        if m:
+            raise DisallowedGlobal(str(path), m.group(1) or m.group(2), allowed) from None
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise ValueError(f"{path}: refusing to load ({' '.join(lines[1:2] or lines)})") from None
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
     except RuntimeError as e:

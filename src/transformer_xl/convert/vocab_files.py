@@ -15,7 +15,6 @@ Sources, all pickles, read with :mod:`transformer_xl.convert.safe_pickle`:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from transformer_xl.convert.safe_pickle import (
     load_plain_pickle,
     load_torch_pickle,
 )
-from transformer_xl.fileio import atomic_write_text
 
 VOCAB_NAME = "vocab.json"
 # the authors' classes a corpus or vocabulary pickle may hold, by the module names their
@@ -133,46 +131,30 @@ def repair_latin1(tokens: list[str]) -> tuple[list[str], int]:
 
 
 def vocab_json(info: VocabInfo, dataset: str | None = None) -> dict[str, Any]:
-    """The ``vocab.json`` object for ``info`` (``dataset`` overrides the one in the file)."""
+    """The ``vocab.json`` object for ``info`` (``dataset`` overrides the one in the file): for
+    the paper's datasets exactly what ``txl prepare`` writes for them
+    (:meth:`transformer_xl.data.vocab.Vocab.from_authors`), so prepared data and a converted
+    model share one vocabulary; otherwise a word vocabulary with the usual special tokens."""
+    from transformer_xl.data.vocab import Vocab
+
     dataset = dataset or info.dataset
-    tokens = list(info.tokens)
-    kind = "word"
-    if dataset == "enwik8":
-        kind = "byte"  # the authors' tokens are byte values as decimal strings, as ours
-        bad = [t for t in tokens if not (t.isdigit() and int(t) < 256)]
-        if bad:
-            raise ValueError(f"enwik8 vocabulary: token {bad[0]!r} is not a byte value 0..255")
-    elif dataset == "text8":
-        kind = "char"  # the authors wrote spaces as '_'
-        tokens = [" " if t == "_" else t for t in tokens]
-    present = set(tokens)
+    if dataset:
+        try:
+            return Vocab.from_authors(info.tokens, dataset).to_dict()
+        except ValueError as e:
+            if "unknown dataset" not in str(e):
+                raise ValueError(f"{dataset} vocabulary: {e}") from None
+    present = set(info.tokens)
     unk = info.unk or next((t for t in ("<unk>", "<UNK>") if t in present), None)
-    eos = next((t for t in ("<eos>", "<S>") if t in present), None)
-    special = [s for s in dict.fromkeys([*info.special, eos, unk]) if s in present]
-    return {
-        "format_version": 1,
-        "kind": kind,
-        "tokens": tokens,
-        "unk_token": unk,
-        "eos_token": eos,
-        "special_tokens": special,
-    }
+    eos = "<eos>" if "<eos>" in present else None
+    special = [t for t in dict.fromkeys([*info.special, eos, unk]) if t in present]
+    vocab = Vocab(info.tokens, "word", unk_token=unk, eos_token=eos, special_tokens=special)
+    return vocab.to_dict()
 
 
 def write_vocab_json(directory: str | os.PathLike, vocab: Mapping[str, Any]) -> Path:
+    from transformer_xl.data.vocab import Vocab
+
     path = Path(directory) / VOCAB_NAME
-    atomic_write_text(path, json.dumps(vocab, ensure_ascii=False, indent=1) + "\n")
+    Vocab.from_dict(dict(vocab), source=str(path)).save(path)
     return path
-
-
-def read_vocab_json(path: str | os.PathLike) -> dict[str, Any]:
-    """A ``vocab.json`` checked for the fields the converters rely on."""
-    path = Path(path)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable vocab.json ({e})") from None
-    tokens = d.get("tokens") if isinstance(d, dict) else None
-    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-        raise ValueError(f"{path}: expected an object with a 'tokens' list of strings")
-    return d
