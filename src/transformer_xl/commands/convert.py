@@ -21,9 +21,24 @@ def _cutoffs(text: str) -> list[int]:
     return values
 
 
+def remap(args) -> int:
+    from transformer_xl.convert.remap import load_target_vocab, remap_prepared
+
+    if not args.model:
+        raise ValueError("--remap-data needs --model (a converted model folder or a vocab.json)")
+    result = remap_prepared(args.src, load_target_vocab(args.model), args.out)
+    print(
+        f"txl convert --remap-data: wrote {args.out} ({result['changed']:,} token ids renumbered, "
+        f"{result['unmapped']:,} data tokens not in the model's vocabulary)"
+    )
+    return 0
+
+
 def run(args) -> int:
     from transformer_xl.convert.api import convert_checkpoint, export_hf
 
+    if args.remap_data:
+        return remap(args)
     if args.to:
         result = export_hf(args.src, args.out, weights=args.weights)
     else:
@@ -70,6 +85,11 @@ def register(sub) -> None:
     way.add_argument("--from", dest="source", choices=["tf", "original", "hf"],
                      help="the format of SRC")  # fmt: skip
     way.add_argument("--to", choices=["hf"], help="write our model folder SRC in this format")
+    way.add_argument(
+        "--remap-data",
+        action="store_true",
+        help="re-encode the prepared dataset SRC into the ids of --model's vocabulary",
+    )
     p.add_argument("src", metavar="SRC", help="checkpoint file, prefix or folder")
     p.add_argument("out", metavar="OUT", help="new folder to write (must not exist or be empty)")
     p.add_argument(
@@ -95,6 +115,7 @@ def register(sub) -> None:
         help="adaptive-softmax cutoffs, for plain state dicts with div_val 1",
     )
     p.add_argument("--no-vocab", action="store_true", help="convert the weights only")
+    p.add_argument("--model", metavar="DIR", help="with --remap-data: the model folder")
     p.add_argument("--weights", choices=["safetensors", "bin"], default="safetensors",
                    help="with --to hf: model.safetensors or pytorch_model.bin")  # fmt: skip
     p.set_defaults(func=run)
