@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.convert.keymap import Rule, apply_rules, row
+from transformer_xl.convert.keymap import Rule, apply_rules, assemble, row
 from transformer_xl.convert.torch_layout import (
     LAYER,
     n_tables,
@@ -124,13 +124,9 @@ def state_from_hf(
 
 def from_hf_model(hf_model) -> Any:
     """Our model with the weights of an in-memory HF ``TransfoXLLMHeadModel``."""
-    from transformer_xl.model.transformer import TransformerXLLM
-    from transformer_xl.weights import load_state
-
     cfg = config_from_hf(hf_model.config)
-    model = TransformerXLLM(cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    load_state(model, state_from_hf(hf_model.state_dict(), cfg, expected), "HF model")
+    model, _ = assemble(cfg, rules_from_hf(cfg), hf_model.state_dict(), skip=_hf_skip(cfg),
+                        source_name="HF model")  # fmt: skip
     return model
 
 
@@ -190,19 +186,14 @@ def load_hf_folder(
 ):
     """Our model from an HF folder; returns ``(model, counts)``. ``adjust`` may change the
     config's run settings before the model is built."""
-    from transformer_xl.model.transformer import TransformerXLLM
-    from transformer_xl.weights import load_state
-
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"{directory}: not a folder (expected an HF model folder)")
     cfg = config_from_hf(read_hf_config(directory))
     state = read_hf_weights(directory)
-    model = TransformerXLLM(adjust(cfg) if adjust else cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    converted = state_from_hf(state, cfg, expected, source_name=str(directory))
-    load_state(model, converted, str(directory))
     skip = _hf_skip(cfg)
+    model, converted = assemble(adjust(cfg) if adjust else cfg, rules_from_hf(cfg), state,
+                                skip=skip, source_name=str(directory))  # fmt: skip
     return model, {
         "converted": len(converted),
         "skipped": sum(1 for k in state if skip(k)),

@@ -60,6 +60,30 @@ def apply_rules(
     return out
 
 
+def assemble(
+    cfg,
+    rules: list[Rule],
+    source: Mapping[str, Tensor],
+    *,
+    skip: Callable[[str], bool] = lambda k: False,
+    source_name: str = "checkpoint",
+):
+    """Our model for ``cfg`` holding the weights ``rules`` build from ``source``, in float32.
+
+    The model is made on the meta device and takes the converted tensors as its parameters, so
+    no memory or time goes into a random initialisation or a second copy of the weights.
+    Returns ``(model, converted state)``."""
+    from transformer_xl.model.transformer import TransformerXLLM
+
+    with torch.device("meta"):
+        model = TransformerXLLM(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = apply_rules(rules, source, expected, skip=skip, source_name=source_name)
+    state = {k: v.float() for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model, state
+
+
 def stack(*ts: Tensor) -> Tensor:
     """Per-layer tensors -> one ``[n_layer, ...]`` tensor."""
     return torch.stack(ts, dim=0)

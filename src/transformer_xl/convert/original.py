@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.convert.keymap import apply_rules
+from transformer_xl.convert.keymap import assemble
 from transformer_xl.convert.safe_pickle import Record, _inert, load_torch_pickle
 from transformer_xl.convert.torch_layout import rules_from_torch_layout, skip_torch_layout
 
@@ -251,9 +251,6 @@ def load_original(
 ):
     """Our model from an authors' ``model.pt`` or state dict; returns ``(model, counts)``.
     ``adjust`` may change the config's run settings before the model is built."""
-    from transformer_xl.model.transformer import TransformerXLLM
-    from transformer_xl.weights import load_state
-
     source = str(path)
     obj = _unwrap(read_original(path), source)
     if isinstance(obj, Record):
@@ -263,13 +260,11 @@ def load_original(
     else:
         raise ValueError(f"{source}: holds a {type(obj).__name__}, expected a model or state dict")
     cfg = config_from_original(obj, state, cutoffs=cutoffs, source=source)
-    model = TransformerXLLM(adjust(cfg) if adjust else cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     output_layer = "out_layer.weight" in state
     rules = rules_from_torch_layout(cfg, body="", reversed_clusters=True, output_layer=output_layer)
     skip = skip_torch_layout(cfg)
-    converted = apply_rules(rules, state, expected, skip=skip, source_name=source)
-    load_state(model, converted, source)
+    model, converted = assemble(adjust(cfg) if adjust else cfg, rules, state, skip=skip,
+                                source_name=source)  # fmt: skip
     return model, {
         "converted": len(converted),
         "skipped": sum(1 for k in state if skip(k)),

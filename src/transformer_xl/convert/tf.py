@@ -27,7 +27,7 @@ from typing import Any
 from torch import Tensor
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.convert.keymap import Rule, apply_rules, concat, transpose
+from transformer_xl.convert.keymap import Rule, assemble, concat, transpose
 from transformer_xl.convert.tf_bundle import TFCheckpoint
 
 P = "transformer/"
@@ -222,17 +222,10 @@ def load_tf_checkpoint(
     """Our model with the weights of the TF checkpoint ``prefix``; returns ``(model, counts)``
     with ``counts`` the number of converted, skipped (optimizer) and total source tensors.
     ``adjust`` may change the inferred config's run settings before the model is built."""
-    from transformer_xl.model.transformer import TransformerXLLM
-    from transformer_xl.weights import load_state
-
     ckpt = TFCheckpoint(prefix)
     shapes = {n: e.shape for n, e in ckpt.entries.items() if not is_skipped(n)}
     cfg = infer_config(shapes, corpus_info, source=str(prefix))
-    model = TransformerXLLM(adjust(cfg) if adjust else cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state = apply_rules(
-        rules_from_tf(cfg), LazyTensors(ckpt), expected, skip=is_skipped, source_name=str(prefix)
-    )
-    load_state(model, state, str(prefix))
+    model, state = assemble(adjust(cfg) if adjust else cfg, rules_from_tf(cfg), LazyTensors(ckpt),
+                            skip=is_skipped, source_name=str(prefix))  # fmt: skip
     skipped = sum(1 for n in ckpt.entries if is_skipped(n))
     return model, {"converted": len(state), "skipped": skipped, "source": len(ckpt.entries)}
