@@ -4,6 +4,9 @@ txl convert --from tf SRC OUT        the authors' TensorFlow checkpoints (no TF 
 txl convert --from original SRC OUT  the authors' PyTorch model.pt or state dict
 txl convert --from hf SRC OUT        an HF TransfoXL folder
 txl convert --to hf SRC OUT          one of our model folders, for HF's TransfoXLLMHeadModel
+txl convert --remap-data --model MODEL DATA OUT
+                                     the prepared dataset DATA in MODEL's token ids
+See docs/pretrained.md.
 """
 
 from __future__ import annotations
@@ -56,9 +59,10 @@ def run(args) -> int:
     kind = f"--to {args.to}" if args.to else f"--from {args.source}"
     print(f"txl convert {kind}: wrote {result.out}")
     print(
-        f"  tensors: {counts['converted']} written from {counts['source']} "
-        f"({counts['skipped']} skipped: optimizer state, duplicates of tied or shared tensors)"
-    )
+        f"  tensors: {counts['converted']} written from {counts['source']}"
+        + (f" ({counts['skipped']} skipped: optimizer state, tied or shared duplicates, "
+           "recomputed buffers)" if counts["skipped"] else "")
+    )  # fmt: skip
     print(
         f"  model: {cfg.n_layer} layers, d_model {cfg.d_model}, {cfg.n_head}x{cfg.d_head} heads, "
         f"vocab {cfg.vocab_size}, cutoffs {list(cfg.cutoffs)}, div_val {cfg.div_val}"

@@ -33,6 +33,7 @@ from transformer_xl.fileio import atomic_write_text
 
 SOURCES = ("tf", "original", "hf")
 ARCH_FIELDS = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val", "cutoffs")
+DATASET_ALIASES = {"wikitext103": "wt103", "onebillionword": "lm1b"}  # `txl prepare` names
 
 
 @dataclass
@@ -50,6 +51,7 @@ def matching_preset(cfg: TransformerXLConfig, dataset: str | None) -> str | None
 
     if not dataset:
         return None
+    dataset = DATASET_ALIASES.get(dataset.lower().replace("-", ""), dataset)
     for name, fields in PRESETS.items():
         if not name.startswith(dataset + "_") and name != dataset:
             continue
