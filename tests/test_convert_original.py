@@ -264,3 +264,22 @@ def test_command_with_the_corpus_cache(authors, tmp_path, monkeypatch, capsys):
     v = Vocab.load(out / "vocab.json")
     assert list(v.tokens) == symbols and v.eos_token == "<eos>" and v.unk_token == "<unk>"
     check_parity(load_pretrained(out).eval(), ref)
+
+
+class _Backend04:
+    """PyTorch 0.4 gave every module a ``_backend`` attribute, pickled as a call to this."""
+
+    def __reduce__(self):
+        import torch.nn.backends.thnn
+
+        return (torch.nn.backends.thnn._get_thnn_function_backend, ())
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_pytorch_0_4_era_attributes(authors, tmp_path, legacy):
+    ref = reference_model(authors, "wt103_large")
+    for m in ref.modules():
+        m._backend = _Backend04()
+    torch.save(ref, tmp_path / "m.pt", _use_new_zipfile_serialization=not legacy)
+    del ref._backend  # the reference itself runs as before
+    check_parity(load_original(tmp_path / "m.pt")[0].eval(), ref)
