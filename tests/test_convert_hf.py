@@ -214,3 +214,16 @@ def test_hf_config_json_is_read_against_hfs_defaults():
     assert (cfg.mem_len, cfg.clamp_len, cfg.same_length) == (1600, 1000, True)
     old = config_from_hf({"n_token": 50, "cutoffs": [10], "tie_weight": False, "div_val": 1})
     assert old.vocab_size == 50 and not old.tie_weight and old.tie_projs == (False, True)
+
+
+def test_vocabulary_pickles_cannot_run_code(tmp_path, monkeypatch):
+    """A short plain pickle that would call os.system, as a vocabulary file: refused by name
+    (also by the check for a legacy torch file, which reads its first 64 bytes)."""
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "pwned"
+    evil = b"cposix\nsystem\n(Vtouch pwned\ntR."
+    assert len(evil) < 64
+    (tmp_path / "vocab.pkl").write_bytes(evil)
+    with pytest.raises(ValueError, match=r"refusing to load.*'posix\.system'"):
+        read_vocab_pickle(tmp_path / "vocab.pkl")
+    assert not marker.exists()

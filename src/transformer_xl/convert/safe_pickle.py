@@ -166,8 +166,8 @@ def is_torch_file(path: str | os.PathLike) -> bool:
         return True
     with open(path, "rb") as f:
         head = f.read(64)
-    try:
-        return pickle.Unpickler(io.BytesIO(head)).load() == TORCH_LEGACY_MAGIC
+    try:  # the magic number is a plain int: no global is allowed while looking for it
+        return _RestrictedUnpickler(io.BytesIO(head), {}, str(path)).load() == TORCH_LEGACY_MAGIC
     except Exception:  # noqa: BLE001 - a plain pickle's first object may not fit in 64 bytes
         return False
 
