@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "transformer_xl.commands.train",
     "transformer_xl.commands.eval",
     "transformer_xl.commands.plot",
+    "transformer_xl.commands.convert",
 ]
 
 

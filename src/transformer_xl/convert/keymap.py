@@ -12,7 +12,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Rule:
-    """``target`` is built from the ``sources`` tensors by ``fn`` (default: the one source as is)."""
+    """``target`` is built from the ``sources`` tensors by ``fn`` (default: the one source)."""
 
     target: str
     sources: tuple[str, ...]
@@ -60,5 +60,55 @@ def apply_rules(
     return out
 
 
+def assemble(
+    cfg,
+    rules: list[Rule],
+    source: Mapping[str, Tensor],
+    *,
+    skip: Callable[[str], bool] = lambda k: False,
+    source_name: str = "checkpoint",
+):
+    """Our model for ``cfg`` holding the weights ``rules`` build from ``source``, in float32.
+
+    The model is made on the meta device and takes the converted tensors as its parameters, so
+    no memory or time goes into a random initialisation or a second copy of the weights.
+    Returns ``(model, converted state)``."""
+    from transformer_xl.model.transformer import TransformerXLLM
+
+    with torch.device("meta"):
+        model = TransformerXLLM(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = apply_rules(rules, source, expected, skip=skip, source_name=source_name)
+    state = {k: v.float() for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model, state
+
+
 def stack(*ts: Tensor) -> Tensor:
+    """Per-layer tensors -> one ``[n_layer, ...]`` tensor."""
     return torch.stack(ts, dim=0)
+
+
+def transpose(t: Tensor) -> Tensor:
+    """A TF kernel ``[in, out]`` -> a torch ``Linear`` weight ``[out, in]`` (and back)."""
+    return t.t()
+
+
+def concat(*ts: Tensor) -> Tensor:
+    """Per-cluster vectors joined into one (in cluster order)."""
+    return torch.cat(ts, dim=0)
+
+
+def flip(t: Tensor) -> Tensor:
+    """Rows in reverse order (the authors' PyTorch tail-cluster order <-> ours)."""
+    return t.flip(0)
+
+
+def row(i: int) -> Callable[[Tensor], Tensor]:
+    """Row ``i`` of a stacked tensor (the inverse of :func:`stack`)."""
+
+    def take(t: Tensor) -> Tensor:
+        return t[i]
+
+    take.__name__ = f"row_{i}"
+    return take
