@@ -263,7 +263,7 @@ class StreamingLM:
         for s in range(0, n, step):
             h = self.hidden(input_ids[:, s : s + step])
             flat = h.reshape(-1, h.shape[-1])
-            target = labels[:, s : s + step].reshape(-1).to(h.device)
+            target = labels[:, s : s + step].reshape(-1).contiguous().to(h.device)
             nll = adaptive_nll(
                 flat, target, params, model.crit.cluster_weight, model.crit.cluster_bias
             )
