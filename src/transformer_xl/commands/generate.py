@@ -83,7 +83,7 @@ def run(args) -> int:
     stream = StreamingLM(
         model, 1, mem_len=args.mem_len, clamp_len=args.clamp_len, same_length=args.same_length
     )
-    chunk = args.tgt_len or model.config.tgt_len
+    chunk = model.config.tgt_len if args.tgt_len is None else args.tgt_len
     first = read_prompt(stream, torch.tensor([prompt], device=args.device), chunk)
     out = sys.stdout
     for k in range(args.num_samples):
