@@ -223,6 +223,25 @@ def test_reorder_and_clone():
     assert max_diff(copy.log_probs(ids[:, 8:]), ref) <= TOL  # the clone was not disturbed
 
 
+def test_concat_joins_streams_of_different_lengths():
+    model = tiny_model(same_length=True)
+    ids = torch.randint(0, 40, (3, 20), generator=torch.Generator().manual_seed(6))
+    lengths = [9, 2, 4]  # memories: full, short, short
+    parts = []
+    for row, n in enumerate(lengths):
+        s = StreamingLM(model, 1, mem_len=5)
+        s.feed(ids[row : row + 1, :n])
+        parts.append(s)
+    joined = StreamingLM.concat(parts)
+    assert joined.memory_lengths.tolist() == [5, 2, 4]
+    got = joined.log_probs(torch.stack([ids[r, n : n + 6] for r, n in enumerate(lengths)]))
+    for row, n in enumerate(lengths):
+        ref = reference_log_probs(model, ids[row : row + 1, : n + 6], [n, 6], mem_len=5)
+        assert max_diff(got[row], ref[0, n:]) <= TOL
+    with pytest.raises(ValueError, match="same model"):
+        StreamingLM.concat([parts[0], StreamingLM(model, 1, mem_len=4)])
+
+
 def test_score_equals_model_nll_and_memory_stays_bounded():
     model = tiny_model(cutoffs=(10, 25), div_val=2)
     data = torch.randint(0, 40, (2, 61), generator=torch.Generator().manual_seed(5))

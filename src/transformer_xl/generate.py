@@ -31,6 +31,7 @@ __all__ = [
     "generate_iter",
     "read_prompt",
     "sample_tokens",
+    "start_streams",
 ]
 
 
@@ -127,16 +128,36 @@ def sample_tokens(
         log_probs = stream.feed(token[:, None])
 
 
-def _prompt_tensor(prompt, device: torch.device) -> Tensor:
-    ids = torch.as_tensor(prompt, dtype=torch.long, device=device)
-    if ids.dim() == 1:
-        ids = ids[None]
-    if ids.dim() != 2 or ids.shape[1] < 1:
-        raise ValueError(
-            "prompt must hold at least one token: a list of ids, [T] or [B, T] "
-            f"(got shape {tuple(ids.shape)})"
-        )
-    return ids
+def _prompt_rows(prompt, device: torch.device) -> list[Tensor]:
+    """Prompts as a list of ``[1, T_b]`` rows (a list of id lists may be ragged)."""
+    try:
+        ids = torch.as_tensor(prompt, dtype=torch.long, device=device)
+    except (ValueError, TypeError):  # ragged: one tensor per prompt
+        rows = [torch.as_tensor(p, dtype=torch.long, device=device).reshape(1, -1) for p in prompt]
+    else:
+        if ids.dim() not in (1, 2):
+            raise ValueError(
+                f"prompt must be [T] or [B, T] token ids, got shape {tuple(ids.shape)}"
+            )
+        rows = list((ids[None] if ids.dim() == 1 else ids).split(1))
+    if not rows or any(r.shape[1] < 1 for r in rows):
+        raise ValueError("every prompt must hold at least one token")
+    return rows
+
+
+def start_streams(model, prompt, chunk_len: int, **run) -> tuple[StreamingLM, Tensor]:
+    """Read the prompts (``[T]``, ``[B, T]`` or a list of id lists of any lengths); return the
+    stream and the next-token log-probabilities ``[B, V]``. Prompts of equal length are read
+    as one batch, others one by one and then joined."""
+    rows = _prompt_rows(prompt, model.layers[0].attn.qkv.weight.device)
+    if len({r.shape[1] for r in rows}) == 1:
+        stream = StreamingLM(model, len(rows), **run)
+        return stream, read_prompt(stream, torch.cat(rows), chunk_len)
+    streams, log_probs = [], []
+    for r in rows:
+        streams.append(StreamingLM(model, 1, **run))
+        log_probs.append(read_prompt(streams[-1], r, chunk_len))
+    return StreamingLM.concat(streams), torch.cat(log_probs)
 
 
 def generate_iter(
@@ -159,24 +180,23 @@ def generate_iter(
     """Yield generated tokens step by step, each ``[B]`` with ``B = prompts * num_samples``
     (rows ``p * num_samples .. (p+1) * num_samples - 1`` continue prompt ``p``).
 
-    prompt: token ids, ``[T]`` or ``[B, T]`` (one prompt per row). The prompt is read once
-    per prompt row in chunks of ``prompt_chunk_len`` (default ``config.tgt_len``), then shared
-    by its samples. Run settings default to the config's.
+    prompt: token ids, ``[T]``, ``[B, T]`` or a list of id lists (lengths may differ). Each
+    prompt is read once, in chunks of ``prompt_chunk_len`` (default ``config.tgt_len``), then
+    shared by its samples. Run settings default to the config's.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 0")
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
     sampler = Sampler(temperature, top_k, top_p, seed)  # validate before any work
-    prompt = _prompt_tensor(prompt, model.layers[0].attn.qkv.weight.device)
-    stream = StreamingLM(
-        model, prompt.shape[0], mem_len=mem_len, clamp_len=clamp_len,
+    chunk = model.config.tgt_len if prompt_chunk_len is None else prompt_chunk_len
+    stream, log_probs = start_streams(
+        model, prompt, chunk, mem_len=mem_len, clamp_len=clamp_len,
         same_length=same_length, same_length_keys=same_length_keys,
     )  # fmt: skip
-    chunk = model.config.tgt_len if prompt_chunk_len is None else prompt_chunk_len
-    log_probs = read_prompt(stream, prompt, chunk)
     if num_samples > 1:
-        rows = torch.arange(prompt.shape[0], device=prompt.device).repeat_interleave(num_samples)
+        rows = torch.arange(stream.batch_size, device=log_probs.device)
+        rows = rows.repeat_interleave(num_samples)
         stream.reorder(rows)
         log_probs = log_probs.index_select(0, rows)
     yield from sample_tokens(stream, log_probs, max_new_tokens, sampler, eos_id=eos_id)
@@ -187,7 +207,7 @@ def generate(model, prompt: Sequence[int] | Tensor, max_new_tokens: int = 100, *
     ``eos_id``). Same arguments as :func:`generate_iter`."""
     steps = list(generate_iter(model, prompt, max_new_tokens, **kwargs))
     if not steps:
-        rows = _prompt_tensor(prompt, torch.device("cpu")).shape[0] * kwargs.get("num_samples", 1)
+        rows = len(_prompt_rows(prompt, torch.device("cpu"))) * kwargs.get("num_samples", 1)
         return torch.zeros(rows, 0, dtype=torch.long)
     return torch.stack(steps, dim=1)
 

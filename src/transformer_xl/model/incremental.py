@@ -127,6 +127,27 @@ class KeyValueWindow:
         other.buf, other.valid = self.buf.clone(), self.valid.clone()
         return other
 
+    @staticmethod
+    def concat(windows: list[KeyValueWindow], slack: int = 128) -> KeyValueWindow:
+        """One batch holding the rows of ``windows`` in order. Slots stay aligned on the newest
+        position; shorter windows are padded with masked slots at the old end."""
+        first = windows[0]
+        length = max(w.length for w in windows)
+        *lead, _, d_head = first.buf.shape
+        batch = sum(w.buf.shape[2] for w in windows)
+        other = object.__new__(KeyValueWindow)
+        other.__dict__.update(first.__dict__)
+        other.buf = first.buf.new_zeros(lead[0], 2, batch, lead[3], length + slack, d_head)
+        row = 0
+        for w in windows:
+            n = w.buf.shape[2]
+            recent = w.buf[..., w.end - w.length : w.end, :]
+            other.buf[:, :, row : row + n, :, length - w.length : length] = recent
+            row += n
+        other.end, other.length = length, length
+        other.valid = torch.cat([w.valid for w in windows])
+        return other
+
 
 class StreamingLM:
     """A batch of ``batch_size`` independent token streams read by ``model``, with memory.
@@ -210,6 +231,25 @@ class StreamingLM:
         other = object.__new__(StreamingLM)
         other.__dict__.update(self.__dict__)
         other.kv = self.kv.clone()
+        return other
+
+    @staticmethod
+    def concat(streams: list[StreamingLM]) -> StreamingLM:
+        """One batch with the rows of ``streams`` in order (same model and run settings), e.g.
+        prompts of different lengths read one by one, then sampled together."""
+        if not streams:
+            raise ValueError("concat needs at least one stream")
+        first = streams[0]
+        for s in streams[1:]:
+            same = (s.model, s.mem_len, s.clamp_len, s.window)
+            if same != (first.model, first.mem_len, first.clamp_len, first.window):
+                raise ValueError(
+                    "concat: every stream needs the same model, mem_len, clamp_len and same_length"
+                )
+        other = first.clone()
+        biggest = max(streams, key=lambda s: s._table_rows)
+        other._tables, other._table_rows = biggest._tables, biggest._table_rows
+        other.kv = KeyValueWindow.concat([s.kv for s in streams])
         return other
 
     # ------------------------------------------------------------------ reading
