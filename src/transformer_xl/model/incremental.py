@@ -363,9 +363,10 @@ class StreamingLM:
             )
         else:  # attn_type 0/1: (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
             u, v = self._biases(i)
-            scores = torch.einsum("bihd,uhd->bhiu", q if v is None else q + v, pos.keys)
+            rows = min(pos.keys.shape[0], dist.shape[1])  # distances in use: < K (and clamped)
+            scores = torch.einsum("bihd,uhd->bhiu", q if v is None else q + v, pos.keys[:rows])
             if pos.bias is not None:
-                scores = scores + pos.bias.t()[None, :, None, :]  # [B, H, T, U]
+                scores = scores + pos.bias[:rows].t()[None, :, None, :]  # [B, H, T, U]
             idx = dist.clamp(min=0)[None, None].expand(bsz, heads, -1, -1)  # [B, H, T, K]
             bias = (scores.gather(-1, idx) * scale).to(q.dtype).masked_fill(mask, float("-inf"))
             cq = (q if u is None else q + u).transpose(1, 2)
