@@ -93,7 +93,7 @@ def test_key_value_window_matches_concatenation():
     longest = 0
     for step, qlen in enumerate([1, 3, 1, 1, 9, 2, 1, 1, 1, 5, 1]):
         if step == 6:
-            kv.reset(torch.tensor([False, True]))
+            kv.reset([1])
             naive[1] = torch.zeros(0, 2)
         new = torch.randn(2, batch, 1, qlen, 2)  # [2, B, H, T, Dh]
         kv.open(qlen)
@@ -104,7 +104,7 @@ def test_key_value_window_matches_concatenation():
             assert torch.equal(got, seen)
             naive[b] = seen[-mem_len:]
         kv.advance(qlen)
-        assert kv.valid.tolist() == [len(n) for n in naive]
+        assert kv.counts == [len(n) for n in naive]
         longest = max(longest, qlen)
         assert kv.capacity <= mem_len + max(4, longest)
 

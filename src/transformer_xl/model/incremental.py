@@ -17,7 +17,7 @@ One new token then costs ``O(d^2 + mem_len * d)`` per layer, and the result is t
 computation: the same log-probabilities as ``model(...)`` called on the same chunks with the same
 ``mem_len``, ``clamp_len``, ``same_length`` and ``same_length_keys`` (``ext_len`` 0, no dropout).
 
-Streams in a batch are independent: each row counts its own memory (``valid``), so one row can
+Streams in a batch are independent: each row counts its own memory (``counts``), so one row can
 be reset while the others go on. Rows share one key window whose slots all sit at the same
 distance from the newest token; a row's slots older than its memory are masked.
 
@@ -63,6 +63,29 @@ def chunk_mask(valid: Tensor, mem: int, qlen: int, *, window: int | None) -> Ten
     return (hidden[None] | stale[:, None, :])[:, None]
 
 
+@dataclass
+class _Geometry:
+    """Where the keys of one chunk sit (``[T, K]`` queries by keys).
+
+    mask ``[B, 1, T, K]`` (True = hidden) and its complement ``visible``; ``index``: each key's
+    distance from each query, clamped to ``[0, clamp_len]``, the row of a distance table;
+    ``from_end`` ``[K]``: each key's clamped distance from the last key (attn_type 2/3).
+    """
+
+    mask: Tensor
+    visible: Tensor
+    index: Tensor
+    from_end: Tensor
+
+    @staticmethod
+    def build(counts, mem, qlen, *, window, clamp_len, device) -> _Geometry:
+        mask = chunk_mask(torch.tensor(counts, device=device), mem, qlen, window=window)
+        dist = distance_matrix(mem, qlen, device)  # [T, K]
+        if clamp_len > 0:
+            dist = dist.clamp(max=clamp_len)
+        return _Geometry(mask, ~mask, dist.clamp(min=0), dist[-1])
+
+
 class KeyValueWindow:
     """Projected keys and values of the last ``<= mem_len`` positions of every layer.
 
@@ -80,7 +103,7 @@ class KeyValueWindow:
         )
         self.end = 0
         self.length = 0  # slots in the window: the largest memory of any row
-        self.valid = torch.zeros(batch, dtype=torch.long, device=device)  # [B]
+        self.counts = [0] * batch  # positions each row holds (kept on the host: no syncs)
 
     @property
     def capacity(self) -> int:
@@ -108,23 +131,24 @@ class KeyValueWindow:
         """Take the ``qlen`` slots written by :meth:`keys_values` into the memory (capped)."""
         self.end += qlen
         self.length = min(self.length + qlen, self.mem_len)
-        self.valid = (self.valid + qlen).clamp_(max=self.mem_len)
+        self.counts = [min(c + qlen, self.mem_len) for c in self.counts]
 
-    def reset(self, rows: Tensor) -> None:
-        """Forget the memory of the rows where ``rows`` ``[B]`` (bool) is True."""
-        self.valid = self.valid.masked_fill(rows, 0)
+    def reset(self, rows: list[int]) -> None:
+        """Forget the memory of ``rows``."""
+        for r in rows:
+            self.counts[r] = 0
         self.buf[:, :, rows] = 0
-        self.length = int(self.valid.max()) if self.valid.numel() else 0
+        self.length = max(self.counts, default=0)
 
-    def reorder(self, index: Tensor) -> None:
-        """Keep rows ``index`` ``[B']`` (in that order; repeats allowed)."""
-        self.buf = self.buf.index_select(2, index)
-        self.valid = self.valid.index_select(0, index)
+    def reorder(self, index: list[int]) -> None:
+        """Keep rows ``index`` (in that order; repeats allowed)."""
+        self.buf = self.buf.index_select(2, torch.tensor(index, device=self.buf.device))
+        self.counts = [self.counts[i] for i in index]
 
     def clone(self) -> KeyValueWindow:
         other = object.__new__(KeyValueWindow)
         other.__dict__.update(self.__dict__)
-        other.buf, other.valid = self.buf.clone(), self.valid.clone()
+        other.buf, other.counts = self.buf.clone(), list(self.counts)
         return other
 
     @staticmethod
@@ -145,7 +169,7 @@ class KeyValueWindow:
             other.buf[:, :, row : row + n, :, length - w.length : length] = recent
             row += n
         other.end, other.length = length, length
-        other.valid = torch.cat([w.valid for w in windows])
+        other.counts = [c for w in windows for c in w.counts]
         return other
 
 
@@ -190,47 +214,48 @@ class StreamingLM:
         )  # fmt: skip
         self._tables: list[LayerPositions] = []
         self._table_rows = 0
+        self._geometries: dict[tuple, _Geometry] = {}
 
     # ------------------------------------------------------------------ state
     @property
     def batch_size(self) -> int:
-        return self.kv.valid.shape[0]
+        return len(self.kv.counts)
 
     @property
     def memory_lengths(self) -> Tensor:
         """``[B]`` positions each row holds in memory (``<= mem_len``)."""
-        return self.kv.valid.clone()
+        return torch.tensor(self.kv.counts)
 
     def reset(self, rows=None) -> None:
         """Start rows over with empty memory: all (None), row indices, or a ``[B]`` bool mask."""
-        batch, device = self.batch_size, self.kv.valid.device
+        batch = self.batch_size
         if rows is None:
-            mask = torch.ones(batch, dtype=torch.bool, device=device)
+            rows = list(range(batch))
         elif torch.as_tensor(rows).dtype == torch.bool:
-            mask = torch.as_tensor(rows, device=device)
+            mask = torch.as_tensor(rows).cpu()
             if mask.shape != (batch,):
                 raise ValueError(f"reset mask has shape {tuple(mask.shape)}; expected [{batch}]")
+            rows = mask.nonzero().flatten().tolist()
         else:
-            mask = torch.zeros(batch, dtype=torch.bool, device=device)
-            mask[self._row_index(rows, "reset rows")] = True
-        self.kv.reset(mask)
+            rows = self._row_index(rows, "reset rows")
+        self.kv.reset(rows)
 
     def reorder(self, index) -> None:
         """Keep rows ``index`` in that order (repeats allowed: e.g. one prompt, many samples)."""
         self.kv.reorder(self._row_index(index, "reorder index"))
 
-    def _row_index(self, rows, what: str) -> Tensor:
-        index = torch.as_tensor(rows, dtype=torch.long, device=self.kv.valid.device).reshape(-1)
-        bad = index[(index < 0) | (index >= self.batch_size)]
-        if bad.numel():
-            raise ValueError(f"{what}: row {int(bad[0])} is outside the batch of {self.batch_size}")
+    def _row_index(self, rows, what: str) -> list[int]:
+        index = torch.as_tensor(rows, dtype=torch.long).reshape(-1).tolist()
+        for r in index:
+            if not 0 <= r < self.batch_size:
+                raise ValueError(f"{what}: row {r} is outside the batch of {self.batch_size}")
         return index
 
     def clone(self) -> StreamingLM:
         """An independent copy of the state (the model and position tables are shared)."""
         other = object.__new__(StreamingLM)
         other.__dict__.update(self.__dict__)
-        other.kv = self.kv.clone()
+        other.kv, other._geometries = self.kv.clone(), {}
         return other
 
     @staticmethod
@@ -261,13 +286,10 @@ class StreamingLM:
         qlen, mem = input_ids.shape[1], kv.length
         self._ensure_tables(mem + qlen)
         kv.open(qlen)
-        mask = chunk_mask(kv.valid, mem, qlen, window=self.window)  # [B, 1, T, K]
-        dist = distance_matrix(mem, qlen, input_ids.device)  # [T, K]
-        if self.clamp_len > 0:
-            dist = dist.clamp(max=self.clamp_len)
+        geometry = self._geometry(mem, qlen)
         h = model.word_emb(input_ids)  # [B, T, D]
         for i, layer in enumerate(model.layers):
-            h = self._attention(i, layer.attn, h, mask, dist)
+            h = self._attention(i, layer.attn, h, geometry)
             h = _feed_forward(layer.ff, h)
         kv.advance(qlen)
         return h
@@ -311,8 +333,21 @@ class StreamingLM:
         return torch.cat(out, dim=1)
 
     # ------------------------------------------------------------------ internals
+    def _geometry(self, mem: int, qlen: int) -> _Geometry:
+        """Mask and distances of a chunk; cached, since they repeat once memory is full."""
+        counts = self.kv.counts
+        key = (mem, qlen, len(counts), None if all(c == mem for c in counts) else tuple(counts))
+        if key not in self._geometries:
+            if len(self._geometries) >= 8:
+                self._geometries.clear()
+            self._geometries[key] = _Geometry.build(
+                counts, mem, qlen, window=self.window, clamp_len=self.clamp_len,
+                device=self.kv.buf.device,
+            )  # fmt: skip
+        return self._geometries[key]
+
     def _check_ids(self, input_ids) -> Tensor:
-        ids = torch.as_tensor(input_ids, device=self.kv.valid.device)
+        ids = torch.as_tensor(input_ids, device=self.kv.buf.device)
         if ids.dim() != 2 or ids.shape[0] != self.batch_size or ids.shape[1] < 1:
             raise ValueError(
                 f"input_ids must be [batch={self.batch_size}, T>=1] token ids, "
@@ -337,11 +372,8 @@ class StreamingLM:
         self._tables = position_tables(self.model, rows)
         self._table_rows = rows
 
-    def _attention(self, i: int, attn, h: Tensor, mask: Tensor, dist: Tensor) -> Tensor:
-        """One attention sub-layer on the chunk ``h`` ``[B, T, D]`` (its residual and norm too).
-
-        dist: ``[T, K]`` clamped distances from each query to each key (negative: future).
-        """
+    def _attention(self, i: int, attn, h: Tensor, geo: _Geometry) -> Tensor:
+        """One attention sub-layer on the chunk ``h`` ``[B, T, D]`` (its residual and norm too)."""
         cfg = self.model.config
         bsz, qlen, _ = h.shape
         heads, d_head = cfg.n_head, cfg.d_head
@@ -353,22 +385,22 @@ class StreamingLM:
         pos = self._tables[i]
         scale = 1.0 / math.sqrt(d_head)
         if pos.add is not None:  # attn_type 2/3: encodings by distance from the last key
-            from_end = dist[-1]  # [K]: K-1, ..., 0
+            from_end = geo.from_end  # [K]
             kv = kv + pos.add_kv.index_select(2, from_end)[:, None]  # + [2, 1, H, K, Dh]
             h = x = h + pos.add.index_select(0, from_end[-qlen:])  # the queries' input [B, T, D]
         q = F.linear(x, w[:inner]).view(bsz, qlen, heads, d_head)  # [B, T, H, Dh]
         if pos.keys is None:  # attn_type 2/3: plain attention
             out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), kv[0], kv[1], attn_mask=~mask, scale=scale
+                q.transpose(1, 2), kv[0], kv[1], attn_mask=geo.visible, scale=scale
             )
         else:  # attn_type 0/1: (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
             u, v = self._biases(i)
-            rows = min(pos.keys.shape[0], dist.shape[1])  # distances in use: < K (and clamped)
+            rows = min(pos.keys.shape[0], geo.index.shape[1])  # distances in use: < K
             scores = torch.einsum("bihd,uhd->bhiu", q if v is None else q + v, pos.keys[:rows])
             if pos.bias is not None:
                 scores = scores + pos.bias[:rows].t()[None, :, None, :]  # [B, H, T, U]
-            idx = dist.clamp(min=0)[None, None].expand(bsz, heads, -1, -1)  # [B, H, T, K]
-            bias = (scores.gather(-1, idx) * scale).to(q.dtype).masked_fill(mask, float("-inf"))
+            idx = geo.index[None, None].expand(bsz, heads, -1, -1)  # [B, H, T, K]
+            bias = (scores.gather(-1, idx) * scale).to(q.dtype).masked_fill(geo.mask, float("-inf"))
             cq = (q if u is None else q + u).transpose(1, 2)
             out = F.scaled_dot_product_attention(cq, kv[0], kv[1], attn_mask=bias, scale=scale)
         out = attn.o(out.transpose(1, 2).reshape(bsz, qlen, inner))  # [B, T, D]
