@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "transformer_xl.commands.eval",
     "transformer_xl.commands.plot",
     "transformer_xl.commands.convert",
+    "transformer_xl.commands.generate",
 ]
 
 

@@ -229,6 +229,12 @@ class TransformerXLLM(nn.Module):
         lp = adaptive_log_probs(flat, params, self.crit.cluster_weight, self.crit.cluster_bias)
         return lp.view(*hidden.shape[:-1], -1)
 
+    def generate(self, prompt, max_new_tokens: int = 100, **kwargs) -> Tensor:
+        """Sample continuations with memory: :func:`transformer_xl.generate.generate`."""
+        from transformer_xl.generate import generate
+
+        return generate(self, prompt, max_new_tokens, **kwargs)
+
     # ------------------------------------------------------------------ weights
     def save_pretrained(self, directory) -> None:
         from transformer_xl.weights import save_pretrained

@@ -1,0 +1,487 @@
+"""Incremental inference: a batch of streams that the model reads chunk by chunk, caching keys.
+
+``model(input_ids, mems=...)`` keeps each layer's *input* hidden states as memory and projects
+all of them to keys and values again for every call: ``O(mem_len * d^2)`` per layer for one new
+token. At inference the weights do not change, so :class:`StreamingLM` keeps what that
+projection gives instead:
+
+- per layer, the keys and values of the last ``<= mem_len`` positions (``W_k x_j``, ``W_v x_j``
+  of that layer's input ``x_j``, layer-normed first with ``pre_lnorm``), in
+  :class:`KeyValueWindow`;
+- per layer, the position terms by distance: ``W_R R_d`` and the Shaw et al. tables (attn_type
+  0 and 1), or ``W_k a_d``, ``W_v a_d`` of the absolute encodings ``a_d`` that attn_type 2 and 3
+  add to a layer's input (these depend on the distance from the last key, so memory keys are
+  ``W_k x_j + W_k a_{d(j)}``; exact because the projection is linear, hence post-LN only).
+
+One new token then costs ``O(d^2 + mem_len * d)`` per layer, and the result is the reference
+computation: the same log-probabilities as ``model(...)`` called on the same chunks with the same
+``mem_len``, ``clamp_len``, ``same_length`` and ``same_length_keys`` (``ext_len`` 0, no dropout).
+
+Streams in a batch are independent: each row counts its own memory (``counts``), so one row can
+be reset while the others go on. Rows share one key window whose slots all sit at the same
+distance from the newest token; a row's slots older than its memory are masked.
+
+Notation (batch-first): ``B`` streams, ``T`` new tokens (the chunk), ``C`` memory slots in the
+window, ``K = C + T`` keys, ``H`` heads, ``Dh`` head width, ``D`` model width, ``U`` rows of a
+distance table (distances ``0 .. U-1``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from transformer_xl.config import SAME_LENGTH_KEYS
+from transformer_xl.model.adaptive import adaptive_nll
+from transformer_xl.model.attention import sinusoid
+
+
+def distance_matrix(mem: int, qlen: int, device: torch.device | None = None) -> Tensor:
+    """``[T, K]`` distance from query ``i`` (key position ``mem + i``) back to key ``s``:
+    ``mem + i - s``; negative for keys in the query's future."""
+    q = torch.arange(qlen, device=device)[:, None] + mem
+    return q - torch.arange(mem + qlen, device=device)[None, :]
+
+
+def chunk_mask(valid: Tensor, mem: int, qlen: int, *, window: int | None) -> Tensor:
+    """``[B, 1, T, K]`` bool, True where a query must not see a key.
+
+    valid: ``[B]`` memory slots that hold real positions for each row (the newest ``valid[b]``
+    of the ``mem`` slots). Hidden: future keys, a row's stale slots and, when ``window`` is set
+    (``same_length``), keys at distance ``>= window``.
+    """
+    dist = distance_matrix(mem, qlen, valid.device)  # [T, K]
+    hidden = dist < 0
+    if window is not None:
+        hidden = hidden | (dist >= window)
+    slots = torch.arange(mem + qlen, device=valid.device)
+    stale = slots[None, :] < (mem - valid)[:, None]  # [B, K]
+    return (hidden[None] | stale[:, None, :])[:, None]
+
+
+@dataclass
+class _Geometry:
+    """Where the keys of one chunk sit (``[T, K]`` queries by keys).
+
+    mask ``[B, 1, T, K]`` (True = hidden) and its complement ``visible``; ``index``: each key's
+    distance from each query, clamped to ``[0, clamp_len]``, the row of a distance table;
+    ``from_end`` ``[K]``: each key's clamped distance from the last key (attn_type 2/3).
+    """
+
+    mask: Tensor
+    visible: Tensor
+    index: Tensor
+    from_end: Tensor
+
+    @staticmethod
+    def build(counts, mem, qlen, *, window, clamp_len, device) -> _Geometry:
+        mask = chunk_mask(torch.tensor(counts, device=device), mem, qlen, window=window)
+        dist = distance_matrix(mem, qlen, device)  # [T, K]
+        if clamp_len > 0:
+            dist = dist.clamp(max=clamp_len)
+        return _Geometry(mask, ~mask, dist.clamp(min=0), dist[-1])
+
+
+class KeyValueWindow:
+    """Projected keys and values of the last ``<= mem_len`` positions of every layer.
+
+    One buffer ``[L, 2, B, H, capacity, Dh]`` holds them in time order; the window is the slots
+    ``[end - length, end)``. New positions are written after ``end``; when there is no room, the
+    window is moved to the front (once every ``slack`` tokens when reading one at a time), so
+    appending costs ``O(d)`` per token amortised and the buffer never exceeds
+    ``mem_len + max(slack, chunk)`` slots.
+    """
+
+    def __init__(self, n_layer, batch, n_head, d_head, mem_len, *, device, dtype, slack=128):
+        self.mem_len = mem_len
+        self.buf = torch.zeros(
+            n_layer, 2, batch, n_head, mem_len + slack, d_head, device=device, dtype=dtype
+        )
+        self.end = 0
+        self.length = 0  # slots in the window: the largest memory of any row
+        self.counts = [0] * batch  # positions each row holds (kept on the host: no syncs)
+
+    @property
+    def capacity(self) -> int:
+        return self.buf.shape[-2]
+
+    def open(self, qlen: int) -> None:
+        """Make room for ``qlen`` new slots after the window."""
+        if self.end + qlen <= self.capacity:
+            return
+        keep = self.buf[..., self.end - self.length : self.end, :].clone()
+        if self.length + qlen > self.capacity:
+            shape = (*self.buf.shape[:-2], self.length + qlen, self.buf.shape[-1])
+            self.buf = self.buf.new_zeros(shape)
+        self.buf[..., : self.length, :] = keep
+        self.end = self.length
+
+    def keys_values(self, layer: int, new: Tensor) -> Tensor:
+        """Store ``new`` ``[2, B, H, T, Dh]`` after the window; return window + new
+        ``[2, B, H, C + T, Dh]`` (a view)."""
+        qlen = new.shape[-2]
+        self.buf[layer, ..., self.end : self.end + qlen, :] = new
+        return self.buf[layer, ..., self.end - self.length : self.end + qlen, :]
+
+    def advance(self, qlen: int) -> None:
+        """Take the ``qlen`` slots written by :meth:`keys_values` into the memory (capped)."""
+        self.end += qlen
+        self.length = min(self.length + qlen, self.mem_len)
+        self.counts = [min(c + qlen, self.mem_len) for c in self.counts]
+
+    def reset(self, rows: list[int]) -> None:
+        """Forget the memory of ``rows``."""
+        for r in rows:
+            self.counts[r] = 0
+        self.buf[:, :, rows] = 0
+        self.length = max(self.counts, default=0)
+
+    def reorder(self, index: list[int]) -> None:
+        """Keep rows ``index`` (in that order; repeats allowed)."""
+        self.buf = self.buf.index_select(2, torch.tensor(index, device=self.buf.device))
+        self.counts = [self.counts[i] for i in index]
+
+    def clone(self) -> KeyValueWindow:
+        other = object.__new__(KeyValueWindow)
+        other.__dict__.update(self.__dict__)
+        other.buf, other.counts = self.buf.clone(), list(self.counts)
+        return other
+
+    @staticmethod
+    def concat(windows: list[KeyValueWindow], slack: int = 128) -> KeyValueWindow:
+        """One batch holding the rows of ``windows`` in order. Slots stay aligned on the newest
+        position; shorter windows are padded with masked slots at the old end."""
+        first = windows[0]
+        length = max(w.length for w in windows)
+        *lead, _, d_head = first.buf.shape
+        batch = sum(w.buf.shape[2] for w in windows)
+        other = object.__new__(KeyValueWindow)
+        other.__dict__.update(first.__dict__)
+        other.buf = first.buf.new_zeros(lead[0], 2, batch, lead[3], length + slack, d_head)
+        row = 0
+        for w in windows:
+            n = w.buf.shape[2]
+            recent = w.buf[..., w.end - w.length : w.end, :]
+            other.buf[:, :, row : row + n, :, length - w.length : length] = recent
+            row += n
+        other.end, other.length = length, length
+        other.counts = [c for w in windows for c in w.counts]
+        return other
+
+
+class StreamingLM:
+    """A batch of ``batch_size`` independent token streams read by ``model``, with memory.
+
+    Feed chunks ``[B, T]`` (any ``T``; 1 for token-by-token use) with :meth:`feed` (next-token
+    log-probabilities after the chunk), :meth:`log_probs` (after every token) or :meth:`score`
+    (log-probabilities of given labels); :meth:`reset` starts some rows over. The result of
+    every chunk equals ``model(chunk, mems=..., mem_len=..., ...)`` continued from the same
+    earlier chunks (``ext_len`` 0, no dropout). Memory stays at most ``mem_len`` positions.
+
+    The model's weights are read, never copied; the per-distance position tables are computed
+    from them once (grown as longer distances are needed), so make a new stream after changing
+    the weights. Run settings default to the model config's.
+    """
+
+    def __init__(
+        self,
+        model,
+        batch_size: int = 1,
+        *,
+        mem_len: int | None = None,
+        clamp_len: int | None = None,
+        same_length: bool | None = None,
+        same_length_keys: str | None = None,
+    ) -> None:
+        cfg = model.config
+        self.model = model
+        self.mem_len = cfg.mem_len if mem_len is None else int(mem_len)
+        self.clamp_len = cfg.clamp_len if clamp_len is None else int(clamp_len)
+        self.same_length = cfg.same_length if same_length is None else bool(same_length)
+        keys_mode = cfg.same_length_keys if same_length_keys is None else same_length_keys
+        _check_settings(cfg, batch_size, self.mem_len, self.clamp_len, self.same_length, keys_mode)
+        self.window = None
+        if self.same_length:
+            self.window = self.mem_len + 1 if keys_mode == "tf" else self.mem_len
+        weight = model.layers[0].attn.qkv.weight
+        self.kv = KeyValueWindow(
+            cfg.n_layer, batch_size, cfg.n_head, cfg.d_head, self.mem_len,
+            device=weight.device, dtype=weight.dtype,
+        )  # fmt: skip
+        self._tables: list[LayerPositions] = []
+        self._table_rows = 0
+        self._geometries: dict[tuple, _Geometry] = {}
+
+    # ------------------------------------------------------------------ state
+    @property
+    def batch_size(self) -> int:
+        return len(self.kv.counts)
+
+    @property
+    def memory_lengths(self) -> Tensor:
+        """``[B]`` positions each row holds in memory (``<= mem_len``)."""
+        return torch.tensor(self.kv.counts)
+
+    def reset(self, rows=None) -> None:
+        """Start rows over with empty memory: all (None), row indices, or a ``[B]`` bool mask."""
+        batch = self.batch_size
+        if rows is None:
+            rows = list(range(batch))
+        elif torch.as_tensor(rows).dtype == torch.bool:
+            mask = torch.as_tensor(rows).cpu()
+            if mask.shape != (batch,):
+                raise ValueError(f"reset mask has shape {tuple(mask.shape)}; expected [{batch}]")
+            rows = mask.nonzero().flatten().tolist()
+        else:
+            rows = self._row_index(rows, "reset rows")
+        self.kv.reset(rows)
+
+    def reorder(self, index) -> None:
+        """Keep rows ``index`` in that order (repeats allowed: e.g. one prompt, many samples)."""
+        self.kv.reorder(self._row_index(index, "reorder index"))
+
+    def _row_index(self, rows, what: str) -> list[int]:
+        index = torch.as_tensor(rows, dtype=torch.long).reshape(-1).tolist()
+        for r in index:
+            if not 0 <= r < self.batch_size:
+                raise ValueError(f"{what}: row {r} is outside the batch of {self.batch_size}")
+        return index
+
+    def clone(self) -> StreamingLM:
+        """An independent copy of the state (the model and position tables are shared)."""
+        other = object.__new__(StreamingLM)
+        other.__dict__.update(self.__dict__)
+        other.kv, other._geometries = self.kv.clone(), {}
+        return other
+
+    @staticmethod
+    def concat(streams: list[StreamingLM]) -> StreamingLM:
+        """One batch with the rows of ``streams`` in order (same model and run settings), e.g.
+        prompts of different lengths read one by one, then sampled together."""
+        if not streams:
+            raise ValueError("concat needs at least one stream")
+        first = streams[0]
+        for s in streams[1:]:
+            same = (s.model, s.mem_len, s.clamp_len, s.window)
+            if same != (first.model, first.mem_len, first.clamp_len, first.window):
+                raise ValueError(
+                    "concat: every stream needs the same model, mem_len, clamp_len and same_length"
+                )
+        other = first.clone()
+        biggest = max(streams, key=lambda s: s._table_rows)
+        other._tables, other._table_rows = biggest._tables, biggest._table_rows
+        other.kv = KeyValueWindow.concat([s.kv for s in streams])
+        return other
+
+    # ------------------------------------------------------------------ reading
+    @torch.no_grad()
+    def hidden(self, input_ids: Tensor) -> Tensor:
+        """Read ``input_ids`` ``[B, T]``; return the final hidden states ``[B, T, D]``."""
+        input_ids = self._check_ids(input_ids)
+        model, kv = self.model, self.kv
+        qlen, mem = input_ids.shape[1], kv.length
+        self._ensure_tables(mem + qlen)
+        kv.open(qlen)
+        geometry = self._geometry(mem, qlen)
+        h = model.word_emb(input_ids)  # [B, T, D]
+        for i, layer in enumerate(model.layers):
+            h = self._attention(i, layer.attn, h, geometry)
+            h = _feed_forward(layer.ff, h)
+        kv.advance(qlen)
+        return h
+
+    @torch.no_grad()
+    def feed(self, input_ids: Tensor) -> Tensor:
+        """Read ``input_ids`` ``[B, T]``; return next-token log-probabilities ``[B, V]``."""
+        return self.model.log_probs(self.hidden(input_ids)[:, -1])
+
+    @torch.no_grad()
+    def log_probs(self, input_ids: Tensor) -> Tensor:
+        """Read ``input_ids`` ``[B, T]``; return the log-probabilities after every token
+        ``[B, T, V]``."""
+        return self.model.log_probs(self.hidden(input_ids))
+
+    @torch.no_grad()
+    def score(self, input_ids: Tensor, labels: Tensor, *, chunk_len: int | None = None) -> Tensor:
+        """Read ``input_ids`` ``[B, N]`` in chunks of ``chunk_len`` (default: all at once);
+        return the log-probability of each label ``[B, N]`` (labels: the next tokens)."""
+        input_ids, labels = torch.as_tensor(input_ids), torch.as_tensor(labels)
+        if labels.shape != input_ids.shape:
+            raise ValueError(
+                f"labels shape {tuple(labels.shape)} must equal input_ids shape "
+                f"{tuple(input_ids.shape)}"
+            )
+        n = input_ids.shape[-1]
+        step = n if chunk_len is None else int(chunk_len)
+        if step < 1:
+            raise ValueError(f"chunk_len={chunk_len} must be a positive integer")
+        model = self.model
+        params = model.crit.clusters(model.word_emb)
+        out = []
+        for s in range(0, n, step):
+            h = self.hidden(input_ids[:, s : s + step])
+            flat = h.reshape(-1, h.shape[-1])
+            target = labels[:, s : s + step].reshape(-1).contiguous().to(h.device)
+            nll = adaptive_nll(
+                flat, target, params, model.crit.cluster_weight, model.crit.cluster_bias
+            )
+            out.append(-nll.view(h.shape[0], -1))
+        return torch.cat(out, dim=1)
+
+    # ------------------------------------------------------------------ internals
+    def _geometry(self, mem: int, qlen: int) -> _Geometry:
+        """Mask and distances of a chunk; cached, since they repeat once memory is full."""
+        counts = self.kv.counts
+        key = (mem, qlen, len(counts), None if all(c == mem for c in counts) else tuple(counts))
+        if key not in self._geometries:
+            if len(self._geometries) >= 8:
+                self._geometries.clear()
+            self._geometries[key] = _Geometry.build(
+                counts, mem, qlen, window=self.window, clamp_len=self.clamp_len,
+                device=self.kv.buf.device,
+            )  # fmt: skip
+        return self._geometries[key]
+
+    def _check_ids(self, input_ids) -> Tensor:
+        ids = torch.as_tensor(input_ids, device=self.kv.buf.device)
+        if ids.dim() != 2 or ids.shape[0] != self.batch_size or ids.shape[1] < 1:
+            raise ValueError(
+                f"input_ids must be [batch={self.batch_size}, T>=1] token ids, "
+                f"got shape {tuple(ids.shape)}"
+            )
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise ValueError(f"input_ids must be integer token ids, got dtype {ids.dtype}")
+        vocab = self.model.config.vocab_size
+        bad = ids[(ids < 0) | (ids >= vocab)]
+        if bad.numel():
+            raise ValueError(f"token id {int(bad[0])} is outside [0, vocab_size={vocab})")
+        return ids.long()
+
+    def _ensure_tables(self, klen: int) -> None:
+        """Position tables covering distances ``0 .. klen-1`` (or up to ``clamp_len``)."""
+        need = klen if self.clamp_len <= 0 else min(klen, self.clamp_len + 1)
+        if need <= self._table_rows:
+            return
+        rows = max(need, 2 * self._table_rows, self.mem_len + 1)
+        if self.clamp_len > 0:
+            rows = min(rows, self.clamp_len + 1)
+        self._tables = position_tables(self.model, rows)
+        self._table_rows = rows
+
+    def _attention(self, i: int, attn, h: Tensor, geo: _Geometry) -> Tensor:
+        """One attention sub-layer on the chunk ``h`` ``[B, T, D]`` (its residual and norm too)."""
+        cfg = self.model.config
+        bsz, qlen, _ = h.shape
+        heads, d_head = cfg.n_head, cfg.d_head
+        inner = heads * d_head
+        w = attn.qkv.weight  # [3*H*Dh, D]: rows q, k, v
+        x = attn.ln(h) if cfg.pre_lnorm else h
+        new = F.linear(x, w[inner:]).view(bsz, qlen, 2, heads, d_head).permute(2, 0, 3, 1, 4)
+        kv = self.kv.keys_values(i, new)  # [2, B, H, K, Dh]
+        pos = self._tables[i]
+        scale = 1.0 / math.sqrt(d_head)
+        if pos.add is not None:  # attn_type 2/3: encodings by distance from the last key
+            from_end = geo.from_end  # [K]
+            kv = kv + pos.add_kv.index_select(2, from_end)[:, None]  # + [2, 1, H, K, Dh]
+            h = x = h + pos.add.index_select(0, from_end[-qlen:])  # the queries' input [B, T, D]
+        q = F.linear(x, w[:inner]).view(bsz, qlen, heads, d_head)  # [B, T, H, Dh]
+        if pos.keys is None:  # attn_type 2/3: plain attention
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), kv[0], kv[1], attn_mask=geo.visible, scale=scale
+            )
+        else:  # attn_type 0/1: (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
+            u, v = self._biases(i)
+            rows = min(pos.keys.shape[0], geo.index.shape[1])  # distances in use: < K
+            scores = torch.einsum("bihd,uhd->bhiu", q if v is None else q + v, pos.keys[:rows])
+            if pos.bias is not None:
+                scores = scores + pos.bias[:rows].t()[None, :, None, :]  # [B, H, T, U]
+            idx = geo.index[None, None].expand(bsz, heads, -1, -1)  # [B, H, T, K]
+            bias = (scores.gather(-1, idx) * scale).to(q.dtype).masked_fill(geo.mask, float("-inf"))
+            cq = (q if u is None else q + u).transpose(1, 2)
+            out = F.scaled_dot_product_attention(cq, kv[0], kv[1], attn_mask=bias, scale=scale)
+        out = attn.o(out.transpose(1, 2).reshape(bsz, qlen, inner))  # [B, T, D]
+        return h + out if cfg.pre_lnorm else attn.ln(h + out)
+
+    def _biases(self, i: int) -> tuple[Tensor | None, Tensor | None]:
+        """The global content and position biases u, v of layer ``i`` (None where absent)."""
+        model = self.model
+        pick = lambda b: None if b is None else (b[i] if model.config.untie_r else b)
+        return pick(model.r_w_bias), pick(model.r_r_bias)
+
+
+def _feed_forward(ff, x: Tensor) -> Tensor:
+    """The position-wise sub-layer (residual and norm included), without dropout."""
+    y = ff.ln(x) if ff.pre_lnorm else x
+    y = ff.fc2(torch.relu(ff.fc1(y)))
+    return x + y if ff.pre_lnorm else ff.ln(x + y)
+
+
+@dataclass
+class LayerPositions:
+    """One layer's position terms for distances ``0 .. U-1`` (already clamped).
+
+    keys ``[U, H, Dh]``: ``W_R R_d`` (attn_type 0) or Shaw et al.'s ``r_emb`` rows (1);
+    bias ``[U, H]``: Shaw et al.'s ``r_bias`` rows (1); add ``[U, D]``: the absolute encoding
+    added to the layer's input (2: first layer only, 3), add_kv ``[2, H, U, Dh]`` its keys and
+    values.
+    """
+
+    keys: Tensor | None = None
+    bias: Tensor | None = None
+    add: Tensor | None = None
+    add_kv: Tensor | None = None
+
+
+def position_tables(model, rows: int) -> list[LayerPositions]:
+    """Every layer's :class:`LayerPositions` for distances ``0 .. rows-1``."""
+    cfg = model.config
+    weight = model.layers[0].attn.qkv.weight
+    dist = torch.arange(rows, device=weight.device)
+    table_rows = (cfg.max_klen - 1) - dist.clamp(max=cfg.max_klen - 1)  # attn_type 1 and 3
+    inner = cfg.n_head * cfg.d_head
+    out = []
+    with torch.no_grad():
+        enc = sinusoid(dist, cfg.d_model).to(weight.dtype)  # [U, D]
+        for i, layer in enumerate(model.layers):
+            if cfg.attn_type == 0:
+                out.append(LayerPositions(keys=layer.attn.project_positions(enc)))
+            elif cfg.attn_type == 1:
+                out.append(
+                    LayerPositions(
+                        keys=model.r_emb[i][table_rows], bias=model.r_bias[i][table_rows]
+                    )
+                )
+            elif cfg.attn_type == 2 and i > 0:
+                out.append(LayerPositions())
+            else:
+                add = (
+                    enc
+                    if cfg.attn_type == 2
+                    else model.r_emb[i][table_rows].reshape(rows, cfg.d_model)
+                )
+                kv = F.linear(add, layer.attn.qkv.weight[inner:])  # [U, 2*H*Dh]
+                kv = kv.view(rows, 2, cfg.n_head, cfg.d_head).permute(1, 2, 0, 3)
+                out.append(LayerPositions(add=add, add_kv=kv))
+    return out
+
+
+def _check_settings(cfg, batch_size, mem_len, clamp_len, same_length, keys_mode) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    if mem_len < 0:
+        raise ValueError(f"mem_len={mem_len} must be >= 0")
+    if clamp_len == 0 or clamp_len < -1:
+        raise ValueError(f"clamp_len={clamp_len} must be -1 (no clamp) or a positive distance")
+    if keys_mode not in SAME_LENGTH_KEYS:
+        raise ValueError(f"same_length_keys={keys_mode!r} must be one of {SAME_LENGTH_KEYS}")
+    if same_length and keys_mode == "torch" and mem_len < 1:
+        raise ValueError("same_length with same_length_keys='torch' needs mem_len >= 1 (got 0)")
+    if cfg.attn_type in (2, 3) and cfg.pre_lnorm:
+        raise ValueError(
+            f"incremental inference supports attn_type {cfg.attn_type} only with pre_lnorm=False: "
+            "its absolute encodings enter before the layer norm, so cached keys cannot be reused"
+        )
