@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -473,9 +475,14 @@ def measure_memory(case: Case, *, steps: int = 3, threads: int = 2, timeout: flo
     ``peak_rss_kib`` the high-water mark of resident memory during the steps (OS accounting) and
     ``step_peak_kib`` that minus the resident memory just before them."""
     payload = json.dumps({"case": _case_to_dict(case), "steps": steps, "threads": threads})
+    src = str(Path(__file__).resolve().parents[1])  # this package's copy, installed or not
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "transformer_xl.bench", "--memory-child", payload],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True, text=True, timeout=timeout, env=env,
     )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(
@@ -485,6 +492,17 @@ def measure_memory(case: Case, *, steps: int = 3, threads: int = 2, timeout: flo
     if res.get("peak_rss_kib") is not None and res.get("rss_before_kib") is not None:
         res["step_peak_kib"] = res["peak_rss_kib"] - res["rss_before_kib"]
     return res
+
+
+def cuda_step_memory(runner: Runner) -> dict:
+    """On CUDA, in this process: the allocator's peak during one step above what was allocated
+    before it (``cuda_peak_bytes``; weights, optimizer state and other runners excluded)."""
+    runner.sync()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    runner.step()
+    runner.sync()
+    return {"cuda_peak_bytes": torch.cuda.max_memory_allocated() - before}
 
 
 def _case_to_dict(case: Case) -> dict:
@@ -552,7 +570,9 @@ def run_benchmark(
                     speedup_vs_hf=ratio_to_peer(timings, v.label) if PEER in timings else None,
                     last_loss=float(runners[v.label].last_loss),
                 )  # fmt: skip
-                if memory:
+                if memory and device.startswith("cuda"):
+                    row["memory"] = cuda_step_memory(runners[v.label])
+                elif memory:
                     row["memory"] = measure_memory(
                         Case(preset, mode, v, dtype, device, batch=batch), threads=threads
                     )
