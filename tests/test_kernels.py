@@ -192,3 +192,26 @@ def test_whole_model_with_kernel_equals_eager(impl):
         return
     for (n, a), (_, b) in zip(fast.named_parameters(), ref.named_parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("chunk", [7, 1000])
+def test_chunked_linear_nll_equals_log_softmax_gather(chunk):
+    from transformer_xl.model.kernels.fused_softmax import chunked_linear_nll
+
+    N, d, V = 30, 12, 50
+    h = torch.randn(N, d, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, d, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(V, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, V, (N,))
+    want = -torch.log_softmax(h @ w.t() + b, -1).gather(1, y[:, None]).squeeze(1)
+    got = chunked_linear_nll(h, w, b, y, chunk=chunk)
+    torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)  # float32 accumulation
+    g = torch.rand(N, dtype=torch.float64)
+    for a, c in zip(
+        torch.autograd.grad(got, (h, w, b), g.float()),
+        torch.autograd.grad(want, (h, w, b), g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="chunk=0"):
+        chunked_linear_nll(h, w, b, y, chunk=0)
