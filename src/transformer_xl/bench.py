@@ -218,11 +218,13 @@ def build_one(cfg: TransformerXLConfig, hf: bool):
 # ---------------------------------------------------------------------------- variants
 @dataclass(frozen=True)
 class Variant:
-    """One thing to time: ``"hf"`` (the peer) or our model with an attention kernel, and
-    ``compile`` for ``torch.compile`` of the model (forward and backward graphs)."""
+    """One thing to time: ``"hf"`` (the peer) or our model with an attention kernel; flags
+    ``+compile`` (``torch.compile`` of the model: forward and backward graphs) and ``+bf16``
+    (bfloat16 autocast whatever the run's dtype), e.g. ``"sdpa+compile+bf16"``."""
 
     name: str  # "hf" or one of our attention impls
     compile: bool = False
+    bf16: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Variant:
@@ -233,13 +235,13 @@ class Variant:
             raise ValueError(
                 f"variant {text!r}: expected hf or one of {ATTN_IMPLS}, optionally +compile"
             )
-        if any(f != "compile" for f in flags):
-            raise ValueError(f"variant {text!r}: the only flag is +compile")
-        return cls(name, compile=bool(flags))
+        if any(f not in ("compile", "bf16") for f in flags):
+            raise ValueError(f"variant {text!r}: the flags are +compile and +bf16")
+        return cls(name, compile="compile" in flags, bf16="bf16" in flags)
 
     @property
     def label(self) -> str:
-        return self.name + ("+compile" if self.compile else "")
+        return self.name + ("+compile" if self.compile else "") + ("+bf16" if self.bf16 else "")
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,8 @@ class Runner:
         self.flops_per_token = model_flops_per_token(cfg, tlen, mlen, batch) * (
             3 if case.mode == "train" else 1
         )
-        device, dtype = case.device, DTYPES[case.dtype]
+        device = case.device
+        dtype = torch.bfloat16 if case.variant.bf16 else DTYPES[case.dtype]
         is_hf = case.variant.name == PEER
         model = (
             build_pair(cfg, seed=case.seed)[0 if is_hf else 1]
@@ -549,8 +552,10 @@ def run_benchmark(
     for p in presets:
         bench_preset(p)
     torch.set_num_threads(threads)
-    peak = matmul_peak_flops(device, DTYPES[dtype])
-    log(f"measured matmul peak: {peak / 1e9:.1f} GFLOP/s ({dtype}, {threads} threads)")
+    peaks = {}
+    for d in {dtype} | ({"bfloat16"} if any(v.bf16 for v in variants) else set()):
+        peaks[d] = matmul_peak_flops(device, DTYPES[d])
+        log(f"measured matmul peak: {peaks[d] / 1e9:.1f} GFLOP/s ({d}, {threads} threads)")
     rows = []
     for preset in presets:
         for mode in modes:
@@ -560,8 +565,10 @@ def run_benchmark(
             timings = time_side_by_side(runners, rounds=rounds, steps=steps, warmup=warmup)
             for v in variants:
                 t = timings[v.label]
+                vdtype = "bfloat16" if v.bf16 else dtype
+                peak = peaks[vdtype]
                 row = dict(
-                    preset=preset, mode=mode, variant=v.label, dtype=dtype, device=device,
+                    preset=preset, mode=mode, variant=v.label, dtype=vdtype, device=device,
                     tokens_per_step=t.tokens_per_step, seconds_per_step=t.seconds_per_step,
                     tokens_per_s=t.tokens_per_s, ms_per_token=1e3 / t.tokens_per_s,
                     flops_per_token=t.flops_per_token,
@@ -582,7 +589,7 @@ def run_benchmark(
                 _memory_ratios([r for r in rows if r["preset"] == preset and r["mode"] == mode])
     env = dict(
         torch=torch.__version__, threads=threads, dtype=dtype, device=device,
-        matmul_peak_flops=peak, rounds=rounds, steps=steps, warmup=warmup,
+        matmul_peak_flops=peaks, rounds=rounds, steps=steps, warmup=warmup,
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
     )  # fmt: skip
     if device.startswith("cuda"):
@@ -615,9 +622,9 @@ def format_table(result: dict) -> str:
     """A markdown table of :func:`run_benchmark`'s result."""
     head = (
         "| preset | mode | variant | tokens/s | ms/token | vs hf | peak MiB (step) | mem vs hf "
-        "| MFLOP/token | GFLOP/s | % matmul peak |"
+        "| MFLOP/token | GFLOP/s | % matmul peak | last loss |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in result["rows"]:
         mem = r.get("memory", {})
         if "cuda_peak_bytes" in mem:
@@ -630,7 +637,8 @@ def format_table(result: dict) -> str:
             f"| {r['preset']} | {r['mode']} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
             f"{r['ms_per_token']:.3f} | {vs} | {mib} | {mratio} | "
             f"{r['flops_per_token'] / 1e6:.2f} | "
-            f"{r['achieved_flops'] / 1e9:.2f} | {100 * r['peak_fraction']:.1f} |"
+            f"{r['achieved_flops'] / 1e9:.2f} | {100 * r['peak_fraction']:.1f} | "
+            f"{r['last_loss']:.4f} |"
         )
     return "\n".join(lines)
 
