@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "transformer_xl.commands.plot",
     "transformer_xl.commands.convert",
     "transformer_xl.commands.generate",
+    "transformer_xl.commands.bench",
 ]
 
 

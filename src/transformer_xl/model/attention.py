@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
 
-ATTN_IMPLS = ("eager", "sdpa")
+ATTN_IMPLS = ("eager", "sdpa", "flex", "triton")  # flex, triton: model/kernels/
 
 
 def sinusoid(positions: Tensor, dim: int) -> Tensor:
@@ -108,6 +108,10 @@ def attend(
     Returns ``[B, H, T, Dh]``.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
+    if impl in ("flex", "triton"):
+        from transformer_xl.model.kernels import attend_kernel
+
+        return attend_kernel(impl, q, k, v, pos_scores, mask, dropout_p=dropout_p, scale=scale)
     if impl == "sdpa":
         if pos_scores is None:
             bias = ~mask  # SDPA's boolean mask marks the keys to attend to

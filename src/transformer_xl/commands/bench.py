@@ -1,0 +1,65 @@
+"""``txl bench``: training/evaluation tokens per second, generation ms per token, peak memory and
+FLOPs, optionally side by side with HF's TransfoXL port (``--compare hf``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def run(args) -> int:
+    from transformer_xl.bench import PEER, Variant, format_table, run_benchmark
+    from transformer_xl.fileio import atomic_write_text
+
+    variants = [Variant.parse(v) for v in _csv(args.variants)]
+    if args.compare:
+        if args.compare != PEER:
+            raise ValueError(f"--compare {args.compare!r}: the only peer is {PEER!r}")
+        if all(v.name != PEER for v in variants):
+            variants.append(Variant(PEER))
+    result = run_benchmark(
+        _csv(args.preset), _csv(args.modes), variants, dtype=args.dtype, device=args.device,
+        threads=args.threads, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
+        memory=args.memory, batch=args.batch, log=lambda s: print(s, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(format_table(result))
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="measure speed, memory and FLOPs (optionally against HF's port)"
+    )
+    p.add_argument(
+        "--preset", default="tiny", help="comma-separated: tiny, wt_small, wt103_base, nv_base"
+    )
+    p.add_argument("--modes", default="train,eval,gen", help="comma-separated: train, eval, gen")
+    p.add_argument(
+        "--variants",
+        default="sdpa",
+        help="comma-separated attention impls of ours (and 'hf'), each optionally +compile",
+    )
+    p.add_argument(
+        "--compare", default=None, metavar="PEER", help="add the peer 'hf' and print ratios to it"
+    )
+    p.add_argument("--dtype", default="float32", help="float32 or bfloat16 (autocast)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--rounds", type=int, default=5, help="alternating rounds (ratios are their median)"
+    )
+    p.add_argument("--steps", type=int, default=3, help="steps per variant per round")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
+    p.add_argument(
+        "--memory", action="store_true", help="also measure peak memory (one subprocess per row)"
+    )
+    p.add_argument("--json", default=None, metavar="PATH", help="write the full result as JSON")
+    p.set_defaults(func=run)

@@ -1,0 +1,217 @@
+"""The fast attention kernels against the eager reference, on random inputs (CPU: FlexAttention
+unfused, Triton in its interpreter)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
+
+import pytest  # noqa: E402
+
+from transformer_xl import TransformerXLConfig, TransformerXLLM  # noqa: E402
+from transformer_xl.model.attention import attend, attention_mask, rel_shift  # noqa: E402
+from transformer_xl.model.kernels import attend_kernel, relative_attention  # noqa: E402
+from transformer_xl.model.kernels import flex as flex_mod  # noqa: E402
+from transformer_xl.model.kernels.reference import distance_index, position_scores  # noqa: E402
+
+needs_triton = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None,
+    reason="triton is not installed (pip install triton)",
+)
+IMPLS = ["flex", pytest.param("triton", marks=needs_triton)]
+
+
+@pytest.fixture(autouse=True)
+def _flex_uncompiled(monkeypatch):
+    monkeypatch.setattr(flex_mod, "COMPILE", False)  # compiling takes a minute on CPU
+
+
+def _inputs(B=2, H=2, T=19, M=21, D=20, dtype=torch.float32, grad=False):
+    K = M + T
+    t = {
+        "q": torch.randn(B, H, T, D, dtype=dtype),
+        "pq": torch.randn(B, H, T, D, dtype=dtype),
+        "k": torch.randn(B, H, K, D, dtype=dtype),
+        "v": torch.randn(B, H, K, D, dtype=dtype),
+        "r": torch.randn(H, K + 1, D, dtype=dtype),  # by distance 0..K
+    }
+    return {n: x.requires_grad_(grad) for n, x in t.items()}
+
+
+def _model_pos_scores(pq, r):
+    """The model's way: scores against distances K..0, then the relative shift."""
+    return rel_shift(torch.einsum("bhid,hjd->bhij", pq, r.flip(1)))
+
+
+def _has_backward(impl: str) -> bool:
+    return impl != "flex"  # PyTorch's FlexAttention has no backward on CPU
+
+
+MASKS = {
+    "causal": dict(same_length=False, mem_len=21),
+    "same_length": dict(same_length=True, mem_len=12),
+}
+
+
+def test_distance_index_matches_a_loop():
+    idx = distance_index(3, 5, 2)
+    for i in range(3):
+        for j in range(5):
+            assert idx[i, j] == min(max(2 + i - j, 0), 5)
+
+
+def test_position_scores_equal_the_models_relative_shift():
+    t = _inputs(dtype=torch.float64)
+    T, K = t["q"].shape[2], t["k"].shape[2]
+    mask = attention_mask(T, K - T, same_length=False, mem_len=0)
+    got = position_scores(t["pq"], t["r"], K, K - T)
+    want = _model_pos_scores(t["pq"], t["r"])
+    torch.testing.assert_close(got.masked_fill(mask, 0), want.masked_fill(mask, 0))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+@pytest.mark.parametrize("with_pos", [True, False])
+def test_attend_kernel_equals_eager(impl, mask_kind, with_pos):
+    t = _inputs(grad=True)
+    T, K = t["q"].shape[2], t["k"].shape[2]
+    mask = attention_mask(T, K - T, **MASKS[mask_kind])
+    pos = _model_pos_scores(t["pq"], t["r"]) if with_pos else None
+    args = (t["q"], t["k"], t["v"], pos, mask)
+    want = attend(*args, dropout_p=0.0, impl="eager")
+    with torch.no_grad():
+        got = attend(*args, dropout_p=0.0, impl=impl)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+    if not _has_backward(impl):
+        with pytest.raises(ValueError, match="no backward"):
+            attend(*args, dropout_p=0.0, impl=impl)
+        return
+    got = attend(*args, dropout_p=0.0, impl=impl)
+    g = torch.randn_like(want)
+    leaves = [t["q"], t["k"], t["v"], t["pq"], t["r"]]
+    gw = torch.autograd.grad(want, leaves, g, allow_unused=True, retain_graph=True)
+    gg = torch.autograd.grad(got, leaves, g, allow_unused=True)
+    for a, b in zip(gg, gw, strict=True):
+        if b is None:
+            assert a is None
+        else:
+            torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+def test_relative_attention_computes_the_position_term_itself(impl, mask_kind, monkeypatch):
+    from transformer_xl.model.kernels import triton_attn
+
+    monkeypatch.setattr(triton_attn, "BACKWARD_CHUNK", 8)  # several recomputation chunks
+    t = _inputs(grad=True)
+    T, K = t["q"].shape[2], t["k"].shape[2]
+    mask = attention_mask(T, K - T, **MASKS[mask_kind])
+    want = attend(
+        t["q"],
+        t["k"],
+        t["v"],
+        _model_pos_scores(t["pq"], t["r"]),
+        mask,
+        dropout_p=0.0,
+        impl="eager",
+    )
+    scale = t["q"].shape[-1] ** -0.5  # attend's scale
+    args = (t["q"], t["pq"], t["k"], t["v"], t["r"], mask)
+    torch.testing.assert_close(
+        relative_attention("reference", *args, scale=scale), want, atol=1e-5, rtol=1e-5
+    )
+    with torch.no_grad():
+        got = relative_attention(impl, *args, scale=scale)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
+    if not _has_backward(impl):
+        return
+    got = relative_attention(impl, *args, scale=scale)
+    g = torch.randn_like(want)
+    leaves = [t["q"], t["pq"], t["k"], t["v"], t["r"]]
+    for a, b in zip(
+        torch.autograd.grad(got, leaves, g), torch.autograd.grad(want, leaves, g), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_kernels_refuse_attention_dropout(impl):
+    t = _inputs()
+    mask = attention_mask(19, 21, same_length=False, mem_len=21)
+    with pytest.raises(ValueError, match="dropatt"):
+        attend_kernel(impl, t["q"], t["k"], t["v"], None, mask, dropout_p=0.1, scale=0.2)
+
+
+def test_unknown_relative_impl_is_a_clear_error():
+    t = _inputs()
+    with pytest.raises(ValueError, match="expected one of"):
+        relative_attention(
+            "nope",
+            t["q"],
+            t["pq"],
+            t["k"],
+            t["v"],
+            t["r"],
+            torch.zeros(19, 40, dtype=torch.bool),
+            scale=1,
+        )
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_whole_model_with_kernel_equals_eager(impl):
+    """Two segments with memory: losses and every gradient match the eager model."""
+    cfg = TransformerXLConfig(
+        vocab_size=50, n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64, dropout=0.0,
+        tgt_len=12, mem_len=10, same_length=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    ref = TransformerXLLM(cfg, attn_impl="eager")
+    fast = TransformerXLLM(cfg, attn_impl=impl)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randint(0, 50, (2, 25))
+    train = _has_backward(impl)
+    losses = {}
+    for name, m in (("eager", ref), (impl, fast)):
+        mems, total = None, 0.0
+        with torch.set_grad_enabled(train):
+            for s in (0, 12):
+                out = m(x[:, s : s + 12], labels=x[:, s + 1 : s + 13], mems=mems)
+                mems = out.mems
+                total = total + out.loss
+        if train:
+            total.backward()
+        losses[name] = total.detach()
+    torch.testing.assert_close(losses[impl], losses["eager"], atol=1e-5, rtol=1e-5)
+    if not train:
+        return
+    for (n, a), (_, b) in zip(fast.named_parameters(), ref.named_parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("chunk", [7, 1000])
+def test_chunked_linear_nll_equals_log_softmax_gather(chunk):
+    from transformer_xl.model.kernels.fused_softmax import chunked_linear_nll
+
+    N, d, V = 30, 12, 50
+    h = torch.randn(N, d, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, d, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(V, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, V, (N,))
+    want = -torch.log_softmax(h @ w.t() + b, -1).gather(1, y[:, None]).squeeze(1)
+    got = chunked_linear_nll(h, w, b, y, chunk=chunk)
+    torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)  # float32 accumulation
+    g = torch.rand(N, dtype=torch.float64)
+    for a, c in zip(
+        torch.autograd.grad(got, (h, w, b), g.float()),
+        torch.autograd.grad(want, (h, w, b), g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="chunk=0"):
+        chunked_linear_nll(h, w, b, y, chunk=0)
