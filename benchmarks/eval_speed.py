@@ -69,7 +69,7 @@ def build(args, attn_type: int, device: torch.device) -> TransformerXLLM:
 
 def measure_length(args, vanilla, xl, length: int, device) -> dict:
     g = torch.Generator().manual_seed(length)
-    n_extra = max(args.tokens, args.vanilla_tokens) + 2 * args.segment_len + 2
+    n_extra = max(args.tokens, args.vanilla_tokens) + 4 * args.segment_len + 2
     data = torch.randint(0, args.vocab, (1, length + n_extra), generator=g).to(device)
     mem_len = length - 1
     row = dict(length=length)
@@ -110,7 +110,7 @@ def measure_length(args, vanilla, xl, length: int, device) -> dict:
                      return_log_probs=True)  # fmt: skip
             state["mems"] = out.mems
 
-        row["xl_segments"] = per_token(segment_step, 1, device) / seg
+        row["xl_segments"] = per_token(segment_step, 3, device) / seg
     return row
 
 

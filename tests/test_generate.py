@@ -209,6 +209,58 @@ def test_cli_streams_the_generated_text(byte_model, capsys):
     assert "--- sample 1 ---" in out and "--- sample 2 ---" in out
 
 
+TEXT = "the cat sat on the mat\nand the dog sat on the cat\n" * 2
+
+
+def _save_tokenizer(kind: str, folder):
+    """A tokenizer of each kind the data pipeline supports, saved into ``folder``."""
+    from transformer_xl.data.tokenizer import BPETokenizer, make_tokenizer, save_tokenizer
+
+    if kind == "bpe":
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        hf = Tokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        trainer = trainers.BpeTrainer(
+            vocab_size=280, initial_alphabet=alphabet, show_progress=False
+        )
+        hf.train_from_iterator([TEXT] * 20, trainer)
+        vocab = Vocab([hf.id_to_token(i) for i in range(hf.get_vocab_size())], "bpe")
+        tok = BPETokenizer(vocab, hf)
+    else:
+        symbols = {
+            "byte": [str(i) for i in range(256)],
+            "char": ["<eos>", *sorted(set(TEXT) - {"\n"}), "é"],
+            "word": ["<eos>", "<unk>", *sorted(set(TEXT.split()))],
+        }[kind]
+        eos = None if kind == "byte" else "<eos>"
+        unk = "<unk>" if kind == "word" else None
+        tok = make_tokenizer(Vocab(symbols, kind, eos_token=eos, unk_token=unk))
+    save_tokenizer(tok, folder)
+    return load_tokenizer(folder)
+
+
+@pytest.mark.parametrize("kind", ["byte", "char", "word", "bpe"])
+def test_cli_decodes_every_tokenizer(tmp_path, capsys, kind):
+    tok = _save_tokenizer(kind, tmp_path)
+    model = tiny_model(std=0.2, vocab_size=len(tok.vocab))
+    model.save_pretrained(tmp_path)
+    argv = ["generate", str(tmp_path), "--prompt", TEXT, "--max-new-tokens", "15", "--seed", "0"]
+    assert main([*argv, "--tgt-len", "5"]) == 0
+    prompt = tok.encode(TEXT)
+    ids = generate(model, prompt, 15, seed=0, prompt_chunk_len=5)[0].tolist()
+    context = prompt[-8:]  # what the streamer decodes the continuation against
+    expected = tok.decode(context + ids)[len(tok.decode(context)) :]
+    assert capsys.readouterr().out == expected + "\n"
+    eos = tok.vocab.eos_id
+    if eos is not None:  # --stop-at-eos: nothing after the first end-of-sentence token
+        assert main([*argv, "--stop-at-eos", "--ids"]) == 0
+        out = [int(t) for t in capsys.readouterr().out.split()]
+        assert eos not in out[:-1]
+
+
 def test_cli_prompt_ids_without_tokenizer(tmp_path, capsys):
     tiny_model(std=0.2).save_pretrained(tmp_path)
     assert main(["generate", str(tmp_path), "--prompt-ids", "1 2 3", "--max-new-tokens", "6",
