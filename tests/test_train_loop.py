@@ -140,6 +140,9 @@ def test_batch_chunk_equals_the_unsplit_batch(tmp_path, data_dir):
     la, lb = train_losses(tmp_path / "one"), train_losses(tmp_path / "three")
     assert [s for s, _ in la] == [s for s, _ in lb]
     assert [x for _, x in la] == pytest.approx([x for _, x in lb], rel=1e-5)
+    run(tmp_path / "each", data_dir, *base, "log_interval=1", max_steps=3)
+    each = dict(train_losses(tmp_path / "each"))  # one record per step
+    assert dict(la)[2] == pytest.approx((each[1] + each[2]) / 2, rel=1e-6)  # a window's mean
 
 
 def test_sigkill_then_resume_equals_straight_run(tmp_path, data_dir):

@@ -424,6 +424,21 @@ class Trainer:
                 "train.clip or train.precision=fp32)"
             )
 
+    def _log_progress(self, norm: float, tok_s: float, used: float, eta: float) -> None:
+        """Record and print the mean loss since the last progress line, then start a new one."""
+        p = self.progress
+        rec = {
+            **score_fields(p.log_loss_sum / p.log_loss_n, self.data.bits),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": norm,
+            "tok_s": tok_s,
+            "tokens": p.tokens,
+            "time": used,
+        }
+        self.log.record("train", p.step, rec)
+        self.log.print(progress_line(p.step, self.cfg.max_steps, rec, eta))
+        p.log_loss_sum, p.log_loss_n = 0.0, 0
+
     def fit(self) -> dict[str, Any]:
         """Train until a budget runs out; returns a summary."""
         cfg, p = self.cfg, self.progress
@@ -447,18 +462,10 @@ class Trainer:
                 if not ok:
                     self._bad_step(loss, norm)
                 if p.step % cfg.log_interval == 0 and p.log_loss_n:
-                    elapsed = time.time() - started
-                    rec = {
-                        **score_fields(p.log_loss_sum / p.log_loss_n, self.data.bits),
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "grad_norm": norm,
-                        "tok_s": window_tokens / max(time.time() - window_t, 1e-9),
-                        "tokens": p.tokens,
-                        "time": p.train_seconds + elapsed,
-                    }
-                    self.log.record("train", p.step, rec)
-                    eta = self._eta(p.step - start_step, time.time() - session_start, rec["time"])
-                    self.log.print(progress_line(p.step, cfg.max_steps, rec, eta))
+                    tok_s = window_tokens / max(time.time() - window_t, 1e-9)
+                    used = p.train_seconds + time.time() - started
+                    eta = self._eta(p.step - start_step, time.time() - session_start, used)
+                    self._log_progress(norm, tok_s, used, eta)
                     window_t, window_tokens = time.time(), 0
                 stop = self._should_stop(started)
                 at_eval = cfg.eval_interval and p.step % cfg.eval_interval == 0
