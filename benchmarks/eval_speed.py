@@ -168,7 +168,8 @@ def print_tables(result: dict) -> None:
     env, a = result["environment"], result["args"]
     print(f"device {env['device']} ({env.get('gpu', env['cpu'])}), torch {env['torch']}, "
           f"{env['threads']} threads, {env['dtype']}, commit {env['commit']}, "
-          f"load average {env.get('load_average')}")  # fmt: skip
+          f"load average before {env.get('load_average')}, after "
+          f"{env.get('load_average_after')}")  # fmt: skip
     print(f"model: {a['n_layer']} layers, d_model {a['d_model']}, {a['n_head']}x{a['d_head']} "
           f"heads, d_inner {a['d_inner']}, vocab {a['vocab']}")  # fmt: skip
     print()
@@ -213,14 +214,16 @@ def main(argv=None) -> int:
     if min(args.lengths) < 2:
         raise SystemExit("--lengths must be >= 2")
     device = torch.device(args.device)
+    env = environment(device)  # the load average before the run; the one after is added below
     vanilla, xl = build(args, 2, device), build(args, 0, device)
     rows = []
     for length in args.lengths:
         rows.append(measure_length(args, vanilla, xl, length, device))
         times = ", ".join(f"{k} {ms(v)} ms" for k, v in rows[-1].items() if k != "length")
         print(f"L={length}: {times}", flush=True)
-    result = dict(environment=environment(device), args=vars(args), lengths=rows,
-                  latency=measure_latency(args, xl, device))  # fmt: skip
+    latency = measure_latency(args, xl, device)
+    env["load_average_after"] = environment(device).get("load_average")
+    result = dict(environment=env, args=vars(args), lengths=rows, latency=latency)
     print()
     print_tables(result)
     if args.json:
