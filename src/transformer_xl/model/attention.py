@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.model.kernels import relative_attention
+
+FUSED_POSITION_IMPLS = ("flex", "triton")  # they compute the position term themselves
 
 ATTN_IMPLS = ("eager", "sdpa", "flex", "triton")  # flex, triton: model/kernels/
 
@@ -181,22 +184,37 @@ class RelativeAttention(nn.Module):
         k, v = kv.view(bsz, klen, 2, self.n_head, self.d_head).unbind(2)
 
         pos_scores = None
-        if pos_keys is not None:
-            pq = q if pos_query_bias is None else q + pos_query_bias
+        dropatt = self.dropatt if self.training else 0.0
+        fused = (
+            pos_keys is not None
+            and pos_bias is None
+            and impl in FUSED_POSITION_IMPLS
+            and not dropatt
+        )
+        pq = q if pos_query_bias is None else q + pos_query_bias
+        if pos_keys is not None and not fused:
             # [B, T, H, Dh] x [K+1, H, Dh] -> [B, H, T, K+1]
             bd = torch.einsum("bihd,jhd->bhij", pq, pos_keys)
             if pos_bias is not None:
                 bd = bd + pos_bias.t()[None, :, None, :]
             pos_scores = rel_shift(bd)  # [B, H, T, K]
         cq = q if content_bias is None else q + content_bias
-        out = attend(
-            cq.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            pos_scores,
-            mask,
-            dropout_p=self.dropatt if self.training else 0.0,
-            impl=impl,
-        )  # [B, H, T, Dh]
+        if fused:
+            # the kernel computes (q + v) . R[M + i - j] per tile: no [B, H, T, K] tensor
+            r = pos_keys.flip(0).permute(1, 0, 2)  # [H, K+1, Dh], row d = distance d
+            out = relative_attention(
+                impl, cq.transpose(1, 2), pq.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                r, mask, scale=self.d_head**-0.5,
+            )  # fmt: skip
+        else:
+            out = attend(
+                cq.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                pos_scores,
+                mask,
+                dropout_p=dropatt,
+                impl=impl,
+            )  # [B, H, T, Dh]
         out = self.drop(self.o(out.transpose(1, 2).reshape(bsz, qlen, -1)))
         return h + out if self.pre_lnorm else self.ln(h + out)
