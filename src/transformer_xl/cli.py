@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES = [
     "transformer_xl.commands.presets",
     "transformer_xl.commands.demo",
+    "transformer_xl.commands.prepare",
     "transformer_xl.commands.train",
     "transformer_xl.commands.eval",
     "transformer_xl.commands.plot",

@@ -84,6 +84,16 @@ class SplitWriter:
         return {"file": self.path.name, "tokens": self.tokens, "sha256": self._sha.hexdigest()}
 
 
+def check_destination(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Fail early (before any work) when ``out`` cannot receive a prepared dataset."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out}: folder exists and is not empty (pass --force to replace it)")
+    return out
+
+
 class PreparedWriter:
     """Builds a prepared folder in a temporary folder; ``commit`` renames it onto ``out``.
 

@@ -4,12 +4,13 @@ A folder holds ``vocab.json`` (see :mod:`transformer_xl.data.vocab`) and, for ki
 ``tokenizer.json`` (a HF ``tokenizers`` file). The rules match how ``txl prepare`` encodes a
 corpus, so ``encode(text)`` of a file's text gives the ids stored for it:
 
-- ``byte``: the UTF-8 bytes of the text. A whitespace byte missing from the vocabulary is
-  dropped (the paper-compatible enwik8 vocabulary has no newline: the authors' preprocessing
-  never lets newline bytes into the token stream); any other missing byte maps to the unknown
-  token or is an error.
+- ``byte``: the UTF-8 bytes of the text. A byte missing from the vocabulary maps to the unknown
+  token; without one, a missing whitespace byte is dropped (the paper-compatible enwik8
+  vocabulary has no newline: the authors' preprocessing never lets newline bytes into the token
+  stream) and any other missing byte is an error.
 - ``char``: one token per character (lower-cased when the vocabulary says so); a newline is the
-  end-of-sentence token when there is one; whitespace missing from the vocabulary is dropped.
+  end-of-sentence token when there is one; missing characters as for bytes (text8 drops
+  whitespace other than spaces this way).
 - ``word``: whitespace-separated words, a newline becomes the end-of-sentence token; with
   ``eos_at_start`` (One Billion Word) the text also starts with it, as every sentence does.
 - ``bpe``: the HF tokenizer applied line by line (newlines kept inside the lines).
@@ -81,13 +82,14 @@ class ByteTokenizer(Tokenizer):
         ids = self.table[raw]
         missing = ids < 0
         if missing.any():
+            if self.vocab.unk_id is not None:
+                ids[missing] = self.vocab.unk_id
+                return ids.tolist()
             keep = ~(missing & np.isin(raw, _WHITESPACE_BYTES))
             raw, ids = raw[keep], ids[keep]
             missing = ids < 0
             if missing.any():
-                if self.vocab.unk_id is None:
-                    raise _unknown_error(self.vocab, f"byte {int(raw[missing][0])}")
-                ids[missing] = self.vocab.unk_id
+                raise _unknown_error(self.vocab, f"byte {int(raw[missing][0])}")
         return ids.tolist()
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
@@ -112,7 +114,7 @@ class CharTokenizer(Tokenizer):
                 continue
             i = v.get(c.lower() if lower else c)
             if i is None:
-                if c.isspace():
+                if unk is None and c.isspace():
                     continue
                 if unk is None:
                     raise _unknown_error(v, f"character {c!r}")
