@@ -36,8 +36,9 @@ SETTINGS = [
 SRC = str(Path(__file__).parents[1] / "src")
 
 
-def launch(out: Path, data: Path, nproc: int, *extra: str) -> None:
+def launch(out: Path, data: Path, nproc: int, *extra: str, resume: bool = False) -> None:
     args = ["--preset", "tiny", "--data", str(data), "--out", str(out), "--max-steps", "6"]
+    args += ["--resume"] if resume else []
     args += [x for s in SETTINGS + list(extra) for x in ("--set", s)]
     if nproc == 1:
         cmd = [sys.executable, "-m", "transformer_xl.cli", "train", *args]
@@ -93,7 +94,11 @@ def test_two_ranks_equal_one_process(tmp_path):
     )
     launch(tmp_path / "one", data, 1)
     launch(tmp_path / "ddp", data, 2, "parallel=ddp", "batch_chunk=2")
-    launch(tmp_path / "fsdp", data, 2, "parallel=fsdp")
+    # FSDP in two halves: stopped by a token budget after step 3, then resumed (sharded
+    # optimizer state, per-rank memory, stream positions and RNG states all restored)
+    launch(tmp_path / "fsdp", data, 2, "parallel=fsdp", "max_tokens=192")
+    assert json.loads((tmp_path / "fsdp" / "summary.json").read_text())["step"] == 3
+    launch(tmp_path / "fsdp", data, 2, "parallel=fsdp", "max_tokens=0", resume=True)
     check_equal(tmp_path / "one", tmp_path / "ddp")
     check_equal(tmp_path / "one", tmp_path / "fsdp")
     summary = json.loads((tmp_path / "one" / "summary.json").read_text())
