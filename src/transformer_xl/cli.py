@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES = [
     "transformer_xl.commands.presets",
     "transformer_xl.commands.demo",
+    "transformer_xl.commands.prepare",
 ]
 
 

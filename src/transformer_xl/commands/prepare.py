@@ -1,0 +1,164 @@
+"""``txl prepare NAME``: download (or take ``--source``) and prepare a benchmark corpus exactly
+as the authors did; ``txl prepare text --train F ...``: prepare any text."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+HELP = {
+    "enwik8": "enwik8.zip: 90M/5M/5M bytes, a token per byte (newlines dropped, as the authors do)",
+    "text8": "text8.zip: 90M/5M/5M characters",
+    "wikitext-103": "wikitext-103-v1.zip: words, <eos> per line, vocabulary from train",
+    "wikitext-2": "wikitext-2-v1.zip: words, <eos> per line",
+    "ptb": "simple-examples.tgz (ptb.*.txt): lower-cased words, <eos> per line",
+    "ptb-char": "simple-examples.tgz (ptb.char.*.txt): characters, <eos> per line",
+    "lm1b": "One Billion Word tarball + 1b_word_vocab.txt: sentences wrapped in <S>",
+}
+
+
+def default_download_dir() -> Path:
+    env = os.environ.get("TXL_DOWNLOAD_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "transformer-xl" / "downloads"
+
+
+def _obtain(remote, args, source: str | None, sha256: str | None):
+    """The archive path and what is known of its checksum."""
+    from transformer_xl.data.download import check_source, download
+
+    if source is None:
+        path = download(remote, args.download_dir or default_download_dir(), urls=args.url or None,
+                        sha256=sha256, progress=not args.quiet)  # fmt: skip
+        source = path
+    return Path(source), check_source(source, remote, sha256=sha256, strict=args.strict_checksum)
+
+
+def run_benchmark(args) -> int:
+    from transformer_xl.data.corpora import LM1B_VOCAB, PREPARERS, REMOTES
+    from transformer_xl.data.prepared import check_destination
+
+    name = args.dataset
+    t0 = time.time()
+    out = check_destination(args.out or Path("data") / name, args.force)
+    archive, info = _obtain(REMOTES[name], args, args.source, args.sha256)
+    kwargs = dict(overwrite=args.force, quiet=args.quiet, source_info=info)
+    if name in ("enwik8", "text8"):
+        kwargs.update(mode=args.mode, valid_size=args.valid_size, test_size=args.test_size)
+    if name == "lm1b":
+        vocab_source = args.vocab_file
+        if vocab_source is None and args.source is not None:
+            sibling = Path(args.source).with_name(LM1B_VOCAB.filename)
+            vocab_source = sibling if sibling.is_file() else None
+        saved_url, args.url = args.url, None
+        vocab_path, vocab_info = _obtain(LM1B_VOCAB, args, vocab_source, args.vocab_sha256)
+        args.url = saved_url
+        kwargs.update(
+            vocab_file=vocab_path, source_info={"archive": info, "vocab_file": vocab_info}
+        )
+    if not args.quiet:
+        print(f"preparing {name} from {archive}", file=sys.stderr)
+    ds = PREPARERS[name](archive, out, **kwargs)
+    sizes = ", ".join(f"{s} {ds.num_tokens(s):,}" for s in ds.splits)
+    print(
+        f"{name}: {sizes} tokens; vocabulary {len(ds.vocab):,} -> {out} ({time.time() - t0:.1f} s)"
+    )
+    return 0
+
+
+def run_text(args) -> int:
+    from transformer_xl.data.prepared import check_destination
+    from transformer_xl.data.text import prepare_text
+
+    t0 = time.time()
+    out = check_destination(args.out or Path("data") / args.name, args.force)
+    ds = prepare_text(
+        args.train, out, valid=args.valid, test=args.test, tokenizer=args.tokenizer,
+        min_freq=args.min_freq, max_size=args.max_size, vocab_size=args.vocab_size,
+        lower_case=args.lower_case, unk_token=args.unk_token, valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction, name=args.name, overwrite=args.force, quiet=args.quiet,
+    )  # fmt: skip
+    sizes = ", ".join(f"{s} {ds.num_tokens(s):,}" for s in ds.splits)
+    print(
+        f"{args.name}: {sizes} tokens; vocabulary {len(ds.vocab):,} -> {out} "
+        f"({time.time() - t0:.1f} s)"
+    )
+    return 0
+
+
+def _common(p) -> None:
+    p.add_argument("--out", help="output folder (default: data/NAME)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+
+
+def register(sub) -> None:
+    from transformer_xl.data.corpora import NAMES
+
+    p = sub.add_parser("prepare", help="prepare a benchmark corpus or any text for training")
+    names = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    for name in NAMES:
+        q = names.add_parser(name, help=HELP[name], description=HELP[name])
+        _common(q)
+        q.add_argument(
+            "--source", help="the archive as distributed, if you already have it (no download)"
+        )
+        q.add_argument(
+            "--download-dir",
+            type=Path,
+            help="where downloads go (default: $TXL_DOWNLOAD_DIR, else "
+            "~/.cache/transformer-xl/downloads)",
+        )
+        q.add_argument(
+            "--url", action="append", help="download from this URL instead (repeatable: mirrors)"
+        )
+        q.add_argument(
+            "--sha256", help="expected SHA-256 of the archive (overrides the published one)"
+        )
+        q.add_argument(
+            "--strict-checksum",
+            action="store_true",
+            help="refuse a --source archive whose SHA-256 differs from the published one",
+        )
+        if name in ("enwik8", "text8"):
+            q.add_argument(
+                "--mode",
+                choices=["paper", "bytes"],
+                default="paper",
+                help="paper: the authors' vocabulary (default); "
+                "bytes: all 256 byte values, id = byte value",
+            )
+            q.add_argument(
+                "--valid-size", type=int, default=5_000_000, help="valid units (default 5,000,000)"
+            )
+            q.add_argument(
+                "--test-size", type=int, default=5_000_000, help="test units (default 5,000,000)"
+            )
+        if name == "lm1b":
+            q.add_argument(
+                "--vocab-file", help="1b_word_vocab.txt (default: beside --source, else downloaded)"
+            )
+            q.add_argument("--vocab-sha256", help="expected SHA-256 of the vocabulary file")
+        q.set_defaults(func=run_benchmark)
+    t = names.add_parser("text", help="any text files or folders", description="Prepare any text.")
+    _common(t)
+    t.add_argument("--train", nargs="+", required=True, help="training text files or folders")
+    t.add_argument(
+        "--valid", nargs="+", help="validation text (default: carved from the training text)"
+    )
+    t.add_argument("--test", nargs="+", help="test text (default: carved from the training text)")
+    t.add_argument("--tokenizer", choices=["byte", "char", "word", "bpe"], default="byte")
+    t.add_argument(
+        "--min-freq", type=int, default=0, help="drop tokens seen fewer times (char/word/bpe)"
+    )
+    t.add_argument("--max-size", type=int, help="keep at most this many counted tokens (char/word)")
+    t.add_argument(
+        "--vocab-size", type=int, default=8192, help="BPE vocabulary size (default 8192)"
+    )
+    t.add_argument("--lower-case", action="store_true", help="lower-case the text (char/word)")
+    t.add_argument("--unk-token", default="<unk>", help="the unknown token (char/word)")
+    t.add_argument("--valid-fraction", type=float, default=0.05)
+    t.add_argument("--test-fraction", type=float, default=0.05)
+    t.add_argument("--name", default="text", help="dataset name recorded in meta.json")
+    t.set_defaults(func=run_text)
