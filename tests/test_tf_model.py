@@ -164,7 +164,7 @@ def test_xla_compiled_forward_equals_eager():
     x, y = data()
     mems = fm(x[:, :4], y[:, :4]).mems
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def step(x, y, mems):
         out = fm(x, y, mems, dense_softmax=True)
         return out.token_nll, out.mems
