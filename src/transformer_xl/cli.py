@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "transformer_xl.commands.presets",
     "transformer_xl.commands.demo",
     "transformer_xl.commands.prepare",
+    "transformer_xl.commands.convert",
 ]
 
 

@@ -12,7 +12,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Rule:
-    """``target`` is built from the ``sources`` tensors by ``fn`` (default: the one source as is)."""
+    """``target`` is built from the ``sources`` tensors by ``fn`` (default: the one source)."""
 
     target: str
     sources: tuple[str, ...]
@@ -61,4 +61,30 @@ def apply_rules(
 
 
 def stack(*ts: Tensor) -> Tensor:
+    """Per-layer tensors -> one ``[n_layer, ...]`` tensor."""
     return torch.stack(ts, dim=0)
+
+
+def transpose(t: Tensor) -> Tensor:
+    """A TF kernel ``[in, out]`` -> a torch ``Linear`` weight ``[out, in]`` (and back)."""
+    return t.t()
+
+
+def concat(*ts: Tensor) -> Tensor:
+    """Per-cluster vectors joined into one (in cluster order)."""
+    return torch.cat(ts, dim=0)
+
+
+def flip(t: Tensor) -> Tensor:
+    """Rows in reverse order (the authors' PyTorch tail-cluster order <-> ours)."""
+    return t.flip(0)
+
+
+def row(i: int) -> Callable[[Tensor], Tensor]:
+    """Row ``i`` of a stacked tensor (the inverse of :func:`stack`)."""
+
+    def take(t: Tensor) -> Tensor:
+        return t[i]
+
+    take.__name__ = f"row_{i}"
+    return take

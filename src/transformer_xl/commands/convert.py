@@ -1,0 +1,121 @@
+"""``txl convert``: foreign checkpoints -> a model folder, and a model folder -> HF.
+
+txl convert --from tf SRC OUT        the authors' TensorFlow checkpoints (no TF needed)
+txl convert --from original SRC OUT  the authors' PyTorch model.pt or state dict
+txl convert --from hf SRC OUT        an HF TransfoXL folder
+txl convert --to hf SRC OUT          one of our model folders, for HF's TransfoXLLMHeadModel
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _cutoffs(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--cutoffs {text!r}: expected comma-separated integers, e.g. 20000,40000,200000"
+        ) from None
+    return values
+
+
+def remap(args) -> int:
+    from transformer_xl.convert.remap import load_target_vocab, remap_prepared
+
+    if not args.model:
+        raise ValueError("--remap-data needs --model (a converted model folder or a vocab.json)")
+    result = remap_prepared(args.src, load_target_vocab(args.model), args.out)
+    print(
+        f"txl convert --remap-data: wrote {args.out} ({result['changed']:,} token ids renumbered, "
+        f"{result['unmapped']:,} data tokens not in the model's vocabulary)"
+    )
+    return 0
+
+
+def run(args) -> int:
+    from transformer_xl.convert.api import convert_checkpoint, export_hf
+
+    if args.remap_data:
+        return remap(args)
+    if args.to:
+        result = export_hf(args.src, args.out, weights=args.weights)
+    else:
+        result = convert_checkpoint(
+            args.source,
+            args.src,
+            args.out,
+            vocab_file=args.vocab_file,
+            corpus_info=args.corpus_info,
+            dataset=args.dataset,
+            cutoffs=args.cutoffs,
+            with_vocab=not args.no_vocab,
+        )
+    cfg, counts = result.config, result.counts
+    kind = f"--to {args.to}" if args.to else f"--from {args.source}"
+    print(f"txl convert {kind}: wrote {result.out}")
+    print(
+        f"  tensors: {counts['converted']} written from {counts['source']} "
+        f"({counts['skipped']} skipped: optimizer state, duplicates of tied or shared tensors)"
+    )
+    print(
+        f"  model: {cfg.n_layer} layers, d_model {cfg.d_model}, {cfg.n_head}x{cfg.d_head} heads, "
+        f"vocab {cfg.vocab_size}, cutoffs {list(cfg.cutoffs)}, div_val {cfg.div_val}"
+    )
+    print(
+        f"  run defaults: tgt_len {cfg.tgt_len}, mem_len {cfg.mem_len}, clamp_len {cfg.clamp_len}, "
+        f"same_length {cfg.same_length} (keys: {cfg.same_length_keys})"
+    )
+    if result.vocab is not None:
+        print(f"  vocabulary: {len(result.vocab['tokens'])} tokens ({result.vocab['kind']})")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert the authors' TF/PyTorch checkpoints and HF's to a model folder, or to HF",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    way = p.add_mutually_exclusive_group(required=True)
+    way.add_argument("--from", dest="source", choices=["tf", "original", "hf"],
+                     help="the format of SRC")  # fmt: skip
+    way.add_argument("--to", choices=["hf"], help="write our model folder SRC in this format")
+    way.add_argument(
+        "--remap-data",
+        action="store_true",
+        help="re-encode the prepared dataset SRC into the ids of --model's vocabulary",
+    )
+    p.add_argument("src", metavar="SRC", help="checkpoint file, prefix or folder")
+    p.add_argument("out", metavar="OUT", help="new folder to write (must not exist or be empty)")
+    p.add_argument(
+        "--vocab-file",
+        metavar="PATH",
+        help="vocabulary: TF data/cache.pkl, PyTorch cache.pt or HF vocab.pkl (found "
+        "automatically in the released TF layout and in HF folders)",
+    )
+    p.add_argument(
+        "--corpus-info",
+        metavar="PATH",
+        help="TF corpus-info.json (found automatically in the released layout)",
+    )
+    p.add_argument(
+        "--dataset",
+        help="override the dataset the files name (enwik8, text8, wt103, lm1b, ...): "
+        "vocabulary kind and evaluation settings",
+    )
+    p.add_argument(
+        "--cutoffs",
+        type=_cutoffs,
+        metavar="A,B,C",
+        help="adaptive-softmax cutoffs, for plain state dicts with div_val 1",
+    )
+    p.add_argument("--no-vocab", action="store_true", help="convert the weights only")
+    p.add_argument("--model", metavar="DIR", help="with --remap-data: the model folder")
+    p.add_argument("--weights", choices=["safetensors", "bin"], default="safetensors",
+                   help="with --to hf: model.safetensors or pytorch_model.bin")  # fmt: skip
+    p.set_defaults(func=run)

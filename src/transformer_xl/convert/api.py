@@ -1,0 +1,271 @@
+"""Converting whole checkpoints: read a foreign model (and its vocabulary), write a model folder.
+
+``convert_checkpoint("tf" | "original" | "hf", SRC, OUT)`` writes OUT as ``config.json`` +
+``model.safetensors`` (+ ``vocab.json``); ``export_hf(SRC, OUT)`` writes one of our model folders
+as an HF ``TransfoXL`` folder. Every folder is built beside OUT and renamed into place, so OUT is
+complete or absent. When the architecture is one of the paper's presets for the dataset, the
+saved run defaults (``tgt_len``, ``mem_len``, ``clamp_len``, ``same_length``) are the paper's
+evaluation settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformer_xl.config import TransformerXLConfig
+from transformer_xl.convert.vocab_files import (
+    VOCAB_NAME,
+    VocabInfo,
+    read_vocab_pickle,
+    vocab_json,
+    write_vocab_json,
+)
+from transformer_xl.fileio import atomic_write_text
+
+SOURCES = ("tf", "original", "hf")
+ARCH_FIELDS = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val", "cutoffs")
+
+
+@dataclass
+class ConvertResult:
+    out: Path
+    config: TransformerXLConfig
+    counts: dict[str, int]
+    vocab: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def matching_preset(cfg: TransformerXLConfig, dataset: str | None) -> str | None:
+    """The paper preset of ``dataset`` with ``cfg``'s architecture, if there is one."""
+    from transformer_xl.presets import PRESETS
+
+    if not dataset:
+        return None
+    for name, fields in PRESETS.items():
+        if not name.startswith(dataset + "_") and name != dataset:
+            continue
+        preset = TransformerXLConfig(**fields)
+        if preset.vocab_size == cfg.vocab_size and all(
+            getattr(preset, f) == getattr(cfg, f) for f in ARCH_FIELDS
+        ):
+            return name
+    return None
+
+
+def with_eval_settings(cfg: TransformerXLConfig, dataset: str | None, notes: list[str]):
+    """``cfg`` with the paper's evaluation settings as run defaults, when a preset matches."""
+    from transformer_xl.presets import EVAL_SETTINGS, PRESETS
+
+    name = matching_preset(cfg, dataset)
+    if name is None:
+        if dataset:
+            notes.append(f"architecture matches no '{dataset}' preset: run defaults kept")
+        return cfg
+    notes.append(f"architecture of preset '{name}': its evaluation settings are the defaults")
+    fields = PRESETS[name]
+    return cfg.replace(
+        **EVAL_SETTINGS[name], dropout=fields.get("dropout", cfg.dropout),
+        dropatt=fields.get("dropatt", cfg.dropatt),
+    )  # fmt: skip
+
+
+def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Create folder ``out`` through ``fill(tmp)`` on a temporary sibling, then rename it into
+    place; ``out`` must not exist or be empty. On any error nothing is left behind."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out}: already exists and is not an empty folder; choose a new one")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        fill(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _first_file(candidates: Sequence[Path]) -> Path | None:
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _vocab_for(
+    info: VocabInfo | None, cfg: TransformerXLConfig, dataset: str | None, source: str
+) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    vocab = vocab_json(info, dataset)
+    if len(vocab["tokens"]) != cfg.vocab_size:
+        raise ValueError(
+            f"{source}: the vocabulary holds {len(vocab['tokens'])} tokens but the model has "
+            f"vocab_size={cfg.vocab_size}"
+        )
+    return vocab
+
+
+def convert_checkpoint(
+    source: str,
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    vocab_file: str | os.PathLike | None = None,
+    corpus_info: str | os.PathLike | None = None,
+    dataset: str | None = None,
+    cutoffs: Sequence[int] | None = None,
+    with_vocab: bool = True,
+) -> ConvertResult:
+    """Convert a ``source`` ("tf", "original", "hf") checkpoint at ``src`` into folder ``out``.
+
+    vocab_file: the vocabulary (TF ``cache.pkl``, PyTorch ``cache.pt``, HF ``vocab.pkl``);
+    found automatically in the released TF layout and in HF folders.
+    corpus_info: the TF ``corpus-info.json`` (found automatically in the released layout).
+    dataset: overrides the dataset named in the files (vocabulary kind, evaluation settings).
+    cutoffs: for plain state dicts with ``div_val == 1``, whose shapes do not record them.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}: expected one of {SOURCES}")
+    src = Path(src)
+    notes: list[str] = []
+    auto_vocab: list[Path] = []
+    cinfo = None
+    if source == "tf":
+        from transformer_xl.convert.tf import read_corpus_info
+        from transformer_xl.convert.tf_bundle import resolve_prefix
+
+        prefix = resolve_prefix(src)
+        near = [src / "data", prefix.parent.parent / "data", prefix.parent]
+        found = _first_file([d / "corpus-info.json" for d in near])
+        info_path = Path(corpus_info) if corpus_info else found
+        cinfo = read_corpus_info(info_path) if info_path else None
+        if cinfo is None:
+            notes.append("no corpus-info.json found: architecture read from the shapes alone")
+        dataset = dataset or cinfo and cinfo.get("dataset")
+        auto_vocab = [d / "cache.pkl" for d in near]
+    elif source == "hf":
+        from transformer_xl.convert.hf import HF_VOCAB_FILES
+
+        auto_vocab = [src / name for name in HF_VOCAB_FILES]
+
+    info: VocabInfo | None = None
+    if with_vocab:
+        path = Path(vocab_file) if vocab_file else _first_file(auto_vocab)
+        if path is not None:
+            # HF's converter decoded the authors' Python 2 strings as Latin-1
+            info = read_vocab_pickle(path, latin1_strings=source == "hf")
+            notes += info.notes
+            dataset = dataset or info.dataset
+        else:
+            notes.append("no vocabulary file found: no vocab.json written (see --vocab-file)")
+
+    def adjust(cfg: TransformerXLConfig) -> TransformerXLConfig:
+        return with_eval_settings(cfg, dataset, notes)
+
+    if source == "tf":
+        from transformer_xl.convert.tf import load_tf_checkpoint
+
+        model, counts = load_tf_checkpoint(prefix, cinfo, adjust)
+    elif source == "original":
+        from transformer_xl.convert.original import load_original
+
+        model, counts = load_original(src, cutoffs=cutoffs, adjust=adjust)
+    else:
+        from transformer_xl.convert.hf import load_hf_folder
+
+        model, counts = load_hf_folder(src, adjust)
+    cfg = model.config
+    vocab = _vocab_for(info, cfg, dataset, str(src))
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        if vocab is not None:
+            write_vocab_json(tmp, vocab)
+
+    return ConvertResult(write_folder(out, fill), cfg, counts, vocab, notes)
+
+
+def hf_vocab_dict(vocab: dict[str, Any]) -> dict[str, Any]:
+    """The attribute dict HF's ``TransfoXLTokenizer`` loads from ``vocab.pkl``."""
+    tokens = vocab["tokens"]
+    d: dict[str, Any] = {
+        "idx2sym": list(tokens),
+        "sym2idx": OrderedDict((t, i) for i, t in enumerate(tokens)),
+        "special": list(vocab.get("special_tokens") or []),
+        "counter": Counter(),
+        "min_freq": 0,
+        "max_size": None,
+        "lower_case": bool((vocab.get("options") or {}).get("lower_case", False)),
+        "delimiter": None,
+        "vocab_file": None,
+    }
+    if vocab.get("unk_token") in d["sym2idx"]:
+        d["unk_idx"] = d["sym2idx"][vocab["unk_token"]]
+    return d
+
+
+def export_hf(src: str | os.PathLike, out: str | os.PathLike, *, weights: str = "safetensors"):
+    """Write our model folder ``src`` as an HF ``TransfoXL`` folder ``out``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from transformer_xl.convert.hf import hf_state_from_ours
+    from transformer_xl.weights import load_pretrained
+
+    if weights not in ("safetensors", "bin"):
+        raise ValueError(f"weights={weights!r}: expected 'safetensors' or 'bin'")
+    src = Path(src)
+    model = load_pretrained(src)
+    cfg = model.config
+    vocab = None
+    if (src / VOCAB_NAME).is_file():
+        from transformer_xl.data.vocab import Vocab
+
+        vocab = Vocab.load(src / VOCAB_NAME).to_dict()
+    hf_cfg, state = hf_state_from_ours(model)
+    if vocab is not None and vocab.get("eos_token") in vocab["tokens"]:
+        hf_cfg["eos_token_id"] = vocab["tokens"].index(vocab["eos_token"])
+    notes = []
+    if cfg.same_length and cfg.same_length_keys == "tf":
+        notes.append(
+            "HF's same_length lets a query see mem_len keys (this model's default, "
+            "same_length_keys='tf', sees mem_len + 1): HF's scores differ slightly"
+        )
+    if cfg.div_val > 1 and not cfg.proj_same_dim:
+        notes.append("clusters without a projection got identity projections (HF needs one)")
+    if cfg.cutoffs and not hf_cfg["proj_share_all_but_first"] and any(cfg.tie_projs or ()):
+        notes.append("tied projections written as untied copies (HF ties only all-but-first)")
+    if cfg.sample_softmax > 0:
+        notes.append("sample_softmax dropped: HF's model cannot train with it")
+
+    def fill(tmp: Path) -> None:
+        atomic_write_text(tmp / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
+        tensors = {k: v.contiguous() for k, v in state.items()}
+        if weights == "safetensors":
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            torch.save(tensors, tmp / "pytorch_model.bin")
+        if vocab is not None:
+            hf_vocab = hf_vocab_dict(vocab)
+            with open(tmp / "vocab.pkl", "wb") as f:
+                pickle.dump(hf_vocab, f, protocol=4)
+            tok = {
+                "tokenizer_class": "TransfoXLTokenizer",
+                "unk_token": vocab.get("unk_token"),
+                "eos_token": vocab.get("eos_token"),
+                "special": hf_vocab["special"],
+            }
+            atomic_write_text(tmp / "tokenizer_config.json", json.dumps(tok, indent=2) + "\n")
+
+    counts = {"converted": len(state), "skipped": 0, "source": len(model.state_dict())}
+    return ConvertResult(write_folder(out, fill), cfg, counts, vocab, notes)
