@@ -80,7 +80,10 @@ class Optimizer:
     def updates(self, grads: dict[str, tf.Tensor], lr, apply=True) -> list[tuple]:
         """``(variable, new value)`` pairs of one step (the step counter included); where
         ``apply`` is false every variable keeps its value (a skipped step)."""
-        t = tf.cast(self.step + 1, tf.float32)
+        # bias corrections in float64, as torch computes them in Python: in float32,
+        # 1 - 0.999**1 loses five digits to cancellation
+        t = tf.cast(self.step + 1, tf.float64)
+        lr64 = tf.cast(lr, tf.float64)
         lr = tf.cast(lr, tf.float32)
         b1, b2, eps = self.beta1, self.beta2, self.eps
         out = [(self.step, self.step + 1)]
@@ -94,9 +97,12 @@ class Optimizer:
                 m = b1 * slot("exp_avg") + (1 - b1) * g
                 v = b2 * slot("exp_avg_sq") + (1 - b2) * g * g
                 new += [(slot("exp_avg"), m), (slot("exp_avg_sq"), v)]
-                bias1, bias2 = 1 - tf.pow(b1, t), 1 - tf.pow(b2, t)
+                bias1 = 1 - tf.pow(tf.constant(b1, tf.float64), t)
+                bias2 = 1 - tf.pow(tf.constant(b2, tf.float64), t)
                 if self.kind == "lamb":
-                    u = (m / bias1) / (tf.sqrt(v / bias2) + eps)
+                    u = (m / tf.cast(bias1, tf.float32)) / (
+                        tf.sqrt(v / tf.cast(bias2, tf.float32)) + eps
+                    )
                     if wd:
                         u = u + wd * p
                     w_norm, u_norm = tf.norm(p), tf.norm(u)
@@ -105,7 +111,9 @@ class Optimizer:
                     new.append((p, p - lr * trust * u))
                 else:
                     base = p * (1 - lr * wd) if self.kind == "adamw" and wd else p
-                    new.append((p, base - (lr / bias1) * m / (tf.sqrt(v) / tf.sqrt(bias2) + eps)))
+                    step_size = tf.cast(lr64 / bias1, tf.float32)
+                    denom = tf.sqrt(v) / tf.cast(tf.sqrt(bias2), tf.float32) + eps
+                    new.append((p, base - step_size * m / denom))
             else:
                 if wd:
                     g = g + wd * p

@@ -157,6 +157,9 @@ class TFTrainSettings:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def replace(self, **changes: Any) -> TFTrainSettings:
+        return dataclasses.replace(self, **changes)
+
     @property
     def eval_settings(self) -> dict[str, Any]:
         pick = lambda v, default: default if v is None else v  # noqa: E731
