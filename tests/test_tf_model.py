@@ -7,6 +7,8 @@ import transformer_xl.tf  # noqa: F401  (first: it must load before TensorFlow)
 
 # isort: on
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +241,15 @@ def test_save_writes_atomically_and_copies_the_tokenizer(tmp_path):
     again = TFTransformerXLLM.from_pretrained(tmp_path / "m")
     for k, v in fm.params.items():
         np.testing.assert_array_equal(v.numpy(), again.params[k].numpy())
+
+
+def test_the_docs_model_example_runs(tmp_path, monkeypatch):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "tensorflow.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    scope = {"__name__": "__doc_example__"}
+    exec(compile(example, "docs/tensorflow.md:example", "exec"), scope)
+    assert scope["out"].log_probs.shape == (2, 16, 1000)
+    assert sorted(p.name for p in (tmp_path / "my-model").iterdir()) == [
+        "config.json", "model.safetensors",
+    ]  # fmt: skip

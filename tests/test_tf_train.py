@@ -24,8 +24,8 @@ from transformer_xl.data import Vocab, load_prepared
 from transformer_xl.data.prepared import PreparedWriter, id_dtype
 from transformer_xl.data.streams import EvalStream, OrderedStream
 from transformer_xl.tf import TFTransformerXLLM
+from transformer_xl.tf.__main__ import main as tf_main
 from transformer_xl.tf.data import eval_segments, read_split, train_segments
-from transformer_xl.tf.evaluate import evaluate_tf
 from transformer_xl.tf.optim import LossScale, Optimizer, assign_all, scheduled_lr
 from transformer_xl.tf.train import TFTrainer, TFTrainSettings, train_tf
 
@@ -195,17 +195,25 @@ def test_training_steps_equal_pytorch(tmp_path):
 
 
 # ------------------------------------------------------------------ a whole run
-def test_run_folder_interchanges_with_pytorch_and_resumes_exactly(tmp_path):
+def test_run_folder_interchanges_with_pytorch_and_resumes_exactly(tmp_path, capsys):
+    """Run A through ``python -m transformer_xl.tf train``; its best model evaluated by
+    ``... eval`` and by PyTorch; run B resumed from A's step-2 checkpoint."""
     data = make_dataset(tmp_path / "data")
     cfg = small_config()
+    cfg.save(tmp_path / "model.json")
     common = dict(batch_size=4, tgt_len=8, mem_len=8, lr=3e-3, scheduler="constant",
                   eval_interval=0, eval_batch_size=3, log_interval=1, checkpoint_interval=2,
                   final_eval_split="", seed=5, data="ignored: PyTorch-only", device="cpu")  # fmt: skip
-    logs = []
-    summary = train_tf(cfg, {**common, "max_steps": 4}, data=data, out=tmp_path / "a",
-                       log=logs.append)  # fmt: skip
+    sets = [
+        x for k, v in {**common, "max_steps": 4}.items() for x in ("--set", f"{k}={json.dumps(v)}")
+    ]
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "a"), "--config",
+            str(tmp_path / "model.json"), *sets]  # fmt: skip
+    assert tf_main(argv) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(printed[-1])
     assert summary["step"] == 4 and summary["best_step"] == 4
-    assert any("valid at step 4" in line for line in logs)
+    assert any("valid at step 4" in line for line in printed)
     records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").open()]
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4]
     ckpts = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
@@ -216,7 +224,10 @@ def test_run_folder_interchanges_with_pytorch_and_resumes_exactly(tmp_path):
     assert sorted(p.name for p in best.iterdir()) == [
         "config.json", "model.safetensors", "valid.json", "vocab.json",
     ]  # fmt: skip
-    tf_eval = evaluate_tf(best, data, split="test", batch_size=3, tgt_len=8, mem_len=8)
+    argv = ["eval", str(best), "--data", str(data), "--batch-size", "3", "--tgt-len", "8",
+            "--mem-len", "8"]  # fmt: skip
+    assert tf_main(argv) == 0
+    tf_eval = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     tm = TransformerXLLM.from_pretrained(best).eval()
     total, count, mems = 0.0, 0, None
     with torch.no_grad():
@@ -236,7 +247,7 @@ def test_run_folder_interchanges_with_pytorch_and_resumes_exactly(tmp_path):
         shutil.rmtree(b / name)
     with pytest.raises(ValueError, match="already holds a run"):
         train_tf(cfg, {**common, "max_steps": 4}, data=data, out=b)
-    train_tf(None, {**common, "max_steps": 4}, data=data, out=b, resume=True, log=logs.append)
+    train_tf(None, {**common, "max_steps": 4}, data=data, out=b, resume=True, log=print)
     step4 = "checkpoints/step-00000004/model"
     straight = TFTransformerXLLM.from_pretrained(tmp_path / "a" / step4)
     resumed = TFTransformerXLLM.from_pretrained(b / step4)
@@ -256,6 +267,19 @@ def test_settings_are_checked():
         TFTrainSettings(precision="fp8")
     s = TFTrainSettings.from_mapping({"batch_chunk": 2, "device": "cuda", "eval_tgt_len": 5})
     assert s.eval_settings["tgt_len"] == 5 and s.eval_settings["mem_len"] == s.mem_len
+
+
+def test_command_line_errors_exit_2(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data")
+    out = str(tmp_path / "run")
+    assert tf_main(["train", "--data", str(data), "--out", out, "--preset", "tiny",
+                    "--set", "lrr=1"]) == 2  # fmt: skip
+    assert "unknown field(s) ['lrr']" in capsys.readouterr().err
+    assert tf_main(["train", "--data", str(data), "--out", out]) == 2
+    assert "--preset NAME" in capsys.readouterr().err
+    assert tf_main(["eval", str(tmp_path / "nowhere"), "--data", str(data)]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 MIRRORED = """

@@ -401,6 +401,11 @@ def train_tf(
             raise ValueError(f"strategy {strategy!r} is unknown: expected one of {STRATEGIES}")
         strategy = make_strategy(strategy, devices=devices, tpu=tpu)
     meta = read_meta(data)
+    if meta["splits"].get("train", {}).get("sentences") is not None:
+        raise ValueError(
+            f"{data}: a sentence corpus (One Billion Word): its shuffled sentence stream is "
+            "PyTorch-only for now; the TensorFlow pipeline reads ordered corpora"
+        )
     found = list_checkpoints(out)
     if resume and not found:
         raise ValueError(f"{out}: no checkpoint to resume from")
