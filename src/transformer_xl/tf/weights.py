@@ -1,0 +1,100 @@
+"""Model folders for the TensorFlow model: the project's layout (``config.json`` +
+``model.safetensors`` with the PyTorch state-dict names and layouts), so a folder written by
+either implementation loads in the other. Files are written atomically; no pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from transformer_xl.config import TransformerXLConfig
+from transformer_xl.fileio import atomic_output
+from transformer_xl.weights import CONFIG_NAME, WEIGHTS_NAME
+
+TOKENIZER_FILES = ("vocab.json", "tokenizer.json")  # contract 5: copied beside the weights
+
+
+def state_dict(model) -> dict[str, np.ndarray]:
+    """The model's parameters as float32 numpy arrays under the PyTorch names."""
+    return {name: np.ascontiguousarray(v.numpy()) for name, v in model.params.items()}
+
+
+def save_pretrained(model, directory: str | os.PathLike, *, tokenizer_dir=None) -> None:
+    """Write ``config.json`` and ``model.safetensors`` (each atomically) and, when
+    ``tokenizer_dir`` is given, copy its ``vocab.json`` / ``tokenizer.json`` beside them."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_output(directory / WEIGHTS_NAME) as tmp:
+        save_file(
+            state_dict(model),
+            str(tmp),
+            metadata={"format": "pt", "library": "transformer_xl", "writer": "tensorflow"},
+        )
+    model.config.save(directory / CONFIG_NAME)
+    if tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            src = Path(tokenizer_dir) / name
+            if src.is_file():
+                with atomic_output(directory / name) as tmp:
+                    shutil.copyfile(src, tmp)
+
+
+def load_state(model, tensors: Mapping[str, np.ndarray], source: str) -> None:
+    """Assign ``tensors`` to ``model.params`` after checking names and shapes both ways."""
+    expected = {k: tuple(v.shape) for k, v in model.params.items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: weights do not match the config: missing {missing[:8]}"
+            f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+            f"{'...' if len(unexpected) > 8 else ''}"
+        )
+    for k, v in tensors.items():
+        if tuple(v.shape) != expected[k]:
+            raise ValueError(
+                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, expected {expected[k]}"
+            )
+        if not np.issubdtype(np.asarray(v).dtype, np.floating):
+            raise ValueError(f"{source}: tensor {k!r} has dtype {v.dtype}, expected a float type")
+    for k, v in tensors.items():
+        model.params[k].assign(np.asarray(v, dtype=np.float32))
+
+
+def read_folder(directory: str | os.PathLike) -> tuple[TransformerXLConfig, dict[str, np.ndarray]]:
+    """The config and the weights (numpy) of a model folder, with clear errors."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(
+            f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})"
+        )
+    config = TransformerXLConfig.load(directory / CONFIG_NAME)
+    wpath = directory / WEIGHTS_NAME
+    if not wpath.is_file():
+        raise ValueError(f"{wpath}: weights file is missing")
+    try:
+        tensors = load_file(str(wpath))
+    except (SafetensorError, OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{wpath}: not a readable safetensors file ({e})") from None
+    except TypeError as e:  # e.g. bfloat16 tensors, which numpy cannot hold
+        raise ValueError(f"{wpath}: cannot read as numpy ({e}); save it in float32") from None
+    return config, tensors
+
+
+def load_pretrained(directory: str | os.PathLike):
+    """A :class:`TFTransformerXLLM` from a model folder (written by either implementation).
+
+    Call it inside ``strategy.scope()`` for distributed variables."""
+    from transformer_xl.tf.model import TFTransformerXLLM
+
+    config, tensors = read_folder(directory)
+    model = TFTransformerXLLM(config, initialize=False)
+    load_state(model, tensors, str(Path(directory) / WEIGHTS_NAME))
+    return model
