@@ -24,7 +24,7 @@ from transformer_xl.data.vocab import Vocab
 from transformer_xl.model.transformer import TransformerXLLM
 from transformer_xl.weights import load_pretrained
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402  (the `test` extra installs it)
 V, B, T, MEM, CLAMP = 24, 2, 4, 5, 3
 SMALL = dict(d_model=8, n_head=2, d_head=4, d_inner=12, n_layer=2)
 
