@@ -9,6 +9,7 @@ from collections import Counter, OrderedDict
 
 import pytest
 import torch
+import transformers  # noqa: E402  (the `test` extra installs it)
 
 from convert_helpers import (
     one_thread,  # noqa: F401  (autouse fixture)
@@ -24,7 +25,6 @@ from transformer_xl.data.vocab import Vocab
 from transformer_xl.model.transformer import TransformerXLLM
 from transformer_xl.weights import load_pretrained
 
-import transformers  # noqa: E402  (the `test` extra installs it)
 V, B, T, MEM, CLAMP = 24, 2, 4, 5, 3
 SMALL = dict(d_model=8, n_head=2, d_head=4, d_inner=12, n_layer=2)
 
