@@ -2,8 +2,17 @@
 adaptive input and softmax."""
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.generate import StreamingLM, generate
 from transformer_xl.memory import Mems
 from transformer_xl.model import LMOutput, TransformerXLLM
 
 __version__ = "0.1.0"
-__all__ = ["LMOutput", "Mems", "TransformerXLConfig", "TransformerXLLM", "__version__"]
+__all__ = [
+    "LMOutput",
+    "Mems",
+    "StreamingLM",
+    "TransformerXLConfig",
+    "TransformerXLLM",
+    "__version__",
+    "generate",
+]
