@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from transformer_xl.cli import main
 from transformer_xl.train.data import builtin_sections, prepare_texts
 
 SETTINGS = [
@@ -40,20 +41,11 @@ def launch(out: Path, data: Path, nproc: int, *extra: str, resume: bool = False)
     args = ["--preset", "tiny", "--data", str(data), "--out", str(out), "--max-steps", "6"]
     args += ["--resume"] if resume else []
     args += [x for s in SETTINGS + list(extra) for x in ("--set", s)]
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "transformer_xl.cli", "train", *args]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            "-m",
-            "transformer_xl.cli",
-            "train",
-            *args,
-        ]
+    if nproc == 1:  # in this process: no interpreter start-up to pay for
+        assert main(["train", *args]) == 0
+        return
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [sys.executable, *launcher, "-m", "transformer_xl.cli", "train", *args]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
