@@ -5,7 +5,8 @@
    ``--segments`` segments with memory; max abs difference reported (float32).
 2. Speed (``tiny`` preset, 4 layers, d 128): evaluation tokens/s (forward with memory, full
    softmax loss) and training tokens/s (forward, backward, Adam step) for PyTorch eager, TF
-   graph (tf.function) and TF + XLA, after warm-up.
+   graph (tf.function) and TF + XLA, after warm-up, each framework on ``--threads`` CPU threads
+   (default 1: on a shared machine more threads measure the neighbours).
 
 Usage: ``python benchmarks/tf_parity_speed.py [--json out.json] [--skip-parity]``.
 """
@@ -125,7 +126,7 @@ def environment() -> dict:
         "commit": commit, "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
         "torch": torch.__version__, "tensorflow": tf.__version__, "dtype": "float32",
-        "torch_threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(),
     }  # fmt: skip
 
 
@@ -135,7 +136,11 @@ def main() -> None:
     p.add_argument("--skip-parity", action="store_true")
     p.add_argument("--segments", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of each framework")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     result = {"environment": environment()}
     if not args.skip_parity:
         result["parity"] = parity(args.segments, batch=2, tgt_len=32, mem_len=32)

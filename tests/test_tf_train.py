@@ -156,7 +156,8 @@ def test_schedules_and_loss_scale():
 # ------------------------------------------------------------------ one step, both frameworks
 def test_training_steps_equal_pytorch(tmp_path):
     """Three steps with memory, gradient clipping and Adam: the same losses, norms and weights
-    as PyTorch's; the XLA-compiled and the bfloat16 steps too (first step)."""
+    as PyTorch's; the XLA-compiled step too, and the bfloat16 / float16 steps closely (first
+    step)."""
     cfg = small_config()
     TFTransformerXLLM(cfg, seed=3).save_pretrained(tmp_path)
     tm = TransformerXLLM.from_pretrained(tmp_path).train()
@@ -164,7 +165,12 @@ def test_training_steps_equal_pytorch(tmp_path):
     one_device = tf.distribute.get_strategy()
     trainers = {
         name: TFTrainer(TFTransformerXLLM.from_pretrained(tmp_path), s.replace(**kw), one_device)
-        for name, kw in [("fp32", {}), ("xla", {"compile": True}), ("bf16", {"precision": "bf16"})]
+        for name, kw in [
+            ("fp32", {}),
+            ("xla", {"compile": True}),
+            ("bf16", {"precision": "bf16"}),
+            ("fp16", {"precision": "fp16"}),
+        ]  # fmt: skip
     }
     topt = torch.optim.Adam(tm.parameters(), lr=1e-2)
     ids = (np.arange(400) * 7) % VOCAB
@@ -184,8 +190,10 @@ def test_training_steps_equal_pytorch(tmp_path):
             loss, norm, _ = trainers["xla"].step(seg, 1e-2)
             assert loss == pytest.approx(out.loss.item(), abs=1e-5)
             assert norm == pytest.approx(tnorm, rel=1e-4)
-            loss, _, applied = trainers["bf16"].step(seg, 1e-2)
-            assert applied and loss == pytest.approx(out.loss.item(), abs=0.05)
+            for half in ("bf16", "fp16"):  # mixed precision: close, not equal
+                loss, _, applied = trainers[half].step(seg, 1e-2)
+                assert applied and loss == pytest.approx(out.loss.item(), abs=0.05), half
+            assert float(trainers["fp16"].loss_scale.scale.numpy()) == 2.0**16  # no overflow
             for n, v in tm.state_dict().items():  # after one step
                 xla = trainers["xla"].model.params[n].numpy()
                 np.testing.assert_allclose(xla, v.numpy(), atol=2e-5, err_msg=n)

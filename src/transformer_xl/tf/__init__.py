@@ -43,13 +43,20 @@ def _load_triton_first() -> None:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up INFO lines
 _load_triton_first()
 
+from transformer_xl.tf.authors import load_authors_checkpoint  # noqa: E402
+from transformer_xl.tf.evaluate import evaluate_tf  # noqa: E402
 from transformer_xl.tf.model import TFLMOutput, TFTransformerXLLM, parameter_shapes  # noqa: E402
+from transformer_xl.tf.train import TFTrainSettings, train_tf  # noqa: E402
 from transformer_xl.tf.weights import load_pretrained, save_pretrained  # noqa: E402
 
 __all__ = [
     "TFLMOutput",
+    "TFTrainSettings",
     "TFTransformerXLLM",
+    "evaluate_tf",
+    "load_authors_checkpoint",
     "load_pretrained",
     "parameter_shapes",
     "save_pretrained",
+    "train_tf",
 ]

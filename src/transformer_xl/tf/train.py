@@ -216,7 +216,8 @@ class TFTrainer:
         nll_total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, nll_sum)
         grads = [g / scale for g in grads]
         norm = tf.linalg.global_norm(grads)
-        finite = tf.math.is_finite(norm) & tf.math.is_finite(nll_total)
+        finite_loss = tf.math.is_finite(nll_total)
+        finite = tf.math.is_finite(norm) & finite_loss
         if self.settings.clip > 0:  # torch's clip_grad_norm_: scale by max_norm / (norm + 1e-6)
             coef = tf.minimum(self.settings.clip / (norm + 1e-6), 1.0)
             grads = [g * coef for g in grads]
@@ -224,14 +225,15 @@ class TFTrainer:
         if self.loss_scale is not None:
             pairs += self.loss_scale.updates(finite)
         assign_all(pairs)
-        return nll_total / denom, norm, finite, new_mems
+        return nll_total / denom, norm, finite, finite_loss, new_mems
 
     def _distributed_step(self, x, y, mask, mems, denom, lr):
         return self.strategy.run(self._replica_step, args=(x, y, mask, mems, denom, lr))
 
     def step(self, seg: Mapping[str, tf.Tensor], lr: float) -> tuple[float, float, bool]:
         """One optimizer step on a global batch ``seg`` (a :func:`train_segments` element).
-        Returns ``(mean loss, gradient norm, applied)``; a non-finite step is not applied."""
+        Returns ``(mean loss, gradient norm, applied)``: a step with a non-finite loss or
+        gradient (e.g. a float16 overflow, after which the loss scale halves) is not applied."""
         if bool(seg["first"]):
             self.mems = ()
         denom = tf.cast(
@@ -240,14 +242,12 @@ class TFTrainer:
         parts = [
             distribute_rows(self.strategy, seg[k]) for k in ("input_ids", "labels", "loss_mask")
         ]
-        loss, norm, finite, mems = self._step(*parts, self.mems, denom, tf.constant(lr, tf.float32))
-        finite = bool(first_replica(self.strategy, finite))
-        self.mems = mems if finite else ()  # a non-finite memory would poison what follows
-        return (
-            float(first_replica(self.strategy, loss)),
-            float(first_replica(self.strategy, norm)),
-            finite,
-        )
+        lr = tf.constant(lr, tf.float32)
+        loss, norm, finite, finite_loss, mems = self._step(*parts, self.mems, denom, lr)
+        one = lambda v: first_replica(self.strategy, v)  # noqa: E731  (equal on every replica)
+        # a non-finite loss may have left non-finite values in the memory: start afresh
+        self.mems = mems if bool(one(finite_loss)) else ()
+        return float(one(loss)), float(one(norm)), bool(one(finite))
 
     # ------------------------------------------------------------------ state for checkpoints
     def state_arrays(self) -> dict[str, np.ndarray]:
