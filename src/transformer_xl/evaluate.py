@@ -164,6 +164,8 @@ def resolve_model_dir(path) -> tuple[Path, Any]:
     is_run = (path / "best").is_dir() or (path / ckpt.CHECKPOINTS).is_dir()
     if not is_run:
         return path, None
+    if (path / "tf_run.json").is_file() and (path / "best" / WEIGHTS_NAME).is_file():
+        return path / "best", None  # a TensorFlow run (txl train --backend tf): same model folders
     run = RunConfig.load(path / "config.json")
     if (path / "best" / WEIGHTS_NAME).is_file():
         return path / "best", run

@@ -6,6 +6,8 @@ import json
 
 
 def run(args) -> int:
+    if args.backend == "tf":
+        return run_tf(args)
     from transformer_xl.evaluate import evaluate_model
 
     res, info = evaluate_model(
@@ -33,6 +35,28 @@ def run(args) -> int:
     return 0
 
 
+def run_tf(args) -> int:
+    """The TensorFlow evaluator on a model folder (or a run folder's ``best/``)."""
+    from pathlib import Path
+
+    from transformer_xl.tf.evaluate import evaluate_tf
+
+    model = Path(args.model)
+    if (model / "best" / "config.json").is_file():
+        model = model / "best"
+    if not args.data:
+        raise ValueError("--backend tf needs --data DIR, a prepared dataset folder")
+    if args.device not in ("auto", "cpu"):
+        raise ValueError("--backend tf places the model itself: leave --device at auto")
+    result = evaluate_tf(
+        model, args.data, split=args.split, batch_size=args.batch_size or 10,
+        tgt_len=args.tgt_len, mem_len=args.mem_len, clamp_len=args.clamp_len,
+        same_length=args.same_length, precision=args.precision,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2 if args.json else None))
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model (run folder or model folder) on a split")
     p.add_argument("model", help="a run folder (uses RUN/best) or a saved model folder")
@@ -51,6 +75,12 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "tf"],
+        default="torch",
+        help="torch (default) or tf: the TensorFlow evaluator on the same model folder",
+    )
     p.set_defaults(func=run)
 
 

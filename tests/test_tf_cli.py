@@ -1,0 +1,80 @@
+"""`txl train --backend tf` and `txl eval --backend tf`: the same command surface, and a model
+trained by either framework scores the same in the other, token for token."""
+
+import json
+
+import transformer_xl.tf  # noqa: F401  (before tensorflow: see docs/tensorflow.md)
+from transformer_xl.cli import main
+
+SMALL = [
+    "--set", "model.n_layer=2", "--set", "model.d_model=32", "--set", "model.n_head=2",
+    "--set", "model.d_head=16", "--set", "model.d_inner=64", "--set", "batch_size=4",
+    "--set", "tgt_len=16", "--set", "mem_len=16", "--set", "eval_interval=3",
+    "--set", "eval_max_tokens=256", "--set", "sample_tokens=0", "--set", "final_eval_split=none",
+    "--set", "tensorboard=false", "--max-steps", "3",
+]  # fmt: skip
+
+
+def _eval(capsys, run, data, backend):
+    args = ["eval", str(run), "--data", str(data), "--split", "valid", "--batch-size", "3"]
+    args += ["--tgt-len", "16", "--mem-len", "32", "--same-length", "--json"]
+    assert main([*args, "--backend", backend]) == 0
+    out = json.loads(capsys.readouterr().out)
+    return out["loss"], out["tokens"]
+
+
+def test_train_and_eval_across_backends(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(2000)))
+    data = tmp_path / "data"
+    assert (
+        main(["prepare", "text", "--train", str(text), "--tokenizer", "char", "--out", str(data)])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "pt"),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    argv = ["train", "--backend", "tf", "--preset", "tiny", "--data", str(data)]
+    assert main([*argv, "--out", str(tmp_path / "tfr"), *SMALL]) == 0
+    assert (tmp_path / "tfr" / "best" / "model.safetensors").is_file()
+    capsys.readouterr()
+    for run in ("pt", "tfr"):
+        loss_pt, n_pt = _eval(capsys, tmp_path / run, data, "torch")
+        loss_tf, n_tf = _eval(capsys, tmp_path / run, data, "tf")
+        assert n_pt == n_tf > 0
+        assert abs(loss_pt - loss_tf) <= 1e-5, (run, loss_pt, loss_tf)
+    # resume through the same command surface
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                "tf",
+                "--out",
+                str(tmp_path / "tfr"),
+                "--resume",
+                "--max-steps",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "tfr" / "summary.json").read_text())["step"] == 4
+
+
+def test_backend_tf_needs_prepared_data(tmp_path, capsys):
+    rc = main(["train", "--backend", "tf", "--preset", "tiny", "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert "--backend tf needs --data DIR" in capsys.readouterr().err
