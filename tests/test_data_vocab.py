@@ -3,6 +3,8 @@
 import json
 import pickle
 import random
+import sys
+import types
 from collections import Counter, OrderedDict
 
 import pytest
@@ -159,10 +161,28 @@ class VocabLike:
         self.special = ["<eos>"]
 
 
-def test_read_pickled_symbols_object_graph_without_importing(tmp_path):
+def test_read_pickled_symbols_object_graph_without_importing(tmp_path, monkeypatch):
+    # pickled under the authors' names (data_utils.Corpus, vocabulary.Vocab) and read back
+    # without importing them; a class off the allow-list is refused by name
+    made = {}
+    for module, name in (("data_utils", "Corpus"), ("vocabulary", "Vocab")):
+        made[name] = type(name, (), {"__module__": module})
+        fake = types.ModuleType(module)
+        setattr(fake, name, made[name])
+        monkeypatch.setitem(sys.modules, module, fake)
+    corpus = made["Corpus"]()
+    corpus.vocab = made["Vocab"]()
+    corpus.vocab.idx2sym = ["<eos>", "a", "b"]
+    corpus.vocab.special = ["<eos>"]
+    blob = pickle.dumps(corpus, protocol=2)
+    monkeypatch.delitem(sys.modules, "data_utils")
+    monkeypatch.delitem(sys.modules, "vocabulary")
     p = tmp_path / "cache.pkl"
-    p.write_bytes(pickle.dumps(CorpusLike(), protocol=2))
+    p.write_bytes(blob)
     assert read_pickled_symbols(p) == ["<eos>", "a", "b"]
+    p.write_bytes(pickle.dumps(CorpusLike(), protocol=2))
+    with pytest.raises(ValueError, match="refusing to load.*CorpusLike"):
+        read_pickled_symbols(p)
 
 
 def test_read_pickled_symbols_python2_byte_strings(tmp_path):
@@ -183,7 +203,10 @@ def test_read_pickled_symbols_runs_no_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = tmp_path / "evil.pkl"
     p.write_bytes(pickle.dumps({"idx2sym": ["x"], "payload": Evil()}, protocol=2))
-    assert read_pickled_symbols(p) == ["x"]
+    with pytest.raises(
+        ValueError, match=r"refusing to load: the pickle references '(posix|nt)\.system'"
+    ):
+        read_pickled_symbols(p)
     assert not (tmp_path / "PWNED").exists()
     p.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="evil.pkl"):

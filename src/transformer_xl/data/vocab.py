@@ -19,10 +19,8 @@ symbols taken, stopping at the first with a count below ``min_freq``; a symbol a
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -343,107 +341,11 @@ class Vocab:
 
 
 # ------------------------------------------------------------------ pickled vocabularies
-class _Opaque:
-    """Stands in for every class named in a pickle: takes any arguments and state, runs nothing."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.__dict__["_args"] = args
-
-    def __setstate__(self, state) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
-            state = state[0] if isinstance(state[0], dict) else state[1]
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-    def __setitem__(self, key, value) -> None:  # dict subclasses pickled with SETITEMS
-        self.__dict__.setdefault("_items", {})[key] = value
-
-    def append(self, value) -> None:  # list subclasses pickled with APPENDS
-        self.__dict__.setdefault("_list", []).append(value)
-
-    def extend(self, values) -> None:
-        self.__dict__.setdefault("_list", []).extend(values)
-
-
-def _reconstructor(cls, base=None, state=None):
-    return cls() if isinstance(cls, type) and issubclass(cls, _Opaque) else _Opaque()
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    """An unpickler that never imports or calls anything from the file: plain containers,
-    strings and numbers load as themselves, every named class or function becomes an inert
-    ``_Opaque``. Safe on untrusted files (no code runs), at the cost of losing non-builtin
-    objects, which a vocabulary does not need."""
-
-    _ALLOWED = {
-        ("collections", "OrderedDict"): dict,
-        ("collections", "Counter"): dict,
-        ("collections", "defaultdict"): _Opaque,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-        ("__builtin__", "set"): set,
-        ("__builtin__", "frozenset"): frozenset,
-        ("copyreg", "_reconstructor"): _reconstructor,
-        ("copy_reg", "_reconstructor"): _reconstructor,
-    }
-
-    def persistent_load(self, pid):  # torch.save'd files reference tensor storages this way
-        return None
-
-    def find_class(self, module: str, name: str):
-        allowed = self._ALLOWED.get((module, name))
-        if allowed is not None:
-            return allowed
-        return type(name, (_Opaque,), {})
-
-
-def _as_text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def _find_idx2sym(obj, depth: int = 0):
-    if depth > 4:
-        return None
-    fields = obj.__dict__ if isinstance(obj, _Opaque) else obj if isinstance(obj, dict) else None
-    if fields is None:
-        return None
-    fields = {_as_text(k) if isinstance(k, bytes | str) else k: v for k, v in fields.items()}
-    if isinstance(fields.get("idx2sym"), list):
-        return fields["idx2sym"]
-    for key in ("vocab", "_items"):
-        if key in fields:
-            found = _find_idx2sym(fields[key], depth + 1)
-            if found is not None:
-                return found
-    return None
-
-
 def read_pickled_symbols(path: str | os.PathLike) -> list[str]:
     """The ``idx2sym`` list inside the authors' ``cache.pkl`` (a pickled Python 2 corpus) or
     HF's ``vocab.pkl`` / ``vocab.bin`` (a pickled tokenizer ``__dict__``, plain or in
-    ``torch.save``'s zip format), read without running any code from the file (see
-    :class:`_SafeUnpickler`)."""
-    path = Path(path)
-    data = path.read_bytes()
-    if data[:2] == b"PK":  # torch.save's zip format: the pickle is the data.pkl member
-        import zipfile
+    ``torch.save``'s zip format), read without running any code from the file: the restricted
+    unpickler of :mod:`transformer_xl.convert.safe_pickle` refuses anything off its allow-list."""
+    from transformer_xl.convert.vocab_files import read_vocab_pickle
 
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                member = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
-                if member is None:
-                    raise ValueError(f"{path}: a zip file without a data.pkl member")
-                data = z.read(member)
-        except zipfile.BadZipFile as e:
-            raise ValueError(f"{path}: corrupt zip file ({e})") from None
-    try:
-        obj = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as e:  # any malformed pickle: report it as bad input
-        raise ValueError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
-    symbols = _find_idx2sym(obj)
-    if symbols is None:
-        raise ValueError(f"{path}: no 'idx2sym' symbol list found in the pickle")
-    try:
-        return [_as_text(s) for s in symbols]
-    except (UnicodeDecodeError, AttributeError) as e:
-        raise ValueError(f"{path}: the symbol list holds non-text entries ({e})") from None
+    return read_vocab_pickle(path).tokens
