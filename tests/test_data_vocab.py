@@ -140,6 +140,14 @@ def test_read_pickled_symbols_hf_style(tmp_path):
     assert read_pickled_symbols(p) == ["<eos>", "the", "<unk>"]
 
 
+def test_read_pickled_symbols_torch_save_zip(tmp_path):
+    import torch
+
+    p = tmp_path / "vocab.bin"
+    torch.save({"idx2sym": ["<eos>", "x"], "weights": torch.zeros(3)}, p)
+    assert read_pickled_symbols(p) == ["<eos>", "x"]
+
+
 class CorpusLike:  # stands for the authors' Corpus class, which the loader must never import
     def __init__(self):
         self.vocab = VocabLike()

@@ -38,12 +38,12 @@ import numpy as np
 from transformer_xl.data.download import Remote
 from transformer_xl.data.encode import (
     N_CODEPOINTS,
+    FirstSeenWords,
     ValueCounts,
     WordEncoder,
     bounds_to_ranges,
     byte_values,
     codepoints,
-    count_words,
     lookup_table,
     range_pieces,
     tail_bounds,
@@ -57,7 +57,7 @@ from transformer_xl.data.prepared import (
     load_prepared,
 )
 from transformer_xl.data.sources import Archive, archive_errors, line_chunks, text_chunks
-from transformer_xl.data.vocab import Vocab
+from transformer_xl.data.vocab import Vocab, build_symbols
 
 TAIL = 5_000_000  # enwik8 / text8: characters in valid and in test
 LM1B_DIR = "1-billion-word-language-modeling-benchmark-r13output"
@@ -241,34 +241,30 @@ def prepare_words(
     with Archive(archive) as ar:
         for m in members.values():
             ar.size(m)  # a missing member fails before any work
-        counter: Counter = Counter()
-        for s in count_splits:
-            _log(f"counting {members[s]}", quiet)
-            count_words(_word_chunks(ar, members[s]), counter, lower_case)
-        symbols = Vocab.from_counts(
-            counter.items(), "word", specials=["<eos>"], eos_token="<eos>"
-        ).tokens
-        unk_id = symbols.index("<unk>") if "<unk>" in symbols else len(symbols)
-        encoder = WordEncoder({t: i for i, t in enumerate(symbols)}, eos_id=0, unk_id=unk_id,
-                              lower_case=lower_case, what=str(archive))  # fmt: skip
-        dtype = id_dtype(len(symbols) + 1)
         with PreparedWriter(out, overwrite=overwrite) as w:
-            splits = {}
+            words = FirstSeenWords(w.tmp, lower_case)
             for s, member in members.items():
-                _log(f"encoding {member}", quiet)
-                before = encoder.unknown
+                _log(f"reading {member}", quiet)
+                words.add(s, _word_chunks(ar, member), counted=s in count_splits)
+            symbols = build_symbols(words.items(), ["<eos>"])
+            index = {t: i for i, t in enumerate(symbols)}
+            unk_id = index.get("<unk>", len(symbols))
+            dtype = id_dtype(len(symbols) + 1)
+            splits, examples = {}, Counter()
+            for s in members:
+                chunks, unknown = words.remap(s, index, eos_id=0, unk_id=unk_id)
                 sw = w.split(s, dtype)
-                for chunk in _word_chunks(ar, member):
-                    sw.write(encoder.encode(chunk))
-                splits[s] = {**sw.close(), "unknown_tokens": encoder.unknown - before}
+                for ids in chunks:
+                    sw.write(ids)
+                splits[s] = {**sw.close(), "unknown_tokens": sum(unknown.values())}
+                examples.update(unknown)
             tokens = [rename.get(t, t) for t in symbols]
-            if unk_id == len(symbols) and encoder.unknown:
+            if unk_id == len(symbols) and examples:
                 tokens.append("<unk>")
             has_unk = unk_id < len(tokens)
-            specials = ["<eos>"] + (["<unk>"] if has_unk else [])
             vocab = Vocab(tokens, kind, eos_token="<eos>", unk_token="<unk>" if has_unk else None,
-                          special_tokens=specials, options={"lower_case": lower_case})  # fmt: skip
-            examples = encoder.unknown_examples
+                          special_tokens=["<eos>"] + (["<unk>"] if has_unk else []),
+                          options={"lower_case": lower_case})  # fmt: skip
             meta = {
                 "dataset": dataset, "unit": kind, "dtype": dtype, "source": source_info,
                 "preprocessing": {"members": members, "vocab_counted_on": list(count_splits),

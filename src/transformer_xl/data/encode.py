@@ -8,9 +8,11 @@ way the authors' ``Counter.most_common`` does (see :mod:`transformer_xl.data.voc
 from __future__ import annotations
 
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
+from itertools import count, repeat
+from pathlib import Path
 
 import numpy as np
 
@@ -110,8 +112,8 @@ def whitespace_codepoints() -> np.ndarray:
 
 
 def lookup_table(n_values: int, mapping: dict[int, int]) -> np.ndarray:
-    """Dense value -> id table (-1 where absent)."""
-    table = np.full(n_values, -1, dtype=np.int64)
+    """Dense value -> id table (-1 where absent); int32 keeps each chunk's ids small."""
+    table = np.full(n_values, -1, dtype=np.int32)
     for v, i in mapping.items():
         table[v] = i
     return table
@@ -139,8 +141,9 @@ class WordEncoder:
         if self.lower_case:
             chunk = chunk.lower()
         tokens = chunk.replace("\n", f" {LINE_END} ").split()
-        get = self.index.get
-        ids = np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
+        ids = np.fromiter(
+            map(self.index.get, tokens, repeat(-1)), dtype=np.int64, count=len(tokens)
+        )
         ends = ids == -2
         if self.eos_id is None:
             keep = ~ends
@@ -162,6 +165,82 @@ class WordEncoder:
             ids[missing] = self.unk_id
             self.unknown += n_missing
         return ids
+
+
+class FirstSeenWords:
+    """Counts and encodes words in one pass: each word gets a provisional id in order of first
+    occurrence (the order a ``Counter`` keeps), ids go to a temporary file, counts come from
+    ``bincount``. Once the vocabulary is known, :meth:`remap` turns the provisional ids into
+    final ones with a lookup table. Line ends are a marker word that is never counted."""
+
+    def __init__(self, tmp: Path, lower_case: bool = False) -> None:
+        self.ids: defaultdict[str, int] = defaultdict(count().__next__)
+        self.marker = self.ids[LINE_END]
+        self.tmp, self.lower_case = tmp, lower_case
+        self.counts: dict[str, np.ndarray] = {}
+        self.files: dict[str, Path] = {}
+
+    def add(self, name: str, chunks: Iterable[str], counted: bool) -> None:
+        """Encode split ``name`` provisionally; its words count towards the vocabulary when
+        ``counted``."""
+        path = self.tmp / f"{name}.provisional"
+        total = np.zeros(0, dtype=np.int64)
+        with open(path, "wb") as f:
+            for chunk in chunks:
+                if self.lower_case:
+                    chunk = chunk.lower()
+                tokens = chunk.replace("\n", f" {LINE_END} ").split()
+                ids = np.fromiter(
+                    map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens)
+                )
+                f.write(ids.astype(np.uint32).tobytes())
+                if counted:
+                    c = np.bincount(ids, minlength=len(self.ids))
+                    c[: len(total)] += total
+                    total = c
+        self.files[name] = path
+        if counted:
+            self.counts[name] = total
+
+    def items(self) -> list[tuple[str, int]]:
+        """``(word, count)`` over the counted splits, in first-occurrence order."""
+        total = np.zeros(len(self.ids), dtype=np.int64)
+        for c in self.counts.values():
+            total[: len(c)] += c
+        return [
+            (w, int(total[i])) for w, i in self.ids.items() if total[i] > 0 and i != self.marker
+        ]
+
+    def remap(self, name: str, index: dict[str, int], *, eos_id: int, unk_id: int | None,
+              chunk: int = 1 << 22) -> tuple[Iterator[np.ndarray], Counter]:  # fmt: skip
+        """Final ids of split ``name`` (in chunks) and, once exhausted, the unknown words met
+        (filled in the returned Counter). Unknown words take ``unk_id`` (None: an error)."""
+        table = np.full(len(self.ids), -1, dtype=np.int64)
+        for w, i in self.ids.items():
+            table[i] = index.get(w, -1)
+        table[self.marker] = eos_id
+        words = list(self.ids)
+        unknown: Counter = Counter()
+
+        def chunks() -> Iterator[np.ndarray]:
+            # plain reads, not a memmap: mapped pages would count towards the resident size
+            with open(self.files[name], "rb") as f:
+                while block := f.read(4 * chunk):
+                    prov = np.frombuffer(block, dtype=np.uint32).astype(np.int64)
+                    ids = table[prov]
+                    missing = ids < 0
+                    if missing.any():
+                        if unk_id is None:
+                            word = words[int(prov[missing][0])]
+                            raise ValueError(f"word {word!r} is not in the vocabulary")
+                        values, counts = np.unique(prov[missing], return_counts=True)
+                        pairs = zip(values.tolist(), counts.tolist(), strict=True)
+                        unknown.update({words[v]: c for v, c in pairs})
+                        ids[missing] = unk_id
+                    yield ids
+            self.files[name].unlink()
+
+        return chunks(), unknown
 
 
 def count_words(chunks: Iterable[str], counter: Counter, lower_case: bool = False) -> None:

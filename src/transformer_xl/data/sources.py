@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-CHUNK = 1 << 23  # 8 MiB of input per chunk
+CHUNK = 1 << 22  # 4 MiB of input per chunk
 
 
 @contextlib.contextmanager

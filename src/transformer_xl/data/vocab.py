@@ -387,6 +387,9 @@ class _SafeUnpickler(pickle.Unpickler):
         ("copy_reg", "_reconstructor"): _reconstructor,
     }
 
+    def persistent_load(self, pid):  # torch.save'd files reference tensor storages this way
+        return None
+
     def find_class(self, module: str, name: str):
         allowed = self._ALLOWED.get((module, name))
         if allowed is not None:
@@ -417,14 +420,22 @@ def _find_idx2sym(obj, depth: int = 0):
 
 def read_pickled_symbols(path: str | os.PathLike) -> list[str]:
     """The ``idx2sym`` list inside the authors' ``cache.pkl`` (a pickled Python 2 corpus) or
-    HF's ``vocab.pkl`` / ``vocab.bin`` (a pickled tokenizer ``__dict__``), read without running
-    any code from the file (see :class:`_SafeUnpickler`)."""
+    HF's ``vocab.pkl`` / ``vocab.bin`` (a pickled tokenizer ``__dict__``, plain or in
+    ``torch.save``'s zip format), read without running any code from the file (see
+    :class:`_SafeUnpickler`)."""
     path = Path(path)
     data = path.read_bytes()
-    if data[:2] == b"PK":
-        raise ValueError(
-            f"{path}: a zip file (torch.save format); extract its data.pkl and pass that instead"
-        )
+    if data[:2] == b"PK":  # torch.save's zip format: the pickle is the data.pkl member
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                member = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if member is None:
+                    raise ValueError(f"{path}: a zip file without a data.pkl member")
+                data = z.read(member)
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{path}: corrupt zip file ({e})") from None
     try:
         obj = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # any malformed pickle: report it as bad input
