@@ -88,7 +88,7 @@ def run(args) -> int:
     out = sys.stdout
     for k in range(args.num_samples):
         if args.num_samples > 1:
-            out.write(f"{'' if k == 0 else chr(10)}--- sample {k + 1} ---\n")
+            out.write(("\n" if k else "") + f"--- sample {k + 1} ---\n")
         text = TextStreamer(tokenizer.decode, prompt) if show_text else None
         tokens = sample_tokens(stream.clone(), first, args.max_new_tokens, sampler, eos_id=eos_id)
         for n, token in enumerate(tokens):
