@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -27,9 +28,9 @@ def save_pretrained(model, directory: str | os.PathLike) -> None:
     model.config.save(directory / CONFIG_NAME)
 
 
-def load_state(model, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``tensors`` into ``model`` after checking names and shapes both ways."""
-    expected = model.state_dict()
+def check_state(expected: Mapping[str, tuple[int, ...]], tensors: Mapping, source: str) -> None:
+    """Raise ``ValueError`` unless ``tensors`` has exactly the names of ``expected`` (name ->
+    shape), each with its shape. Shared by the PyTorch and TensorFlow loaders."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -39,17 +40,20 @@ def load_state(model, tensors: dict[str, torch.Tensor], source: str) -> None:
             f"{'...' if len(unexpected) > 8 else ''}"
         )
     for k, v in tensors.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
+        if tuple(v.shape) != tuple(expected[k]):
             raise ValueError(
-                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, "
-                f"expected {tuple(expected[k].shape)}"
+                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, expected {tuple(expected[k])}"
             )
+
+
+def load_state(model, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``tensors`` into ``model`` after checking names and shapes both ways."""
+    check_state({k: tuple(v.shape) for k, v in model.state_dict().items()}, tensors, source)
     model.load_state_dict(tensors, strict=True)
 
 
-def load_pretrained(directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa"):
-    from transformer_xl.model.transformer import TransformerXLLM
-
+def open_model_folder(directory: str | os.PathLike) -> tuple[TransformerXLConfig, Path]:
+    """The config and the weights path of a model folder, with clear errors."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(
@@ -59,6 +63,13 @@ def load_pretrained(directory: str | os.PathLike, *, map_location="cpu", attn_im
     wpath = directory / WEIGHTS_NAME
     if not wpath.is_file():
         raise ValueError(f"{wpath}: weights file is missing")
+    return config, wpath
+
+
+def load_pretrained(directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa"):
+    from transformer_xl.model.transformer import TransformerXLLM
+
+    config, wpath = open_model_folder(directory)
     try:
         tensors = load_file(str(wpath), device=str(map_location))
     except (SafetensorError, OSError, json.JSONDecodeError) as e:

@@ -16,7 +16,7 @@ from safetensors.numpy import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.fileio import atomic_output
-from transformer_xl.weights import CONFIG_NAME, WEIGHTS_NAME
+from transformer_xl.weights import CONFIG_NAME, WEIGHTS_NAME, check_state, open_model_folder
 
 TOKENIZER_FILES = ("vocab.json", "tokenizer.json")  # contract 5: copied beside the weights
 
@@ -48,20 +48,8 @@ def save_pretrained(model, directory: str | os.PathLike, *, tokenizer_dir=None) 
 
 def load_state(model, tensors: Mapping[str, np.ndarray], source: str) -> None:
     """Assign ``tensors`` to ``model.params`` after checking names and shapes both ways."""
-    expected = {k: tuple(v.shape) for k, v in model.params.items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{source}: weights do not match the config: missing {missing[:8]}"
-            f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-            f"{'...' if len(unexpected) > 8 else ''}"
-        )
+    check_state({k: tuple(v.shape) for k, v in model.params.items()}, tensors, source)
     for k, v in tensors.items():
-        if tuple(v.shape) != expected[k]:
-            raise ValueError(
-                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, expected {expected[k]}"
-            )
         if not np.issubdtype(np.asarray(v).dtype, np.floating):
             raise ValueError(f"{source}: tensor {k!r} has dtype {v.dtype}, expected a float type")
     for k, v in tensors.items():
@@ -70,15 +58,7 @@ def load_state(model, tensors: Mapping[str, np.ndarray], source: str) -> None:
 
 def read_folder(directory: str | os.PathLike) -> tuple[TransformerXLConfig, dict[str, np.ndarray]]:
     """The config and the weights (numpy) of a model folder, with clear errors."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ValueError(
-            f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})"
-        )
-    config = TransformerXLConfig.load(directory / CONFIG_NAME)
-    wpath = directory / WEIGHTS_NAME
-    if not wpath.is_file():
-        raise ValueError(f"{wpath}: weights file is missing")
+    config, wpath = open_model_folder(directory)
     try:
         tensors = load_file(str(wpath))
     except (SafetensorError, OSError, json.JSONDecodeError) as e:
