@@ -56,6 +56,17 @@ def reference_attention(t, mask):
     return out, leaves
 
 
+def run_path(path: str, x: dict, mask):
+    """One attention call by path name: ``relative:IMPL`` computes the position term inside
+    the kernel; any other name gets the materialised, shifted position scores."""
+    scale = x["q"].shape[-1] ** -0.5
+    if path.startswith("relative:"):
+        impl = path.split(":")[1]
+        return relative_attention(impl, x["q"], x["pq"], x["k"], x["v"], x["r"], mask, scale=scale)
+    pos = rel_shift(torch.einsum("bhid,hjd->bhij", x["pq"], x["r"].flip(1)))
+    return attend(x["q"], x["k"], x["v"], pos, mask, dropout_p=0.0, impl=path)
+
+
 def check_kernels(device: str, dtype: str, shapes: list[tuple], train: bool) -> list[dict]:
     """Every attention path at each shape: output and input gradients against float64 CPU."""
     rows = []
@@ -79,21 +90,7 @@ def check_kernels(device: str, dtype: str, shapes: list[tuple], train: bool) -> 
                 x = {n: v.to(device, getattr(torch, dtype)).requires_grad_() for n, v in t.items()}
                 dmask = mask.to(device)
                 with torch.set_grad_enabled(grad):
-                    if path.startswith("relative:"):
-                        scale = D**-0.5
-                        out = relative_attention(
-                            path.split(":")[1],
-                            x["q"],
-                            x["pq"],
-                            x["k"],
-                            x["v"],
-                            x["r"],
-                            dmask,
-                            scale=scale,
-                        )
-                    else:
-                        pos = rel_shift(torch.einsum("bhid,hjd->bhij", x["pq"], x["r"].flip(1)))
-                        out = attend(x["q"], x["k"], x["v"], pos, dmask, dropout_p=0.0, impl=path)
+                    out = run_path(path, x, dmask)
                 row["out_err"] = rel_err(out, want)
                 if grad:
                     got_grads = torch.autograd.grad(out, list(x.values()), g.to(device, out.dtype))
@@ -174,20 +171,7 @@ def long_memory_eval(device: str, dtype: str, quick: bool) -> list[dict]:
                         torch.cuda.reset_peak_memory_stats()
                         base = torch.cuda.memory_allocated()
                     t0 = time.perf_counter()
-                    if path.startswith("relative:"):
-                        out = relative_attention(
-                            path.split(":")[1],
-                            x["q"],
-                            x["pq"],
-                            x["k"],
-                            x["v"],
-                            x["r"],
-                            mask,
-                            scale=D**-0.5,
-                        )
-                    else:
-                        pos = rel_shift(torch.einsum("bhid,hjd->bhij", x["pq"], x["r"].flip(1)))
-                        out = attend(x["q"], x["k"], x["v"], pos, mask, dropout_p=0.0, impl=path)
+                    out = run_path(path, x, mask)
                     if device.startswith("cuda"):
                         torch.cuda.synchronize()
                     row[f"ms_{rep}"] = 1e3 * (time.perf_counter() - t0)
