@@ -25,7 +25,9 @@ def _eval(capsys, run, data, backend):
 
 def test_train_and_eval_across_backends(tmp_path, capsys):
     text = tmp_path / "t.txt"
-    text.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(2000)))
+    text.write_text(
+        "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(2000))
+    )
     data = tmp_path / "data"
     assert (
         main(["prepare", "text", "--train", str(text), "--tokenizer", "char", "--out", str(data)])

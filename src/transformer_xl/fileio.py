@@ -9,6 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the permissions a
+    plain ``open``/``mkdir`` would have given it under the current umask."""
+    base = 0o777 if directory else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -23,6 +37,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        honour_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -40,6 +55,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.exists(tmp):
+            honour_umask(tmp, directory=os.path.isdir(tmp))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
