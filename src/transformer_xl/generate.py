@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from transformer_xl.model.incremental import StreamingLM
+from transformer_xl.segment import SegmentSettings, resolve
 
 __all__ = [
     "Sampler",
@@ -145,17 +146,19 @@ def _prompt_rows(prompt, device: torch.device) -> list[Tensor]:
     return rows
 
 
-def start_streams(model, prompt, chunk_len: int, **run) -> tuple[StreamingLM, Tensor]:
+def start_streams(
+    model, prompt, chunk_len: int, settings: SegmentSettings | None = None
+) -> tuple[StreamingLM, Tensor]:
     """Read the prompts (``[T]``, ``[B, T]`` or a list of id lists of any lengths); return the
     stream and the next-token log-probabilities ``[B, V]``. Prompts of equal length are read
     as one batch, others one by one and then joined."""
-    rows = _prompt_rows(prompt, model.layers[0].attn.qkv.weight.device)
+    rows = _prompt_rows(prompt, next(model.parameters()).device)
     if len({r.shape[1] for r in rows}) == 1:
-        stream = StreamingLM(model, len(rows), **run)
+        stream = StreamingLM(model, len(rows), settings)
         return stream, read_prompt(stream, torch.cat(rows), chunk_len)
     streams, log_probs = [], []
     for r in rows:
-        streams.append(StreamingLM(model, 1, **run))
+        streams.append(StreamingLM(model, 1, settings))
         log_probs.append(read_prompt(streams[-1], r, chunk_len))
     return StreamingLM.concat(streams), torch.cat(log_probs)
 
@@ -171,29 +174,34 @@ def generate_iter(
     seed: int | None = None,
     num_samples: int = 1,
     eos_id: int | None = None,
+    settings: SegmentSettings | None = None,
+    prompt_chunk_len: int | None = None,
     mem_len: int | None = None,
     clamp_len: int | None = None,
     same_length: bool | None = None,
+    window_keys: str | None = None,
     same_length_keys: str | None = None,
-    prompt_chunk_len: int | None = None,
 ) -> Iterator[Tensor]:
     """Yield generated tokens step by step, each ``[B]`` with ``B = prompts * num_samples``
     (rows ``p * num_samples .. (p+1) * num_samples - 1`` continue prompt ``p``).
 
     prompt: token ids, ``[T]``, ``[B, T]`` or a list of id lists (lengths may differ). Each
     prompt is read once, in chunks of ``prompt_chunk_len`` (default ``config.tgt_len``), then
-    shared by its samples. Run settings default to the config's.
+    shared by its samples. ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`,
+    default ``config.segment``; the loose ``mem_len=...`` keywords change single fields) gives
+    the memory, clamp and same-length window; ``prompt_chunk_len`` defaults to its ``tgt_len``.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 0")
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
     sampler = Sampler(temperature, top_k, top_p, seed)  # validate before any work
-    chunk = model.config.tgt_len if prompt_chunk_len is None else prompt_chunk_len
-    stream, log_probs = start_streams(
-        model, prompt, chunk, mem_len=mem_len, clamp_len=clamp_len,
-        same_length=same_length, same_length_keys=same_length_keys,
+    settings = resolve(
+        model.config.segment, settings, mem_len=mem_len, clamp_len=clamp_len,
+        same_length=same_length, window_keys=window_keys, same_length_keys=same_length_keys,
     )  # fmt: skip
+    chunk = settings.tgt_len if prompt_chunk_len is None else prompt_chunk_len
+    stream, log_probs = start_streams(model, prompt, chunk, settings)
     if num_samples > 1:
         rows = torch.arange(stream.batch_size, device=log_probs.device)
         rows = rows.repeat_interleave(num_samples)

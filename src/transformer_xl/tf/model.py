@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.segment import SegmentSettings, resolve
 from transformer_xl.tf.adaptive import (
     adaptive_log_probs,
     adaptive_nll,
@@ -149,11 +150,13 @@ class TFTransformerXLLM(tf.Module):
         input_ids,
         labels=None,
         mems: Mems | None = None,
+        settings: SegmentSettings | None = None,
         *,
         mem_len: int | None = None,
         ext_len: int | None = None,
         clamp_len: int | None = None,
         same_length: bool | None = None,
+        window_keys: str | None = None,
         same_length_keys: str | None = None,
         return_log_probs: bool = False,
         training: bool = False,
@@ -163,18 +166,19 @@ class TFTransformerXLLM(tf.Module):
         """Score one segment.
 
         input_ids, labels: ``[B, T]`` ids (labels are the next tokens, already shifted); mems:
-        the memory the previous call returned (None or ``()`` to start empty). The run settings
-        default to the config's, for this call only. ``compute_dtype`` (float32, bfloat16 or
+        the memory the previous call returned (None or ``()`` to start empty). ``settings``
+        (a :class:`~transformer_xl.segment.SegmentSettings`) defaults to ``config.segment``; the
+        loose keywords change single fields of it, for this call only. ``compute_dtype`` (float32, bfloat16 or
         float16) is the precision of the arithmetic: variables stay float32 and are cast on
         use, layer norms and softmaxes accumulate in float32 (mixed precision).
         ``dense_softmax`` picks the XLA-friendly adaptive softmax (see ``adaptive_nll``).
         """
         cfg = self.config
-        mem_len = cfg.mem_len if mem_len is None else mem_len
-        ext_len = cfg.ext_len if ext_len is None else ext_len
-        clamp_len = cfg.clamp_len if clamp_len is None else clamp_len
-        same_length = cfg.same_length if same_length is None else same_length
-        keys_mode = cfg.same_length_keys if same_length_keys is None else same_length_keys
+        s = resolve(
+            cfg.segment, settings, mem_len=mem_len, ext_len=ext_len, clamp_len=clamp_len,
+            same_length=same_length, window_keys=window_keys, same_length_keys=same_length_keys,
+        )  # fmt: skip
+        mem_len, ext_len, clamp_len = s.mem_len, s.ext_len, s.clamp_len
         input_ids = tf.cast(tf.convert_to_tensor(input_ids), tf.int32)
         if input_ids.shape.rank != 2 or input_ids.shape[1] is None:
             raise ValueError(
@@ -187,9 +191,7 @@ class TFTransformerXLLM(tf.Module):
         def get(name: str) -> tf.Tensor:
             return tf.cast(self.params[name], compute_dtype)
 
-        mask = attention_mask(
-            qlen, mlen, same_length=same_length, mem_len=mem_len, same_length_keys=keys_mode
-        )  # [T, K]
+        mask = attention_mask(qlen, mlen, window=s.window)  # [T, K]
         h = _dropout(embed(input_ids, cfg, get), cfg.dropout, training)  # [B, T, D]
         dist = relative_distances(klen, clamp_len)  # [K+1]: K, ..., 0
         if cfg.attn_type == 0:
