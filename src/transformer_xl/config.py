@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.fileio import atomic_write_text
+from transformer_xl.presets import preset
 from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
 from transformer_xl.segment import SegmentSettings, window_keys_from_legacy
 
@@ -331,10 +332,9 @@ class TransformerXLConfig:
     # ------------------------------------------------------------------ presets
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TransformerXLConfig:
-        """One of the paper's models (see :data:`transformer_xl.presets.PRESETS`)."""
-        from transformer_xl.presets import preset_config
-
-        return preset_config(name, **overrides)
+        """One of the paper's models (a row of :data:`transformer_xl.presets.TABLE`) with
+        ``overrides`` applied (any config field)."""
+        return cls(**{**preset(name).model, **overrides})
 
 
 # Code written for earlier versions builds configs with ``same_length_keys="tf"|"torch"``: the
@@ -348,3 +348,8 @@ def _init_with_legacy_names(self, *args: Any, **kwargs: Any) -> None:
 
 
 TransformerXLConfig.__init__ = _init_with_legacy_names
+
+
+def preset_config(name: str, **overrides: Any) -> TransformerXLConfig:
+    """The preset ``name`` with ``overrides`` applied (any config field)."""
+    return TransformerXLConfig.from_preset(name, **overrides)
