@@ -26,7 +26,9 @@ from transformer_xl.model.attention import (
     relative_distances,
     sinusoid,
 )
+from transformer_xl.model.generate import generate
 from transformer_xl.model.init import init_weights
+from transformer_xl.model_folder import load_state, read_model_folder, write_model_folder
 from transformer_xl.segment import SegmentSettings, resolve
 
 
@@ -261,19 +263,20 @@ class TransformerXLLM(nn.Module):
         return lp.view(*hidden.shape[:-1], -1)
 
     def generate(self, prompt, max_new_tokens: int = 100, **kwargs) -> Tensor:
-        """Sample continuations with memory: :func:`transformer_xl.generate.generate`."""
-        from transformer_xl.generate import generate
-
+        """Sample continuations with memory: :func:`transformer_xl.model.generate.generate`."""
         return generate(self, prompt, max_new_tokens, **kwargs)
 
     # ------------------------------------------------------------------ weights
     def save_pretrained(self, directory) -> None:
-        from transformer_xl.weights import save_pretrained
-
-        save_pretrained(self, directory)
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
+        write_model_folder(directory, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "sdpa"):
-        from transformer_xl.weights import load_pretrained
-
-        return load_pretrained(directory, map_location=map_location, attn_impl=attn_impl)
+        """A model folder (``config.json`` + ``model.safetensors``) -> the model."""
+        config, tensors, source = read_model_folder(directory, map_location)
+        with torch.device("meta"):
+            model = cls(config, attn_impl=attn_impl)
+        model = model.to_empty(device=map_location)
+        load_state(model, tensors, source)
+        return model
