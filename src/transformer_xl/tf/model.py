@@ -194,6 +194,7 @@ class TFTransformerXLLM(tf.Module):
         mask = attention_mask(qlen, mlen, window=s.window)  # [T, K]
         h = _dropout(embed(input_ids, cfg, get), cfg.dropout, training)  # [B, T, D]
         dist = relative_distances(klen, clamp_len)  # [K+1]: K, ..., 0
+        r = abs_pos = rows = None
         if cfg.attn_type == 0:
             r = _dropout(tf.cast(sinusoid(dist, cfg.d_model), compute_dtype), cfg.dropout, training)
         elif cfg.attn_type == 2:
@@ -205,29 +206,10 @@ class TFTransformerXLLM(tf.Module):
         for i in range(cfg.n_layer):
             hiddens.append(h)
             mem = tf.cast(mems[i], compute_dtype) if mlen else None
-            pos = {}
-            if cfg.attn_type == 0:
-                pos_keys = linear(r, get(f"layers.{i}.attn.r_net.weight"))  # [K+1, H*Dh]
-                pos = dict(
-                    content_bias=self._layer_bias(get, "r_w_bias", i),
-                    pos_keys=tf.reshape(pos_keys, [klen + 1, cfg.n_head, cfg.d_head]),
-                    pos_query_bias=self._layer_bias(get, "r_r_bias", i),
-                )
-            elif cfg.attn_type == 1:
-                pos = dict(
-                    content_bias=self._layer_bias(get, "r_w_bias", i),
-                    pos_keys=tf.gather(get("r_emb")[i], rows),  # [K+1, H, Dh]
-                    pos_bias=tf.gather(get("r_bias")[i], rows),  # [K+1, H]
-                )
-            else:  # absolute positions added to this layer's inputs (2: first layer only)
-                add = None
-                if cfg.attn_type == 2 and i == 0:
-                    add = abs_pos
-                elif cfg.attn_type == 3:
-                    add = tf.reshape(tf.gather(get("r_emb")[i], rows[1:]), [klen, cfg.d_model])
-                if add is not None:
-                    h = h + add[mlen:]
-                    mem = None if mem is None else mem + add[:mlen]
+            pos, add = self._position_terms(i, get, klen, r=r, abs_pos=abs_pos, rows=rows)
+            if add is not None:  # absolute positions added to this layer's inputs
+                h = h + add[mlen:]
+                mem = None if mem is None else mem + add[:mlen]
             h = self._attention(i, h, mem, mask, get, training=training, **pos)
             h = self._feed_forward(i, h, get, training=training)
         h = _dropout(h, cfg.dropout, training)  # [B, T, D]
@@ -253,6 +235,30 @@ class TFTransformerXLLM(tf.Module):
         if return_log_probs:
             log_probs = self._log_probs(h, get)
         return TFLMOutput(loss, token_nll, new_mems, log_probs, h)
+
+    def _position_terms(self, i, get, klen, *, r, abs_pos, rows):
+        """Layer ``i``'s position terms (the mirror of ``TransformerXLLM.position_terms``): the
+        keyword arguments of :meth:`_attention` and the absolute encodings ``[K, D]`` to add to
+        the layer's input (attn_type 2: first layer only, 3), or None."""
+        cfg = self.config
+        if cfg.attn_type == 0:
+            pos_keys = linear(r, get(f"layers.{i}.attn.r_net.weight"))  # [K+1, H*Dh]
+            pos = dict(
+                content_bias=self._layer_bias(get, "r_w_bias", i),
+                pos_keys=tf.reshape(pos_keys, [klen + 1, cfg.n_head, cfg.d_head]),
+                pos_query_bias=self._layer_bias(get, "r_r_bias", i),
+            )
+            return pos, None
+        if cfg.attn_type == 1:
+            pos = dict(
+                content_bias=self._layer_bias(get, "r_w_bias", i),
+                pos_keys=tf.gather(get("r_emb")[i], rows),  # [K+1, H, Dh]
+                pos_bias=tf.gather(get("r_bias")[i], rows),  # [K+1, H]
+            )
+            return pos, None
+        if cfg.attn_type == 2:
+            return {}, abs_pos if i == 0 else None
+        return {}, tf.reshape(tf.gather(get("r_emb")[i], rows[1:]), [klen, cfg.d_model])
 
     def log_probs(self, hidden: tf.Tensor) -> tf.Tensor:
         """``[..., D]`` final hidden states -> ``[..., V]`` full-vocabulary log-probabilities."""
