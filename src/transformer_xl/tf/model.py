@@ -216,25 +216,30 @@ class TFTransformerXLLM(tf.Module):
 
         new_mems = update_mems(mems, hiddens, mem_len=mem_len, ext_len=ext_len)
         token_nll = loss = log_probs = None
-        flat = tf.reshape(h, [-1, cfg.d_model])  # [B*T, D]
         if labels is not None:
-            labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
-            if labels.shape.as_list() != input_ids.shape.as_list():
-                raise ValueError(
-                    f"labels shape {labels.shape} must equal input_ids shape {input_ids.shape}"
-                )
-            nll = adaptive_nll(
-                flat,
-                tf.reshape(labels, [-1]),
-                output_clusters(cfg, get),
-                *self._cluster_head(get),
-                dense=dense_softmax,
-            )
-            token_nll = tf.reshape(nll, [-1, qlen])
+            token_nll = self._label_nll(h, labels, input_ids, get, dense_softmax)  # [B, T]
             loss = tf.reduce_mean(token_nll)
         if return_log_probs:
             log_probs = self._log_probs(h, get)
         return TFLMOutput(loss, token_nll, new_mems, log_probs, h)
+
+    def _label_nll(self, h, labels, input_ids, get, dense: bool) -> tf.Tensor:
+        """``[B, T, D]`` final hidden states and ``[B, T]`` labels -> ``[B, T]`` NLL (nats)."""
+        cfg = self.config
+        labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+        if labels.shape.as_list() != input_ids.shape.as_list():
+            raise ValueError(
+                f"labels shape {labels.shape} must equal input_ids shape {input_ids.shape}"
+            )
+        flat = tf.reshape(h, [-1, cfg.d_model])  # [B*T, D]
+        nll = adaptive_nll(
+            flat,
+            tf.reshape(labels, [-1]),
+            output_clusters(cfg, get),
+            *self._cluster_head(get),
+            dense=dense,
+        )
+        return tf.reshape(nll, [-1, int(input_ids.shape[1])])
 
     def _position_terms(self, i, get, klen, *, r, abs_pos, rows):
         """Layer ``i``'s position terms (the mirror of ``TransformerXLLM.position_terms``): the
