@@ -7,6 +7,7 @@ import torch
 
 from transformer_xl import TransformerXLConfig
 from transformer_xl.model.attention import (
+    PositionTerms,
     RelativeAttention,
     attention_mask,
     rel_shift,
@@ -127,9 +128,8 @@ def test_attention_layer_against_paper_four_terms(impl, pre_lnorm):
     clamp = 5
     R = sinusoid(relative_distances(K, clamp), 8).double()  # rows: distances K..0
     mask = attention_mask(T, M, same_length=True, mem_len=M, same_length_keys="tf")
-    out = att(
-        h, mem, mask, content_bias=u, pos_keys=att.project_positions(R), pos_query_bias=v, impl=impl
-    )
+    pos = PositionTerms(content_bias=u, pos_keys=att.project_positions(R), pos_query_bias=v)
+    out = att(h, mem, mask, pos, impl=impl)
 
     # naive reference
     cat = torch.cat([mem, h], 1)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
-from transformer_xl.presets import PAPER_PARAMS, PARAM_NOTES, PRESETS, preset_config
+from transformer_xl.config import preset_config
+from transformer_xl.presets import PAPER_PARAMS, PARAM_NOTES, PRESETS
 
 
 def small(**kw):

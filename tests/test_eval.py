@@ -95,3 +95,44 @@ def model_is_untouched():
     model.train()
     evaluate(model, segments(torch.randint(0, 50, (1, 12)), 4), mem_len=30)
     return model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(mem_len=20, same_length=True),
+        dict(mem_len=20, same_length=True, window_keys="mem_len", clamp_len=6),
+        dict(mem_len=13, clamp_len=4),
+        dict(mem_len=9),
+    ],
+)
+@pytest.mark.parametrize("attn_type", [0, 1, 2, 3])
+def test_cached_key_evaluation_equals_the_segment_path(kw, attn_type):
+    """mem_len > tgt_len: evaluate() reads with cached keys/values; same numbers."""
+    from transformer_xl.evaluate import use_cached_keys
+    from transformer_xl.segment import SegmentSettings
+
+    model = tiny_model(attn_type=attn_type)
+    with torch.no_grad():  # sharper attention than the init's, so that the memory matters
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn_like(p) * 0.3)
+    ids = torch.randint(0, 50, (2, 40))
+    batches = segments(ids, 4)
+    assert use_cached_keys(model, SegmentSettings(**kw), 4, None, "cpu")
+    fast = evaluate(model, batches, **kw)
+    slow = evaluate(model, batches, **kw, cached_keys=False)
+    assert fast.tokens == slow.tokens == 2 * 39
+    assert fast.nll_sum == pytest.approx(slow.nll_sum, rel=1e-5)
+    assert fast.nll_sum != pytest.approx(evaluate(model, batches, mem_len=2).nll_sum, rel=1e-3)
+
+
+def test_segment_path_is_kept_where_memory_is_not_longer():
+    from transformer_xl.evaluate import use_cached_keys
+    from transformer_xl.segment import SegmentSettings
+
+    model = tiny_model()
+    assert not use_cached_keys(model, SegmentSettings(mem_len=8), 8, None, "cpu")
+    assert not use_cached_keys(
+        model, SegmentSettings(mem_len=64), 8, torch.autocast("cpu", torch.bfloat16), "cpu"
+    )

@@ -5,7 +5,7 @@ import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.memory import update_mems
-from transformer_xl.model.attention import relative_distances, sinusoid
+from transformer_xl.model.attention import PositionTerms, relative_distances, sinusoid
 
 
 def make(**kw):
@@ -68,10 +68,11 @@ def reference_with_mask(model, x, y, allowed):
     h = model.word_emb(x)
     r = sinusoid(relative_distances(L, cfg.clamp_len), cfg.d_model)
     for _i, layer in enumerate(model.layers):
-        h = layer(
-            h, None, ~allowed, content_bias=model.r_w_bias, pos_keys=layer.attn.project_positions(r),
-            pos_query_bias=model.r_r_bias, impl="eager",
+        pos = PositionTerms(
+            content_bias=model.r_w_bias, pos_keys=layer.attn.project_positions(r),
+            pos_query_bias=model.r_r_bias,
         )  # fmt: skip
+        h = layer(h, None, ~allowed, pos, impl="eager")
     return -model.log_probs(h).gather(-1, y[..., None]).squeeze(-1)
 
 

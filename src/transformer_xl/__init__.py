@@ -2,9 +2,9 @@
 adaptive input and softmax."""
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.generate import StreamingLM, generate
 from transformer_xl.memory import Mems
 from transformer_xl.model import LMOutput, TransformerXLLM
+from transformer_xl.model.generate import StreamingLM, generate
 
 __version__ = "0.1.0"
 __all__ = [

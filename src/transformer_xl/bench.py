@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from transformer_xl.config import TransformerXLConfig
-from transformer_xl.presets import preset_config
+from transformer_xl.config import TransformerXLConfig, preset_config
 
 MODES = ("train", "eval", "gen")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

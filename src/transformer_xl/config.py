@@ -1,20 +1,28 @@
 """The model configuration: a frozen, validated dataclass, saved as ``config.json``.
 
 Architecture fields decide the parameters. The run settings at the end (``tgt_len``, ``mem_len``,
-``ext_len``, ``clamp_len``, ``same_length``, ``same_length_keys``) are defaults only: every call of
-the model can override them, and nothing ever writes them back onto a loaded model.
+``ext_len``, ``clamp_len``, ``same_length``, ``window_keys``) are defaults only, read together as
+``config.segment`` (a :class:`~transformer_xl.segment.SegmentSettings`, which validates them):
+every call of the model can pass other settings, and nothing ever writes them back onto a loaded
+model. ``config.json`` files of earlier versions, with ``same_length_keys`` ``"tf"``/``"torch"``,
+load as ``window_keys`` ``"mem_len+1"``/``"mem_len"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformer_xl.fileio import atomic_write_text
+from transformer_xl.presets import preset
+from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
+from transformer_xl.segment import SegmentSettings, window_keys_from_legacy
 
 ATTN_TYPES = {
     0: "Transformer-XL relative attention (sinusoid R, biases u and v)",
@@ -22,12 +30,33 @@ ATTN_TYPES = {
     2: "vanilla absolute sinusoid positions added at the input",
     3: "Al-Rfou et al. learnable absolute positions, per layer",
 }
-SAME_LENGTH_KEYS = ("tf", "torch")
 INITS = ("normal", "uniform")
 
 
 def _fail(name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"TransformerXLConfig.{name}={value!r} is invalid: expected {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _legacy_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """Fields as earlier versions wrote them -> today's: ``same_length_keys`` ``"tf"``/``"torch"``
+    becomes ``window_keys`` ``"mem_len+1"``/``"mem_len"``."""
+    d = dict(d)
+    if "same_length_keys" in d:
+        legacy = d.pop("same_length_keys")
+        try:
+            window = window_keys_from_legacy(legacy)
+        except ValueError as e:
+            raise ValueError(f"TransformerXLConfig.{e}") from None
+        if d.setdefault("window_keys", window) != window:
+            raise ValueError(
+                f"TransformerXLConfig: same_length_keys={legacy!r} and "
+                f"window_keys={d['window_keys']!r} disagree (give window_keys only)"
+            )
+    return d
 
 
 @dataclass(frozen=True)
@@ -74,9 +103,10 @@ class TransformerXLConfig:
             for the next one and are left out of the memory).
         clamp_len: relative distances above this use this one's encoding; -1 = no clamp.
         same_length: every query attends to the same number of keys.
-        same_length_keys: ``"tf"`` (each query sees ``mem_len + 1`` keys, the authors' TensorFlow
-            code, which produced the published results) or ``"torch"`` (``mem_len`` keys, the
-            authors' PyTorch code and HF's port).
+        window_keys: keys each query sees with ``same_length``: ``"mem_len+1"`` (the authors'
+            TensorFlow code, which produced the published results) or ``"mem_len"`` (their
+            PyTorch code and HF's port). The run settings are validated by
+            :class:`~transformer_xl.segment.SegmentSettings`.
     """
 
     vocab_size: int
@@ -108,15 +138,34 @@ class TransformerXLConfig:
     ext_len: int = 0
     clamp_len: int = -1
     same_length: bool = False
-    same_length_keys: str = "tf"
+    window_keys: str = "mem_len+1"
     _version: int = field(default=1, repr=False)
 
     def __post_init__(self) -> None:
         # normalise sequence fields so that JSON lists and tuples compare equal
+        for name in ("cutoffs", "tie_projs"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, (str, bytes)) or not hasattr(v, "__iter__")):
+                what = "integers" if name == "cutoffs" else "booleans, one per cluster, or null"
+                _fail(name, v, f"a list of {what}")
+        if not all(_is_int(c) for c in self.cutoffs):
+            _fail("cutoffs", self.cutoffs, "a list of integers")
         object.__setattr__(self, "cutoffs", tuple(int(c) for c in self.cutoffs))
         if self.tie_projs is not None:
+            if not all(isinstance(t, bool) or t in (0, 1) for t in self.tie_projs):
+                _fail("tie_projs", self.tie_projs, "a list of booleans, one per cluster, or null")
             object.__setattr__(self, "tie_projs", tuple(bool(t) for t in self.tie_projs))
         self._validate()
+
+    @property
+    def segment(self) -> SegmentSettings:
+        """The default run settings as one :class:`~transformer_xl.segment.SegmentSettings`."""
+        return SegmentSettings(**{name: getattr(self, name) for name in SEGMENT_FIELDS})
+
+    @property
+    def same_length_keys(self) -> str:
+        """The window as earlier versions named it: ``"tf"`` (``mem_len+1``) or ``"torch"``."""
+        return "tf" if self.window_keys == "mem_len+1" else "torch"
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
@@ -178,15 +227,10 @@ class TransformerXLConfig:
         for name in ("init_range", "init_std", "proj_init_std", "layer_norm_eps"):
             if getattr(self, name) <= 0:
                 _fail(name, getattr(self, name), "a positive number")
-        if self.tgt_len < 1:
-            _fail("tgt_len", self.tgt_len, "a positive integer")
-        if self.mem_len < 0 or self.ext_len < 0:
-            name = "mem_len" if self.mem_len < 0 else "ext_len"
-            _fail(name, getattr(self, name), "an integer >= 0")
-        if self.clamp_len == 0 or self.clamp_len < -1:
-            _fail("clamp_len", self.clamp_len, "-1 (no clamp) or a positive distance")
-        if self.same_length_keys not in SAME_LENGTH_KEYS:
-            _fail("same_length_keys", self.same_length_keys, f"one of {SAME_LENGTH_KEYS}")
+        try:
+            self.segment  # noqa: B018 (validates the run settings, in one place)
+        except ValueError as e:
+            raise ValueError(f"TransformerXLConfig.{e}") from None
         if self.attn_type in (1, 3) and self.max_klen < 1:
             _fail("tgt_len", self.tgt_len, "a positive length for learnable position tables")
 
@@ -227,8 +271,8 @@ class TransformerXLConfig:
         return self.tgt_len + self.ext_len + self.mem_len
 
     def replace(self, **changes: Any) -> TransformerXLConfig:
-        """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
+        """A validated copy with some fields changed (``same_length_keys`` read as before)."""
+        return dataclasses.replace(self, **_legacy_fields(changes))
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -240,7 +284,7 @@ class TransformerXLConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TransformerXLConfig:
-        d = dict(d)
+        d = _legacy_fields(d)
         version = d.pop("format_version", 1)
         if version != 1:
             raise ValueError(f"{source}: format_version={version!r} is not supported (expected 1)")
@@ -250,12 +294,8 @@ class TransformerXLConfig:
             raise ValueError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(names)}")
         if "vocab_size" not in d:
             raise ValueError(f"{source}: missing required field 'vocab_size'")
-        if d.get("cutoffs") is not None:
-            d["cutoffs"] = tuple(d["cutoffs"])
-        else:
-            d.pop("cutoffs", None)
-        if d.get("tie_projs") is not None:
-            d["tie_projs"] = tuple(d["tie_projs"])
+        if d.get("cutoffs", ()) is None:
+            d.pop("cutoffs")
         try:
             return cls(**d)
         except ValueError as e:
@@ -292,7 +332,24 @@ class TransformerXLConfig:
     # ------------------------------------------------------------------ presets
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TransformerXLConfig:
-        """One of the paper's models (see :data:`transformer_xl.presets.PRESETS`)."""
-        from transformer_xl.presets import preset_config
+        """One of the paper's models (a row of :data:`transformer_xl.presets.TABLE`) with
+        ``overrides`` applied (any config field)."""
+        return cls(**{**preset(name).model, **overrides})
 
-        return preset_config(name, **overrides)
+
+# Code written for earlier versions builds configs with ``same_length_keys="tf"|"torch"``: the
+# constructor still takes that keyword and turns it into ``window_keys`` (nothing stores it).
+_dataclass_init = TransformerXLConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_with_legacy_names(self, *args: Any, **kwargs: Any) -> None:
+    _dataclass_init(self, *args, **_legacy_fields(kwargs))
+
+
+TransformerXLConfig.__init__ = _init_with_legacy_names
+
+
+def preset_config(name: str, **overrides: Any) -> TransformerXLConfig:
+    """The preset ``name`` with ``overrides`` applied (any config field)."""
+    return TransformerXLConfig.from_preset(name, **overrides)

@@ -20,6 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from transformer_xl.model import TransformerXLLM
+from transformer_xl.model.incremental import StreamingLM
+from transformer_xl.segment import SegmentSettings, resolve
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -60,50 +64,86 @@ def _unpack(batch) -> tuple[Tensor, Tensor, Tensor | None]:
     return x, y, None
 
 
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP (``.module``) or ``torch.compile`` (``._orig_mod``) wrapper."""
+    inner = getattr(model, "module", model)
+    return getattr(inner, "_orig_mod", inner)
+
+
+def use_cached_keys(model, settings: SegmentSettings, qlen: int, autocast, device) -> bool:
+    """Whether :func:`evaluate` reads with cached keys and values (:class:`StreamingLM`):
+    when the memory is longer than a segment (``mem_len > tgt_len``, the paper's evaluation
+    settings), because then re-projecting the memory's keys, values and the position terms of
+    every segment costs more than the segment itself; only for a plain (unwrapped, unsharded)
+    :class:`TransformerXLLM` in full precision, and where the model supports it (not attn_type
+    2/3 with pre_lnorm). Otherwise (``mem_len <= tgt_len``, autocast, wrapped models) the
+    segment forward is as fast or the only option."""
+    if not isinstance(model, TransformerXLLM) or settings.mem_len <= qlen:
+        return False
+    if autocast is not None and not isinstance(autocast, contextlib.nullcontext):
+        return False
+    if torch.is_autocast_enabled(torch.device(device).type):
+        return False
+    cfg = model.config
+    return not (cfg.attn_type in (2, 3) and cfg.pre_lnorm)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
     batches: Iterable,
+    settings: SegmentSettings | None = None,
     *,
-    mem_len: int,
-    clamp_len: int = -1,
-    same_length: bool = False,
+    mem_len: int | None = None,
+    clamp_len: int | None = None,
+    same_length: bool | None = None,
+    window_keys: str | None = None,
     same_length_keys: str | None = None,
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
     max_tokens: int = 0,
     bits: bool = False,
     reduce=None,
+    cached_keys: bool | None = None,
 ) -> EvalResult:
     """Score the labels of ``batches`` with memory carried across them.
 
-    ``max_tokens`` > 0 stops after the batch that reaches that many scored labels (a quick
-    validation during training). ``reduce`` (a function summing a tensor over ranks) combines
-    the counts of a sharded evaluation.
+    ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default the model config's;
+    the loose ``mem_len=...`` keywords change single fields) give the memory, clamp and
+    same-length window; ``ext_len`` is always 0 here. ``max_tokens`` > 0 stops after the batch
+    that reaches that many scored labels (a quick validation during training). ``reduce`` (a
+    function summing a tensor over ranks) combines the counts of a sharded evaluation.
+
+    How the segments are read: with cached keys and values (:class:`StreamingLM`, the same
+    numbers) when :func:`use_cached_keys` says so for the first batch's segment length (in
+    short: ``mem_len > tgt_len`` and a plain full-precision model), else with the segment
+    forward. ``cached_keys`` True/False forces one way.
     """
+    base = _unwrap(model).config.segment
+    s = resolve(
+        base, settings, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
+        window_keys=window_keys, same_length_keys=same_length_keys,
+    ).replace(ext_len=0)  # fmt: skip
     was_training = model.training
     model.eval()
     nll = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
-    mems = None
+    mems, stream = None, None
     seen = 0
     try:
         for batch in batches:
             x, y, mask = _unpack(batch)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast or contextlib.nullcontext():
-                out = model(
-                    x,
-                    labels=y,
-                    mems=mems,
-                    mem_len=mem_len,
-                    ext_len=0,
-                    clamp_len=clamp_len,
-                    same_length=same_length,
-                    same_length_keys=same_length_keys,
-                )
-            mems = out.mems
-            token_nll = out.token_nll.double()  # [B, T]
+            if cached_keys is None:
+                cached_keys = use_cached_keys(model, s, x.shape[1], autocast, device)
+            if cached_keys:
+                stream = stream or StreamingLM(model, x.shape[0], s)
+                token_nll = -stream.score(x, y).double()  # [B, T]
+            else:
+                with autocast or contextlib.nullcontext():
+                    out = model(x, labels=y, mems=mems, settings=s)
+                mems = out.mems
+                token_nll = out.token_nll.double()  # [B, T]
             if mask is None:
                 nll += token_nll.sum()
                 count += token_nll.numel()
@@ -126,25 +166,23 @@ def evaluate(
 def token_by_token_nll(
     model: torch.nn.Module,
     ids: Tensor,
+    settings: SegmentSettings | None = None,
     *,
-    mem_len: int,
-    clamp_len: int = -1,
+    mem_len: int | None = None,
+    clamp_len: int | None = None,
     same_length_keys: str | None = None,
 ) -> Tensor:
-    """Reference: feed ``ids`` ``[B, N]`` one token at a time with a memory of ``mem_len``;
-    returns the ``[B, N-1]`` NLL of each next token. Slow; for tests."""
+    """Reference: feed ``ids`` ``[B, N]`` one token at a time with the memory and clamp of
+    ``settings`` (default the config's) and ``same_length`` on; returns the ``[B, N-1]`` NLL of
+    each next token. Slow; for tests."""
+    s = resolve(
+        model.config.segment, settings, mem_len=mem_len, clamp_len=clamp_len,
+        same_length_keys=same_length_keys,
+    ).replace(same_length=True, ext_len=0)  # fmt: skip
     model.eval()
     mems, out = None, []
     for t in range(ids.shape[1] - 1):
-        res = model(
-            ids[:, t : t + 1],
-            labels=ids[:, t + 1 : t + 2],
-            mems=mems,
-            mem_len=mem_len,
-            clamp_len=clamp_len,
-            same_length=True,
-            same_length_keys=same_length_keys,
-        )
+        res = model(ids[:, t : t + 1], labels=ids[:, t + 1 : t + 2], mems=mems, settings=s)
         mems = res.mems
         out.append(res.token_nll)
     return torch.cat(out, dim=1)

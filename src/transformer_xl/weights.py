@@ -1,81 +1,44 @@
-"""Saved models: ``config.json`` + ``model.safetensors`` in one folder. No pickle anywhere."""
+"""Saved models: ``config.json`` + ``model.safetensors`` in one folder. No pickle anywhere.
+
+The files are read and written by :mod:`transformer_xl.model_folder`; this module offers the
+PyTorch model's loader and saver as functions (and the folder helpers by their earlier names).
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
-from pathlib import Path
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from transformer_xl.model import TransformerXLLM
+from transformer_xl.model_folder import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_state,
+    load_state,
+    open_model_folder,
+    read_model_folder,
+    write_model_folder,
+)
 
-from transformer_xl.config import TransformerXLConfig
-from transformer_xl.fileio import atomic_output
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "check_state",
+    "load_pretrained",
+    "load_state",
+    "open_model_folder",
+    "read_model_folder",
+    "save_pretrained",
+    "write_model_folder",
+]
 
 
 def save_pretrained(model, directory: str | os.PathLike) -> None:
     """Write the model's config and weights (each file atomically)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_output(directory / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "library": "transformer_xl"})
-    model.config.save(directory / CONFIG_NAME)
-
-
-def check_state(expected: Mapping[str, tuple[int, ...]], tensors: Mapping, source: str) -> None:
-    """Raise ``ValueError`` unless ``tensors`` has exactly the names of ``expected`` (name ->
-    shape), each with its shape. Shared by the PyTorch and TensorFlow loaders."""
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{source}: weights do not match the config: missing {missing[:8]}"
-            f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-            f"{'...' if len(unexpected) > 8 else ''}"
-        )
-    for k, v in tensors.items():
-        if tuple(v.shape) != tuple(expected[k]):
-            raise ValueError(
-                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, expected {tuple(expected[k])}"
-            )
-
-
-def load_state(model, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``tensors`` into ``model`` after checking names and shapes both ways."""
-    check_state({k: tuple(v.shape) for k, v in model.state_dict().items()}, tensors, source)
-    model.load_state_dict(tensors, strict=True)
-
-
-def open_model_folder(directory: str | os.PathLike) -> tuple[TransformerXLConfig, Path]:
-    """The config and the weights path of a model folder, with clear errors."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ValueError(
-            f"{directory}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})"
-        )
-    config = TransformerXLConfig.load(directory / CONFIG_NAME)
-    wpath = directory / WEIGHTS_NAME
-    if not wpath.is_file():
-        raise ValueError(f"{wpath}: weights file is missing")
-    return config, wpath
+    write_model_folder(directory, model.config, model.state_dict())
 
 
 def load_pretrained(directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa"):
-    from transformer_xl.model.transformer import TransformerXLLM
-
-    config, wpath = open_model_folder(directory)
-    try:
-        tensors = load_file(str(wpath), device=str(map_location))
-    except (SafetensorError, OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{wpath}: not a readable safetensors file ({e})") from None
-    with torch.device("meta"):
-        model = TransformerXLLM(config, attn_impl=attn_impl)
-    model = model.to_empty(device=map_location)
-    load_state(model, tensors, str(wpath))
-    return model
+    """A model folder -> :class:`TransformerXLLM` (names and shapes checked both ways)."""
+    return TransformerXLLM.from_pretrained(
+        directory, map_location=map_location, attn_impl=attn_impl
+    )

@@ -8,8 +8,9 @@ import json
 def run(args) -> int:
     import torch
 
+    from transformer_xl.config import preset_config
     from transformer_xl.model import TransformerXLLM
-    from transformer_xl.presets import EVAL_SETTINGS, PAPER_PARAMS, PRESETS, preset_config
+    from transformer_xl.presets import EVAL_SETTINGS, PAPER_PARAMS, PRESETS
 
     rows = []
     for name in PRESETS:

@@ -15,6 +15,8 @@ distances ``K, K-1, ..., 0`` and moved into key order by :func:`rel_shift`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.model.kernels import relative_attention
+from transformer_xl.segment import SegmentSettings
 
 FUSED_POSITION_IMPLS = ("flex", "triton")  # they compute the position term themselves
 
@@ -63,35 +66,72 @@ def rel_shift(scores: Tensor) -> Tensor:
     return flat[..., tlen:].view(*lead, tlen, klen)
 
 
+def distance_matrix(mem: int, qlen: int, device: torch.device | None = None) -> Tensor:
+    """``[T, K]`` distance from query ``i`` (key position ``mem + i``) back to key ``s``:
+    ``mem + i - s``; negative for keys in the query's future."""
+    q = torch.arange(qlen, device=device)[:, None] + mem
+    return q - torch.arange(mem + qlen, device=device)[None, :]
+
+
 def attention_mask(
     qlen: int,
     mlen: int,
     *,
-    same_length: bool,
-    mem_len: int,
-    same_length_keys: str = "tf",
+    window: int | None = None,
     device: torch.device | None = None,
+    same_length: bool | None = None,
+    mem_len: int | None = None,
+    same_length_keys: str | None = None,
 ) -> Tensor:
     """Boolean ``[T, K]`` mask, True where query ``i`` must not see key ``j``.
 
-    Causal: key ``j`` is visible to query ``i`` only if ``j <= M + i``. With ``same_length``
-    each query sees a window of the same number of keys ending at itself: ``mem_len + 1`` keys
-    (``same_length_keys="tf"``, the authors' TensorFlow code) or ``mem_len`` keys (``"torch"``,
-    their PyTorch code and HF's port).
+    Causal: key ``j`` is visible to query ``i`` only if ``j <= M + i``. With a ``window`` (the
+    ``same_length`` setting: :attr:`SegmentSettings.window`) each query sees only the keys at
+    distance ``< window``. The keywords ``same_length``, ``mem_len`` and ``same_length_keys`` of
+    earlier versions are still taken and turned into that window.
     """
-    klen = mlen + qlen
-    pos = torch.arange(qlen, device=device)[:, None] + mlen  # [T, 1] query positions among keys
-    keys = torch.arange(klen, device=device)[None, :]  # [1, K]
-    masked = keys > pos
-    if same_length:
-        window = mem_len + 1 if same_length_keys == "tf" else mem_len
-        if window < 1:
-            raise ValueError(
-                "same_length with same_length_keys='torch' needs mem_len >= 1 "
-                f"(got mem_len={mem_len}): every query would see no key"
-            )
-        masked = masked | (keys <= pos - window)
+    if same_length is not None:
+        legacy = SegmentSettings(mem_len=mem_len or 0, same_length=same_length)
+        window = legacy.replace(same_length_keys=same_length_keys).window
+    dist = distance_matrix(mlen, qlen, device)  # [T, K]
+    masked = dist < 0
+    if window is not None:
+        masked = masked | (dist >= window)
     return masked
+
+
+@dataclass
+class KeyGeometry:
+    """Where the keys of one incremental chunk sit (``[T, K]`` queries by keys).
+
+    mask ``[B, 1, T, K]`` (True = hidden) and its complement ``visible``; ``index``: each key's
+    distance from each query, clamped to ``[0, clamp_len]``, the row of a distance table;
+    ``from_end`` ``[K]``: each key's clamped distance from the last key (attn_type 2/3).
+    """
+
+    mask: Tensor
+    visible: Tensor
+    index: Tensor
+    from_end: Tensor
+
+
+@dataclass
+class PositionTerms:
+    """One layer's position terms, one row per distance (the caller picks the distances).
+
+    content_bias ``[H, Dh]``: u (attn_type 0, 1); pos_keys ``[N, H, Dh]``: the projected sinusoid
+    ``W_R R_d`` (0) or Shaw et al.'s table (1); pos_query_bias ``[H, Dh]``: v (0); pos_bias
+    ``[N, H]``: Shaw et al.'s per-distance scalar (1); add ``[N, D]``: the absolute encoding added
+    to the layer's input (2: first layer only, 3) and add_kv ``[2, H, N, Dh]`` its keys and values
+    (incremental decoding only). With ``pos_keys=None`` the layer is plain attention.
+    """
+
+    content_bias: Tensor | None = None
+    pos_keys: Tensor | None = None
+    pos_query_bias: Tensor | None = None
+    pos_bias: Tensor | None = None
+    add: Tensor | None = None
+    add_kv: Tensor | None = None
 
 
 def attend(
@@ -138,10 +178,10 @@ def attend(
 class RelativeAttention(nn.Module):
     """One attention sub-layer with residual connection and layer norm.
 
-    The position term is given from outside: ``pos_keys`` ``[K+1, H, Dh]`` are the per-distance
-    keys (the projected sinusoid for attn_type 0, a learnable table for 1), ``pos_bias``
-    ``[K+1, H]`` an optional per-distance scalar (attn_type 1), ``pos_query_bias`` the global
-    position bias ``v`` (attn_type 0). With ``pos_keys=None`` it is plain attention (types 2, 3).
+    Two ways to run it, one set of weights: :meth:`forward` reads a segment with a memory of
+    hidden states (projected to keys and values again on every call; training, evaluation) and
+    :meth:`step` reads a chunk against cached keys and values (incremental decoding). The position
+    terms come from outside as :class:`PositionTerms` (the model owns the position tables).
     """
 
     def __init__(self, cfg: TransformerXLConfig) -> None:
@@ -160,29 +200,37 @@ class RelativeAttention(nn.Module):
         """``[K+1, D]`` sinusoids -> ``[K+1, H, Dh]`` position keys ``W_R R``."""
         return self.r_net(r).view(r.shape[0], self.n_head, self.d_head)
 
+    def _queries(self, x: Tensor) -> Tensor:
+        """``[B, T, D]`` (layer-normed with pre_lnorm) -> ``[B, T, H, Dh]``."""
+        w = self.qkv.weight[: self.n_head * self.d_head]  # [3*H*Dh, D]: rows q, k, v
+        return F.linear(x, w).view(*x.shape[:-1], self.n_head, self.d_head)
+
+    def project_kv(self, x: Tensor) -> Tensor:
+        """``[..., T, D]`` layer inputs (normed with pre_lnorm) -> keys and values
+        ``[2, ..., H, T, Dh]``."""
+        w = self.qkv.weight[self.n_head * self.d_head :]
+        kv = F.linear(x, w).view(*x.shape[:-1], 2, self.n_head, self.d_head)  # [..., T, 2, H, Dh]
+        return kv.movedim(-3, 0).transpose(-2, -3)
+
     def forward(
         self,
         h: Tensor,  # [B, T, D] segment input
         mem: Tensor | None,  # [B, M, D] memory (this layer's input at earlier steps)
         mask: Tensor,  # [T, K] bool
+        pos: PositionTerms,  # rows: distances K, K-1, ..., 0
         *,
-        content_bias: Tensor | None = None,  # [H, Dh]  u
-        pos_keys: Tensor | None = None,  # [K+1, H, Dh]
-        pos_query_bias: Tensor | None = None,  # [H, Dh]  v
-        pos_bias: Tensor | None = None,  # [K+1, H]
         impl: str = "sdpa",
     ) -> Tensor:
         bsz, qlen, _ = h.shape
         cat = h if mem is None else torch.cat([mem, h], dim=1)  # [B, K, D]
         x = self.ln(cat) if self.pre_lnorm else cat
         inner = self.n_head * self.d_head
-        w = self.qkv.weight  # [3*H*Dh, D]: rows q, k, v
-        q = F.linear(x[:, -qlen:], w[:inner])  # queries only for the segment
-        kv = F.linear(x, w[inner:])
+        q = self._queries(x[:, -qlen:])  # queries only for the segment
+        kv = F.linear(x, self.qkv.weight[inner:])
         klen = kv.shape[1]
-        q = q.view(bsz, qlen, self.n_head, self.d_head)
         k, v = kv.view(bsz, klen, 2, self.n_head, self.d_head).unbind(2)
 
+        pos_keys, pos_bias = pos.pos_keys, pos.pos_bias
         pos_scores = None
         dropatt = self.dropatt if self.training else 0.0
         fused = (
@@ -191,14 +239,14 @@ class RelativeAttention(nn.Module):
             and impl in FUSED_POSITION_IMPLS
             and not dropatt
         )
-        pq = q if pos_query_bias is None else q + pos_query_bias
+        pq = q if pos.pos_query_bias is None else q + pos.pos_query_bias
         if pos_keys is not None and not fused:
             # [B, T, H, Dh] x [K+1, H, Dh] -> [B, H, T, K+1]
             bd = torch.einsum("bihd,jhd->bhij", pq, pos_keys)
             if pos_bias is not None:
                 bd = bd + pos_bias.t()[None, :, None, :]
             pos_scores = rel_shift(bd)  # [B, H, T, K]
-        cq = q if content_bias is None else q + content_bias
+        cq = q if pos.content_bias is None else q + pos.content_bias
         if fused:
             # the kernel computes (q + v) . R[M + i - j] per tile: no [B, H, T, K] tensor
             r = pos_keys.flip(0).permute(1, 0, 2)  # [H, K+1, Dh], row d = distance d
@@ -217,4 +265,40 @@ class RelativeAttention(nn.Module):
                 impl=impl,
             )  # [B, H, T, Dh]
         out = self.drop(self.o(out.transpose(1, 2).reshape(bsz, qlen, -1)))
+        return h + out if self.pre_lnorm else self.ln(h + out)
+
+    def step(
+        self,
+        h: Tensor,  # [B, T, D] the chunk's input
+        store: Callable[[Tensor], Tensor],  # new [2, B, H, T, Dh] -> cached + new [2, B, H, K, Dh]
+        geo: KeyGeometry,
+        pos: PositionTerms,  # rows: distances 0 .. U-1
+    ) -> Tensor:
+        """The chunk ``h`` against cached keys and values, without dropout (same result as
+        :meth:`forward` on the hidden states those keys came from). ``store`` keeps the new keys
+        and values and returns the whole window."""
+        bsz, qlen, _ = h.shape
+        x = self.ln(h) if self.pre_lnorm else h
+        kv = store(self.project_kv(x))  # [2, B, H, K, Dh]
+        scale = 1.0 / math.sqrt(self.d_head)
+        if pos.add is not None:  # attn_type 2/3: encodings by distance from the last key
+            kv = kv + pos.add_kv.index_select(2, geo.from_end)[:, None]  # + [2, 1, H, K, Dh]
+            h = x = h + pos.add.index_select(0, geo.from_end[-qlen:])  # the queries' input
+        q = self._queries(x)  # [B, T, H, Dh]
+        if pos.pos_keys is None:  # plain attention
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), kv[0], kv[1], attn_mask=geo.visible, scale=scale
+            )
+        else:  # (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
+            v_bias, keys = pos.pos_query_bias, pos.pos_keys
+            rows = min(keys.shape[0], geo.index.shape[1])  # distances in use: < K
+            pq = q if v_bias is None else q + v_bias
+            scores = torch.einsum("bihd,uhd->bhiu", pq, keys[:rows])  # [B, H, T, U]
+            if pos.pos_bias is not None:
+                scores = scores + pos.pos_bias[:rows].t()[None, :, None, :]
+            idx = geo.index[None, None].expand(bsz, self.n_head, -1, -1)  # [B, H, T, K]
+            bias = (scores.gather(-1, idx) * scale).to(q.dtype).masked_fill(geo.mask, float("-inf"))
+            cq = (q if pos.content_bias is None else q + pos.content_bias).transpose(1, 2)
+            out = F.scaled_dot_product_attention(cq, kv[0], kv[1], attn_mask=bias, scale=scale)
+        out = self.o(out.transpose(1, 2).reshape(bsz, qlen, -1))  # [B, T, D]
         return h + out if self.pre_lnorm else self.ln(h + out)

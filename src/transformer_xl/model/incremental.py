@@ -15,7 +15,11 @@ projection gives instead:
 
 One new token then costs ``O(d^2 + mem_len * d)`` per layer, and the result is the reference
 computation: the same log-probabilities as ``model(...)`` called on the same chunks with the same
-``mem_len``, ``clamp_len``, ``same_length`` and ``same_length_keys`` (``ext_len`` 0, no dropout).
+segment settings (:class:`~transformer_xl.segment.SegmentSettings`; ``ext_len`` 0, no dropout).
+
+The layers own the math (:meth:`RelativeAttention.step`, :meth:`FeedForward.step`) and the model
+its position tables (:meth:`TransformerXLLM.position_terms`); this module keeps the key/value
+cache, the per-distance tables and the masks.
 
 Streams in a batch are independent: each row counts its own memory (``counts``), so one row can
 be reset while the others go on. Rows share one key window whose slots all sit at the same
@@ -28,23 +32,22 @@ distance table (distances ``0 .. U-1``).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import dataclasses
+import functools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from transformer_xl.config import SAME_LENGTH_KEYS
-from transformer_xl.model.adaptive import adaptive_nll
-from transformer_xl.model.attention import sinusoid
+from transformer_xl.model.attention import (
+    KeyGeometry,
+    PositionTerms,
+    attention_mask,
+    distance_matrix,
+    sinusoid,
+)
+from transformer_xl.segment import SegmentSettings, resolve
 
-
-def distance_matrix(mem: int, qlen: int, device: torch.device | None = None) -> Tensor:
-    """``[T, K]`` distance from query ``i`` (key position ``mem + i``) back to key ``s``:
-    ``mem + i - s``; negative for keys in the query's future."""
-    q = torch.arange(qlen, device=device)[:, None] + mem
-    return q - torch.arange(mem + qlen, device=device)[None, :]
+__all__ = ["KeyValueWindow", "StreamingLM", "chunk_mask", "distance_matrix", "position_tables"]
 
 
 def chunk_mask(valid: Tensor, mem: int, qlen: int, *, window: int | None) -> Tensor:
@@ -54,36 +57,20 @@ def chunk_mask(valid: Tensor, mem: int, qlen: int, *, window: int | None) -> Ten
     of the ``mem`` slots). Hidden: future keys, a row's stale slots and, when ``window`` is set
     (``same_length``), keys at distance ``>= window``.
     """
-    dist = distance_matrix(mem, qlen, valid.device)  # [T, K]
-    hidden = dist < 0
-    if window is not None:
-        hidden = hidden | (dist >= window)
+    hidden = attention_mask(qlen, mem, window=window, device=valid.device)  # [T, K]
     slots = torch.arange(mem + qlen, device=valid.device)
     stale = slots[None, :] < (mem - valid)[:, None]  # [B, K]
     return (hidden[None] | stale[:, None, :])[:, None]
 
 
-@dataclass
-class _Geometry:
-    """Where the keys of one chunk sit (``[T, K]`` queries by keys).
-
-    mask ``[B, 1, T, K]`` (True = hidden) and its complement ``visible``; ``index``: each key's
-    distance from each query, clamped to ``[0, clamp_len]``, the row of a distance table;
-    ``from_end`` ``[K]``: each key's clamped distance from the last key (attn_type 2/3).
-    """
-
-    mask: Tensor
-    visible: Tensor
-    index: Tensor
-    from_end: Tensor
-
-    @staticmethod
-    def build(counts, mem, qlen, *, window, clamp_len, device) -> _Geometry:
-        mask = chunk_mask(torch.tensor(counts, device=device), mem, qlen, window=window)
-        dist = distance_matrix(mem, qlen, device)  # [T, K]
-        if clamp_len > 0:
-            dist = dist.clamp(max=clamp_len)
-        return _Geometry(mask, ~mask, dist.clamp(min=0), dist[-1])
+def build_geometry(counts, mem, qlen, *, window, clamp_len, device) -> KeyGeometry:
+    """The :class:`KeyGeometry` of a chunk of ``qlen`` after ``mem`` slots (rows hold
+    ``counts`` real positions)."""
+    mask = chunk_mask(torch.tensor(counts, device=device), mem, qlen, window=window)
+    dist = distance_matrix(mem, qlen, device)  # [T, K]
+    if clamp_len > 0:
+        dist = dist.clamp(max=clamp_len)
+    return KeyGeometry(mask, ~mask, dist.clamp(min=0), dist[-1])
 
 
 class KeyValueWindow:
@@ -191,30 +178,32 @@ class StreamingLM:
         self,
         model,
         batch_size: int = 1,
+        settings: SegmentSettings | None = None,
         *,
         mem_len: int | None = None,
         clamp_len: int | None = None,
         same_length: bool | None = None,
+        window_keys: str | None = None,
         same_length_keys: str | None = None,
     ) -> None:
         cfg = model.config
         self.model = model
-        self.mem_len = cfg.mem_len if mem_len is None else int(mem_len)
-        self.clamp_len = cfg.clamp_len if clamp_len is None else int(clamp_len)
-        self.same_length = cfg.same_length if same_length is None else bool(same_length)
-        keys_mode = cfg.same_length_keys if same_length_keys is None else same_length_keys
-        _check_settings(cfg, batch_size, self.mem_len, self.clamp_len, self.same_length, keys_mode)
-        self.window = None
-        if self.same_length:
-            self.window = self.mem_len + 1 if keys_mode == "tf" else self.mem_len
-        weight = model.layers[0].attn.qkv.weight
+        # tgt_len and ext_len are not used here: chunks have any length and ext_len is 0
+        self.settings = resolve(
+            cfg.segment, settings, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
+            window_keys=window_keys, same_length_keys=same_length_keys,
+        )  # fmt: skip
+        _check_supported(cfg, batch_size)
+        self.mem_len, self.clamp_len = self.settings.mem_len, self.settings.clamp_len
+        self.window = self.settings.window
+        first = next(model.parameters())
         self.kv = KeyValueWindow(
             cfg.n_layer, batch_size, cfg.n_head, cfg.d_head, self.mem_len,
-            device=weight.device, dtype=weight.dtype,
+            device=first.device, dtype=first.dtype,
         )  # fmt: skip
-        self._tables: list[LayerPositions] = []
+        self._tables: list[PositionTerms] = []
         self._table_rows = 0
-        self._geometries: dict[tuple, _Geometry] = {}
+        self._geometries: dict[tuple, KeyGeometry] = {}
 
     # ------------------------------------------------------------------ state
     @property
@@ -289,8 +278,8 @@ class StreamingLM:
         geometry = self._geometry(mem, qlen)
         h = model.word_emb(input_ids)  # [B, T, D]
         for i, layer in enumerate(model.layers):
-            h = self._attention(i, layer.attn, h, geometry)
-            h = _feed_forward(layer.ff, h)
+            store = functools.partial(kv.keys_values, i)
+            h = layer.step(h, store, geometry, self._tables[i])
         kv.advance(qlen)
         return h
 
@@ -319,28 +308,21 @@ class StreamingLM:
         step = n if chunk_len is None else int(chunk_len)
         if step < 1:
             raise ValueError(f"chunk_len={chunk_len} must be a positive integer")
-        model = self.model
-        params = model.crit.clusters(model.word_emb)
         out = []
         for s in range(0, n, step):
             h = self.hidden(input_ids[:, s : s + step])
-            flat = h.reshape(-1, h.shape[-1])
-            target = labels[:, s : s + step].reshape(-1).contiguous().to(h.device)
-            nll = adaptive_nll(
-                flat, target, params, model.crit.cluster_weight, model.crit.cluster_bias
-            )
-            out.append(-nll.view(h.shape[0], -1))
+            out.append(-self.model.label_nll(h, labels[:, s : s + step].to(h.device)))
         return torch.cat(out, dim=1)
 
     # ------------------------------------------------------------------ internals
-    def _geometry(self, mem: int, qlen: int) -> _Geometry:
+    def _geometry(self, mem: int, qlen: int) -> KeyGeometry:
         """Mask and distances of a chunk; cached, since they repeat once memory is full."""
         counts = self.kv.counts
         key = (mem, qlen, len(counts), None if all(c == mem for c in counts) else tuple(counts))
         if key not in self._geometries:
             if len(self._geometries) >= 8:
                 self._geometries.clear()
-            self._geometries[key] = _Geometry.build(
+            self._geometries[key] = build_geometry(
                 counts, mem, qlen, window=self.window, clamp_len=self.clamp_len,
                 device=self.kv.buf.device,
             )  # fmt: skip
@@ -372,114 +354,28 @@ class StreamingLM:
         self._tables = position_tables(self.model, rows)
         self._table_rows = rows
 
-    def _attention(self, i: int, attn, h: Tensor, geo: _Geometry) -> Tensor:
-        """One attention sub-layer on the chunk ``h`` ``[B, T, D]`` (its residual and norm too)."""
-        cfg = self.model.config
-        bsz, qlen, _ = h.shape
-        heads, d_head = cfg.n_head, cfg.d_head
-        inner = heads * d_head
-        w = attn.qkv.weight  # [3*H*Dh, D]: rows q, k, v
-        x = attn.ln(h) if cfg.pre_lnorm else h
-        new = F.linear(x, w[inner:]).view(bsz, qlen, 2, heads, d_head).permute(2, 0, 3, 1, 4)
-        kv = self.kv.keys_values(i, new)  # [2, B, H, K, Dh]
-        pos = self._tables[i]
-        scale = 1.0 / math.sqrt(d_head)
-        if pos.add is not None:  # attn_type 2/3: encodings by distance from the last key
-            from_end = geo.from_end  # [K]
-            kv = kv + pos.add_kv.index_select(2, from_end)[:, None]  # + [2, 1, H, K, Dh]
-            h = x = h + pos.add.index_select(0, from_end[-qlen:])  # the queries' input [B, T, D]
-        q = F.linear(x, w[:inner]).view(bsz, qlen, heads, d_head)  # [B, T, H, Dh]
-        if pos.keys is None:  # attn_type 2/3: plain attention
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), kv[0], kv[1], attn_mask=geo.visible, scale=scale
-            )
-        else:  # attn_type 0/1: (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
-            u, v = self._biases(i)
-            rows = min(pos.keys.shape[0], geo.index.shape[1])  # distances in use: < K
-            scores = torch.einsum("bihd,uhd->bhiu", q if v is None else q + v, pos.keys[:rows])
-            if pos.bias is not None:
-                scores = scores + pos.bias[:rows].t()[None, :, None, :]  # [B, H, T, U]
-            idx = geo.index[None, None].expand(bsz, heads, -1, -1)  # [B, H, T, K]
-            bias = (scores.gather(-1, idx) * scale).to(q.dtype).masked_fill(geo.mask, float("-inf"))
-            cq = (q if u is None else q + u).transpose(1, 2)
-            out = F.scaled_dot_product_attention(cq, kv[0], kv[1], attn_mask=bias, scale=scale)
-        out = attn.o(out.transpose(1, 2).reshape(bsz, qlen, inner))  # [B, T, D]
-        return h + out if cfg.pre_lnorm else attn.ln(h + out)
 
-    def _biases(self, i: int) -> tuple[Tensor | None, Tensor | None]:
-        """The global content and position biases u, v of layer ``i`` (None where absent)."""
-        model = self.model
-        pick = lambda b: None if b is None else (b[i] if model.config.untie_r else b)
-        return pick(model.r_w_bias), pick(model.r_r_bias)
-
-
-def _feed_forward(ff, x: Tensor) -> Tensor:
-    """The position-wise sub-layer (residual and norm included), without dropout."""
-    y = ff.ln(x) if ff.pre_lnorm else x
-    y = ff.fc2(torch.relu(ff.fc1(y)))
-    return x + y if ff.pre_lnorm else ff.ln(x + y)
-
-
-@dataclass
-class LayerPositions:
-    """One layer's position terms for distances ``0 .. U-1`` (already clamped).
-
-    keys ``[U, H, Dh]``: ``W_R R_d`` (attn_type 0) or Shaw et al.'s ``r_emb`` rows (1);
-    bias ``[U, H]``: Shaw et al.'s ``r_bias`` rows (1); add ``[U, D]``: the absolute encoding
-    added to the layer's input (2: first layer only, 3), add_kv ``[2, H, U, Dh]`` its keys and
-    values.
-    """
-
-    keys: Tensor | None = None
-    bias: Tensor | None = None
-    add: Tensor | None = None
-    add_kv: Tensor | None = None
-
-
-def position_tables(model, rows: int) -> list[LayerPositions]:
-    """Every layer's :class:`LayerPositions` for distances ``0 .. rows-1``."""
+def position_tables(model, rows: int) -> list[PositionTerms]:
+    """Every layer's :class:`PositionTerms` for distances ``0 .. rows-1``, from the model's own
+    :meth:`~TransformerXLLM.position_terms`; absolute encodings (attn_type 2, 3) get their keys
+    and values from the layer (exact: the projection is linear and, post-LN, sees them first)."""
     cfg = model.config
-    weight = model.layers[0].attn.qkv.weight
-    dist = torch.arange(rows, device=weight.device)
-    table_rows = (cfg.max_klen - 1) - dist.clamp(max=cfg.max_klen - 1)  # attn_type 1 and 3
-    inner = cfg.n_head * cfg.d_head
+    first = next(model.parameters())
+    dist = torch.arange(rows, device=first.device)
     out = []
     with torch.no_grad():
-        enc = sinusoid(dist, cfg.d_model).to(weight.dtype)  # [U, D]
+        enc = sinusoid(dist, cfg.d_model).to(first.dtype) if cfg.attn_type in (0, 2) else None
         for i, layer in enumerate(model.layers):
-            if cfg.attn_type == 0:
-                out.append(LayerPositions(keys=layer.attn.project_positions(enc)))
-            elif cfg.attn_type == 1:
-                out.append(
-                    LayerPositions(
-                        keys=model.r_emb[i][table_rows], bias=model.r_bias[i][table_rows]
-                    )
-                )
-            elif cfg.attn_type == 2 and i > 0:
-                out.append(LayerPositions())
-            else:
-                add = (
-                    enc
-                    if cfg.attn_type == 2
-                    else model.r_emb[i][table_rows].reshape(rows, cfg.d_model)
-                )
-                kv = F.linear(add, layer.attn.qkv.weight[inner:])  # [U, 2*H*Dh]
-                kv = kv.view(rows, 2, cfg.n_head, cfg.d_head).permute(1, 2, 0, 3)
-                out.append(LayerPositions(add=add, add_kv=kv))
+            terms = model.position_terms(i, dist, enc)
+            if terms.add is not None:
+                terms = dataclasses.replace(terms, add_kv=layer.attn.project_kv(terms.add))
+            out.append(terms)
     return out
 
 
-def _check_settings(cfg, batch_size, mem_len, clamp_len, same_length, keys_mode) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
+def _check_supported(cfg, batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    if mem_len < 0:
-        raise ValueError(f"mem_len={mem_len} must be >= 0")
-    if clamp_len == 0 or clamp_len < -1:
-        raise ValueError(f"clamp_len={clamp_len} must be -1 (no clamp) or a positive distance")
-    if keys_mode not in SAME_LENGTH_KEYS:
-        raise ValueError(f"same_length_keys={keys_mode!r} must be one of {SAME_LENGTH_KEYS}")
-    if same_length and keys_mode == "torch" and mem_len < 1:
-        raise ValueError("same_length with same_length_keys='torch' needs mem_len >= 1 (got 0)")
     if cfg.attn_type in (2, 3) and cfg.pre_lnorm:
         raise ValueError(
             f"incremental inference supports attn_type {cfg.attn_type} only with pre_lnorm=False: "

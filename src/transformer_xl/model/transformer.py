@@ -19,12 +19,17 @@ from transformer_xl.model.adaptive import (
 )
 from transformer_xl.model.attention import (
     ATTN_IMPLS,
+    KeyGeometry,
+    PositionTerms,
     RelativeAttention,
     attention_mask,
     relative_distances,
     sinusoid,
 )
+from transformer_xl.model.generate import generate
 from transformer_xl.model.init import init_weights
+from transformer_xl.model_folder import load_state, read_model_folder, write_model_folder
+from transformer_xl.segment import SegmentSettings, resolve
 
 
 class FeedForward(nn.Module):
@@ -43,15 +48,29 @@ class FeedForward(nn.Module):
         y = self.drop(self.fc2(self.drop(torch.relu(self.fc1(y)))))
         return x + y if self.pre_lnorm else self.ln(x + y)
 
+    def step(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, T, D]
+        """:meth:`forward` without dropout (incremental decoding)."""
+        y = self.ln(x) if self.pre_lnorm else x
+        y = self.fc2(torch.relu(self.fc1(y)))
+        return x + y if self.pre_lnorm else self.ln(x + y)
+
 
 class DecoderLayer(nn.Module):
+    """Attention then feed-forward; :meth:`forward` for segments, :meth:`step` for cached
+    keys and values (see :class:`RelativeAttention`)."""
+
     def __init__(self, cfg: TransformerXLConfig) -> None:
         super().__init__()
         self.attn = RelativeAttention(cfg)
         self.ff = FeedForward(cfg)
 
-    def forward(self, h: Tensor, mem: Tensor | None, mask: Tensor, **pos) -> Tensor:
-        return self.ff(self.attn(h, mem, mask, **pos))
+    def forward(
+        self, h: Tensor, mem: Tensor | None, mask: Tensor, pos: PositionTerms, *, impl: str
+    ) -> Tensor:
+        return self.ff(self.attn(h, mem, mask, pos, impl=impl))
+
+    def step(self, h: Tensor, store, geo: KeyGeometry, pos: PositionTerms) -> Tensor:
+        return self.ff.step(self.attn.step(h, store, geo, pos))
 
 
 @dataclass
@@ -118,6 +137,28 @@ class TransformerXLLM(nn.Module):
         n = self.config.max_klen
         return (n - 1) - dist.clamp(max=n - 1)
 
+    def position_terms(self, i: int, dist: Tensor, enc: Tensor | None) -> PositionTerms:
+        """Layer ``i``'s position terms for the distances ``dist`` ``[N]`` (already clamped), one
+        row each. ``enc``: ``sinusoid(dist)`` ``[N, D]`` for attn_type 0 and 2 (the caller applies
+        dropout), else unused. Shared by :meth:`forward` and incremental decoding."""
+        cfg = self.config
+        if cfg.attn_type == 0:
+            return PositionTerms(
+                content_bias=self._layer_bias(self.r_w_bias, i),
+                pos_keys=self.layers[i].attn.project_positions(enc),
+                pos_query_bias=self._layer_bias(self.r_r_bias, i),
+            )
+        if cfg.attn_type == 2:  # absolute positions added to the first layer's inputs
+            return PositionTerms(add=enc if i == 0 else None)
+        rows = self._table_rows(dist)  # [N]
+        if cfg.attn_type == 1:
+            return PositionTerms(
+                content_bias=self._layer_bias(self.r_w_bias, i),
+                pos_keys=self.r_emb[i][rows],
+                pos_bias=self.r_bias[i][rows],
+            )
+        return PositionTerms(add=self.r_emb[i][rows].reshape(len(rows), cfg.d_model))
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -127,100 +168,92 @@ class TransformerXLLM(nn.Module):
         input_ids: Tensor,
         labels: Tensor | None = None,
         mems: Mems | None = None,
+        settings: SegmentSettings | None = None,
         *,
+        return_log_probs: bool = False,
         mem_len: int | None = None,
         ext_len: int | None = None,
         clamp_len: int | None = None,
         same_length: bool | None = None,
+        window_keys: str | None = None,
         same_length_keys: str | None = None,
-        return_log_probs: bool = False,
     ) -> LMOutput:
         """Score one segment.
 
         input_ids: ``[B, T]``; labels: ``[B, T]`` (the next tokens; no shifting is done here);
         mems: the memory returned by the previous call (None or ``()`` to start empty).
-        The keyword settings override the config's defaults for this call only.
+        settings: the :class:`~transformer_xl.segment.SegmentSettings` of this call (default:
+        ``config.segment``; ``tgt_len`` is not used here, the segment is ``input_ids``). The loose
+        keywords (``mem_len=...``, and ``same_length_keys`` of earlier versions) change single
+        fields of it; the result is validated either way.
         """
         cfg = self.config
-        mem_len = cfg.mem_len if mem_len is None else mem_len
-        ext_len = cfg.ext_len if ext_len is None else ext_len
-        clamp_len = cfg.clamp_len if clamp_len is None else clamp_len
-        same_length = cfg.same_length if same_length is None else same_length
-        keys_mode = cfg.same_length_keys if same_length_keys is None else same_length_keys
+        s = resolve(
+            cfg.segment, settings, mem_len=mem_len, ext_len=ext_len, clamp_len=clamp_len,
+            same_length=same_length, window_keys=window_keys, same_length_keys=same_length_keys,
+        )  # fmt: skip
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         bsz, qlen = input_ids.shape
         mlen = memory_length(mems, cfg.n_layer, bsz, cfg.d_model)
-        klen = mlen + qlen
-        device = input_ids.device
-
-        mask = attention_mask(
-            qlen, mlen, same_length=same_length, mem_len=mem_len,
-            same_length_keys=keys_mode, device=device,
-        )  # fmt: skip
         h = self.drop(self.word_emb(input_ids))  # [B, T, D]
-        dist = relative_distances(klen, clamp_len, device)  # [K+1]: K, ..., 0
-        if cfg.attn_type == 0:
-            r = self.drop(sinusoid(dist, cfg.d_model).to(h.dtype))  # [K+1, D]
-        elif cfg.attn_type == 2:
-            abs_pos = sinusoid(dist[1:], cfg.d_model).to(h.dtype)  # [K, D]: distance from the end
-        elif cfg.attn_type in (1, 3):
-            rows = self._table_rows(dist)  # [K+1]
-
-        hiddens = []
-        for i, layer in enumerate(self.layers):
-            hiddens.append(h)
-            mem = mems[i] if mlen else None
-            pos = {}
-            if cfg.attn_type == 0:
-                pos = dict(
-                    content_bias=self._layer_bias(self.r_w_bias, i),
-                    pos_keys=layer.attn.project_positions(r),
-                    pos_query_bias=self._layer_bias(self.r_r_bias, i),
-                )
-            elif cfg.attn_type == 1:
-                pos = dict(
-                    content_bias=self._layer_bias(self.r_w_bias, i),
-                    pos_keys=self.r_emb[i][rows],
-                    pos_bias=self.r_bias[i][rows],
-                )
-            else:  # absolute positions added to this layer's inputs (2: first layer only)
-                if cfg.attn_type == 2 and i == 0:
-                    add = abs_pos
-                elif cfg.attn_type == 3:
-                    add = self.r_emb[i][rows[1:]].reshape(klen, cfg.d_model)
-                else:
-                    add = None
-                if add is not None:
-                    h = h + add[mlen:]
-                    mem = None if mem is None else mem + add[:mlen]
-            h = layer(h, mem, mask, impl=self.attn_impl, **pos)
+        hiddens, h = self._layers(h, mems, mlen, s)
         h = self.drop(h)  # [B, T, D]
-
-        new_mems = update_mems(mems, hiddens, mem_len=mem_len, ext_len=ext_len)
+        new_mems = update_mems(mems, hiddens, mem_len=s.mem_len, ext_len=s.ext_len)
         token_nll = loss = log_probs = None
-        flat = h.reshape(bsz * qlen, -1)
         if labels is not None:
             if labels.shape != input_ids.shape:
                 raise ValueError(
                     f"labels shape {tuple(labels.shape)} must equal input_ids shape "
                     f"{tuple(input_ids.shape)}"
                 )
-            params = self.crit.clusters(self.word_emb)
-            target = labels.reshape(-1).contiguous()
-            if self.sampler is not None and self.training:
-                nll = sampled_nll(flat, target, params[0], self.sampler)
-            else:
-                nll = adaptive_nll(
-                    flat, target, params, self.crit.cluster_weight, self.crit.cluster_bias
-                )
-            token_nll = nll.view(bsz, qlen)
+            token_nll = self.label_nll(h, labels)
             loss = token_nll.mean()
         if return_log_probs:
             log_probs = self.log_probs(h)
         return LMOutput(
             loss=loss, token_nll=token_nll, mems=new_mems, log_probs=log_probs, hidden=h
         )
+
+    def _layers(
+        self, h: Tensor, mems: Mems | None, mlen: int, s: SegmentSettings
+    ) -> tuple[list[Tensor], Tensor]:
+        """Run every layer on the embedded segment ``h`` ``[B, T, D]``; return each layer's
+        input (the next memory) and the last layer's output."""
+        cfg = self.config
+        klen = mlen + h.shape[1]
+        mask = attention_mask(h.shape[1], mlen, window=s.window, device=h.device)  # [T, K]
+        dist = relative_distances(klen, s.clamp_len, h.device)  # [K+1]: K, ..., 0
+        enc = None
+        if cfg.attn_type in (0, 2):
+            enc = sinusoid(dist, cfg.d_model).to(h.dtype)  # [K+1, D]
+            enc = self.drop(enc) if cfg.attn_type == 0 else enc
+        hiddens = []
+        for i, layer in enumerate(self.layers):
+            hiddens.append(h)
+            mem = mems[i] if mlen else None
+            pos = self.position_terms(i, dist, enc)
+            if pos.add is not None:  # absolute positions: by distance from the last key
+                add = pos.add[1:]  # [K, D]
+                h = h + add[mlen:]
+                mem = None if mem is None else mem + add[:mlen]
+            h = layer(h, mem, mask, pos, impl=self.attn_impl)
+        return hiddens, h
+
+    def label_nll(self, hidden: Tensor, labels: Tensor) -> Tensor:
+        """``[B, T, D]`` final hidden states and ``[B, T]`` labels -> ``[B, T]`` NLL (nats); the
+        sampled softmax in training when the config asks for it."""
+        bsz, qlen = labels.shape
+        flat = hidden.reshape(bsz * qlen, -1)
+        params = self.crit.clusters(self.word_emb)
+        target = labels.reshape(-1).contiguous()
+        if self.sampler is not None and self.training:
+            nll = sampled_nll(flat, target, params[0], self.sampler)
+        else:
+            nll = adaptive_nll(
+                flat, target, params, self.crit.cluster_weight, self.crit.cluster_bias
+            )
+        return nll.view(bsz, qlen)
 
     def log_probs(self, hidden: Tensor) -> Tensor:
         """``[..., D]`` final hidden states -> ``[..., V]`` full-vocabulary log-probabilities."""
@@ -230,19 +263,20 @@ class TransformerXLLM(nn.Module):
         return lp.view(*hidden.shape[:-1], -1)
 
     def generate(self, prompt, max_new_tokens: int = 100, **kwargs) -> Tensor:
-        """Sample continuations with memory: :func:`transformer_xl.generate.generate`."""
-        from transformer_xl.generate import generate
-
+        """Sample continuations with memory: :func:`transformer_xl.model.generate.generate`."""
         return generate(self, prompt, max_new_tokens, **kwargs)
 
     # ------------------------------------------------------------------ weights
     def save_pretrained(self, directory) -> None:
-        from transformer_xl.weights import save_pretrained
-
-        save_pretrained(self, directory)
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
+        write_model_folder(directory, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "sdpa"):
-        from transformer_xl.weights import load_pretrained
-
-        return load_pretrained(directory, map_location=map_location, attn_impl=attn_impl)
+        """A model folder (``config.json`` + ``model.safetensors``) -> the model."""
+        config, tensors, source = read_model_folder(directory, map_location)
+        with torch.device("meta"):
+            model = cls(config, attn_impl=attn_impl)
+        model = model.to_empty(device=map_location)
+        load_state(model, tensors, source)
+        return model

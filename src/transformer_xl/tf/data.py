@@ -1,4 +1,4 @@
-"""``tf.data`` pipelines over a prepared dataset's flat token files (contract 3).
+"""``tf.data`` pipelines over a prepared dataset's flat token files (the layout in docs/data.md).
 
 They yield exactly the segments of the PyTorch side's streams (``transformer_xl.data.streams``;
 ``tests/test_tf_train.py`` compares them element by element):

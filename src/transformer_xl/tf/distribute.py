@@ -2,7 +2,7 @@
 
 The model knows nothing of devices: the trainer creates it inside ``strategy.scope()`` and runs
 its step with ``strategy.run``. Replica ``r`` of ``R`` gets rows ``[r * B/R, (r + 1) * B/R)`` of
-every global batch, as the PyTorch streams shard (contract 4).
+every global batch, as the PyTorch streams shard (docs/tensorflow.md, "Data").
 """
 
 from __future__ import annotations

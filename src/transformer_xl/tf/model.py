@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.segment import SegmentSettings, resolve
 from transformer_xl.tf.adaptive import (
     adaptive_log_probs,
     adaptive_nll,
@@ -149,11 +150,13 @@ class TFTransformerXLLM(tf.Module):
         input_ids,
         labels=None,
         mems: Mems | None = None,
+        settings: SegmentSettings | None = None,
         *,
         mem_len: int | None = None,
         ext_len: int | None = None,
         clamp_len: int | None = None,
         same_length: bool | None = None,
+        window_keys: str | None = None,
         same_length_keys: str | None = None,
         return_log_probs: bool = False,
         training: bool = False,
@@ -163,18 +166,19 @@ class TFTransformerXLLM(tf.Module):
         """Score one segment.
 
         input_ids, labels: ``[B, T]`` ids (labels are the next tokens, already shifted); mems:
-        the memory the previous call returned (None or ``()`` to start empty). The run settings
-        default to the config's, for this call only. ``compute_dtype`` (float32, bfloat16 or
+        the memory the previous call returned (None or ``()`` to start empty). ``settings``
+        (a :class:`~transformer_xl.segment.SegmentSettings`) defaults to ``config.segment``; the
+        loose keywords change single fields of it, for this call only. ``compute_dtype`` (float32, bfloat16 or
         float16) is the precision of the arithmetic: variables stay float32 and are cast on
         use, layer norms and softmaxes accumulate in float32 (mixed precision).
         ``dense_softmax`` picks the XLA-friendly adaptive softmax (see ``adaptive_nll``).
         """
         cfg = self.config
-        mem_len = cfg.mem_len if mem_len is None else mem_len
-        ext_len = cfg.ext_len if ext_len is None else ext_len
-        clamp_len = cfg.clamp_len if clamp_len is None else clamp_len
-        same_length = cfg.same_length if same_length is None else same_length
-        keys_mode = cfg.same_length_keys if same_length_keys is None else same_length_keys
+        s = resolve(
+            cfg.segment, settings, mem_len=mem_len, ext_len=ext_len, clamp_len=clamp_len,
+            same_length=same_length, window_keys=window_keys, same_length_keys=same_length_keys,
+        )  # fmt: skip
+        mem_len, ext_len, clamp_len = s.mem_len, s.ext_len, s.clamp_len
         input_ids = tf.cast(tf.convert_to_tensor(input_ids), tf.int32)
         if input_ids.shape.rank != 2 or input_ids.shape[1] is None:
             raise ValueError(
@@ -187,11 +191,10 @@ class TFTransformerXLLM(tf.Module):
         def get(name: str) -> tf.Tensor:
             return tf.cast(self.params[name], compute_dtype)
 
-        mask = attention_mask(
-            qlen, mlen, same_length=same_length, mem_len=mem_len, same_length_keys=keys_mode
-        )  # [T, K]
+        mask = attention_mask(qlen, mlen, window=s.window)  # [T, K]
         h = _dropout(embed(input_ids, cfg, get), cfg.dropout, training)  # [B, T, D]
         dist = relative_distances(klen, clamp_len)  # [K+1]: K, ..., 0
+        r = abs_pos = rows = None
         if cfg.attn_type == 0:
             r = _dropout(tf.cast(sinusoid(dist, cfg.d_model), compute_dtype), cfg.dropout, training)
         elif cfg.attn_type == 2:
@@ -203,54 +206,64 @@ class TFTransformerXLLM(tf.Module):
         for i in range(cfg.n_layer):
             hiddens.append(h)
             mem = tf.cast(mems[i], compute_dtype) if mlen else None
-            pos = {}
-            if cfg.attn_type == 0:
-                pos_keys = linear(r, get(f"layers.{i}.attn.r_net.weight"))  # [K+1, H*Dh]
-                pos = dict(
-                    content_bias=self._layer_bias(get, "r_w_bias", i),
-                    pos_keys=tf.reshape(pos_keys, [klen + 1, cfg.n_head, cfg.d_head]),
-                    pos_query_bias=self._layer_bias(get, "r_r_bias", i),
-                )
-            elif cfg.attn_type == 1:
-                pos = dict(
-                    content_bias=self._layer_bias(get, "r_w_bias", i),
-                    pos_keys=tf.gather(get("r_emb")[i], rows),  # [K+1, H, Dh]
-                    pos_bias=tf.gather(get("r_bias")[i], rows),  # [K+1, H]
-                )
-            else:  # absolute positions added to this layer's inputs (2: first layer only)
-                add = None
-                if cfg.attn_type == 2 and i == 0:
-                    add = abs_pos
-                elif cfg.attn_type == 3:
-                    add = tf.reshape(tf.gather(get("r_emb")[i], rows[1:]), [klen, cfg.d_model])
-                if add is not None:
-                    h = h + add[mlen:]
-                    mem = None if mem is None else mem + add[:mlen]
+            pos, add = self._position_terms(i, get, klen, r=r, abs_pos=abs_pos, rows=rows)
+            if add is not None:  # absolute positions added to this layer's inputs
+                h = h + add[mlen:]
+                mem = None if mem is None else mem + add[:mlen]
             h = self._attention(i, h, mem, mask, get, training=training, **pos)
             h = self._feed_forward(i, h, get, training=training)
         h = _dropout(h, cfg.dropout, training)  # [B, T, D]
 
         new_mems = update_mems(mems, hiddens, mem_len=mem_len, ext_len=ext_len)
         token_nll = loss = log_probs = None
-        flat = tf.reshape(h, [-1, cfg.d_model])  # [B*T, D]
         if labels is not None:
-            labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
-            if labels.shape.as_list() != input_ids.shape.as_list():
-                raise ValueError(
-                    f"labels shape {labels.shape} must equal input_ids shape {input_ids.shape}"
-                )
-            nll = adaptive_nll(
-                flat,
-                tf.reshape(labels, [-1]),
-                output_clusters(cfg, get),
-                *self._cluster_head(get),
-                dense=dense_softmax,
-            )
-            token_nll = tf.reshape(nll, [-1, qlen])
+            token_nll = self._label_nll(h, labels, input_ids, get, dense_softmax)  # [B, T]
             loss = tf.reduce_mean(token_nll)
         if return_log_probs:
             log_probs = self._log_probs(h, get)
         return TFLMOutput(loss, token_nll, new_mems, log_probs, h)
+
+    def _label_nll(self, h, labels, input_ids, get, dense: bool) -> tf.Tensor:
+        """``[B, T, D]`` final hidden states and ``[B, T]`` labels -> ``[B, T]`` NLL (nats)."""
+        cfg = self.config
+        labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+        if labels.shape.as_list() != input_ids.shape.as_list():
+            raise ValueError(
+                f"labels shape {labels.shape} must equal input_ids shape {input_ids.shape}"
+            )
+        flat = tf.reshape(h, [-1, cfg.d_model])  # [B*T, D]
+        nll = adaptive_nll(
+            flat,
+            tf.reshape(labels, [-1]),
+            output_clusters(cfg, get),
+            *self._cluster_head(get),
+            dense=dense,
+        )
+        return tf.reshape(nll, [-1, int(input_ids.shape[1])])
+
+    def _position_terms(self, i, get, klen, *, r, abs_pos, rows):
+        """Layer ``i``'s position terms (the mirror of ``TransformerXLLM.position_terms``): the
+        keyword arguments of :meth:`_attention` and the absolute encodings ``[K, D]`` to add to
+        the layer's input (attn_type 2: first layer only, 3), or None."""
+        cfg = self.config
+        if cfg.attn_type == 0:
+            pos_keys = linear(r, get(f"layers.{i}.attn.r_net.weight"))  # [K+1, H*Dh]
+            pos = dict(
+                content_bias=self._layer_bias(get, "r_w_bias", i),
+                pos_keys=tf.reshape(pos_keys, [klen + 1, cfg.n_head, cfg.d_head]),
+                pos_query_bias=self._layer_bias(get, "r_r_bias", i),
+            )
+            return pos, None
+        if cfg.attn_type == 1:
+            pos = dict(
+                content_bias=self._layer_bias(get, "r_w_bias", i),
+                pos_keys=tf.gather(get("r_emb")[i], rows),  # [K+1, H, Dh]
+                pos_bias=tf.gather(get("r_bias")[i], rows),  # [K+1, H]
+            )
+            return pos, None
+        if cfg.attn_type == 2:
+            return {}, abs_pos if i == 0 else None
+        return {}, tf.reshape(tf.gather(get("r_emb")[i], rows[1:]), [klen, cfg.d_model])
 
     def log_probs(self, hidden: tf.Tensor) -> tf.Tensor:
         """``[..., D]`` final hidden states -> ``[..., V]`` full-vocabulary log-probabilities."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from transformer_xl.segment import SegmentSettings
+
 Mems = tuple  # tuple of per-layer tf.Tensor [B, M, D] (empty tuple: no memory)
 
 
@@ -42,21 +44,25 @@ def rel_shift(scores: tf.Tensor) -> tf.Tensor:
 
 
 def attention_mask(
-    qlen: int, mlen: int, *, same_length: bool, mem_len: int, same_length_keys: str = "tf"
+    qlen: int,
+    mlen: int,
+    *,
+    window: int | None = None,
+    same_length: bool | None = None,
+    mem_len: int | None = None,
+    same_length_keys: str | None = None,
 ) -> tf.Tensor:
     """Boolean ``[T, K]``, True where query ``i`` must not see key ``j``: future keys
-    (``j > M + i``) and, with ``same_length``, keys before a window of ``mem_len + 1`` (``"tf"``)
-    or ``mem_len`` (``"torch"``) keys ending at the query."""
+    (``j > M + i``) and, with a ``window`` (:attr:`SegmentSettings.window`, the same-length rule),
+    keys at distance ``>= window``. The keywords of earlier versions (``same_length``,
+    ``mem_len``, ``same_length_keys``) are turned into that window."""
+    if same_length is not None:
+        legacy = SegmentSettings(mem_len=mem_len or 0, same_length=same_length)
+        window = legacy.replace(same_length_keys=same_length_keys).window
     pos = tf.range(qlen)[:, None] + mlen  # [T, 1] query positions among the keys
     keys = tf.range(mlen + qlen)[None, :]  # [1, K]
     masked = keys > pos
-    if same_length:
-        window = mem_len + 1 if same_length_keys == "tf" else mem_len
-        if window < 1:
-            raise ValueError(
-                "same_length with same_length_keys='torch' needs mem_len >= 1 "
-                f"(got mem_len={mem_len}): every query would see no key"
-            )
+    if window is not None:
         masked = masked | (keys <= pos - window)
     return masked
 

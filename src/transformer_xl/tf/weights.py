@@ -16,9 +16,10 @@ from safetensors.numpy import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.fileio import atomic_output
-from transformer_xl.weights import CONFIG_NAME, WEIGHTS_NAME, check_state, open_model_folder
+from transformer_xl.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_state, open_model_folder
 
-TOKENIZER_FILES = ("vocab.json", "tokenizer.json")  # contract 5: copied beside the weights
+# copied beside the weights: a model folder carries its vocabulary
+TOKENIZER_FILES = ("vocab.json", "tokenizer.json")
 
 
 def state_dict(model) -> dict[str, np.ndarray]:
