@@ -78,6 +78,13 @@ BENCH_PRESETS: dict[str, Callable[[], BenchPreset]] = {
         batch=8, tgt_len=64, mem_len=64, eval_tgt_len=64, eval_mem_len=256, gen_mem_len=256,
         note="small adaptive-softmax model at WikiText-2's vocabulary (4L, d 256, 4 clusters)",
     ),
+    "tiny256": lambda: BenchPreset(
+        preset_config("tiny", d_model=256, d_head=64, d_inner=1024, clamp_len=-1, **_HF_COMPAT),
+        batch=16, tgt_len=128, mem_len=128, eval_tgt_len=128, eval_mem_len=128, gen_mem_len=256,
+        note="issue 13's tiny: 4L, d 256, bytes, tgt = mem = 128, batch 16",
+    ),
+    "wt103_small": lambda: _wt103_small(eval_mem_len=64),
+    "wt103_small_m640": lambda: _wt103_small(eval_mem_len=640),
     "wt103_base": lambda: BenchPreset(
         preset_config("wt103_base", **_HF_COMPAT),
         batch=60, tgt_len=150, mem_len=150, eval_tgt_len=64, eval_mem_len=640, gen_mem_len=640,
@@ -92,6 +99,21 @@ BENCH_PRESETS: dict[str, Callable[[], BenchPreset]] = {
         note="NVIDIA's base configuration (16L, d 512, 8x64, tgt=mem 192, batch 32) (GPU)",
     ),
 }  # fmt: skip
+
+
+def _wt103_small(eval_mem_len: int) -> BenchPreset:
+    """The adaptive WikiText-style configuration: 4L, d 256, 50k words, div_val 4, tgt = mem = 64,
+    batch 8 (eval memory ``eval_mem_len``; 640 is the paper's WikiText-103 evaluation)."""
+    cfg = TransformerXLConfig(
+        vocab_size=50_000, n_layer=4, n_head=8, d_model=256, d_head=32, d_inner=1024,
+        cutoffs=(20_000, 40_000), div_val=4, tie_projs=(False, True, True),
+        dropout=0.1, tgt_len=64, mem_len=64, **_HF_COMPAT,
+    )  # fmt: skip
+    return BenchPreset(
+        cfg, batch=8, tgt_len=64, mem_len=64, eval_tgt_len=64, eval_mem_len=eval_mem_len,
+        gen_mem_len=640, note=f"adaptive WikiText-style (4L, d 256, V 50k, div_val 4), eval "
+        f"memory {eval_mem_len}",
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- FLOPs

@@ -139,7 +139,7 @@ class AdaptiveSoftmaxParams(nn.Module):
 
 def _acc(t: Tensor) -> torch.dtype:
     """Accumulation dtype of a log-softmax: float32 for half types, else the input's."""
-    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+    return torch.promote_types(t.dtype, torch.float32)
 
 
 def _logits(hidden: Tensor, p: ClusterParams) -> Tensor:
@@ -175,6 +175,129 @@ def adaptive_log_probs(
     return torch.cat(parts, dim=-1)
 
 
+LSE_CHUNK = 256  # rows per float32 log-sum-exp block: bounds the float32 temporaries
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    """The matmul dtype: autocast's where it is on for ``t``'s device, else ``t``'s own."""
+    dev = t.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return t.dtype
+
+
+def _cluster_logits(z: Tensor, weight: Tensor, bias: Tensor, extra_w, extra_b) -> list[Tensor]:
+    """``[n, d_i]`` -> the logits blocks ``[n, V_i]`` (and ``[n, n_tail]`` for the head)."""
+    out = [torch.addmm(bias, z, weight.t())]
+    if extra_w is not None:
+        out.append(torch.addmm(extra_b, z, extra_w.t()))
+    return out
+
+
+def _pick(blocks: list[Tensor], col: Tensor) -> Tensor:
+    """``blocks[.][r, col[r]]`` (float32 or wider), ``col`` counting across the blocks."""
+    n0, acc = blocks[0].shape[1], _acc(blocks[0])
+    picked = blocks[0].gather(1, col.clamp(max=n0 - 1)[:, None]).squeeze(1).to(acc)
+    if len(blocks) == 2:
+        other = blocks[1].gather(1, (col - n0).clamp(min=0)[:, None]).squeeze(1).to(acc)
+        picked = torch.where(col < n0, picked, other)
+    return picked
+
+
+def _row_lse(blocks: list[Tensor], softmax_in_place: bool) -> Tensor:
+    """Log-sum-exp of each row across the blocks in float32 (or wider), ``LSE_CHUNK`` rows at a
+    time (the float32 temporaries of bfloat16 blocks stay small). With ``softmax_in_place`` each
+    block is overwritten with its softmax probabilities ``exp(logit - lse)`` (same dtype)."""
+    n, acc = blocks[0].shape[0], _acc(blocks[0])
+    lse = torch.empty(n, dtype=acc, device=blocks[0].device)
+    for s in range(0, n, LSE_CHUNK):
+        rows = [b[s : s + LSE_CHUNK].to(acc) for b in blocks]
+        part = torch.logsumexp(rows[0], -1)
+        if len(rows) == 2:
+            part = torch.logaddexp(part, torch.logsumexp(rows[1], -1))
+        lse[s : s + LSE_CHUNK] = part
+        if softmax_in_place:
+            for b, r in zip(blocks, rows, strict=True):
+                if r.data_ptr() == b.data_ptr():  # already float32 or wider: no copy was made
+                    r.sub_(part[:, None]).exp_()
+                else:
+                    b[s : s + LSE_CHUNK] = torch.exp(r - part[:, None])
+    return lse
+
+
+class _ClusterNLL(torch.autograd.Function):
+    """Linear layer(s) + log-softmax + NLL of one cluster, with a memory-lean backward.
+
+    The forward pass keeps one ``[n, V_i]`` tensor: the logits, overwritten in place by
+    ``softmax - onehot(target)``, which is exactly ``d nll / d logits``; the backward pass scales
+    it in place by the upstream gradient and turns it into the three gradients. No log-softmax
+    output and no ``[n, V_i]`` one-hot gradient are ever stored (plain autograd keeps both).
+    With ``in_place`` (the model's setting) the graph can be run backward once only
+    (``retain_graph`` is refused); without it the backward pass scales a copy.
+    """
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, extra_w, extra_b, col, in_place=True):
+        blocks = _cluster_logits(z, weight, bias, extra_w, extra_b)
+        picked = _pick(blocks, col)
+        lse = _row_lse(blocks, softmax_in_place=True)
+        n0 = blocks[0].shape[1]
+        dt = blocks[0].dtype
+        blocks[0].scatter_add_(1, col.clamp(max=n0 - 1)[:, None], -(col < n0).to(dt)[:, None])
+        if len(blocks) == 2:
+            blocks[1].scatter_add_(
+                1, (col - n0).clamp(min=0)[:, None], -(col >= n0).to(dt)[:, None]
+            )
+        ctx.save_for_backward(z, weight, extra_w, *blocks)
+        ctx.has_extra, ctx.in_place, ctx.done = extra_w is not None, in_place, False
+        return lse - picked
+
+    @staticmethod
+    def backward(ctx, grad_nll):
+        if ctx.done:
+            raise RuntimeError("the fused adaptive softmax can be run backward only once")
+        ctx.done = ctx.in_place
+        z, weight, extra_w, *blocks = ctx.saved_tensors
+        g = grad_nll.to(blocks[0].dtype)[:, None]
+        grads = [b.mul_(g) if ctx.in_place else b * g for b in blocks]  # d loss / d logits
+        grad_z = grads[0] @ weight
+        grad_w, grad_b = grads[0].t() @ z, grads[0].sum(0, dtype=_acc(z))
+        grad_xw = grad_xb = None
+        if ctx.has_extra:
+            grad_z = grad_z.addmm_(grads[1], extra_w)
+            grad_xw, grad_xb = grads[1].t() @ z, grads[1].sum(0, dtype=_acc(z))
+            grad_xb = grad_xb.to(z.dtype)
+        return grad_z, grad_w, grad_b.to(z.dtype), grad_xw, grad_xb, None, None
+
+
+def cluster_nll(
+    hidden: Tensor, p: ClusterParams, col: Tensor, extra_w: Tensor | None, extra_b
+) -> Tensor:
+    """NLL ``[n]`` (float32 or wider) of column ``col`` ``[n]`` of one cluster's softmax over ``hidden``
+    ``[n, d_model]`` (for the head, ``extra_w``/``extra_b`` are the tail clusters' rows, columns
+    after the shortlist). Matmuls run in autocast's dtype where autocast is on, the log-sum-exp
+    and the loss in float32; the parameters are cast once per call (fp32 master weights keep
+    their gradients in float32 through the cast)."""
+    dt = _compute_dtype(hidden)
+    dev = hidden.device.type
+    with torch.autocast(dev, enabled=False):
+        x = hidden.to(dt)
+        z = x if p.proj is None else x @ p.proj.to(dt)
+        w, b = p.weight.to(dt), p.bias.to(dt)
+        xw = None if extra_w is None else extra_w.to(dt)
+        xb = None if extra_b is None else extra_b.to(dt)
+        if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (z, w, b, xw, xb)
+        ):
+            return _ClusterNLL.apply(z, w, b, xw, xb, col)
+        nll = torch.empty(z.shape[0], dtype=_acc(z), device=z.device)
+        for s in range(0, z.shape[0], LSE_CHUNK):  # no gradient: logits a block at a time
+            blocks = _cluster_logits(z[s : s + LSE_CHUNK], w, b, xw, xb)
+            sub = col[s : s + LSE_CHUNK]
+            nll[s : s + LSE_CHUNK] = _row_lse(blocks, softmax_in_place=False) - _pick(blocks, sub)
+        return nll
+
+
 def adaptive_nll(
     hidden: Tensor,
     target: Tensor,
@@ -182,16 +305,15 @@ def adaptive_nll(
     cluster_w: Tensor | None,
     cluster_b: Tensor | None,
 ) -> Tensor:
-    """Negative log-likelihood ``[N]`` of ``target`` ``[N]`` under the adaptive softmax.
+    """Negative log-likelihood ``[N]`` (float32) of ``target`` ``[N]`` under the adaptive softmax.
 
-    Tail clusters are evaluated only on the tokens that fall in them. Their counts are read
-    once (one host sync on an accelerator, none on CPU and none without tail clusters).
+    One pass per cluster: the head over every token (shortlist plus one column per tail
+    cluster), each tail cluster over only the tokens that fall in it; no ``[N, V]`` tensor.
+    The tail counts are read once (one host sync on an accelerator, none on CPU and none
+    without tail clusters).
     """
-    head_lp = torch.log_softmax(
-        _head_logits(hidden, params, cluster_w, cluster_b).to(_acc(hidden)), -1
-    )
     if len(params) == 1:
-        return -head_lp.gather(1, target[:, None]).squeeze(1)
+        return cluster_nll(hidden, params[0], target, None, None)
     ends = [0]
     for p in params:
         ends.append(ends[-1] + p.weight.shape[0])
@@ -199,7 +321,7 @@ def adaptive_nll(
     boundaries = torch.tensor(ends[1:-1], device=target.device, dtype=target.dtype)
     cluster = torch.bucketize(target, boundaries, right=True)  # [N] 0 = head, i = tail i
     head_col = torch.where(cluster == 0, target, shortlist + cluster - 1)
-    nll = -head_lp.gather(1, head_col[:, None]).squeeze(1)
+    nll = cluster_nll(hidden, params[0], head_col, cluster_w, cluster_b)
     order = torch.argsort(cluster, stable=True)
     counts = torch.bincount(cluster, minlength=len(params)).tolist()
     start = counts[0]
@@ -208,11 +330,14 @@ def adaptive_nll(
             continue
         idx = order[start : start + counts[i]]
         start += counts[i]
-        tail_lp = torch.log_softmax(
-            _logits(hidden.index_select(0, idx), params[i]).to(_acc(hidden)), -1
+        tail = cluster_nll(
+            hidden.index_select(0, idx),
+            params[i],
+            target.index_select(0, idx) - ends[i],
+            None,
+            None,
         )
-        picked = tail_lp.gather(1, (target.index_select(0, idx) - ends[i])[:, None]).squeeze(1)
-        nll = nll.index_add(0, idx, -picked)
+        nll = nll.index_add(0, idx, tail)
     return nll
 
 
