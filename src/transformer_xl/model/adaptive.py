@@ -175,7 +175,7 @@ def adaptive_log_probs(
     return torch.cat(parts, dim=-1)
 
 
-LSE_CHUNK = 256  # rows per float32 log-sum-exp block: bounds the float32 temporaries
+ROW_CHUNK = 256  # rows per float32 log-softmax block: bounds the float32 temporaries
 
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
@@ -186,115 +186,110 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
     return t.dtype
 
 
-def _cluster_logits(z: Tensor, weight: Tensor, bias: Tensor, extra_w, extra_b) -> list[Tensor]:
-    """``[n, d_i]`` -> the logits blocks ``[n, V_i]`` (and ``[n, n_tail]`` for the head)."""
-    out = [torch.addmm(bias, z, weight.t())]
-    if extra_w is not None:
-        out.append(torch.addmm(extra_b, z, extra_w.t()))
+def _packed(a: Tensor, b: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """``a`` with ``b``'s rows appended (the head's tail-cluster rows), in ``dtype``, written in
+    one pass: the cast a bfloat16 matmul needs anyway, no separate concatenation."""
+    if b is None:
+        return a.to(dtype)
+    out = torch.empty((a.shape[0] + b.shape[0], *a.shape[1:]), dtype=dtype, device=a.device)
+    out[: a.shape[0]].copy_(a)
+    out[a.shape[0] :].copy_(b)
     return out
 
 
-def _pick(blocks: list[Tensor], col: Tensor) -> Tensor:
-    """``blocks[.][r, col[r]]`` (float32 or wider), ``col`` counting across the blocks."""
-    n0, acc = blocks[0].shape[1], _acc(blocks[0])
-    picked = blocks[0].gather(1, col.clamp(max=n0 - 1)[:, None]).squeeze(1).to(acc)
-    if len(blocks) == 2:
-        other = blocks[1].gather(1, (col - n0).clamp(min=0)[:, None]).squeeze(1).to(acc)
-        picked = torch.where(col < n0, picked, other)
-    return picked
+def _nll_blocks(logits: Tensor, col: Tensor, keep: bool) -> Tensor:
+    """NLL of column ``col`` of each row of ``logits`` ``[n, V]``, the log-softmax in float32 (or
+    wider) ``ROW_CHUNK`` rows at a time. With ``keep`` the logits are overwritten by what the
+    backward pass needs: the log-softmax where the logits are float32 or wider, the softmax
+    probabilities in a half dtype (its log-softmax would be too coarse to exponentiate)."""
+    n, acc = logits.shape[0], _acc(logits)
+    nll = torch.empty(n, dtype=acc, device=logits.device)
+    for s in range(0, n, ROW_CHUNK):
+        blk = logits[s : s + ROW_CHUNK]
+        lsm = torch.log_softmax(blk, -1, dtype=acc)
+        nll[s : s + ROW_CHUNK] = lsm.gather(1, col[s : s + ROW_CHUNK, None]).squeeze(1).neg_()
+        if keep:
+            blk.copy_(lsm) if lsm.dtype == blk.dtype else torch.exp(lsm, out=blk)
+    return nll
 
 
-def _row_lse(blocks: list[Tensor], softmax_in_place: bool) -> Tensor:
-    """Log-sum-exp of each row across the blocks in float32 (or wider), ``LSE_CHUNK`` rows at a
-    time (the float32 temporaries of bfloat16 blocks stay small). With ``softmax_in_place`` each
-    block is overwritten with its softmax probabilities ``exp(logit - lse)`` (same dtype)."""
-    n, acc = blocks[0].shape[0], _acc(blocks[0])
-    lse = torch.empty(n, dtype=acc, device=blocks[0].device)
-    for s in range(0, n, LSE_CHUNK):
-        rows = [b[s : s + LSE_CHUNK].to(acc) for b in blocks]
-        part = torch.logsumexp(rows[0], -1)
-        if len(rows) == 2:
-            part = torch.logaddexp(part, torch.logsumexp(rows[1], -1))
-        lse[s : s + LSE_CHUNK] = part
-        if softmax_in_place:
-            for b, r in zip(blocks, rows, strict=True):
-                if r.data_ptr() == b.data_ptr():  # already float32 or wider: no copy was made
-                    r.sub_(part[:, None]).exp_()
-                else:
-                    b[s : s + LSE_CHUNK] = torch.exp(r - part[:, None])
-    return lse
+def _logits_grad(kept: Tensor, col: Tensor, g: Tensor, in_place: bool) -> Tensor:
+    """``d loss / d logits`` = ``g (softmax - onehot(col))`` from what :func:`_nll_blocks` kept.
+    From a log-softmax: PyTorch's own log-softmax backward kernel on ``ROW_CHUNK`` rows at a time
+    (the same arithmetic as plain autograd, so float32 training is unchanged bit for bit)."""
+    out = kept if in_place else torch.empty_like(kept)
+    if kept.dtype == _acc(kept):
+        for s in range(0, kept.shape[0], ROW_CHUNK):
+            blk, c, gb = kept[s : s + ROW_CHUNK], col[s : s + ROW_CHUNK], g[s : s + ROW_CHUNK]
+            upstream = torch.zeros_like(blk).scatter_(1, c[:, None], -gb.to(blk.dtype)[:, None])
+            grad = torch._log_softmax_backward_data(upstream, blk, 1, blk.dtype)
+            out[s : s + ROW_CHUNK] = grad
+        return out
+    gd = g.to(kept.dtype)[:, None]
+    torch.mul(kept, gd, out=out)
+    return out.scatter_add_(1, col[:, None], -gd)
 
 
 class _ClusterNLL(torch.autograd.Function):
-    """Linear layer(s) + log-softmax + NLL of one cluster, with a memory-lean backward.
+    """Linear layer + log-softmax + NLL of one cluster, with a memory-lean backward.
 
-    The forward pass keeps one ``[n, V_i]`` tensor: the logits, overwritten in place by
-    ``softmax - onehot(target)``, which is exactly ``d nll / d logits``; the backward pass scales
-    it in place by the upstream gradient and turns it into the three gradients. No log-softmax
-    output and no ``[n, V_i]`` one-hot gradient are ever stored (plain autograd keeps both).
-    With ``in_place`` (the model's setting) the graph can be run backward once only
-    (``retain_graph`` is refused); without it the backward pass scales a copy.
+    ``z`` ``[n, d_i]`` is in the compute dtype; ``weight``/``bias`` (and, for the head, the tail
+    clusters' ``extra_w``/``extra_b``, columns after the shortlist) are the parameters as they
+    are (fp32 master weights under autocast): they are cast and packed once, and their gradients
+    come back in their own dtype. The forward pass keeps one ``[n, V_i]`` tensor: the logits,
+    overwritten by their log-softmax (softmax in a half dtype); the backward pass turns it into
+    ``d loss / d logits`` in place and from there into the gradients. No log-softmax output
+    and no ``[n, V_i]`` one-hot gradient are stored (plain autograd keeps both). With
+    ``in_place`` (the model's setting) the scaling reuses that buffer, so the graph can be run
+    backward once only (``retain_graph`` is refused); without it a copy is scaled.
     """
 
     @staticmethod
     def forward(ctx, z, weight, bias, extra_w, extra_b, col, in_place=True):
-        blocks = _cluster_logits(z, weight, bias, extra_w, extra_b)
-        picked = _pick(blocks, col)
-        lse = _row_lse(blocks, softmax_in_place=True)
-        n0 = blocks[0].shape[1]
-        dt = blocks[0].dtype
-        blocks[0].scatter_add_(1, col.clamp(max=n0 - 1)[:, None], -(col < n0).to(dt)[:, None])
-        if len(blocks) == 2:
-            blocks[1].scatter_add_(
-                1, (col - n0).clamp(min=0)[:, None], -(col >= n0).to(dt)[:, None]
-            )
-        ctx.save_for_backward(z, weight, extra_w, *blocks)
-        ctx.has_extra, ctx.in_place, ctx.done = extra_w is not None, in_place, False
-        return lse - picked
+        w, b = _packed(weight, extra_w, z.dtype), _packed(bias, extra_b, z.dtype)
+        logits = torch.addmm(b, z, w.t())  # [n, V_i (+ n_tail)]
+        nll = _nll_blocks(logits, col, keep=True)  # logits now hold the (log-)softmax
+        ctx.save_for_backward(z, w, logits, col)
+        ctx.meta = (weight.shape[0], weight.dtype, bias.dtype, extra_w is not None)
+        ctx.in_place, ctx.done = in_place, False
+        return nll
 
     @staticmethod
     def backward(ctx, grad_nll):
         if ctx.done:
             raise RuntimeError("the fused adaptive softmax can be run backward only once")
         ctx.done = ctx.in_place
-        z, weight, extra_w, *blocks = ctx.saved_tensors
-        g = grad_nll.to(blocks[0].dtype)[:, None]
-        grads = [b.mul_(g) if ctx.in_place else b * g for b in blocks]  # d loss / d logits
-        grad_z = grads[0] @ weight
-        grad_w, grad_b = grads[0].t() @ z, grads[0].sum(0, dtype=_acc(z))
-        grad_xw = grad_xb = None
-        if ctx.has_extra:
-            grad_z = grad_z.addmm_(grads[1], extra_w)
-            grad_xw, grad_xb = grads[1].t() @ z, grads[1].sum(0, dtype=_acc(z))
-            grad_xb = grad_xb.to(z.dtype)
-        return grad_z, grad_w, grad_b.to(z.dtype), grad_xw, grad_xb, None, None
+        z, w, kept, col = ctx.saved_tensors
+        n0, w_dtype, b_dtype, has_extra = ctx.meta
+        grad = _logits_grad(kept, col, grad_nll, ctx.in_place)  # [n, V_i (+ n_tail)]
+        grad_z = grad @ w
+        grad_w = grad.t() @ z  # [V_i (+ n_tail), d_i]
+        grad_b = grad.sum(0, dtype=torch.promote_types(grad.dtype, torch.float32))
+        gw, gb = grad_w[:n0].to(w_dtype), grad_b[:n0].to(b_dtype)
+        gxw = grad_w[n0:].to(w_dtype) if has_extra else None
+        gxb = grad_b[n0:].to(b_dtype) if has_extra else None
+        return grad_z, gw, gb, gxw, gxb, None, None
 
 
 def cluster_nll(
     hidden: Tensor, p: ClusterParams, col: Tensor, extra_w: Tensor | None, extra_b
 ) -> Tensor:
-    """NLL ``[n]`` (float32 or wider) of column ``col`` ``[n]`` of one cluster's softmax over ``hidden``
-    ``[n, d_model]`` (for the head, ``extra_w``/``extra_b`` are the tail clusters' rows, columns
-    after the shortlist). Matmuls run in autocast's dtype where autocast is on, the log-sum-exp
-    and the loss in float32; the parameters are cast once per call (fp32 master weights keep
-    their gradients in float32 through the cast)."""
+    """NLL ``[n]`` (float32 or wider) of column ``col`` ``[n]`` of one cluster's softmax over
+    ``hidden`` ``[n, d_model]`` (for the head, ``extra_w``/``extra_b`` are the tail clusters' rows,
+    columns after the shortlist). Matmuls run in autocast's dtype where autocast is on, the
+    log-softmax and the loss in float32; fp32 master weights get float32 gradients."""
     dt = _compute_dtype(hidden)
-    dev = hidden.device.type
-    with torch.autocast(dev, enabled=False):
+    with torch.autocast(hidden.device.type, enabled=False):
         x = hidden.to(dt)
         z = x if p.proj is None else x @ p.proj.to(dt)
-        w, b = p.weight.to(dt), p.bias.to(dt)
-        xw = None if extra_w is None else extra_w.to(dt)
-        xb = None if extra_b is None else extra_b.to(dt)
-        if torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (z, w, b, xw, xb)
-        ):
-            return _ClusterNLL.apply(z, w, b, xw, xb, col)
-        nll = torch.empty(z.shape[0], dtype=_acc(z), device=z.device)
-        for s in range(0, z.shape[0], LSE_CHUNK):  # no gradient: logits a block at a time
-            blocks = _cluster_logits(z[s : s + LSE_CHUNK], w, b, xw, xb)
-            sub = col[s : s + LSE_CHUNK]
-            nll[s : s + LSE_CHUNK] = _row_lse(blocks, softmax_in_place=False) - _pick(blocks, sub)
+        leaves = (z, p.weight, p.bias, extra_w, extra_b)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in leaves):
+            return _ClusterNLL.apply(z, p.weight, p.bias, extra_w, extra_b, col)
+        w, b = _packed(p.weight, extra_w, dt), _packed(p.bias, extra_b, dt)
+        nll = torch.empty(z.shape[0], dtype=torch.promote_types(dt, torch.float32), device=z.device)
+        for s in range(0, z.shape[0], ROW_CHUNK):  # no gradient: logits a block at a time
+            logits = torch.addmm(b, z[s : s + ROW_CHUNK], w.t())
+            nll[s : s + ROW_CHUNK] = _nll_blocks(logits, col[s : s + ROW_CHUNK], keep=False)
         return nll
 
 
