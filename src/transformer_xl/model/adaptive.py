@@ -200,16 +200,16 @@ def _packed(a: Tensor, b: Tensor | None, dtype: torch.dtype) -> Tensor:
 def _nll_blocks(logits: Tensor, col: Tensor, keep: bool) -> Tensor:
     """NLL of column ``col`` of each row of ``logits`` ``[n, V]``, the log-softmax in float32 (or
     wider) ``ROW_CHUNK`` rows at a time. With ``keep`` the logits are overwritten by what the
-    backward pass needs: the log-softmax where the logits are float32 or wider, the softmax
-    probabilities in a half dtype (its log-softmax would be too coarse to exponentiate)."""
+    backward pass needs: the log-softmax (in place) where the logits are float32 or wider, the
+    softmax probabilities in a half dtype (its log-softmax would be too coarse to exponentiate)."""
     n, acc = logits.shape[0], _acc(logits)
     nll = torch.empty(n, dtype=acc, device=logits.device)
     for s in range(0, n, ROW_CHUNK):
         blk = logits[s : s + ROW_CHUNK]
-        lsm = torch.log_softmax(blk, -1, dtype=acc)
+        lsm = torch.log_softmax(blk, -1, dtype=acc)  # [chunk, V] float32 temporary
         nll[s : s + ROW_CHUNK] = lsm.gather(1, col[s : s + ROW_CHUNK, None]).squeeze(1).neg_()
         if keep:
-            blk.copy_(lsm) if lsm.dtype == blk.dtype else torch.exp(lsm, out=blk)
+            blk.copy_(lsm if blk.dtype == acc else lsm.exp_())
     return nll
 
 
@@ -217,16 +217,17 @@ def _logits_grad(kept: Tensor, col: Tensor, g: Tensor, in_place: bool) -> Tensor
     """``d loss / d logits`` = ``g (softmax - onehot(col))`` from what :func:`_nll_blocks` kept.
     From a log-softmax: PyTorch's own log-softmax backward kernel on ``ROW_CHUNK`` rows at a time
     (the same arithmetic as plain autograd, so float32 training is unchanged bit for bit)."""
-    out = kept if in_place else torch.empty_like(kept)
     if kept.dtype == _acc(kept):
+        out = kept if in_place else torch.empty_like(kept)
         for s in range(0, kept.shape[0], ROW_CHUNK):
             blk, c, gb = kept[s : s + ROW_CHUNK], col[s : s + ROW_CHUNK], g[s : s + ROW_CHUNK]
             upstream = torch.zeros_like(blk).scatter_(1, c[:, None], -gb.to(blk.dtype)[:, None])
-            grad = torch._log_softmax_backward_data(upstream, blk, 1, blk.dtype)
-            out[s : s + ROW_CHUNK] = grad
+            torch._log_softmax_backward_data(
+                upstream, blk, 1, blk.dtype, out=out[s : s + ROW_CHUNK]
+            )
         return out
     gd = g.to(kept.dtype)[:, None]
-    torch.mul(kept, gd, out=out)
+    out = kept.mul_(gd) if in_place else kept * gd  # (no out= on an aliased tensor: that copies)
     return out.scatter_add_(1, col[:, None], -gd)
 
 
@@ -263,7 +264,7 @@ class _ClusterNLL(torch.autograd.Function):
         n0, w_dtype, b_dtype, has_extra = ctx.meta
         grad = _logits_grad(kept, col, grad_nll, ctx.in_place)  # [n, V_i (+ n_tail)]
         grad_z = grad @ w
-        grad_w = grad.t() @ z  # [V_i (+ n_tail), d_i]
+        grad_w = (z.t() @ grad).t()  # [V_i (+ n_tail), d_i]; the wide matrix is not transposed
         grad_b = grad.sum(0, dtype=torch.promote_types(grad.dtype, torch.float32))
         gw, gb = grad_w[:n0].to(w_dtype), grad_b[:n0].to(b_dtype)
         gxw = grad_w[n0:].to(w_dtype) if has_extra else None
