@@ -17,7 +17,7 @@ import torch
 
 
 def one(method: str, rows: int, dim: int, vocab: int, threads: int) -> dict:
-    from transformer_xl.bench import _reset_peak_rss, _status_kib
+    from transformer_xl.bench.memory import _reset_peak_rss, _status_kib
     from transformer_xl.model.kernels.fused_softmax import chunked_linear_nll
 
     torch.set_num_threads(threads)

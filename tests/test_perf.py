@@ -139,6 +139,11 @@ def test_cli_bench_writes_a_table_and_json(tmp_path, capsys):
     assert rows["gen", "eager"]["tokens_per_step"] == 1
     assert rows["eval", "hf"]["speedup_vs_hf"] == pytest.approx(1.0)
     assert result["env"]["matmul_peak_flops"]["float32"] > 0
+    env = result["env"]
+    assert env["torch"] == torch.__version__ and len(env["load_average"]) == 3
+    assert set(env["bf16_units"]) >= {"amx_bf16", "avx512_bf16", "present"}
+    assert "commit" in env and "cpu" in env
+    assert "step_peak_kib" not in rows["eval", "eager"].get("memory", {})  # no --memory here
 
 
 @pytest.mark.parametrize(
@@ -153,3 +158,31 @@ def test_cli_bench_writes_a_table_and_json(tmp_path, capsys):
 def test_cli_bench_bad_input_exits_2(argv, message, capsys):
     assert main(["bench", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bf16_units_are_read_from_cpuinfo(monkeypatch, tmp_path):
+    from transformer_xl.bench import machine
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("model name\t: Some CPU\nflags\t\t: fpu avx512f avx512_bf16\n\n")
+    real = machine.Path
+
+    monkeypatch.setattr(machine, "Path", lambda p: real(fake) if p == "/proc/cpuinfo" else real(p))
+    units = machine.bf16_units()
+    assert units["avx512_bf16"] and not units["amx_bf16"] and units["present"]
+    info = machine.machine_info()
+    assert info["cpu"] == "Some CPU"
+    assert "bf16 units: avx512_bf16" in machine.describe(info)
+    fake.write_text("model name\t: Old CPU\nflags\t\t: fpu avx2\n")
+    assert not machine.bf16_units()["present"]
+    assert "bf16 units: none" in machine.describe(machine.machine_info())
+
+
+def test_issue_shapes_pair_with_hf():
+    """The adaptive WikiText-style preset maps to HF's config through the converter's mapping."""
+    bp = bench_preset("wt103_small")
+    assert (bp.batch, bp.tgt_len, bp.mem_len) == (8, 64, 64)
+    assert bench_preset("wt103_small_m640").eval_mem_len == 640
+    hcfg = hf_config(bp.config)
+    assert hcfg.div_val == 4 and hcfg.cutoffs == [20_000, 40_000] and hcfg.vocab_size == 50_000
+    assert bench_preset("tiny256").config.d_model == 256

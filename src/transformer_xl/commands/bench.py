@@ -38,7 +38,9 @@ def register(sub) -> None:
         "bench", help="measure speed, memory and FLOPs (optionally against HF's port)"
     )
     p.add_argument(
-        "--preset", default="tiny", help="comma-separated: tiny, wt_small, wt103_base, nv_base"
+        "--preset",
+        default="tiny",
+        help="comma-separated: tiny, tiny256, wt_small, wt103_small, wt103_small_m640, wt103_base, nv_base",
     )
     p.add_argument("--modes", default="train,eval,gen", help="comma-separated: train, eval, gen")
     p.add_argument(

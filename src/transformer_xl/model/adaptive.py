@@ -139,7 +139,7 @@ class AdaptiveSoftmaxParams(nn.Module):
 
 def _acc(t: Tensor) -> torch.dtype:
     """Accumulation dtype of a log-softmax: float32 for half types, else the input's."""
-    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+    return torch.promote_types(t.dtype, torch.float32)
 
 
 def _logits(hidden: Tensor, p: ClusterParams) -> Tensor:
@@ -175,6 +175,125 @@ def adaptive_log_probs(
     return torch.cat(parts, dim=-1)
 
 
+ROW_CHUNK = 256  # rows per float32 log-softmax block: bounds the float32 temporaries
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    """The matmul dtype: autocast's where it is on for ``t``'s device, else ``t``'s own."""
+    dev = t.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return t.dtype
+
+
+def _packed(a: Tensor, b: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """``a`` with ``b``'s rows appended (the head's tail-cluster rows), in ``dtype``, written in
+    one pass: the cast a bfloat16 matmul needs anyway, no separate concatenation."""
+    if b is None:
+        return a.to(dtype)
+    out = torch.empty((a.shape[0] + b.shape[0], *a.shape[1:]), dtype=dtype, device=a.device)
+    out[: a.shape[0]].copy_(a)
+    out[a.shape[0] :].copy_(b)
+    return out
+
+
+def _nll_blocks(logits: Tensor, col: Tensor, keep: bool) -> Tensor:
+    """NLL of column ``col`` of each row of ``logits`` ``[n, V]``, the log-softmax in float32 (or
+    wider) ``ROW_CHUNK`` rows at a time. With ``keep`` the logits are overwritten by what the
+    backward pass needs: the log-softmax (in place) where the logits are float32 or wider, the
+    softmax probabilities in a half dtype (its log-softmax would be too coarse to exponentiate)."""
+    n, acc = logits.shape[0], _acc(logits)
+    nll = torch.empty(n, dtype=acc, device=logits.device)
+    for s in range(0, n, ROW_CHUNK):
+        blk = logits[s : s + ROW_CHUNK]
+        lsm = torch.log_softmax(blk, -1, dtype=acc)  # [chunk, V] float32 temporary
+        nll[s : s + ROW_CHUNK] = lsm.gather(1, col[s : s + ROW_CHUNK, None]).squeeze(1).neg_()
+        if keep:
+            blk.copy_(lsm if blk.dtype == acc else lsm.exp_())
+    return nll
+
+
+def _logits_grad(kept: Tensor, col: Tensor, g: Tensor, in_place: bool) -> Tensor:
+    """``d loss / d logits`` = ``g (softmax - onehot(col))`` from what :func:`_nll_blocks` kept.
+    From a log-softmax: PyTorch's own log-softmax backward kernel on ``ROW_CHUNK`` rows at a time
+    (the same arithmetic as plain autograd, so float32 training is unchanged bit for bit)."""
+    if kept.dtype == _acc(kept):
+        out = kept if in_place else torch.empty_like(kept)
+        for s in range(0, kept.shape[0], ROW_CHUNK):
+            blk, c, gb = kept[s : s + ROW_CHUNK], col[s : s + ROW_CHUNK], g[s : s + ROW_CHUNK]
+            upstream = torch.zeros_like(blk).scatter_(1, c[:, None], -gb.to(blk.dtype)[:, None])
+            torch._log_softmax_backward_data(
+                upstream, blk, 1, blk.dtype, out=out[s : s + ROW_CHUNK]
+            )
+        return out
+    gd = g.to(kept.dtype)[:, None]
+    out = kept.mul_(gd) if in_place else kept * gd  # (no out= on an aliased tensor: that copies)
+    return out.scatter_add_(1, col[:, None], -gd)
+
+
+class _ClusterNLL(torch.autograd.Function):
+    """Linear layer + log-softmax + NLL of one cluster, with a memory-lean backward.
+
+    ``z`` ``[n, d_i]`` is in the compute dtype; ``weight``/``bias`` (and, for the head, the tail
+    clusters' ``extra_w``/``extra_b``, columns after the shortlist) are the parameters as they
+    are (fp32 master weights under autocast): they are cast and packed once, and their gradients
+    come back in their own dtype. The forward pass keeps one ``[n, V_i]`` tensor: the logits,
+    overwritten by their log-softmax (softmax in a half dtype); the backward pass turns it into
+    ``d loss / d logits`` in place and from there into the gradients. No log-softmax output
+    and no ``[n, V_i]`` one-hot gradient are stored (plain autograd keeps both). With
+    ``in_place`` (the model's setting) the scaling reuses that buffer, so the graph can be run
+    backward once only (``retain_graph`` is refused); without it a copy is scaled.
+    """
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, extra_w, extra_b, col, in_place=True):
+        w, b = _packed(weight, extra_w, z.dtype), _packed(bias, extra_b, z.dtype)
+        logits = torch.addmm(b, z, w.t())  # [n, V_i (+ n_tail)]
+        nll = _nll_blocks(logits, col, keep=True)  # logits now hold the (log-)softmax
+        ctx.save_for_backward(z, w, logits, col)
+        ctx.meta = (weight.shape[0], weight.dtype, bias.dtype, extra_w is not None)
+        ctx.in_place, ctx.done = in_place, False
+        return nll
+
+    @staticmethod
+    def backward(ctx, grad_nll):
+        if ctx.done:
+            raise RuntimeError("the fused adaptive softmax can be run backward only once")
+        ctx.done = ctx.in_place
+        z, w, kept, col = ctx.saved_tensors
+        n0, w_dtype, b_dtype, has_extra = ctx.meta
+        grad = _logits_grad(kept, col, grad_nll, ctx.in_place)  # [n, V_i (+ n_tail)]
+        grad_z = grad @ w
+        grad_w = (z.t() @ grad).t()  # [V_i (+ n_tail), d_i]; the wide matrix is not transposed
+        grad_b = grad.sum(0, dtype=torch.promote_types(grad.dtype, torch.float32))
+        gw, gb = grad_w[:n0].to(w_dtype), grad_b[:n0].to(b_dtype)
+        gxw = grad_w[n0:].to(w_dtype) if has_extra else None
+        gxb = grad_b[n0:].to(b_dtype) if has_extra else None
+        return grad_z, gw, gb, gxw, gxb, None, None
+
+
+def cluster_nll(
+    hidden: Tensor, p: ClusterParams, col: Tensor, extra_w: Tensor | None, extra_b
+) -> Tensor:
+    """NLL ``[n]`` (float32 or wider) of column ``col`` ``[n]`` of one cluster's softmax over
+    ``hidden`` ``[n, d_model]`` (for the head, ``extra_w``/``extra_b`` are the tail clusters' rows,
+    columns after the shortlist). Matmuls run in autocast's dtype where autocast is on, the
+    log-softmax and the loss in float32; fp32 master weights get float32 gradients."""
+    dt = _compute_dtype(hidden)
+    with torch.autocast(hidden.device.type, enabled=False):
+        x = hidden.to(dt)
+        z = x if p.proj is None else x @ p.proj.to(dt)
+        leaves = (z, p.weight, p.bias, extra_w, extra_b)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in leaves):
+            return _ClusterNLL.apply(z, p.weight, p.bias, extra_w, extra_b, col)
+        w, b = _packed(p.weight, extra_w, dt), _packed(p.bias, extra_b, dt)
+        nll = torch.empty(z.shape[0], dtype=torch.promote_types(dt, torch.float32), device=z.device)
+        for s in range(0, z.shape[0], ROW_CHUNK):  # no gradient: logits a block at a time
+            logits = torch.addmm(b, z[s : s + ROW_CHUNK], w.t())
+            nll[s : s + ROW_CHUNK] = _nll_blocks(logits, col[s : s + ROW_CHUNK], keep=False)
+        return nll
+
+
 def adaptive_nll(
     hidden: Tensor,
     target: Tensor,
@@ -182,16 +301,15 @@ def adaptive_nll(
     cluster_w: Tensor | None,
     cluster_b: Tensor | None,
 ) -> Tensor:
-    """Negative log-likelihood ``[N]`` of ``target`` ``[N]`` under the adaptive softmax.
+    """Negative log-likelihood ``[N]`` (float32) of ``target`` ``[N]`` under the adaptive softmax.
 
-    Tail clusters are evaluated only on the tokens that fall in them. Their counts are read
-    once (one host sync on an accelerator, none on CPU and none without tail clusters).
+    One pass per cluster: the head over every token (shortlist plus one column per tail
+    cluster), each tail cluster over only the tokens that fall in it; no ``[N, V]`` tensor.
+    The tail counts are read once (one host sync on an accelerator, none on CPU and none
+    without tail clusters).
     """
-    head_lp = torch.log_softmax(
-        _head_logits(hidden, params, cluster_w, cluster_b).to(_acc(hidden)), -1
-    )
     if len(params) == 1:
-        return -head_lp.gather(1, target[:, None]).squeeze(1)
+        return cluster_nll(hidden, params[0], target, None, None)
     ends = [0]
     for p in params:
         ends.append(ends[-1] + p.weight.shape[0])
@@ -199,7 +317,7 @@ def adaptive_nll(
     boundaries = torch.tensor(ends[1:-1], device=target.device, dtype=target.dtype)
     cluster = torch.bucketize(target, boundaries, right=True)  # [N] 0 = head, i = tail i
     head_col = torch.where(cluster == 0, target, shortlist + cluster - 1)
-    nll = -head_lp.gather(1, head_col[:, None]).squeeze(1)
+    nll = cluster_nll(hidden, params[0], head_col, cluster_w, cluster_b)
     order = torch.argsort(cluster, stable=True)
     counts = torch.bincount(cluster, minlength=len(params)).tolist()
     start = counts[0]
@@ -208,11 +326,14 @@ def adaptive_nll(
             continue
         idx = order[start : start + counts[i]]
         start += counts[i]
-        tail_lp = torch.log_softmax(
-            _logits(hidden.index_select(0, idx), params[i]).to(_acc(hidden)), -1
+        tail = cluster_nll(
+            hidden.index_select(0, idx),
+            params[i],
+            target.index_select(0, idx) - ends[i],
+            None,
+            None,
         )
-        picked = tail_lp.gather(1, (target.index_select(0, idx) - ends[i])[:, None]).squeeze(1)
-        nll = nll.index_add(0, idx, -picked)
+        nll = nll.index_add(0, idx, tail)
     return nll
 
 

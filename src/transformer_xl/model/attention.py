@@ -26,9 +26,9 @@ from transformer_xl.config import TransformerXLConfig
 from transformer_xl.model.kernels import relative_attention
 from transformer_xl.segment import SegmentSettings
 
-FUSED_POSITION_IMPLS = ("flex", "triton")  # they compute the position term themselves
+FUSED_POSITION_IMPLS = ("flex", "triton", "chunked")  # they compute the position term themselves
 
-ATTN_IMPLS = ("eager", "sdpa", "flex", "triton")  # flex, triton: model/kernels/
+ATTN_IMPLS = ("eager", "sdpa", "flex", "triton", "chunked")  # flex, triton, chunked: model/kernels/
 
 
 def sinusoid(positions: Tensor, dim: int) -> Tensor:
@@ -151,7 +151,7 @@ def attend(
     Returns ``[B, H, T, Dh]``.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
-    if impl in ("flex", "triton"):
+    if impl in ("flex", "triton", "chunked"):
         from transformer_xl.model.kernels import attend_kernel
 
         return attend_kernel(impl, q, k, v, pos_scores, mask, dropout_p=dropout_p, scale=scale)
@@ -159,7 +159,10 @@ def attend(
         if pos_scores is None:
             bias = ~mask  # SDPA's boolean mask marks the keys to attend to
         else:
-            bias = (pos_scores * scale).to(q.dtype).masked_fill(mask, float("-inf"))
+            # in the dtype SDPA computes in (autocast's, if on): no round trip of [B, H, T, K]
+            dev = q.device.type
+            dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else q.dtype
+            bias = (pos_scores * scale).to(dt).masked_fill(mask, float("-inf"))
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale
         )

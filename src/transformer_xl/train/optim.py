@@ -50,12 +50,12 @@ class Lamb(torch.optim.Optimizer):
                     st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 st["step"] += 1
-                t = st["step"].item()
+                t = st["step"]  # a tensor: no host sync for the bias corrections
                 g = p.grad.float() if p.dtype != torch.float32 else p.grad
                 st["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
                 st["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                m_hat = st["exp_avg"] / (1 - b1**t)
-                v_hat = st["exp_avg_sq"] / (1 - b2**t)
+                m_hat = st["exp_avg"] / (1 - torch.pow(b1, t))
+                v_hat = st["exp_avg_sq"] / (1 - torch.pow(b2, t))
                 update = m_hat / (v_hat.sqrt() + group["eps"])
                 if group["weight_decay"]:
                     update = update + group["weight_decay"] * p
@@ -79,23 +79,41 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def fast_impl(params: Iterable[torch.Tensor]) -> dict:
+    """torch's fastest optimizer implementation for these parameters: ``fused=True`` (one kernel
+    for all parameters, no host sync) where every parameter is a plain dense float tensor on
+    the CPU or a CUDA device; otherwise torch's own default (e.g. FSDP's sharded tensors)."""
+    params = list(params)
+    plain = all(
+        type(p.data) is torch.Tensor
+        and p.layout == torch.strided
+        and p.dtype.is_floating_point
+        and p.device.type in ("cpu", "cuda")
+        for p in params
+    )
+    return {"fused": True} if params and plain else {}
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups: Iterable = param_groups(model, cfg.weight_decay)
     betas = (cfg.beta1, cfg.beta2)
+    impl = fast_impl(p for p in model.parameters() if p.requires_grad)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(
-            groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+            groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay, **impl
         )
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(
-            groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+            groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay, **impl
         )
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **impl
         )
     if cfg.optimizer == "adagrad":
-        return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adagrad(
+            groups, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, **impl
+        )
     if cfg.optimizer == "lamb":
         return Lamb(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     raise ValueError(f"train.optimizer={cfg.optimizer!r} is unknown")

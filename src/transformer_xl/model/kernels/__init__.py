@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-KERNEL_IMPLS = ("flex", "triton")
-RELATIVE_IMPLS = ("reference", "flex", "triton")
+KERNEL_IMPLS = ("flex", "triton", "chunked")
+RELATIVE_IMPLS = ("reference", "flex", "triton", "chunked")
 
 
 def attend_kernel(
@@ -32,6 +32,10 @@ def attend_kernel(
     scale: float,
 ) -> Tensor:
     """softmax(scale * (q.k + pos_scores), masked) @ v with a fused kernel (see module doc)."""
+    if impl == "chunked":  # the one with attention dropout
+        from transformer_xl.model.kernels.chunked import chunked_attend
+
+        return chunked_attend(q, k, v, pos_scores, mask, dropout_p=dropout_p, scale=scale)
     if dropout_p > 0:
         raise ValueError(
             f"attention impl {impl!r} has no attention dropout (dropatt={dropout_p}); "
@@ -70,6 +74,10 @@ def relative_attention(
         from transformer_xl.model.kernels.reference import relative_attention_reference
 
         return relative_attention_reference(cq, pq, k, v, r, mask, scale=scale)
+    if impl == "chunked":
+        from transformer_xl.model.kernels.chunked import chunked_relative_attention
+
+        return chunked_relative_attention(cq, pq, k, v, r, mask, scale=scale)
     if impl == "flex":
         from transformer_xl.model.kernels.flex import flex_relative_attention
 

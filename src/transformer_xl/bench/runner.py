@@ -1,0 +1,232 @@
+"""What is timed: a variant (ours with an attention kernel, or HF's port) in one mode, built from
+the same weights, stepping one segment at a time with the real training step's parts."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from transformer_xl.bench.flops import _sync, model_flops_per_token
+from transformer_xl.bench.presets import BenchPreset, bench_preset
+from transformer_xl.config import TransformerXLConfig
+
+MODES = ("train", "eval", "gen")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PEER = "hf"
+GEN_REPEAT = 8  # generation steps (tokens) per timed step
+
+
+def hf_config(cfg: TransformerXLConfig):
+    """HF's ``TransfoXLConfig`` for our config, through the converter's mapping
+    (``convert.hf.hf_config_from_ours``); HF computes the same function only with the ``"torch"``
+    same-length window and HF-expressible projection ties (checked: the converted model's
+    config must map back to ours)."""
+    from transformers import TransfoXLConfig
+
+    from transformer_xl.convert.hf import config_from_hf, hf_config_from_ours
+
+    if cfg.same_length and cfg.same_length_keys != "torch":
+        raise ValueError("HF's TransfoXL needs same_length_keys='torch' (mem_len keys)")
+    hcfg = TransfoXLConfig(**hf_config_from_ours(cfg))
+    back = config_from_hf(hcfg)
+    if back.tie_projs != cfg.tie_projs and any(cfg.tie_projs or ()):
+        raise ValueError(f"HF's TransfoXL cannot express tie_projs={cfg.tie_projs}")
+    return hcfg
+
+
+def build_pair(cfg: TransformerXLConfig, *, seed: int = 0):
+    """HF's model and ours with the same weights (ours loaded from HF's through the key map)."""
+    from transformers import TransfoXLLMHeadModel
+
+    from transformer_xl.convert.hf import from_hf_model
+
+    torch.manual_seed(seed)
+    hf = TransfoXLLMHeadModel(hf_config(cfg))
+    ours = from_hf_model(hf)
+    return hf, ours
+
+
+def build_one(cfg: TransformerXLConfig, hf: bool):
+    """Only HF's model or only ours (random weights): for memory measurements."""
+    from transformers import TransfoXLLMHeadModel
+
+    from transformer_xl.convert.hf import config_from_hf
+    from transformer_xl.model import TransformerXLLM
+
+    hcfg = hf_config(cfg)
+    return TransfoXLLMHeadModel(hcfg) if hf else TransformerXLLM(config_from_hf(hcfg))
+
+
+# ---------------------------------------------------------------------------- variants
+@dataclass(frozen=True)
+class Variant:
+    """One thing to time: ``"hf"`` (the peer) or our model with an attention kernel; flags
+    ``+compile`` (``torch.compile`` of the model: forward and backward graphs) and ``+bf16``
+    (bfloat16 autocast whatever the run's dtype), e.g. ``"sdpa+compile+bf16"``."""
+
+    name: str  # "hf" or one of our attention impls
+    compile: bool = False
+    bf16: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        from transformer_xl.model.attention import ATTN_IMPLS
+
+        name, *flags = text.split("+")
+        if name != PEER and name not in ATTN_IMPLS:
+            raise ValueError(
+                f"variant {text!r}: expected hf or one of {ATTN_IMPLS}, optionally +compile"
+            )
+        if any(f not in ("compile", "bf16") for f in flags):
+            raise ValueError(f"variant {text!r}: the flags are +compile and +bf16")
+        return cls(name, compile="compile" in flags, bf16="bf16" in flags)
+
+    @property
+    def label(self) -> str:
+        return self.name + ("+compile" if self.compile else "") + ("+bf16" if self.bf16 else "")
+
+
+@dataclass(frozen=True)
+class Case:
+    preset: str
+    mode: str
+    variant: Variant
+    dtype: str = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    batch: int | None = None  # None: the preset's
+
+
+def _lengths(bp: BenchPreset, mode: str) -> tuple[int, int, int]:
+    """(batch, tgt_len, mem_len) for a mode."""
+    if mode == "train":
+        return bp.batch, bp.tgt_len, bp.mem_len
+    if mode == "eval":
+        return bp.batch, bp.eval_tgt_len, bp.eval_mem_len
+    return 1, 1, bp.gen_mem_len
+
+
+def zipf_tokens(vocab: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` ids from the log-uniform law ``P(k) = log((k+2)/(k+1)) / log(V+1)`` (word-like)."""
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    return (torch.exp(u * math.log(vocab + 1)) - 1).floor().long().clamp(0, vocab - 1)
+
+
+def _optimizer(model, is_hf: bool):
+    """Adam at lr 2.5e-4: ours as ``txl train`` builds it (``train.optim``: fused where torch
+    has it), the peer's as its own training code does (``torch.optim.Adam`` defaults)."""
+    if is_hf:
+        return torch.optim.Adam(model.parameters(), lr=2.5e-4)
+    from transformer_xl.train.config import TrainConfig
+    from transformer_xl.train.optim import build_optimizer
+
+    return build_optimizer(model, TrainConfig(optimizer="adam", lr=2.5e-4, weight_decay=0.0))
+
+
+class Runner:
+    """One variant in one mode, ready to run ``step()`` repeatedly (one segment per step)."""
+
+    def __init__(self, case: Case, *, same_weights: bool = True) -> None:
+        self.case = case
+        bp = bench_preset(case.preset)
+        cfg = bp.config
+        batch, tlen, mlen = _lengths(bp, case.mode)
+        if case.batch is not None and case.mode != "gen":
+            batch = case.batch
+        self.tokens_per_step = batch * tlen
+        self.repeat = GEN_REPEAT if case.mode == "gen" else 1  # one token is too short to time
+        self.flops_per_token = model_flops_per_token(cfg, tlen, mlen, batch) * (
+            3 if case.mode == "train" else 1
+        )
+        device = case.device
+        dtype = torch.bfloat16 if case.variant.bf16 else DTYPES[case.dtype]
+        is_hf = case.variant.name == PEER
+        model = (
+            build_pair(cfg, seed=case.seed)[0 if is_hf else 1]
+            if same_weights
+            else build_one(cfg, is_hf)
+        )
+        if not is_hf:
+            model.attn_impl = case.variant.name
+        if is_hf:
+            model.reset_memory_length(mlen)
+        model.to(device)
+        model.train(case.mode == "train")
+        self.model = model
+        fwd = torch.compile(model) if case.variant.compile else model
+        self.autocast = (
+            torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+            if dtype != torch.float32
+            else nullcontext()
+        )
+        g = torch.Generator().manual_seed(case.seed + 1)
+        self.data = (
+            zipf_tokens(cfg.vocab_size, batch * (tlen * 8 + 1), g).view(batch, -1).to(device)
+        )
+        self.pos, self.tlen = 0, tlen
+        if is_hf:
+            self.mems = None  # HF starts from mem_len zero vectors by itself
+        else:
+            self.mems = tuple(
+                torch.zeros(batch, mlen, cfg.d_model, device=device) for _ in range(cfg.n_layer)
+            )
+        run_kw = {} if is_hf else dict(mem_len=mlen, same_length_keys="torch")
+        self.opt = _optimizer(model, is_hf) if case.mode == "train" else None
+        self._forward = self._make_forward(fwd, is_hf, run_kw)
+        self.next_token = self.data[:, :1]
+        self.last_loss = float("nan")
+
+    def _make_forward(self, fwd, is_hf: bool, run_kw: dict):
+        mode = self.case.mode
+
+        def forward(x: torch.Tensor, y: torch.Tensor):
+            """-> (loss or None, next-token scores or None, new mems)"""
+            if is_hf:
+                if mode == "gen":
+                    out = fwd(input_ids=x, mems=self.mems)
+                    return None, out.prediction_scores[:, -1], out.mems
+                out = fwd(input_ids=x, mems=self.mems, labels=x)  # HF shifts labels itself
+                return out.loss, None, out.mems
+            if mode == "gen":
+                out = fwd(x, mems=self.mems, return_log_probs=True, **run_kw)
+                return None, out.log_probs[:, -1], out.mems
+            out = fwd(x, labels=y, mems=self.mems, **run_kw)
+            return out.loss, None, out.mems
+
+        return forward
+
+    def _segment(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.data.shape[1] - 1
+        if self.pos + self.tlen > n:
+            self.pos = 0
+        x = self.data[:, self.pos : self.pos + self.tlen]
+        y = self.data[:, self.pos + 1 : self.pos + self.tlen + 1]
+        self.pos += self.tlen
+        return x, y
+
+    def step(self) -> None:
+        mode = self.case.mode
+        if mode == "train":
+            x, y = self._segment()
+            with self.autocast:
+                loss, _, self.mems = self._forward(x, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.25)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.last_loss = loss.detach()
+            return
+        with torch.no_grad(), self.autocast:
+            if mode == "eval":
+                x, y = self._segment()
+                loss, _, self.mems = self._forward(x, y)
+                self.last_loss = loss
+            else:  # greedy decoding, one token per step
+                _, scores, self.mems = self._forward(self.next_token, self.next_token)
+                self.next_token = scores.argmax(-1, keepdim=True)
+
+    def sync(self) -> None:
+        _sync(self.case.device)
