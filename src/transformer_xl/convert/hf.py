@@ -145,6 +145,22 @@ def read_hf_config(directory: Path) -> dict[str, Any]:
     return cfg
 
 
+def shard_path(directory: Path, index: str, shard: Any) -> Path:
+    """The file a shard index names, refused unless it is a plain name or relative path that
+    stays inside ``directory`` (symbolic links included)."""
+    where = f"{directory / index}: weight_map entry {shard!r}"
+    if not isinstance(shard, str) or not shard or Path(shard).is_absolute():
+        raise ValueError(f"{where} is not a file name relative to the model folder")
+    path = directory / shard
+    try:
+        inside = path.resolve().is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise ValueError(f"{where} points outside the model folder; refused")
+    return path
+
+
 def read_hf_weights(directory: Path) -> dict[str, Tensor]:
     """The state dict of an HF folder: safetensors preferred, ``pytorch_model.bin`` read with
     ``torch.load(weights_only=True)``; sharded checkpoints through their index file."""
@@ -173,9 +189,11 @@ def read_hf_weights(directory: Path) -> dict[str, Tensor]:
                 weight_map = json.loads((directory / index).read_text())["weight_map"]
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{directory / index}: not a readable shard index ({e})") from None
+            if not isinstance(weight_map, dict):
+                raise ValueError(f"{directory / index}: weight_map is not an object (name -> file)")
             state: dict[str, Tensor] = {}
             for shard in sorted(set(weight_map.values())):
-                state.update(load(directory / shard))
+                state.update(load(shard_path(directory, index, shard)))
             return state
     raise ValueError(f"{directory}: no {HF_SAFETENSORS} or {HF_BIN} (HF weights) found")
 
