@@ -128,7 +128,8 @@ def _word_tokenizer(vocab: Vocab):
         rules.append(normalizers.Replace("\n", f" {vocab.eos_token} "))
     tok.normalizer = normalizers.Sequence(rules)
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="\x00", cleanup=False)  # words joined by spaces
+    # a space before every word: text decoded piece by piece (pipelines) keeps its separators
+    tok.decoder = decoders.Sequence([decoders.Replace(Regex("^"), " "), decoders.Fuse()])
     if vocab.options["eos_at_start"]:
         eos = vocab.eos_token
         tok.post_processor = processors.TemplateProcessing(
