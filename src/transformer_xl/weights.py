@@ -66,10 +66,14 @@ def open_model_folder(directory: str | os.PathLike) -> tuple[TransformerXLConfig
     return config, wpath
 
 
-def load_pretrained(directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa"):
+def load_pretrained(
+    directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa", **hub
+):
+    """``directory``: a model folder, or a Hub repo id (``hub``: ``revision``, ``cache_dir``)."""
+    from transformer_xl.hf.hub import resolve_model
     from transformer_xl.model.transformer import TransformerXLLM
 
-    config, wpath = open_model_folder(directory)
+    config, wpath = open_model_folder(resolve_model(directory, **hub))
     try:
         tensors = load_file(str(wpath), device=str(map_location))
     except (SafetensorError, OSError, json.JSONDecodeError) as e:

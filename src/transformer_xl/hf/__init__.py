@@ -10,21 +10,35 @@ Needs ``pip install 'transformer-xl[hf]'`` (transformers >= 5). See docs/hugging
 
 from __future__ import annotations
 
-import transformers
-
-if int(transformers.__version__.split(".")[0]) < 5:
-    raise ImportError(
-        f"transformer_xl.hf needs transformers >= 5 (found {transformers.__version__}); "
-        "for transformers 4.x export with `txl convert --to hf --hf-format legacy`"
-    )
-
-from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
-
-from transformer_xl.convert.hf_export import MODEL_TYPE  # noqa: E402
-from transformer_xl.hf.configuration import TransformerXLHFConfig  # noqa: E402
-from transformer_xl.hf.modeling import RecurrenceCache, TransformerXLForCausalLM  # noqa: E402
-
-AutoConfig.register(MODEL_TYPE, TransformerXLHFConfig, exist_ok=True)
-AutoModelForCausalLM.register(TransformerXLHFConfig, TransformerXLForCausalLM, exist_ok=True)
+from importlib.util import find_spec
 
 __all__ = ["RecurrenceCache", "TransformerXLForCausalLM", "TransformerXLHFConfig"]
+
+
+def _transformers_major() -> int:
+    if find_spec("transformers") is None:
+        return 0
+    from transformers import __version__
+
+    return int(__version__.split(".")[0])
+
+
+if _transformers_major() >= 5:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from transformer_xl.convert.hf_export import MODEL_TYPE
+    from transformer_xl.hf.configuration import TransformerXLHFConfig
+    from transformer_xl.hf.modeling import RecurrenceCache, TransformerXLForCausalLM
+
+    AutoConfig.register(MODEL_TYPE, TransformerXLHFConfig, exist_ok=True)
+    AutoModelForCausalLM.register(TransformerXLHFConfig, TransformerXLForCausalLM, exist_ok=True)
+else:  # the Hub resolver (transformer_xl.hf.hub) needs no transformers at all
+
+    def __getattr__(name: str):
+        if name in __all__:
+            raise ImportError(
+                f"transformer_xl.hf.{name} needs transformers >= 5 (pip install "
+                "'transformer-xl[hf]'); for transformers 4.x export with "
+                "`txl convert --to hf --hf-format legacy`"
+            )
+        raise AttributeError(name)

@@ -242,7 +242,8 @@ class TransformerXLLM(nn.Module):
         save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "sdpa"):
+    def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "sdpa", **hub):
+        """A model folder or a Hub repo id (``revision=``, ``cache_dir=``)."""
         from transformer_xl.weights import load_pretrained
 
-        return load_pretrained(directory, map_location=map_location, attn_impl=attn_impl)
+        return load_pretrained(directory, map_location=map_location, attn_impl=attn_impl, **hub)
