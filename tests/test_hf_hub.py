@@ -30,10 +30,13 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def test_repo_ids_and_paths(tmp_path):
+def test_repo_ids_and_paths(tmp_path, monkeypatch):
     assert is_repo_id("owner/name") and not is_repo_id(tmp_path)
     assert not is_repo_id("a/b/c") and not is_repo_id("../x")
     assert resolve_model(tmp_path / "missing") == tmp_path / "missing"
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert not is_repo_id("runs/missing")  # a typo in a local path stays a local error
 
 
 def test_from_pretrained_reads_a_cached_repo_offline(tmp_path, offline):

@@ -18,8 +18,11 @@ MODEL_FILES = ["*.json", "*.safetensors", "*.py", "README.md", "vocab.*", "*.txt
 
 
 def is_repo_id(source: str | os.PathLike) -> bool:
+    """``owner/name`` that is no local path (nor inside an existing local folder ``owner``)."""
     text = os.fspath(source)
-    return not Path(text).exists() and bool(REPO_ID.match(text)) and ".." not in text
+    if not REPO_ID.match(text) or ".." in text:
+        return False
+    return not Path(text).exists() and not Path(text).parent.is_dir()
 
 
 def _offline() -> bool:
