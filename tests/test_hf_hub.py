@@ -5,7 +5,7 @@ import torch
 
 from transformer_xl.cli import main
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.hf.hub import is_repo_id, resolve_model
+from transformer_xl.hub import is_repo_id, resolve_model
 from transformer_xl.model.transformer import TransformerXLLM
 
 pytest.importorskip("huggingface_hub")
@@ -62,3 +62,14 @@ def test_offline_and_not_cached_is_one_clear_line(tmp_path, offline, capsys, mon
     assert main(["convert", "--to", "hf", "someone/absent", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "someone/absent" in err and "not in the Hub cache" in err and "\n" not in err
+
+
+def test_txl_commands_take_a_cached_repo_offline(tmp_path, offline, monkeypatch, capsys):
+    hub_cache(tmp_path / "cache")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert main(["convert", "--to", "hf", "someone/tiny-txl", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+    from transformer_xl.evaluate import resolve_model_dir
+
+    folder, _ = resolve_model_dir("someone/tiny-txl")
+    assert folder.name == REV

@@ -70,7 +70,7 @@ def load_pretrained(
     directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa", **hub
 ):
     """``directory``: a model folder, or a Hub repo id (``hub``: ``revision``, ``cache_dir``)."""
-    from transformer_xl.hf.hub import resolve_model
+    from transformer_xl.hub import resolve_model
     from transformer_xl.model.transformer import TransformerXLLM
 
     config, wpath = open_model_folder(resolve_model(directory, **hub))

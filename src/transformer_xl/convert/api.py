@@ -266,7 +266,9 @@ def export_hf(
         raise ValueError(f"hf_format={hf_format!r}: expected one of {HF_FORMATS}")
     if weights not in ("safetensors", "bin"):
         raise ValueError(f"weights={weights!r}: expected 'safetensors' or 'bin'")
-    src = Path(src)
+    from transformer_xl.hub import resolve_model
+
+    src = resolve_model(src)  # a model folder or a Hub repo id
     model = load_pretrained(src)
     vocab = None
     if (src / VOCAB_NAME).is_file():

@@ -18,9 +18,9 @@ __all__ = ["RecurrenceCache", "TransformerXLForCausalLM", "TransformerXLHFConfig
 def _transformers_major() -> int:
     if find_spec("transformers") is None:
         return 0
-    from transformers import __version__
+    from importlib.metadata import version
 
-    return int(__version__.split(".")[0])
+    return int(version("transformers").split(".")[0])
 
 
 if _transformers_major() >= 5:
@@ -32,7 +32,7 @@ if _transformers_major() >= 5:
 
     AutoConfig.register(MODEL_TYPE, TransformerXLHFConfig, exist_ok=True)
     AutoModelForCausalLM.register(TransformerXLHFConfig, TransformerXLForCausalLM, exist_ok=True)
-else:  # the Hub resolver (transformer_xl.hf.hub) needs no transformers at all
+else:
 
     def __getattr__(name: str):
         if name in __all__:

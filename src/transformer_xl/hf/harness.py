@@ -23,7 +23,7 @@ from lm_eval.api.registry import register_model
 
 from transformer_xl.data.tokenizer import load_tokenizer
 from transformer_xl.evaluate import evaluate
-from transformer_xl.hf.hub import resolve_model
+from transformer_xl.hub import resolve_model
 from transformer_xl.weights import load_pretrained
 
 MODEL_NAME = "transformer-xl"
