@@ -154,3 +154,14 @@ def test_padding_is_refused_by_name(exported):
     hf = AutoModelForCausalLM.from_pretrained(folder)
     with pytest.raises(ValueError, match="attention_mask with padding"):
         hf(torch.ones(2, 3, dtype=torch.long), attention_mask=torch.tensor([[1, 1, 1], [0, 1, 1]]))
+
+
+def test_a_model_built_from_our_config_holds_our_model(exported):
+    ours, _ = exported
+    config = transformer_xl.hf.TransformerXLHFConfig.from_txl(ours.config)
+    assert config.txl_config() == ours.config and config.vocab_size == 40
+    hf = transformer_xl.hf.TransformerXLForCausalLM(config).eval()
+    hf.model.load_state_dict(ours.state_dict())
+    ids = torch.randint(0, 40, (1, 7))
+    with torch.no_grad():
+        assert (hf(ids).logits - segment_log_probs(ours, ids, 5)).abs().max() <= 1e-5

@@ -95,15 +95,6 @@ class TransformerXLForCausalLM(PreTrainedModel, GenerationMixin):
         self.model = TransformerXLLM(config.txl_config())
         self.post_init()
 
-    @classmethod
-    def from_txl(cls, model: TransformerXLLM, **config_kwargs) -> TransformerXLForCausalLM:
-        """Wrap one of our models (its weights are shared, not copied)."""
-        config = TransformerXLHFConfig.from_txl(model.config, **config_kwargs)
-        with torch.device("meta"):
-            wrapper = cls(config)
-        wrapper.model = model
-        return wrapper
-
     def _init_weights(self, module) -> None:
         """Nothing: ``TransformerXLLM`` initialises itself (the authors' scheme)."""
 
@@ -123,7 +114,7 @@ class TransformerXLForCausalLM(PreTrainedModel, GenerationMixin):
         labels: Tensor | None = None,
         use_cache: bool | None = None,
         return_dict: bool | None = None,
-        **unused,
+        **unused,  # generate() also passes flags this model has no use for (output_attentions...)
     ) -> TransformerXLOutput:
         if input_ids is None:
             raise ValueError("TransformerXLForCausalLM needs input_ids (no inputs_embeds)")
