@@ -106,7 +106,7 @@ def test_to_hf_loads_exactly_and_matches(tmp_path, name):
     ours = our_model(**OUR_CONFIGS[name])
     ours.save_pretrained(tmp_path / "ours")
     weights = "bin" if name == "untied_weights" else "safetensors"
-    export_hf(tmp_path / "ours", tmp_path / "hf", weights=weights)
+    export_hf(tmp_path / "ours", tmp_path / "hf", weights=weights, hf_format="legacy")
     hf, info = transformers.TransfoXLLMHeadModel.from_pretrained(
         tmp_path / "hf", output_loading_info=True
     )
@@ -166,7 +166,7 @@ def test_to_hf_writes_the_tokenizer_vocabulary(tmp_path):
     symbols = ["<eos>", "<unk>"] + [f"w{i}" for i in range(V - 2)]
     Vocab(symbols, "word", unk_token="<unk>", eos_token="<eos>",
           special_tokens=["<eos>", "<unk>"]).save(tmp_path / "ours" / "vocab.json")  # fmt: skip
-    export_hf(tmp_path / "ours", tmp_path / "hf")
+    export_hf(tmp_path / "ours", tmp_path / "hf", hf_format="legacy")
     with open(tmp_path / "hf" / "vocab.pkl", "rb") as f:
         d = pickle.load(f)  # our own file, written just now
     assert d["idx2sym"] == symbols and d["sym2idx"]["w0"] == 2 and d["unk_idx"] == 1

@@ -192,11 +192,12 @@ def token_by_token_nll(
 def resolve_model_dir(path) -> tuple[Path, Any]:
     """A run folder (its ``best`` model, else its newest intact checkpoint) or a model folder
     -> ``(model folder, RunConfig or None)``."""
+    from transformer_xl.hub import resolve_model
     from transformer_xl.train import checkpoint as ckpt
     from transformer_xl.train.config import RunConfig
     from transformer_xl.weights import WEIGHTS_NAME
 
-    path = Path(path)
+    path = resolve_model(path)  # a Hub repo id -> its cached snapshot
     if not path.is_dir():
         raise ValueError(f"{path}: not a folder (expected a run folder or a model folder)")
     is_run = (path / "best").is_dir() or (path / ckpt.CHECKPOINTS).is_dir()

@@ -37,8 +37,11 @@ def save_pretrained(model, directory: str | os.PathLike) -> None:
     write_model_folder(directory, model.config, model.state_dict())
 
 
-def load_pretrained(directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa"):
-    """A model folder -> :class:`TransformerXLLM` (names and shapes checked both ways)."""
+def load_pretrained(
+    directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa", **hub
+):
+    """A model folder or a Hub repo id (``hub``: ``revision``, ``cache_dir``) ->
+    :class:`TransformerXLLM` (names and shapes checked both ways)."""
     return TransformerXLLM.from_pretrained(
-        directory, map_location=map_location, attn_impl=attn_impl
+        directory, map_location=map_location, attn_impl=attn_impl, **hub
     )

@@ -3,7 +3,8 @@
 txl convert --from tf SRC OUT        the authors' TensorFlow checkpoints (no TF needed)
 txl convert --from original SRC OUT  the authors' PyTorch model.pt or state dict
 txl convert --from hf SRC OUT        an HF TransfoXL folder
-txl convert --to hf SRC OUT          one of our model folders, for HF's TransfoXLLMHeadModel
+txl convert --to hf SRC OUT          one of our model folders, for transformers 5 (AutoModel);
+                                     --hf-format legacy: HF's TransfoXL of transformers 4.x
 txl convert --remap-data --model MODEL DATA OUT
                                      the prepared dataset DATA in MODEL's token ids
 See docs/pretrained.md.
@@ -43,7 +44,10 @@ def run(args) -> int:
     if args.remap_data:
         return remap(args)
     if args.to:
-        result = export_hf(args.src, args.out, weights=args.weights)
+        result = export_hf(
+            args.src, args.out, weights=args.weights, hf_format=args.hf_format,
+            dataset=args.dataset,
+        )  # fmt: skip
     else:
         result = convert_checkpoint(
             args.source,
@@ -122,4 +126,7 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="DIR", help="with --remap-data: the model folder")
     p.add_argument("--weights", choices=["safetensors", "bin"], default="safetensors",
                    help="with --to hf: model.safetensors or pytorch_model.bin")  # fmt: skip
+    p.add_argument("--hf-format", choices=["transformers5", "legacy"], default="transformers5",
+                   help="with --to hf: this package's classes for transformers 5 (default) or "
+                   "HF's TransfoXL of transformers 4.x (legacy)")  # fmt: skip
     p.set_defaults(func=run)

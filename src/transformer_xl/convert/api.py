@@ -158,6 +158,8 @@ def convert_checkpoint(
     elif source == "hf":
         from transformer_xl.convert.hf import HF_VOCAB_FILES
 
+        if with_vocab and vocab_file is None and (src / VOCAB_NAME).is_file():
+            return _convert_hf_with_vocab_json(src, out, dataset, notes)
         auto_vocab = [src / name for name in HF_VOCAB_FILES]
 
     info: VocabInfo | None = None
@@ -197,6 +199,33 @@ def convert_checkpoint(
     return ConvertResult(write_folder(out, fill), cfg, counts, vocab, notes)
 
 
+def _convert_hf_with_vocab_json(src: Path, out, dataset, notes) -> ConvertResult:
+    """``--from hf`` of a folder we exported: its ``vocab.json`` (every kind) comes back as it
+    is, with ``tokenizer.json`` for bpe."""
+    from transformer_xl.convert.hf import load_hf_folder
+    from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
+    from transformer_xl.data.vocab import Vocab
+
+    vocab = Vocab.load(src / VOCAB_NAME)
+    # the saved run settings are the model's own: the paper's only when --dataset asks
+    model, counts = load_hf_folder(
+        src, (lambda cfg: with_eval_settings(cfg, dataset, notes)) if dataset else None
+    )
+    if len(vocab) != model.config.vocab_size:
+        raise ValueError(
+            f"{src / VOCAB_NAME}: {len(vocab)} tokens but the model has "
+            f"vocab_size={model.config.vocab_size}"
+        )
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        vocab.save(tmp / VOCAB_NAME)
+        if vocab.kind == "bpe":
+            shutil.copyfile(src / HF_TOKENIZER_NAME, tmp / HF_TOKENIZER_NAME)
+
+    return ConvertResult(write_folder(out, fill), model.config, counts, vocab.to_dict(), notes)
+
+
 def hf_vocab_dict(vocab: dict[str, Any]) -> dict[str, Any]:
     """The attribute dict HF's ``TransfoXLTokenizer`` loads from ``vocab.pkl``."""
     tokens = vocab["tokens"]
@@ -216,27 +245,73 @@ def hf_vocab_dict(vocab: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def export_hf(src: str | os.PathLike, out: str | os.PathLike, *, weights: str = "safetensors"):
-    """Write our model folder ``src`` as an HF ``TransfoXL`` folder ``out``."""
-    import torch
-    from safetensors.torch import save_file
+HF_FORMATS = ("transformers5", "legacy")
 
-    from transformer_xl.convert.hf import hf_state_from_ours
+
+def export_hf(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    weights: str = "safetensors",
+    hf_format: str = "transformers5",
+    dataset: str | None = None,
+    results: dict[str, float] | None = None,
+):
+    """Write our model folder ``src`` as an HF folder ``out``: ``hf_format="transformers5"``
+    (this package's classes for transformers 5, see :mod:`.hf_export`) or ``"legacy"``
+    (HF's ``TransfoXL`` of transformers 4.x)."""
     from transformer_xl.weights import load_pretrained
 
+    if hf_format not in HF_FORMATS:
+        raise ValueError(f"hf_format={hf_format!r}: expected one of {HF_FORMATS}")
     if weights not in ("safetensors", "bin"):
         raise ValueError(f"weights={weights!r}: expected 'safetensors' or 'bin'")
-    src = Path(src)
+    from transformer_xl.hub import resolve_model
+
+    src = resolve_model(src)  # a model folder or a Hub repo id
     model = load_pretrained(src)
-    cfg = model.config
     vocab = None
     if (src / VOCAB_NAME).is_file():
         from transformer_xl.data.vocab import Vocab
 
-        vocab = Vocab.load(src / VOCAB_NAME).to_dict()
+        vocab = Vocab.load(src / VOCAB_NAME)
+        if len(vocab) != model.config.vocab_size:
+            raise ValueError(
+                f"{src / VOCAB_NAME}: {len(vocab)} tokens but the model has "
+                f"vocab_size={model.config.vocab_size}"
+            )
+    if hf_format == "legacy":
+        return _export_legacy(src, out, model, vocab, weights)
+    if weights != "safetensors":
+        raise ValueError("--weights bin: the transformers-5 format is safetensors only")
+    from transformer_xl.convert.hf_export import write_hf5_folder
+
+    n = [0]
+
+    def fill(tmp: Path) -> None:
+        n[0] = write_hf5_folder(tmp, model.config, model.state_dict(), vocab, src,
+                                dataset=dataset, results=results)  # fmt: skip
+
+    folder = write_folder(out, fill)
+    counts = {"converted": n[0], "skipped": 0, "source": len(model.state_dict())}
+    return ConvertResult(folder, model.config, counts, vocab and vocab.to_dict(), [])
+
+
+RUN_SETTINGS = ("tgt_len", "mem_len", "ext_len", "clamp_len", "same_length", "same_length_keys")
+
+
+def _export_legacy(src: Path, out, model, vocab, weights: str) -> ConvertResult:
+    import torch
+    from safetensors.torch import save_file
+
+    from transformer_xl.convert.hf import hf_state_from_ours
+
+    cfg = model.config
     hf_cfg, state = hf_state_from_ours(model)
-    if vocab is not None and vocab.get("eos_token") in vocab["tokens"]:
-        hf_cfg["eos_token_id"] = vocab["tokens"].index(vocab["eos_token"])
+    # HF's config has no tgt_len and no same_length window: kept for `--from hf`
+    hf_cfg["txl_run_settings"] = {k: getattr(cfg, k) for k in RUN_SETTINGS}
+    if vocab is not None and vocab.eos_id is not None:
+        hf_cfg["eos_token_id"] = vocab.eos_id
     notes = []
     if cfg.same_length and cfg.same_length_keys == "tf":
         notes.append(
@@ -249,25 +324,44 @@ def export_hf(src: str | os.PathLike, out: str | os.PathLike, *, weights: str = 
         notes.append("tied projections written as untied copies (HF ties only all-but-first)")
     if cfg.sample_softmax > 0:
         notes.append("sample_softmax dropped: HF's model cannot train with it")
+    if vocab is not None and vocab.kind != "word":
+        notes.append(
+            f"{vocab.kind} vocabulary: written as tokenizer.json for PreTrainedTokenizerFast "
+            "(HF's TransfoXLTokenizer knows only words)"
+        )
 
     def fill(tmp: Path) -> None:
+        if vocab is not None:
+            _write_legacy_tokenizer(tmp, vocab, src)
         atomic_write_text(tmp / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
         tensors = {k: v.contiguous() for k, v in state.items()}
         if weights == "safetensors":
             save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         else:
             torch.save(tensors, tmp / "pytorch_model.bin")
-        if vocab is not None:
-            hf_vocab = hf_vocab_dict(vocab)
-            with open(tmp / "vocab.pkl", "wb") as f:
-                pickle.dump(hf_vocab, f, protocol=4)
-            tok = {
-                "tokenizer_class": "TransfoXLTokenizer",
-                "unk_token": vocab.get("unk_token"),
-                "eos_token": vocab.get("eos_token"),
-                "special": hf_vocab["special"],
-            }
-            atomic_write_text(tmp / "tokenizer_config.json", json.dumps(tok, indent=2) + "\n")
 
     counts = {"converted": len(state), "skipped": 0, "source": len(model.state_dict())}
-    return ConvertResult(write_folder(out, fill), cfg, counts, vocab, notes)
+    vocab_dict = vocab.to_dict() if vocab is not None else None
+    return ConvertResult(write_folder(out, fill), cfg, counts, vocab_dict, notes)
+
+
+def _write_legacy_tokenizer(tmp: Path, vocab, src: Path) -> None:
+    """A word vocabulary as HF's ``TransfoXLTokenizer`` (``vocab.pkl``), any other kind as a
+    ``tokenizer.json``; our ``vocab.json`` too, for ``--from hf``."""
+    if vocab.kind != "word":
+        from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
+
+        write_hf_tokenizer(vocab, tmp, src)
+    else:
+        as_dict = vocab.to_dict()
+        hf_vocab = hf_vocab_dict(as_dict)
+        with open(tmp / "vocab.pkl", "wb") as f:
+            pickle.dump(hf_vocab, f, protocol=4)
+        tok = {
+            "tokenizer_class": "TransfoXLTokenizer",
+            "unk_token": as_dict.get("unk_token"),
+            "eos_token": as_dict.get("eos_token"),
+            "special": hf_vocab["special"],
+        }
+        atomic_write_text(tmp / "tokenizer_config.json", json.dumps(tok, indent=2) + "\n")
+    vocab.save(tmp / VOCAB_NAME)

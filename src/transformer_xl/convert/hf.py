@@ -140,9 +140,28 @@ def read_hf_config(directory: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a JSON object")
-    if cfg.get("model_type") not in ("transfo-xl", None):
-        raise ValueError(f"{path}: model_type={cfg.get('model_type')!r}, expected 'transfo-xl'")
+    if cfg.get("model_type") not in ("transfo-xl", "transformer-xl", None):
+        raise ValueError(
+            f"{path}: model_type={cfg.get('model_type')!r}, expected 'transfo-xl' (HF's "
+            "TransfoXL) or 'transformer-xl' (this package's transformers-5 format)"
+        )
     return cfg
+
+
+def shard_path(directory: Path, index: str, shard: Any) -> Path:
+    """The file a shard index names, refused unless it is a plain name or relative path that
+    stays inside ``directory`` (symbolic links included)."""
+    where = f"{directory / index}: weight_map entry {shard!r}"
+    if not isinstance(shard, str) or not shard or Path(shard).is_absolute():
+        raise ValueError(f"{where} is not a file name relative to the model folder")
+    path = directory / shard
+    try:
+        inside = path.resolve().is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise ValueError(f"{where} points outside the model folder; refused")
+    return path
 
 
 def read_hf_weights(directory: Path) -> dict[str, Tensor]:
@@ -173,11 +192,27 @@ def read_hf_weights(directory: Path) -> dict[str, Tensor]:
                 weight_map = json.loads((directory / index).read_text())["weight_map"]
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{directory / index}: not a readable shard index ({e})") from None
+            if not isinstance(weight_map, dict):
+                raise ValueError(f"{directory / index}: weight_map is not an object (name -> file)")
             state: dict[str, Tensor] = {}
             for shard in sorted(set(weight_map.values())):
-                state.update(load(directory / shard))
+                state.update(load(shard_path(directory, index, shard)))
             return state
     raise ValueError(f"{directory}: no {HF_SAFETENSORS} or {HF_BIN} (HF weights) found")
+
+
+def with_saved_run_settings(cfg: TransformerXLConfig, hf: Mapping[str, Any], source) -> Any:
+    """``cfg`` with the run settings our legacy export keeps under ``txl_run_settings`` (HF's
+    config has no ``tgt_len`` and no same-length window)."""
+    saved = hf.get("txl_run_settings")
+    if saved is None:
+        return cfg
+    if not isinstance(saved, dict):
+        raise ValueError(f"{source}: txl_run_settings is not an object")
+    try:
+        return cfg.replace(**saved)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: txl_run_settings: {e}") from None
 
 
 def load_hf_folder(
@@ -186,10 +221,15 @@ def load_hf_folder(
 ):
     """Our model from an HF folder; returns ``(model, counts)``. ``adjust`` may change the
     config's run settings before the model is built."""
+    from transformer_xl.convert.hf_export import is_hf5_config, load_txl_hf_folder
+
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"{directory}: not a folder (expected an HF model folder)")
-    cfg = config_from_hf(read_hf_config(directory))
+    hf = read_hf_config(directory)
+    if is_hf5_config(hf):
+        return load_txl_hf_folder(directory, hf, adjust)
+    cfg = with_saved_run_settings(config_from_hf(hf), hf, directory / HF_CONFIG)
     state = read_hf_weights(directory)
     skip = _hf_skip(cfg)
     model, converted = assemble(adjust(cfg) if adjust else cfg, rules_from_hf(cfg), state,

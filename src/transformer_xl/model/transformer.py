@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.hub import resolve_model
 from transformer_xl.memory import Mems, memory_length, update_mems
 from transformer_xl.model.adaptive import (
     AdaptiveEmbedding,
@@ -272,9 +273,10 @@ class TransformerXLLM(nn.Module):
         write_model_folder(directory, self.config, self.state_dict())
 
     @classmethod
-    def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "sdpa"):
-        """A model folder (``config.json`` + ``model.safetensors``) -> the model."""
-        config, tensors, source = read_model_folder(directory, map_location)
+    def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "sdpa", **hub):
+        """A model folder (``config.json`` + ``model.safetensors``) or a Hub repo id
+        (``hub``: ``revision=``, ``cache_dir=``) -> the model."""
+        config, tensors, source = read_model_folder(resolve_model(directory, **hub), map_location)
         with torch.device("meta"):
             model = cls(config, attn_impl=attn_impl)
         model = model.to_empty(device=map_location)

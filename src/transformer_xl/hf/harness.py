@@ -1,0 +1,142 @@
+"""lm-evaluation-harness 0.4 adapter, registered as model ``transformer-xl``.
+
+    txl lm-eval MODEL --tasks wikitext
+    python -m transformer_xl.hf.harness --model transformer-xl --model_args pretrained=MODEL ...
+
+(lm-eval's own ``lm_eval`` command has no plugin hook; ``python -m transformer_xl.hf.harness``
+is that command with this adapter registered.) ``MODEL`` is one of our model folders or a Hub
+repo id; ``model_args`` may also set ``tgt_len``, ``mem_len``, ``clamp_len``, ``same_length``
+and ``revision``.
+
+- ``loglikelihood_rolling`` reads each document once, in segments of ``tgt_len`` with
+  recurrence memory (the paper's scoring, :func:`transformer_xl.evaluate.evaluate`), the first
+  token predicted from the end-of-sentence token (without one it is not scored);
+- ``loglikelihood`` scores a continuation after its context, read the same way;
+- ``generate_until`` decodes greedily (or samples, with ``do_sample``) with memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from transformer_xl.data.tokenizer import load_tokenizer
+from transformer_xl.evaluate import evaluate
+from transformer_xl.hub import resolve_model
+from transformer_xl.weights import load_pretrained
+
+MODEL_NAME = "transformer-xl"
+
+
+def _bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise ValueError(f"same_length={value!r}: expected true or false")
+    return text in ("true", "1")
+
+
+@register_model(MODEL_NAME)
+class TransformerXLHarness(LM):
+    def __init__(
+        self, pretrained: str, *, revision: str | None = None, tgt_len=None, mem_len=None,
+        clamp_len=None, same_length=None, max_gen_toks: int = 256, device: str | None = None,
+        **_unused,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        folder = resolve_model(str(pretrained), revision=revision)
+        self.model = load_pretrained(folder).eval()
+        self.tokenizer = load_tokenizer(folder)
+        cfg = self.model.config
+        self.tgt_len = int(tgt_len) if tgt_len is not None else cfg.tgt_len
+        self.run = dict(
+            mem_len=int(mem_len) if mem_len is not None else cfg.mem_len,
+            clamp_len=int(clamp_len) if clamp_len is not None else cfg.clamp_len,
+            same_length=_bool(same_length) if same_length is not None else cfg.same_length,
+            same_length_keys=cfg.same_length_keys,
+        )
+        self.max_gen_toks = int(max_gen_toks)
+        self.start = self.tokenizer.vocab.eos_id  # what the first token is predicted from
+
+    # ------------------------------------------------------------------ scoring
+    def _segments(self, ids: list[int]):
+        """``(inputs, labels)`` ``[1, <=tgt_len]`` segments of the stream ``ids``."""
+        x = torch.tensor(ids[:-1]).view(1, -1)
+        y = torch.tensor(ids[1:]).view(1, -1)
+        for s in range(0, x.shape[1], self.tgt_len):
+            yield x[:, s : s + self.tgt_len], y[:, s : s + self.tgt_len]
+
+    def _stream(self, ids: list[int]) -> list[int]:
+        return ([self.start] if self.start is not None else []) + ids
+
+    def rolling_nll(self, text: str) -> tuple[float, int]:
+        """Total NLL (nats) and number of scored tokens of one document."""
+        ids = self._stream(self.tokenizer.encode(text))
+        if len(ids) < 2:
+            return 0.0, 0
+        res = evaluate(self.model, self._segments(ids), **self.run)
+        return res.nll_sum, res.tokens
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        return [-self.rolling_nll(req.args[0])[0] for req in requests]
+
+    @torch.no_grad()
+    def _continuation(self, context: str, continuation: str) -> tuple[float, bool]:
+        ctx = self._stream(self.tokenizer.encode(context))
+        cont = self.tokenizer.encode(continuation)
+        if not ctx or not cont:
+            raise ValueError(
+                "loglikelihood needs a context (this vocabulary has no end-of-sentence token "
+                "to start from) and a non-empty continuation"
+            )
+        ids, mems, log_probs = ctx + cont, None, []
+        for x, _ in self._segments(ids):
+            out = self.model(x, mems=mems, return_log_probs=True, **self.run)
+            mems = out.mems
+            log_probs.append(out.log_probs[0])
+        lp = torch.cat(log_probs)[len(ctx) - 1 :]  # [len(cont), V]: before each cont token
+        target = torch.tensor(cont)
+        total = lp.gather(-1, target[:, None]).sum().item()
+        return total, bool(torch.equal(lp.argmax(-1), target))
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return [self._continuation(*req.args[:2]) for req in requests]
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        from transformer_xl.generate import generate_iter
+
+        out = []
+        for req in requests:
+            context, kwargs = req.args[0], dict(req.args[1] if len(req.args) > 1 else {})
+            until = kwargs.pop("until", None) or []
+            until = [until] if isinstance(until, str) else list(until)
+            n = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
+            sample = bool(kwargs.pop("do_sample", False))
+            temperature = float(kwargs.pop("temperature", 1.0)) if sample else 0.0
+            prompt = self._stream(self.tokenizer.encode(context))
+            run = {k: v for k, v in self.run.items() if k != "same_length_keys"}
+            tokens, text = [], ""
+            steps = generate_iter(self.model, [prompt], n, temperature=temperature,
+                                  prompt_chunk_len=self.tgt_len, **run)  # fmt: skip
+            for step in steps:
+                tokens.append(int(step[0]))
+                text = self.tokenizer.decode(tokens)
+                if any(u in text for u in until):
+                    break
+            for u in until:
+                text = text.split(u)[0]
+            out.append(text)
+        return out
+
+
+def main() -> None:
+    """lm-eval's command line with this adapter registered."""
+    from lm_eval.__main__ import cli_evaluate
+
+    cli_evaluate()
+
+
+if __name__ == "__main__":
+    main()
