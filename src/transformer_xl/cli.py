@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "transformer_xl.commands.convert",
     "transformer_xl.commands.generate",
     "transformer_xl.commands.bench",
+    "transformer_xl.commands.reproduce",
 ]
 
 
