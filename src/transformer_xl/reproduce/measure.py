@@ -152,7 +152,9 @@ def window_nll(
 ) -> np.ndarray:  # fmt: skip
     """``[S, length]``: NLL of token ``s + 1 + j`` given exactly tokens ``s .. s + j`` for every
     window start ``s``. Relative models read the window in segments of ``tgt_len`` with a memory
-    holding the whole window so far; absolute ones read it in one pass (``length`` <= trained)."""
+    holding the whole window so far, and every column is an exact context. Absolute models read
+    it in one pass (``length`` <= trained); their positions count from the window's end, so
+    only the last column equals a fresh pass over that many tokens: call once per length."""
     model.eval()
     ids = np.asarray(data, dtype=np.int64)
     out = np.empty((len(starts), length), dtype=np.float64)
@@ -171,17 +173,20 @@ def window_nll(
 
 
 def per_context_losses(
-    nll: np.ndarray, starts: np.ndarray, positions: np.ndarray, contexts: list[int]
+    windows: dict[int, np.ndarray], starts: np.ndarray, positions: np.ndarray, contexts: list[int]
 ) -> np.ndarray:
-    """``[K, P]`` loss of each position at each context from :func:`window_nll`'s ``[S, L]``;
-    contexts beyond ``L`` (an absolute model's limit) take the loss at the longest one it has."""
+    """``[K, P]`` loss of each position at each context from :func:`window_nll` results
+    ``{window length: [S, length]}``. Context ``c`` is read from the shortest window of at
+    least ``c`` tokens (column ``c - 1`` of the row starting ``c`` tokens before the position);
+    contexts beyond the longest window (an absolute model's limit) take that window's loss."""
     index = {int(s): r for r, s in enumerate(starts)}
-    length = nll.shape[1]
+    longest = max(windows)
     out = np.empty((len(contexts), len(positions)))
     for k, c in enumerate(contexts):
-        c_eff = c if c <= length else max(x for x in contexts if x <= length)
-        for p, t in enumerate(positions):
-            out[k, p] = nll[index[int(t) - c_eff], c_eff - 1]
+        fits = [n for n in windows if n >= c]
+        length, c_eff = (min(fits), c) if fits else (longest, longest)
+        rows = [index[int(t) - c_eff] for t in positions]
+        out[k] = windows[length][rows, c_eff - 1]
     return out
 
 

@@ -162,12 +162,23 @@ def context_losses(plan: Plan, ds, models: dict, log: Log) -> dict:
     losses = {}
     for v in VARIANTS:
         model = models[v.name, 0]
-        length = contexts[-1] if v.relative else max(c for c in contexts if c <= plan.tgt_len)
-        nll = measure.window_nll(
-            model, test, starts, length, tgt_len=plan.tgt_len, relative=v.relative,
-            batch_size=plan.eval_batch, device=plan.device,
-        )  # fmt: skip
-        losses[v.name] = measure.per_context_losses(nll, starts, positions, contexts)
+        # relative: one window serves every context; absolute: one window per context, as
+        # their positions count from the window's end (contexts <= the trained length only)
+        lengths = contexts[-1:] if v.relative else [c for c in contexts if c <= plan.tgt_len]
+        windows = {
+            n: measure.window_nll(
+                model,
+                test,
+                starts,
+                n,
+                tgt_len=plan.tgt_len,
+                relative=v.relative,
+                batch_size=plan.eval_batch,
+                device=plan.device,
+            )  # fmt: skip
+            for n in lengths
+        }
+        losses[v.name] = measure.per_context_losses(windows, starts, positions, contexts)
         log(f"per-context losses {v.name}: {len(positions)} positions x {len(contexts)} contexts")
     return {"contexts": contexts, "positions": positions.tolist(), "losses": losses}
 
