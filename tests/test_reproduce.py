@@ -16,7 +16,7 @@ from transformer_xl.cli import main
 from transformer_xl.data.text import prepare_text
 from transformer_xl.reproduce import measure, recl
 from transformer_xl.reproduce.corpus import deal_files, prepare_stdlib, stdlib_files
-from transformer_xl.reproduce.run import Plan, plan_for, reproduce
+from transformer_xl.reproduce.run import Plan, base_config, plan_for, reproduce
 from transformer_xl.reproduce.variants import TOLERANCE, VARIANTS, match_parameters
 
 # losses[model, context, position]: model A gains from longer contexts, model B does not
@@ -188,3 +188,21 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--budget 0" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()  # nothing written before the input was checked
+
+
+def test_base_config_uses_adaptive_softmax_for_word_vocabularies():
+    plan = tiny_plan()
+    assert base_config(plan, 256).cutoffs == ()
+    big = base_config(plan, 50_000)
+    assert big.cutoffs == (20_000, 40_000) and big.div_val == 4
+
+
+def test_too_small_test_split_is_refused_before_training(tmp_path):
+    text = sample_text(6_000)
+    for s, part in (("train", text[:5000]), ("valid", text[5000:5500]), ("test", text[5500:5600])):
+        (tmp_path / f"{s}.txt").write_text(part, encoding="utf-8")
+    prepare_text(tmp_path / "train.txt", tmp_path / "data", valid=tmp_path / "valid.txt",
+                 test=tmp_path / "test.txt", tokenizer="byte", quiet=True)  # fmt: skip
+    with pytest.raises(ValueError, match="the context grid up to 80 needs"):
+        reproduce(data=tmp_path / "data", out=tmp_path / "out", plan=tiny_plan())
+    assert not (tmp_path / "out" / "results.json").exists()

@@ -90,12 +90,35 @@ def open_dataset(data, out: Path, log: Log):
     return ds, {"name": ds.meta.get("dataset", path.name), "path": str(path)}
 
 
-def train_all(plan: Plan, ds, log: Log) -> tuple[dict, dict, dict]:
-    base = TransformerXLConfig(
-        vocab_size=len(ds.vocab), n_layer=plan.n_layer, n_head=plan.n_head,
+def check_data(plan: Plan, ds) -> None:
+    """Refuse, before any training, a dataset too small for the measurements."""
+    for split in ("train", "test"):
+        if split not in ds.splits:
+            raise ValueError(f"{ds.path}: no {split} split (expected train, valid, test)")
+    n_train, n_test = ds.num_tokens("train"), ds.num_tokens("test")
+    if n_train < 2 * plan.batch_size * (plan.tgt_len + 1):
+        raise ValueError(f"{ds.path}: the train split has {n_train:,} tokens, too few for "
+                         f"batch {plan.batch_size} x segment {plan.tgt_len}")  # fmt: skip
+    measure.context_grid_starts(n_test, plan.contexts, plan.recl_positions)  # raises if short
+    need = max(plan.speed_lengths) + (plan.speed_segments + 2) * plan.tgt_len + 1
+    if n_test < need:
+        raise ValueError(f"{ds.path}: the test split has {n_test:,} tokens; the speed table at "
+                         f"attention length {max(plan.speed_lengths)} needs {need:,}")  # fmt: skip
+
+
+def base_config(plan: Plan, vocab_size: int) -> TransformerXLConfig:
+    """The architecture every variant shares; a word-level vocabulary gets the adaptive
+    softmax of the paper's WikiText-103 setting (cutoffs 20k, 40k, 200k, div_val 4)."""
+    cutoffs = tuple(c for c in (20_000, 40_000, 200_000) if c < vocab_size)
+    return TransformerXLConfig(
+        vocab_size=vocab_size, n_layer=plan.n_layer, n_head=plan.n_head,
         d_model=plan.d_model, d_head=plan.d_model // plan.n_head, d_inner=plan.d_inner,
-        dropout=0.0, tgt_len=plan.tgt_len,
+        dropout=0.0, tgt_len=plan.tgt_len, cutoffs=cutoffs, div_val=4 if cutoffs else 1,
     )  # fmt: skip
+
+
+def train_all(plan: Plan, ds, log: Log) -> tuple[dict, dict, dict]:
+    base = base_config(plan, len(ds.vocab))
     configs = match_parameters(base, mem_len=plan.mem_len)
     for name, (cfg, n) in configs.items():
         log(f"{name}: {n:,} parameters (d_inner {cfg.d_inner})")
@@ -215,6 +238,7 @@ def reproduce(*, data=None, out, budget: float = 30.0, seeds: int = 2, device: s
     out.mkdir(parents=True, exist_ok=True)
     log, t0 = Log(stream), time.time()
     ds, source = open_dataset(data, out, log)
+    check_data(plan, ds)
     bits = ds.meta.get("unit") in ("byte", "char")
     configs, models, history = train_all(plan, ds, log)
     results = {
