@@ -188,6 +188,11 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--budget 0" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()  # nothing written before the input was checked
+    (tmp_path / "empty").mkdir()
+    assert main(["reproduce", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a prepared dataset" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_base_config_uses_adaptive_softmax_for_word_vocabularies():
@@ -205,4 +210,4 @@ def test_too_small_test_split_is_refused_before_training(tmp_path):
                  test=tmp_path / "test.txt", tokenizer="byte", quiet=True)  # fmt: skip
     with pytest.raises(ValueError, match="the context grid up to 80 needs"):
         reproduce(data=tmp_path / "data", out=tmp_path / "out", plan=tiny_plan())
-    assert not (tmp_path / "out" / "results.json").exists()
+    assert not (tmp_path / "out").exists()

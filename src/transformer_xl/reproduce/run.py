@@ -235,10 +235,10 @@ def reproduce(*, data=None, out, budget: float = 30.0, seeds: int = 2, device: s
     derived from the budget (tests use tiny ones)."""
     plan = plan or plan_for(budget, device, seeds)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     log, t0 = Log(stream), time.time()
     ds, source = open_dataset(data, out, log)
     check_data(plan, ds)
+    out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be usable
     bits = ds.meta.get("unit") in ("byte", "char")
     configs, models, history = train_all(plan, ds, log)
     results = {
