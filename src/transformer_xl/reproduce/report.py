@@ -41,7 +41,7 @@ def hardware() -> str:
 def git_commit() -> str:
     try:
         res = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+            ["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
             capture_output=True, text=True, timeout=10, check=False,
         )  # fmt: skip
     except OSError:
@@ -126,60 +126,100 @@ def _fmt_recl(r: dict) -> str:
     return f"{'>=' if r['capped'] else ''}{r['length']}"
 
 
-def markdown(results: dict, pngs: list[str]) -> str:
-    key, plan = score_key(results), results["plan"]
-    lines = ["# Transformer-XL paper claims, reproduced at small scale", ""]
-    lines += [
-        f"- data: {results['source'].get('name')} ({results['source'].get('path', '')}), unit "
-        f"{results['unit']}, tokens " + ", ".join(f"{k} {v:,}" for k, v in results["dataset"].items()),
-        f"- budget {plan['budget_min']} min, device {plan['device']}: {hardware()}",
-        f"- torch {torch.__version__}, Python {platform.python_version()}, commit {git_commit()}",
+def environment() -> dict[str, str]:
+    """Where and with what a run ran (taken when it starts)."""
+    return {"hardware": hardware(), "torch": torch.__version__,
+            "python": platform.python_version(), "commit": git_commit()}  # fmt: skip
+
+
+def _header(results: dict) -> list[str]:
+    plan, env = results["plan"], results.get("environment") or environment()
+    src = results["source"]
+    sizes = ", ".join(f"{k} {v:,}" for k, v in results["dataset"].items())
+    return [
+        "# Transformer-XL paper claims, reproduced at small scale", "",
+        f"- data: {src.get('name')} ({src.get('path', '')}; {src.get('licence', 'licence: see source')}"
+        f"), unit {results['unit']}, tokens {sizes}",
+        f"- budget {plan['budget_min']} min, device {plan['device']}: {env['hardware']}",
+        f"- torch {env['torch']}, Python {env['python']}, commit {env['commit']}",
         f"- wall time {results['wall_s'] / 60:.1f} min",
-        f"- every model: {plan['n_layer']} layers, d_model {plan['d_model']}, {plan['n_head']} heads, "
-        f"segment {plan['tgt_len']}, training memory {plan['mem_len']} (recurrent variants), batch "
-        f"{plan['batch_size']}, {plan['steps']} steps of Adam (lr {plan['lr']}, warm-up then "
-        f"cosine, clip 0.25), no dropout, {plan['seeds']} seeds; same batches in the same order",
-        "",
-        f"## Ablation (whole test split, {key})",
-        "",
-        f"| variant | parameters | evaluation | {key} mean | spread (std) | per seed |",
-        "|---|---:|---|---:|---:|---|",
+        f"- every model: {plan['n_layer']} layers, d_model {plan['d_model']}, {plan['n_head']} "
+        f"heads, segment {plan['tgt_len']}, training memory {plan['mem_len']} (recurrent "
+        f"variants), batch {plan['batch_size']}, {plan['steps']} steps of Adam (lr {plan['lr']}, "
+        f"warm-up then cosine, clip 0.25), no dropout, {plan['seeds']} seeds; the same batches "
+        "in the same order for every model", "",
+    ]  # fmt: skip
+
+
+def _ablation(results: dict) -> list[str]:
+    key = score_key(results)
+    lines = [
+        f"## Ablation (whole test split, {key})", "",
+        f"| variant | parameters | evaluation | {key} mean | spread (std) | per seed "
+        "| final training loss (nats) |",
+        "|---|---:|---|---:|---:|---|---:|",
     ]  # fmt: skip
     for row in ablation_summary(results):
         seeds = ", ".join(f"{x:.4f}" for x in row["seeds"])
+        hist = [h[-1]["loss"] for k, h in results["training"].items()
+                if k.split("/")[0] == row["variant"] and h]  # fmt: skip
+        train = f"{statistics.fmean(hist):.4f}" if hist else "-"
         lines.append(
             f"| {row['label']} | {row['parameters']:,} | {row['setting']} | {row['mean']:.4f} | "
-            f"{row['std']:.4f} | {seeds} |"
+            f"{row['std']:.4f} | {seeds} | {train} |"
         )
-    names = list(dict.fromkeys(p["variant"] for p in results["curve"]))
-    lines += ["", f"## Evaluation-length curve (test {key}, seed 0, first "
-              f"{results['curve'][0]['tokens']:,} labels of the test rows)", "",
-              "| memory | attention length | " + " | ".join(names) + " |",
-              "|---:|---:|" + "---:|" * len(names)]  # fmt: skip
-    for mem in dict.fromkeys(p["mem_len"] for p in results["curve"]):
-        pts = {p["variant"]: p for p in results["curve"] if p["mem_len"] == mem}
-        lines.append(f"| {mem} | {mem + plan['tgt_len']} | "
-                     + " | ".join(f"{pts[n][key]:.4f}" for n in names) + " |")  # fmt: skip
-    rec = results["recl"]
-    lines += ["", f"## RECL (model group: {', '.join(rec['models'])}; seed 0; threshold "
-              f"{rec['threshold']}; contexts {results['recl_contexts'][0]}..."
-              f"{results['recl_contexts'][-1]} step {results['recl_contexts'][0]})", "",
-              "| variant | r = 0.1 | r = 0.5 | r = 1.0 |", "|---|---:|---:|---:|"]  # fmt: skip
+    return lines + ["", "Final training loss: mean of the last logged interval, over seeds "
+                    "(training segments, training memory)."]  # fmt: skip
+
+
+def _curve(results: dict) -> list[str]:
+    key, seg, pts = score_key(results), results["plan"]["tgt_len"], results["curve"]
+    names = list(dict.fromkeys(p["variant"] for p in pts))
+    lines = [f"## Evaluation-length curve (test {key}, seed 0, {pts[0]['tokens']:,} labels "
+             "of the test split per point)", "",
+             "| memory | attention length | " + " | ".join(names) + " |",
+             "|---:|---:|" + "---:|" * len(names)]  # fmt: skip
+    for mem in dict.fromkeys(p["mem_len"] for p in pts):
+        at = {p["variant"]: p for p in pts if p["mem_len"] == mem}
+        lines.append(f"| {mem} | {mem + seg} | "
+                     + " | ".join(f"{at[n][key]:.4f}" for n in names) + " |")  # fmt: skip
+    lines.append("")
+    for n in names:
+        best = min((p for p in pts if p["variant"] == n), key=lambda p: p[key])
+        lines.append(f"- {n}: best {best[key]:.4f} at attention length {best['attn_len']}")
+    return lines
+
+
+def _recl(results: dict) -> list[str]:
+    rec, ctx = results["recl"], results["recl_contexts"]
+    lines = [f"## RECL (model group: {', '.join(rec['models'])}; seed 0; threshold "
+             f"{rec['threshold']}; contexts {ctx[0]}..{ctx[-1]} step {ctx[1] - ctx[0]})", "",
+             "| variant | r = 0.1 | r = 0.5 | r = 1.0 |", "|---|---:|---:|---:|"]  # fmt: skip
     for n in rec["models"]:
         cells = [_fmt_recl(rec["by_ratio"][str(r)][n]) for r in (0.1, 0.5, 1.0)]
         lines.append(f"| {BY_NAME[n].label} | " + " | ".join(cells) + " |")
-    lines += ["", "`>=` = the gain was still above the threshold at the longest context measured.",
-              "", "## Evaluation speed (Transformer-XL seed 0, batch 1, per predicted token)", "",
-              "| attention length | cached memory (ms) | sliding window (ms) | speed-up | paper |",
-              "|---:|---:|---:|---:|---:|"]  # fmt: skip
+    return lines + ["", "`>=`: the gain was still above the threshold at the longest context."]
+
+
+def _speed(results: dict) -> list[str]:
+    lines = ["## Evaluation speed (Transformer-XL seed 0, batch 1, per predicted token)", "",
+             "| attention length | cached memory (ms) | sliding window (ms) | speed-up | paper |",
+             "|---:|---:|---:|---:|---:|"]  # fmt: skip
     for s in results["speed"]:
         lines.append(
             f"| {s['attn_len']:,} | {s['cached_s'] * 1e3:.3f} | {s['sliding_s'] * 1e3:.2f} | "
             f"{s['speedup']:.0f}x | {PAPER_SPEEDUP.get(s['attn_len'], '-')}x |"
         )
-    lines += ["", "Speed is wall-clock on this machine (not meaningful under load)."]
+    return lines + ["", "Wall-clock on the machine above: meaningful only on an idle machine; "
+                    "the paper's column is from its GPU."]  # fmt: skip
+
+
+def markdown(results: dict, pngs: list[str]) -> str:
+    lines = _header(results)
+    for section in (_ablation, _curve, _recl, _speed):
+        lines += section(results) + [""]
     if pngs:
-        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in pngs]
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in pngs]
     return "\n".join(lines) + "\n"
 
 

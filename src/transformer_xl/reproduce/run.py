@@ -13,7 +13,7 @@ import numpy as np
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.data.prepared import load_prepared
 from transformer_xl.reproduce import measure, recl
-from transformer_xl.reproduce.report import write_outputs
+from transformer_xl.reproduce.report import environment, write_outputs
 from transformer_xl.reproduce.variants import BY_NAME, VARIANTS, match_parameters
 from transformer_xl.train.config import TrainConfig
 
@@ -235,14 +235,14 @@ def reproduce(*, data=None, out, budget: float = 30.0, seeds: int = 2, device: s
     derived from the budget (tests use tiny ones)."""
     plan = plan or plan_for(budget, device, seeds)
     out = Path(out)
-    log, t0 = Log(stream), time.time()
+    log, t0, env = Log(stream), time.time(), environment()
     ds, source = open_dataset(data, out, log)
     check_data(plan, ds)
     out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be usable
     bits = ds.meta.get("unit") in ("byte", "char")
     configs, models, history = train_all(plan, ds, log)
     results = {
-        "plan": asdict(plan), "source": source,
+        "plan": asdict(plan), "source": source, "environment": env,
         "dataset": {s: ds.num_tokens(s) for s in ds.splits}, "unit": ds.meta.get("unit"),
         "parameters": {n: {"parameters": p, "d_inner": c.d_inner} for n, (c, p) in configs.items()},
         "training": history,
