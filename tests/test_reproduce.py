@@ -170,6 +170,14 @@ def test_reproduce_writes_report_json_and_png(tmp_path):
     assert {r["tokens"] for r in results["ablation"]} == {ds.num_tokens("test") - 1}  # all
     assert [p["mem_len"] for p in results["curve"] if p["variant"] == "xl"][-1] == 80
     assert set(results["recl"]["by_ratio"]) == {"0.1", "0.5", "1.0"}
+    assert set(results["eval_memory"]) == {"xl", "shaw"}
+    for name, chosen in results["eval_memory"].items():  # the lowest validation loss, > training
+        assert chosen["mem_len"] > 8 and chosen["valid"][str(chosen["mem_len"])] == min(
+            chosen["valid"].values()
+        ), name
+        assert all(f"cached memory {chosen['mem_len']} " in r["setting"]
+                   for r in results["ablation"] if r["variant"] == name)  # fmt: skip
+    assert TransformerXLLM.from_pretrained(out / "models" / "shaw-seed1").config.attn_type == 1
     assert [s["attn_len"] for s in results["speed"]] == [24, 40]
     ctx = json.loads((out / "per_context_losses.json").read_text())
     assert len(ctx["losses"]["xl"]) == len(ctx["contexts"]) == 20

@@ -19,6 +19,7 @@ from transformer_xl.train.config import TrainConfig
 
 SPEED_LENGTHS = (800, 1800, 2800, 3800)  # the paper's evaluation-speed table
 CURVE_MULTIPLES = (0, 1, 2, 3, 4, 6, 8, 10)  # evaluation memory / training segment
+EVAL_MEM_MULTIPLES = (2, 3, 4, 6, 8, 10)  # the memory models' candidates, chosen on valid
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Plan:
     batch_size: int = 16
     lr: float = 1e-3
     steps: int = 900
-    eval_mem_mult: int = 4  # memory models: evaluation memory = this x training segment
+    eval_mem_mult: int = 4  # evaluation memory x segment when there is no validation split
     slide_stride: int = 16  # memoryless models: sliding-window stride at evaluation
     eval_batch: int = 16
     curve_tokens: int = 60_000  # test labels scored per curve point (capped by the split)
@@ -138,17 +139,42 @@ def train_all(plan: Plan, ds, log: Log) -> tuple[dict, dict, dict]:
     return configs, models, history
 
 
-def ablation(plan: Plan, ds, models: dict, bits: bool, log: Log) -> list[dict]:
+def choose_eval_memory(plan: Plan, ds, models: dict, bits: bool, log: Log) -> dict[str, dict]:
+    """Per memory variant, the evaluation memory (longer than training: ``EVAL_MEM_MULTIPLES``
+    x the segment) with the lowest loss on the validation split, seed 0, ``curve_tokens``
+    labels; every seed is then tested with it. Without a validation split: ``eval_mem_mult``."""
+    chosen = {}
+    for v in VARIANTS:
+        if not v.recurrence:
+            continue
+        if "valid" not in ds.splits or ds.num_tokens("valid") < 2:
+            chosen[v.name] = {"mem_len": plan.eval_mem_mult * plan.tgt_len, "valid": {}}
+            continue
+        scores = {}
+        for m in EVAL_MEM_MULTIPLES:
+            res = measure.cached_eval(
+                models[v.name, 0], ds.split("valid"), tgt_len=plan.tgt_len,
+                mem_len=m * plan.tgt_len, batch_size=plan.eval_batch, device=plan.device,
+                bits=bits, max_tokens=plan.curve_tokens,
+            )  # fmt: skip
+            scores[m * plan.tgt_len] = res.loss
+        best = min(scores, key=scores.get)
+        log(f"{v.name}: evaluation memory {best} (lowest validation loss of {sorted(scores)})")
+        chosen[v.name] = {"mem_len": best, "valid": scores}
+    return chosen
+
+
+def ablation(plan: Plan, ds, models: dict, bits: bool, memory: dict, log: Log) -> list[dict]:
     test, rows = ds.split("test"), []
     for (name, seed), model in models.items():
         v = BY_NAME[name]
         if v.recurrence:
-            mem = plan.eval_mem_mult * plan.tgt_len
+            mem = memory[name]["mem_len"]
             res = measure.cached_eval(
                 model, test, tgt_len=plan.tgt_len, mem_len=mem, batch_size=plan.eval_batch,
                 device=plan.device, bits=bits,
             )  # fmt: skip
-            setting = f"cached memory {mem}, segment {plan.tgt_len}"
+            setting = f"cached memory {mem} (chosen on valid), segment {plan.tgt_len}"
         else:
             res = measure.sliding_eval(
                 model, test, window=plan.tgt_len, stride=plan.slide_stride,
@@ -241,12 +267,15 @@ def reproduce(*, data=None, out, budget: float = 30.0, seeds: int = 2, device: s
     out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be usable
     bits = ds.meta.get("unit") in ("byte", "char")
     configs, models, history = train_all(plan, ds, log)
+    for (name, seed), model in models.items():  # safetensors + config.json, for later study
+        model.save_pretrained(out / "models" / f"{name}-seed{seed}")
     results = {
         "plan": asdict(plan), "source": source, "environment": env,
         "dataset": {s: ds.num_tokens(s) for s in ds.splits}, "unit": ds.meta.get("unit"),
         "parameters": {n: {"parameters": p, "d_inner": c.d_inner} for n, (c, p) in configs.items()},
         "training": history,
-        "ablation": ablation(plan, ds, models, bits, log),
+        "eval_memory": (memory := choose_eval_memory(plan, ds, models, bits, log)),
+        "ablation": ablation(plan, ds, models, bits, memory, log),
         "curve": eval_curve(plan, ds, models, bits, log),
     }  # fmt: skip
     ctx = context_losses(plan, ds, models, log)
