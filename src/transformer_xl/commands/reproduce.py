@@ -7,11 +7,6 @@ from __future__ import annotations
 def run(args) -> int:
     from transformer_xl.reproduce import reproduce
 
-    if args.data is not None:
-        from pathlib import Path
-
-        if not Path(args.data).is_dir():
-            raise ValueError(f"--data {args.data}: no such folder (expected a prepared dataset)")
     print(reproduce(data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
                     device=args.device))  # fmt: skip
     return 0
