@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "transformer_xl.commands.generate",
     "transformer_xl.commands.bench",
     "transformer_xl.commands.lm_eval",
+    "transformer_xl.commands.reproduce",
 ]
 
 
