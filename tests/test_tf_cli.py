@@ -2,6 +2,10 @@
 trained by either framework scores the same in the other, token for token."""
 
 import json
+import shutil
+from pathlib import Path
+
+import pytest
 
 import transformer_xl.tf  # noqa: F401  (before tensorflow: see docs/tensorflow.md)
 from transformer_xl.cli import main
@@ -80,3 +84,26 @@ def test_backend_tf_needs_prepared_data(tmp_path, capsys):
     rc = main(["train", "--backend", "tf", "--preset", "tiny", "--out", str(tmp_path / "r")])
     assert rc == 2
     assert "--backend tf needs --data DIR" in capsys.readouterr().err
+
+
+def _eval_old(capsys, run, data, *extra):
+    args = ["eval", str(run), "--data", str(data), "--split", "valid", "--json", *extra]
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_old_tf_run_evaluates_and_resumes(tmp_path, capsys):
+    """A TF run folder written by 992868d (tests/fixtures/old_folders) evaluates and resumes."""
+    old = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "old_folders", old)
+    OLD = old
+    # the settings 992868d's evaluator used for a TF run (the model config's); by default the
+    # evaluator now takes the run's evaluation settings instead
+    fixed = ["--batch-size", "10", "--tgt-len", "8", "--mem-len", "8", "--no-same-length"]
+    got = _eval_old(capsys, old / "tf_run", old / "data", *fixed)
+    want = json.loads((OLD / "tf_run_eval_valid.json").read_text())
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
+    run = old / "tf_run"
+    argv = ["train", "--backend", "tf", "--out", str(run), "--data", str(old / "data")]
+    assert main([*argv, "--resume", "--max-steps", "3"]) == 0
+    assert json.loads((run / "summary.json").read_text())["step"] == 3

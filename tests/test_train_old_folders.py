@@ -47,17 +47,4 @@ def test_old_torch_run_resumes(old, capsys):
     assert json.loads((run / "summary.json").read_text())["step"] == 3
 
 
-def test_old_tf_run_evaluates_and_resumes(old, capsys):
-    pytest.importorskip("tensorflow")
-    import transformer_xl.tf  # noqa: F401
-
-    # the settings 992868d's evaluator used for a TF run (the model config's); by default the
-    # evaluator now takes the run's evaluation settings instead
-    fixed = ["--batch-size", "10", "--tgt-len", "8", "--mem-len", "8", "--no-same-length"]
-    got = _eval(capsys, old / "tf_run", old / "data", *fixed)
-    want = json.loads((OLD / "tf_run_eval_valid.json").read_text())
-    assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
-    run = old / "tf_run"
-    argv = ["train", "--backend", "tf", "--out", str(run), "--data", str(old / "data")]
-    assert main([*argv, "--resume", "--max-steps", "3"]) == 0
-    assert json.loads((run / "summary.json").read_text())["step"] == 3
+# the TensorFlow run folder's test is in tests/test_tf_cli.py (TensorFlow's import order)
