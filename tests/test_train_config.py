@@ -64,7 +64,7 @@ def test_bad_files(tmp_path):
 
 
 def test_override_values_are_json_or_strings():
-    assert parse_override("model.cutoffs=[10, 20]") == ("model", "cutoffs", [10, 20])
+    assert parse_override("model.cutoffs=[10, 20]") == ("model", "cutoffs", (10, 20))
     assert parse_override("eval_mem_len=null") == ("train", "eval_mem_len", None)
     assert parse_override("data=some/dir") == ("train", "data", "some/dir")
     assert parse_override("same_length=true") == ("train", "same_length", True)

@@ -12,18 +12,23 @@ def run(args) -> int:
     out = args.out or (f"runs/{args.preset}" if args.preset else None)
     if out is None:
         raise ValueError("pass --out RUN (or --preset NAME, which defaults to runs/NAME)")
+    layers = dict(
+        preset=args.preset,
+        config_file=args.config,
+        overrides=args.set or [],
+        data=args.data,
+        max_steps=args.max_steps,
+        init_from=args.init_from,
+    )
+    if args.print_config:
+        from transformer_xl.train.run import print_config
+
+        print(print_config(**layers))
+        return 0
     if args.backend == "tf":
         return run_tf(args, out)
     try:
-        train(
-            preset=args.preset,
-            out=out,
-            config_file=args.config,
-            overrides=args.set or [],
-            data=args.data,
-            max_steps=args.max_steps,
-            resume=args.resume,
-        )
+        train(out=out, resume=args.resume, **layers)
     except TrainingError as e:
         print(f"txl train: {e}", file=sys.stderr)
         return 1
@@ -93,6 +98,17 @@ def register(sub) -> None:
         help="override a setting: lr=1e-3, model.n_layer=6 (repeatable)",
     )
     p.add_argument("--max-steps", type=int, help="shortcut for --set max_steps=N")
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start from the weights of MODEL (a model, run or checkpoint folder): a new run "
+        "with a fresh optimizer and schedule (fine-tuning); the architecture is MODEL's",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration with where each value came from; start nothing",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
