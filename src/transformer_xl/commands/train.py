@@ -26,7 +26,7 @@ def run(args) -> int:
         print(print_config(**layers))
         return 0
     if args.backend == "tf":
-        return run_tf(args, out)
+        return run_tf(args, out, layers)
     try:
         train(out=out, resume=args.resume, **layers)
     except TrainingError as e:
@@ -35,47 +35,13 @@ def run(args) -> int:
     return 0
 
 
-def run_tf(args, out: str) -> int:
-    """The same surface on the TensorFlow trainer: the recipe < file < --set layering resolves
-    here, and :func:`transformer_xl.tf.train.train_tf` ignores the PyTorch-only settings."""
-    import importlib.util
-    import json
-    from pathlib import Path
+def run_tf(args, out: str, layers: dict) -> int:
+    """The same surface on the TensorFlow trainer (the same layering and run folder)."""
+    from transformer_xl.run.metrics import dumps
+    from transformer_xl.tf.train import train_tf_layers
 
-    from transformer_xl.tf.train import train_tf
-    from transformer_xl.train.config import resolve
-
-    overrides = list(args.set or [])
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    if args.resume:
-        from transformer_xl.tf.__main__ import parse_sets
-
-        info_path = Path(out) / "tf_run.json"
-        if not info_path.is_file():
-            raise ValueError(f"{info_path}: no TensorFlow run to resume")
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        model_changes, train_changes = parse_sets(overrides)
-        if model_changes:
-            raise ValueError("model.* settings cannot change a resumed run")
-        summary = train_tf(
-            None, {**info["train"], **train_changes}, data=args.data or info["data"], out=out,
-            resume=True,
-        )  # fmt: skip
-    else:
-        if not args.data or args.data.startswith("builtin:"):
-            raise ValueError("--backend tf needs --data DIR, a prepared dataset folder")
-        from transformer_xl.data import load_prepared
-
-        vocab_size = len(load_prepared(args.data).vocab)
-        run = resolve(args.preset, args.config, overrides, vocab_size=vocab_size)
-        settings = run.train.to_dict()
-        if settings.get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
-            # TensorFlow writes its event files through the tensorboard package
-            print("txl train: tensorboard is not installed: no event files (metrics.jsonl only)")
-            settings["tensorboard"] = False
-        summary = train_tf(run.model, settings, data=args.data, out=out)
-    print(json.dumps(summary))
+    summary = train_tf_layers(out=out, resume=args.resume, **layers)
+    print(dumps(summary))
     return 0
 
 

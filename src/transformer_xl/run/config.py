@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "lamb")
 SCHEDULERS = ("cosine", "inv_sqrt", "constant", "dev_perf")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PARALLEL = ("ddp", "fsdp")
+# Fields that only the PyTorch trainer uses; the TensorFlow trainer accepts and ignores them.
+TORCH_ONLY = frozenset(
+    {"batch_chunk", "device", "threads", "compile_backend", "parallel", "attn_impl",
+     "sample_tokens", "max_bad_steps"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,11 @@ class TrainConfig:
         if self.scheduler == "cosine" and self.lr_min > self.lr:
             fail("lr_min", f"at most lr={self.lr}")
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, source: str = "train settings"):
+        """From a dict of field values (unknown names and wrong types refused by name)."""
+        return make_train_config(dict(values or {}), source)
+
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
@@ -247,7 +258,7 @@ def make_train_config(values: dict[str, Any], source: str) -> TrainConfig:
     unknown = sorted(set(values) - TRAIN_FIELDS)
     if unknown:
         raise ValueError(
-            f"{source}: unknown train field(s) {unknown}; known: {sorted(TRAIN_FIELDS)}"
+            f"{source}: unknown field(s) {unknown} of train; known: {sorted(TRAIN_FIELDS)}"
         )
     values = {k: check_value("train", k, v, source) for k, v in values.items()}
     try:
@@ -383,7 +394,7 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     fields = {"train": TRAIN_FIELDS, "model": MODEL_FIELDS}.get(section)
     if fields is None or name not in fields:
         raise ValueError(
-            f"--set {item!r}: unknown key {key!r}; expected a train field "
+            f"--set {item!r}: unknown field(s) [{key!r}]; expected a train field "
             f"({', '.join(sorted(TRAIN_FIELDS))}) or model.FIELD"
         )
     return section, name, parse_value(section, name, raw, f"--set {item!r}")

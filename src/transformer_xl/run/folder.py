@@ -232,15 +232,29 @@ class RunFolder:
                 continue
         return sorted(out)
 
-    def latest_valid(self) -> Found | None:
-        """The newest intact checkpoint; None when there is none at all.
+    def legacy_tf(self) -> bool:
+        """A TensorFlow run of an earlier version: its checkpoints have no manifest (they were
+        renamed into place complete, so one with its trainer.json is whole)."""
+        if not self.tf_info.is_file():
+            return False
+        info = read_json(self.tf_info)
+        return not (isinstance(info, dict) and info.get("layout_version", 1) >= 2)
+
+    def latest_valid(self, *, unsealed: bool = False) -> Found | None:
+        """The newest intact checkpoint; None when there is none at all. ``unsealed`` accepts a
+        checkpoint without a manifest when it has its ``trainer.json`` (see :meth:`legacy_tf`).
 
         Raises ValueError when checkpoints exist but every one of them is damaged.
         """
         ckpts = self.list_checkpoints()
         skipped = []
         for step, path in reversed(ckpts):
-            reason = verify(path)
+            legacy = unsealed and not (path / MANIFEST).exists()
+            reason = (
+                (None if (path / self.TRAINER).is_file() else "no trainer.json")
+                if legacy
+                else verify(path)
+            )
             if reason is None:
                 return Found(step, path, skipped)
             skipped.append(f"checkpoint {path} is unusable: {reason}; falling back to an older one")
@@ -335,7 +349,7 @@ def find_model_folder(path: str | os.PathLike) -> Path:
     ``model/``) or a run folder (its best model, else its newest intact checkpoint's)."""
     path = Path(path)
     if not path.is_dir():
-        raise ValueError(f"{path}: not a folder (expected a model, run or checkpoint folder)")
+        raise ValueError(f"{path}: not a model folder (nor a run or checkpoint folder)")
     if is_model_folder(path):
         return path
     if is_model_folder(path / RunFolder.MODEL):
