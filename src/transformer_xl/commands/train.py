@@ -40,7 +40,7 @@ def run_tf(args, out: str, layers: dict) -> int:
     from transformer_xl.run.metrics import dumps
     from transformer_xl.tf.train import train_tf_layers
 
-    summary = train_tf_layers(out=out, resume=args.resume, **layers)
+    summary = train_tf_layers(layers, out=out, resume=args.resume)
     print(dumps(summary))
     return 0
 

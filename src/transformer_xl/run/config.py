@@ -330,8 +330,8 @@ _EXPECTED = {
     "float": "a number",
     "bool": "true or false",
     "str": "a string",
-    "tuple[int, ...]": "a list of integers, e.g. [2000, 10000]",
-    "tuple[bool, ...]": "a list of booleans, e.g. [false, true]",
+    "tuple[int, ...]": "a list of integers (e.g. [2000, 10000])",
+    "tuple[bool, ...]": "a list of booleans (e.g. [false, true])",
 }
 
 

@@ -265,6 +265,16 @@ class RunFolder:
             )
         return None
 
+    def resume_point(self, *, unsealed: bool = False) -> Found:
+        """:meth:`latest_valid` for ``--resume``: an error when there is nothing to resume."""
+        found = self.latest_valid(unsealed=unsealed)
+        if found is None:
+            raise ValueError(
+                f"{self.path}: nothing to resume (the run stopped before its first "
+                "checkpoint): start it again without --resume"
+            )
+        return found
+
     def new_checkpoint(self, step: int) -> Path:
         """An empty hidden folder to assemble checkpoint ``step`` in (see :meth:`seal`)."""
         tmp = self.checkpoint_tmp(step)

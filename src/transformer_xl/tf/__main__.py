@@ -32,9 +32,10 @@ def cmd_train(args) -> int:
     else:
         if not (args.preset or args.init_from or args.resume):
             raise ValueError("give --preset NAME, --config FILE, --init-from MODEL or --resume")
+        layers = dict(preset=args.preset, overrides=args.set, data=args.data,
+                      init_from=args.init_from)  # fmt: skip
         summary = train_tf_layers(
-            preset=args.preset, out=args.out, overrides=args.set, data=args.data,
-            resume=args.resume, init_from=args.init_from, strategy=args.strategy,
+            layers, out=args.out, resume=args.resume, strategy=args.strategy,
             devices=args.devices, tpu=args.tpu, cpu_devices=args.cpu_devices,
         )  # fmt: skip
     print(dumps(summary))

@@ -261,12 +261,7 @@ class TFRun:
             raise ValueError(f"{self.folder.best}: cannot write the best model ({e})") from None
 
     def _resume(self) -> None:
-        found = self.folder.latest_valid(unsealed=self.folder.legacy_tf())
-        if found is None:
-            raise ValueError(
-                f"{self.folder.path}: nothing to resume (the run stopped before its first "
-                "checkpoint): start it again without --resume"
-            )
+        found = self.folder.resume_point(unsealed=self.folder.legacy_tf())
         for msg in found.skipped:
             self.log(f"warning: {msg}")
         _, tensors = read_folder(found.path / RunFolder.MODEL)
@@ -480,21 +475,20 @@ def _write_run_info(folder: RunFolder, run: RunConfig, strategy) -> None:
 
 
 def train_tf_layers(
+    layers: Mapping[str, Any],
     *,
-    preset: str | None,
     out: str,
-    config_file: str | None = None,
-    overrides: list[str] = (),
-    data: str | None = None,
-    max_steps: int | None = None,
     resume: bool = False,
-    init_from: str | None = None,
     log: Callable[[str], None] = print,
     **placement: Any,
 ) -> dict[str, Any]:
-    """``txl train --backend tf``: the PyTorch trainer's layering (recipe < file < --set, or the
-    saved config on ``--resume``), then :func:`train_tf` (``placement``: its ``strategy``,
-    ``devices``, ``tpu``, ``cpu_devices``)."""
+    """``txl train --backend tf``: the PyTorch trainer's layering (``layers``: ``preset``,
+    ``config_file``, ``overrides``, ``data``, ``max_steps``, ``init_from``, as
+    :func:`transformer_xl.train.run.train` takes them; or the saved config on ``resume``), then
+    :func:`train_tf` (``placement``: its ``strategy``, ``devices``, ``tpu``, ``cpu_devices``)."""
+    preset, config_file, data = layers.get("preset"), layers.get("config_file"), layers.get("data")
+    init_from, max_steps = layers.get("init_from"), layers.get("max_steps")
+    overrides = layers.get("overrides") or ()
     from transformer_xl.run.config import resolve, resume_config
     from transformer_xl.run.evaluation import run_of
 

@@ -367,12 +367,7 @@ class Trainer:
     def _resume(self) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        found = self.folder.latest_valid()
-        if found is None:
-            raise ValueError(
-                f"{self.run_dir}: nothing to resume (the run stopped before its first "
-                "checkpoint): start it again without --resume"
-            )
+        found = self.folder.resume_point()
         for msg in found.skipped:
             self.note(f"warning: {msg}")
         path = found.path
