@@ -107,3 +107,33 @@ def test_old_tf_run_evaluates_and_resumes(tmp_path, capsys):
     argv = ["train", "--backend", "tf", "--out", str(run), "--data", str(old / "data")]
     assert main([*argv, "--resume", "--max-steps", "3"]) == 0
     assert json.loads((run / "summary.json").read_text())["step"] == 3
+
+
+def test_both_evaluators_agree_with_no_flags(tmp_path, capsys):
+    """`txl eval RUN` and `txl eval RUN --backend tf` on runs trained by either backend, with
+    no flags: the run's evaluation settings, the same JSON fields and the same loss."""
+    data = Path(__file__).parent / "fixtures" / "old_folders" / "data"
+    small = [
+        "--set", "model.n_layer=1", "--set", "model.d_model=16", "--set", "model.n_head=2",
+        "--set", "model.d_head=8", "--set", "model.d_inner=32", "--set", "batch_size=2",
+        "--set", "tgt_len=8", "--set", "mem_len=8", "--set", "eval_mem_len=16",
+        "--set", "eval_same_length=true", "--set", "eval_batch_size=3", "--set", "eval_interval=2",
+        "--set", "sample_tokens=0", "--set", "tensorboard=false", "--max-steps", "2",
+    ]  # fmt: skip
+    for backend in ("torch", "tf"):
+        argv = ["train", "--backend", backend, "--preset", "tiny", "--data", str(data)]
+        assert main([*argv, "--out", str(tmp_path / backend), *small]) == 0
+    capsys.readouterr()
+    for run in ("torch", "tf"):
+        got = {}
+        for backend in ("torch", "tf"):
+            assert main(["eval", str(tmp_path / run), "--json", "--backend", backend]) == 0
+            got[backend] = json.loads(capsys.readouterr().out)
+        pt, tf = got["torch"], got["tf"]
+        assert set(pt) == set(tf)
+        assert pt["settings"] == tf["settings"]
+        assert pt["settings"]["mem_len"] == 16 and pt["settings"]["same_length"] is True
+        assert pt["settings"]["batch_size"] == 3
+        assert pt["tokens"] == tf["tokens"] > 0
+        assert abs(pt["loss"] - tf["loss"]) <= 1e-5 * abs(pt["loss"]), (run, pt, tf)
+        assert (pt["backend"], tf["backend"]) == ("torch", "tf")
