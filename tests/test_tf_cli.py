@@ -9,6 +9,7 @@ import pytest
 
 import transformer_xl.tf  # noqa: F401  (before tensorflow: see docs/tensorflow.md)
 from transformer_xl.cli import main
+from transformer_xl.run.folder import RunFolder, verify
 
 SMALL = [
     "--set", "model.n_layer=2", "--set", "model.d_model=32", "--set", "model.n_head=2",
@@ -123,6 +124,7 @@ def test_both_evaluators_agree_with_no_flags(tmp_path, capsys):
     for backend in ("torch", "tf"):
         argv = ["train", "--backend", backend, "--preset", "tiny", "--data", str(data)]
         assert main([*argv, "--out", str(tmp_path / backend), *small]) == 0
+        assert verify(RunFolder(tmp_path / backend).checkpoint(2)) is None  # sealed alike
     capsys.readouterr()
     for run in ("torch", "tf"):
         got = {}
