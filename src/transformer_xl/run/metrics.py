@@ -3,7 +3,7 @@
 Every record is one JSON object with ``split`` (``train``/``valid``/``test``), ``step`` and the
 numbers; a non-finite number is written as ``null`` (JSON has no NaN). On resume the records
 past the checkpoint's step are dropped, so a killed-and-resumed run reads like an uninterrupted
-one.
+one (the final score of an earlier session is dropped too).
 """
 
 from __future__ import annotations
@@ -105,7 +105,12 @@ class MetricsFile:
         self.path = Path(path)
         kept = []
         if resume_step is not None:
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            # a final score belongs to the session that ended there: the resumed run adds its own
+            kept = [
+                r
+                for r in read_metrics(self.path)
+                if r.get("step", 0) <= resume_step and not r.get("final")
+            ]
         atomic_write_text(self.path, "".join(dumps(r) + "\n" for r in kept))
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
