@@ -34,6 +34,7 @@ from typing import Any
 from safetensors import SafetensorError
 
 from transformer_xl.fileio import atomic_write_text
+from transformer_xl.run.metrics import METRICS
 
 MANIFEST = "MANIFEST.json"
 MANIFEST_VERSION = 1
@@ -134,7 +135,7 @@ class RunFolder:
 
     CONFIG = "config.json"
     TF_INFO = "tf_run.json"
-    METRICS = "metrics.jsonl"
+    METRICS = METRICS
     SUMMARY = "summary.json"
     BEST = "best"
     TENSORBOARD = "tensorboard"

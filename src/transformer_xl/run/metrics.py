@@ -16,6 +16,8 @@ from typing import Any
 
 from transformer_xl.fileio import atomic_write_text
 
+METRICS = "metrics.jsonl"  # RunFolder.METRICS (folder imports nothing from here)
+
 
 def score_fields(loss: float, bits: bool) -> dict[str, float]:
     """Loss in nats -> ``{"loss", "ppl"}`` or, for byte/character units, ``{"loss", "bpc"}``."""
@@ -80,7 +82,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file (or of the run folder holding one)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "metrics.jsonl"
+        path = path / METRICS
     if not path.is_file():
         return []
     out = []
