@@ -2,9 +2,14 @@
 trained by either framework scores the same in the other, token for token."""
 
 import json
+import shutil
+from pathlib import Path
+
+import pytest
 
 import transformer_xl.tf  # noqa: F401  (before tensorflow: see docs/tensorflow.md)
 from transformer_xl.cli import main
+from transformer_xl.run.folder import RunFolder, verify
 
 SMALL = [
     "--set", "model.n_layer=2", "--set", "model.d_model=32", "--set", "model.n_head=2",
@@ -80,3 +85,57 @@ def test_backend_tf_needs_prepared_data(tmp_path, capsys):
     rc = main(["train", "--backend", "tf", "--preset", "tiny", "--out", str(tmp_path / "r")])
     assert rc == 2
     assert "--backend tf needs --data DIR" in capsys.readouterr().err
+
+
+def _eval_old(capsys, run, data, *extra):
+    args = ["eval", str(run), "--data", str(data), "--split", "valid", "--json", *extra]
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_old_tf_run_evaluates_and_resumes(tmp_path, capsys):
+    """A TF run folder written by 992868d (tests/fixtures/old_folders) evaluates and resumes."""
+    old = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "old_folders", old)
+    OLD = old
+    # the settings 992868d's evaluator used for a TF run (the model config's); by default the
+    # evaluator now takes the run's evaluation settings instead
+    fixed = ["--batch-size", "10", "--tgt-len", "8", "--mem-len", "8", "--no-same-length"]
+    got = _eval_old(capsys, old / "tf_run", old / "data", *fixed)
+    want = json.loads((OLD / "tf_run_eval_valid.json").read_text())
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
+    run = old / "tf_run"
+    argv = ["train", "--backend", "tf", "--out", str(run), "--data", str(old / "data")]
+    assert main([*argv, "--resume", "--max-steps", "3"]) == 0
+    assert json.loads((run / "summary.json").read_text())["step"] == 3
+
+
+def test_both_evaluators_agree_with_no_flags(tmp_path, capsys):
+    """`txl eval RUN` and `txl eval RUN --backend tf` on runs trained by either backend, with
+    no flags: the run's evaluation settings, the same JSON fields and the same loss."""
+    data = Path(__file__).parent / "fixtures" / "old_folders" / "data"
+    small = [
+        "--set", "model.n_layer=1", "--set", "model.d_model=16", "--set", "model.n_head=2",
+        "--set", "model.d_head=8", "--set", "model.d_inner=32", "--set", "batch_size=2",
+        "--set", "tgt_len=8", "--set", "mem_len=8", "--set", "eval_mem_len=16",
+        "--set", "eval_same_length=true", "--set", "eval_batch_size=3", "--set", "eval_interval=2",
+        "--set", "sample_tokens=0", "--set", "tensorboard=false", "--max-steps", "2",
+    ]  # fmt: skip
+    for backend in ("torch", "tf"):
+        argv = ["train", "--backend", backend, "--preset", "tiny", "--data", str(data)]
+        assert main([*argv, "--out", str(tmp_path / backend), *small]) == 0
+        assert verify(RunFolder(tmp_path / backend).checkpoint(2)) is None  # sealed alike
+    capsys.readouterr()
+    for run in ("torch", "tf"):
+        got = {}
+        for backend in ("torch", "tf"):
+            assert main(["eval", str(tmp_path / run), "--json", "--backend", backend]) == 0
+            got[backend] = json.loads(capsys.readouterr().out)
+        pt, tf = got["torch"], got["tf"]
+        assert set(pt) == set(tf)
+        assert pt["settings"] == tf["settings"]
+        assert pt["settings"]["mem_len"] == 16 and pt["settings"]["same_length"] is True
+        assert pt["settings"]["batch_size"] == 3
+        assert pt["tokens"] == tf["tokens"] > 0
+        assert abs(pt["loss"] - tf["loss"]) <= 1e-5 * abs(pt["loss"]), (run, pt, tf)
+        assert (pt["backend"], tf["backend"]) == ("torch", "tf")

@@ -189,31 +189,6 @@ def token_by_token_nll(
 
 
 # ---------------------------------------------------------------------------- txl eval
-def resolve_model_dir(path) -> tuple[Path, Any]:
-    """A run folder (its ``best`` model, else its newest intact checkpoint) or a model folder
-    -> ``(model folder, RunConfig or None)``."""
-    from transformer_xl.hub import resolve_model
-    from transformer_xl.train import checkpoint as ckpt
-    from transformer_xl.train.config import RunConfig
-    from transformer_xl.weights import WEIGHTS_NAME
-
-    path = resolve_model(path)  # a Hub repo id -> its cached snapshot
-    if not path.is_dir():
-        raise ValueError(f"{path}: not a folder (expected a run folder or a model folder)")
-    is_run = (path / "best").is_dir() or (path / ckpt.CHECKPOINTS).is_dir()
-    if not is_run:
-        return path, None
-    if (path / "tf_run.json").is_file() and (path / "best" / WEIGHTS_NAME).is_file():
-        return path / "best", None  # a TensorFlow run (txl train --backend tf): same model folders
-    run = RunConfig.load(path / "config.json")
-    if (path / "best" / WEIGHTS_NAME).is_file():
-        return path / "best", run
-    found = ckpt.latest_valid(path)
-    if found is None:
-        raise ValueError(f"{path}: the run has no saved model yet")
-    return found.path / "model", run
-
-
 def evaluate_model(
     model_path,
     *,
@@ -226,32 +201,18 @@ def evaluate_model(
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
+    progress=None,
 ) -> tuple[EvalResult, dict[str, Any]]:
     """``txl eval``: unset settings come from the run's evaluation settings, else from the
-    model's config (batch size 10)."""
-    from transformer_xl.train.data import BUILTIN, open_data
+    model's config (batch size 10); see :func:`transformer_xl.run.evaluation.eval_plan`.
+    Returns the result and the JSON record (:func:`~transformer_xl.run.evaluation.eval_output`)
+    ``txl eval --json`` prints for either backend."""
+    from transformer_xl.progress import Progress
+    from transformer_xl.run.evaluation import eval_output, eval_plan
+    from transformer_xl.train.data import open_data
     from transformer_xl.train.distributed import DistEnv, pick_device
     from transformer_xl.weights import load_pretrained
 
-    model_dir, run = resolve_model_dir(model_path)
-    dev = pick_device(device, 0)
-    model = load_pretrained(model_dir, map_location=dev)
-    cfg = model.config
-    if run is not None:
-        defaults = run.train.eval_settings
-        data = data or run.train.data
-        if data == BUILTIN:
-            data = str(Path(model_path) / "data")
-    else:
-        defaults = dict(
-            tgt_len=cfg.tgt_len,
-            mem_len=cfg.mem_len,
-            clamp_len=cfg.clamp_len,
-            same_length=cfg.same_length,
-            batch_size=10,
-        )
-    if not data:
-        raise ValueError(f"{model_path}: pass --data DIR (a prepared dataset folder)")
     given = dict(
         tgt_len=tgt_len,
         mem_len=mem_len,
@@ -259,16 +220,12 @@ def evaluate_model(
         same_length=same_length,
         batch_size=batch_size,
     )
-    s = {k: defaults[k] if v is None else v for k, v in given.items()}
-    for k in ("tgt_len", "batch_size"):
-        if s[k] < 1:
-            raise ValueError(f"--{k.replace('_', '-')}={s[k]}: expected a positive integer")
-    if s["mem_len"] < 0 or s["clamp_len"] == 0 or s["clamp_len"] < -1:
-        raise ValueError(
-            f"--mem-len={s['mem_len']} must be >= 0 and --clamp-len={s['clamp_len']} -1 or positive"
-        )
+    model_dir, data, s = eval_plan(model_path, data, given)
+    dev = pick_device(device, 0)
+    model = load_pretrained(model_dir, map_location=dev)
     ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
-    check_vocab(model_dir, cfg.vocab_size, ds)
+    check_vocab(model_dir, model.config.vocab_size, ds)
+    ds.check_ids([split])
     autocast = None
     if precision != "fp32":
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -276,24 +233,28 @@ def evaluate_model(
     batches = ds.eval_batches(
         split, batch_size=s["batch_size"], tgt_len=s["tgt_len"], rank=0, world_size=1
     )
-    res = evaluate(
-        model,
-        batches,
-        mem_len=s["mem_len"],
-        clamp_len=s["clamp_len"],
-        same_length=s["same_length"],
-        device=dev,
-        autocast=autocast,
-        bits=ds.bits,
-    )
-    info = {
-        "model": str(model_dir),
-        "data": str(ds.dataset.path),
-        "split": split,
-        "settings": s,
-        "precision": precision,
-    }
+    with Progress(ds.dataset.num_tokens(split) - 1, f"eval {split}", stream=progress) as bar:
+        res = evaluate(
+            model,
+            _counted(batches, bar),
+            mem_len=s["mem_len"],
+            clamp_len=s["clamp_len"],
+            same_length=s["same_length"],
+            device=dev,
+            autocast=autocast,
+            bits=ds.bits,
+        )
+    info = eval_output(
+        res.nll_sum, res.tokens, res.bits, model_dir=model_dir, data=str(ds.dataset.path),
+        split=split, settings=s, precision=precision, backend="torch",
+    )  # fmt: skip
     return res, info
+
+
+def _counted(batches, bar):
+    for batch in batches:
+        yield batch
+        bar.update(int(batch[2].sum()))
 
 
 def check_vocab(model_dir: Path, vocab_size: int, ds) -> None:

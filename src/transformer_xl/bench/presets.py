@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from transformer_xl.config import TransformerXLConfig
-from transformer_xl.config import preset_config
+from transformer_xl.config import TransformerXLConfig, preset_config
 
 # Benchmark configurations: (model config, batch, train tgt/mem, eval tgt/mem, gen mem).
 # HF's port only has attn_type 0, per-layer u/v (untie_r) and the "torch" same_length window.

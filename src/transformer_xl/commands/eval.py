@@ -2,59 +2,45 @@
 
 from __future__ import annotations
 
-import json
+from transformer_xl.run.metrics import dumps
 
 
 def run(args) -> int:
-    if args.backend == "tf":
-        return run_tf(args)
-    from transformer_xl.evaluate import evaluate_model
-
-    res, info = evaluate_model(
-        args.model,
-        data=args.data,
+    flags = dict(
         split=args.split,
         tgt_len=args.tgt_len,
         mem_len=args.mem_len,
         clamp_len=args.clamp_len,
         same_length=args.same_length,
         batch_size=args.batch_size,
-        device=args.device,
         precision=args.precision,
     )
+    if args.backend == "tf":
+        if args.device not in ("auto", "cpu"):
+            raise ValueError("--backend tf places the model itself: leave --device at auto")
+        from transformer_xl.tf.evaluate import evaluate_tf
+
+        info = evaluate_tf(args.model, args.data, **flags)
+    else:
+        from transformer_xl.evaluate import evaluate_model
+
+        _, info = evaluate_model(args.model, data=args.data, device=args.device, **flags)
     if args.json:
-        print(json.dumps({**res.to_dict(), **info}, indent=2))
+        print(dumps(info, indent=2))
     else:
         s = info["settings"]
         print(
             f"{info['model']} on {info['data']} [{args.split}] with tgt_len {s['tgt_len']}, "
             f"mem_len {s['mem_len']}, clamp_len {s['clamp_len']}, same_length "
-            f"{s['same_length']}, batch {s['batch_size']}:"
+            f"{s['same_length']}, batch {s['batch_size']} ({info['backend']}):"
         )
-        print(res.summary())
+        print(summary_text(info))
     return 0
 
 
-def run_tf(args) -> int:
-    """The TensorFlow evaluator on a model folder (or a run folder's ``best/``)."""
-    from pathlib import Path
-
-    from transformer_xl.tf.evaluate import evaluate_tf
-
-    model = Path(args.model)
-    if (model / "best" / "config.json").is_file():
-        model = model / "best"
-    if not args.data:
-        raise ValueError("--backend tf needs --data DIR, a prepared dataset folder")
-    if args.device not in ("auto", "cpu"):
-        raise ValueError("--backend tf places the model itself: leave --device at auto")
-    result = evaluate_tf(
-        model, args.data, split=args.split, batch_size=args.batch_size or 10,
-        tgt_len=args.tgt_len, mem_len=args.mem_len, clamp_len=args.clamp_len,
-        same_length=args.same_length, precision=args.precision,
-    )  # fmt: skip
-    print(json.dumps(result, indent=2 if args.json else None))
-    return 0
+def summary_text(info: dict) -> str:
+    head = f"bpc {info['bpc']:.4f}" if "bpc" in info else f"ppl {info['ppl']:.3f}"
+    return f"{head} | loss {info['loss']:.4f} | {info['tokens']:,} tokens"
 
 
 def register(sub) -> None:

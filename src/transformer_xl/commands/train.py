@@ -12,65 +12,36 @@ def run(args) -> int:
     out = args.out or (f"runs/{args.preset}" if args.preset else None)
     if out is None:
         raise ValueError("pass --out RUN (or --preset NAME, which defaults to runs/NAME)")
+    layers = dict(
+        preset=args.preset,
+        config_file=args.config,
+        overrides=args.set or [],
+        data=args.data,
+        max_steps=args.max_steps,
+        init_from=args.init_from,
+    )
+    if args.print_config:
+        from transformer_xl.train.run import print_config
+
+        print(print_config(**layers))
+        return 0
     if args.backend == "tf":
-        return run_tf(args, out)
+        return run_tf(args, out, layers)
     try:
-        train(
-            preset=args.preset,
-            out=out,
-            config_file=args.config,
-            overrides=args.set or [],
-            data=args.data,
-            max_steps=args.max_steps,
-            resume=args.resume,
-        )
+        train(out=out, resume=args.resume, **layers)
     except TrainingError as e:
         print(f"txl train: {e}", file=sys.stderr)
         return 1
     return 0
 
 
-def run_tf(args, out: str) -> int:
-    """The same surface on the TensorFlow trainer: the recipe < file < --set layering resolves
-    here, and :func:`transformer_xl.tf.train.train_tf` ignores the PyTorch-only settings."""
-    import importlib.util
-    import json
-    from pathlib import Path
+def run_tf(args, out: str, layers: dict) -> int:
+    """The same surface on the TensorFlow trainer (the same layering and run folder)."""
+    from transformer_xl.run.metrics import dumps
+    from transformer_xl.tf.train import train_tf_layers
 
-    from transformer_xl.tf.train import train_tf
-    from transformer_xl.train.config import resolve
-
-    overrides = list(args.set or [])
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    if args.resume:
-        from transformer_xl.tf.__main__ import parse_sets
-
-        info_path = Path(out) / "tf_run.json"
-        if not info_path.is_file():
-            raise ValueError(f"{info_path}: no TensorFlow run to resume")
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        model_changes, train_changes = parse_sets(overrides)
-        if model_changes:
-            raise ValueError("model.* settings cannot change a resumed run")
-        summary = train_tf(
-            None, {**info["train"], **train_changes}, data=args.data or info["data"], out=out,
-            resume=True,
-        )  # fmt: skip
-    else:
-        if not args.data or args.data.startswith("builtin:"):
-            raise ValueError("--backend tf needs --data DIR, a prepared dataset folder")
-        from transformer_xl.data import load_prepared
-
-        vocab_size = len(load_prepared(args.data).vocab)
-        run = resolve(args.preset, args.config, overrides, vocab_size=vocab_size)
-        settings = run.train.to_dict()
-        if settings.get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
-            # TensorFlow writes its event files through the tensorboard package
-            print("txl train: tensorboard is not installed: no event files (metrics.jsonl only)")
-            settings["tensorboard"] = False
-        summary = train_tf(run.model, settings, data=args.data, out=out)
-    print(json.dumps(summary))
+    summary = train_tf_layers(layers, out=out, resume=args.resume)
+    print(dumps(summary))
     return 0
 
 
@@ -93,6 +64,17 @@ def register(sub) -> None:
         help="override a setting: lr=1e-3, model.n_layer=6 (repeatable)",
     )
     p.add_argument("--max-steps", type=int, help="shortcut for --set max_steps=N")
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start from the weights of MODEL (a model, run or checkpoint folder): a new run "
+        "with a fresh optimizer and schedule (fine-tuning); the architecture is MODEL's",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration with where each value came from; start nothing",
+    )
     p.add_argument(
         "--resume",
         action="store_true",

@@ -5,66 +5,45 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
 
 
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--set`` items -> (model overrides, train settings): ``model.FIELD=V`` goes to the
-    model, ``train.FIELD=V`` or a bare ``FIELD=V`` to the train settings."""
-    model, train = {}, {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE or model.FIELD=VALUE")
-        section, _, name = key.rpartition(".")
-        if section not in ("", "model", "train"):
-            raise ValueError(f"--set {item!r}: the prefix must be 'model.' or 'train.'")
-        (model if section == "model" else train)[name] = _value(raw)
-    return model, train
-
-
-def model_config(args, overrides: dict[str, Any]) -> TransformerXLConfig | None:
-    from transformer_xl.tf.data import read_meta
-
-    if args.resume or (args.init_from and not args.preset and not args.config):
-        if overrides:
-            raise ValueError("model.* settings cannot change a resumed or initialised model")
-        return None
-    vocab_size = read_meta(args.data).get("vocab_size")
-    if args.config:
-        cfg = TransformerXLConfig.load(args.config)
-        return cfg.replace(**overrides) if overrides else cfg
-    if not args.preset:
-        raise ValueError("give --preset NAME, --config FILE, --init-from MODEL or --resume")
-    return TransformerXLConfig.from_preset(args.preset, **{"vocab_size": vocab_size, **overrides})
-
-
 def cmd_train(args) -> int:
-    from transformer_xl.tf.train import train_tf
+    from transformer_xl.run.metrics import dumps
+    from transformer_xl.tf.train import train_tf, train_tf_layers
 
-    overrides, settings = parse_sets(args.set)
-    summary = train_tf(
-        model_config(args, overrides), settings, data=args.data, out=args.out,
-        init_from=args.init_from, resume=args.resume, strategy=args.strategy,
-        devices=args.devices, tpu=args.tpu, cpu_devices=args.cpu_devices,
-    )  # fmt: skip
-    print(json.dumps(summary))
+    if args.config and not args.preset and not args.resume:
+        # a model config.json to train from scratch with the default job settings + --set
+        from transformer_xl.run.config import TrainConfig, parse_override
+
+        cfg = TransformerXLConfig.load(args.config)
+        model, train = {}, {}
+        for item in args.set:
+            section, name, value = parse_override(item)
+            (model if section == "model" else train)[name] = value
+        summary = train_tf(
+            cfg.replace(**model) if model else cfg, TrainConfig.from_mapping(train),
+            data=args.data, out=args.out, strategy=args.strategy, devices=args.devices,
+            tpu=args.tpu, cpu_devices=args.cpu_devices,
+        )  # fmt: skip
+    else:
+        if not (args.preset or args.init_from or args.resume):
+            raise ValueError("give --preset NAME, --config FILE, --init-from MODEL or --resume")
+        layers = dict(preset=args.preset, overrides=args.set, data=args.data,
+                      init_from=args.init_from)  # fmt: skip
+        summary = train_tf_layers(
+            layers, out=args.out, resume=args.resume, strategy=args.strategy,
+            devices=args.devices, tpu=args.tpu, cpu_devices=args.cpu_devices,
+        )  # fmt: skip
+    print(dumps(summary))
     return 0
 
 
 def cmd_eval(args) -> int:
+    from transformer_xl.run.metrics import dumps
     from transformer_xl.tf.evaluate import evaluate_tf
 
     result = evaluate_tf(
@@ -73,7 +52,7 @@ def cmd_eval(args) -> int:
         same_length=args.same_length, same_length_keys=args.same_length_keys,
         max_tokens=args.max_tokens, precision=args.precision, compile=args.compile,
     )  # fmt: skip
-    print(json.dumps(result))
+    print(dumps(result))
     return 0
 
 
@@ -84,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m transformer_xl.tf", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train on a prepared dataset (txl prepare)")
-    t.add_argument("--data", required=True, help="prepared dataset folder (local or gs://)")
+    t.add_argument(
+        "--data", help="prepared dataset folder (local or gs://; default on --resume: the run's)"
+    )
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--preset", help="architecture preset (vocab_size taken from the data)")
     t.add_argument("--config", help="model config.json to train from scratch")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import weakref
 from typing import Any
 
@@ -86,11 +85,11 @@ def evaluate_model(
 
 
 def evaluate_tf(
-    model_dir: str | os.PathLike,
-    data: str | os.PathLike,
+    model_path: str | os.PathLike,
+    data: str | os.PathLike | None = None,
     *,
     split: str = "test",
-    batch_size: int = 10,
+    batch_size: int | None = None,
     tgt_len: int | None = None,
     mem_len: int | None = None,
     clamp_len: int | None = None,
@@ -100,37 +99,33 @@ def evaluate_tf(
     precision: str = "fp32",
     compile: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a saved model folder (written by either implementation) on a prepared split with
-    the TensorFlow model. Unset segment settings come from the model's config. Returns
-    ``{"split", "loss", "ppl" | "bpc", "tokens", "seconds"}``."""
+    """Evaluate a model folder, run folder (either trainer's) or checkpoint folder on a prepared
+    split with the TensorFlow model. Unset settings are chosen as the PyTorch evaluator chooses
+    them (:func:`transformer_xl.run.evaluation.eval_plan`) and the record has its fields."""
+    from transformer_xl.run.data import check_prepared
+    from transformer_xl.run.evaluation import eval_output, eval_plan
     from transformer_xl.tf.weights import load_pretrained
 
+    given = dict(
+        tgt_len=tgt_len, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
+        batch_size=batch_size,
+    )  # fmt: skip
+    model_dir, data, s = eval_plan(model_path, None if data is None else str(data), given)
     model = load_pretrained(model_dir)
     cfg = model.config
     meta = read_meta(data)
     if meta.get("vocab_size") not in (None, cfg.vocab_size):
         raise ValueError(
-            f"{data}: vocabulary of {meta['vocab_size']} tokens, but the model in {model_dir} "
-            f"has vocab_size={cfg.vocab_size}"
+            f"{model_dir}: the model has {cfg.vocab_size:,} tokens but the data {data} has "
+            f"{meta['vocab_size']:,}"
         )
-    pick = lambda v, default: default if v is None else v  # noqa: E731
-    started = time.perf_counter()
+    ids = read_split(data, split, meta)
+    check_prepared(data, meta, [split], cfg.vocab_size, lambda _: ids.numpy())
     loss, n = evaluate_model(
-        model,
-        read_split(data, split, meta),
-        batch_size=batch_size,
-        tgt_len=pick(tgt_len, cfg.tgt_len),
-        mem_len=pick(mem_len, cfg.mem_len),
-        clamp_len=pick(clamp_len, cfg.clamp_len),
-        same_length=pick(same_length, cfg.same_length),
-        same_length_keys=same_length_keys,
-        max_tokens=max_tokens,
-        precision=precision,
-        jit_compile=compile,
-    )
-    return {
-        "split": split,
-        **score(loss, is_bits(meta)),
-        "tokens": n,
-        "seconds": time.perf_counter() - started,
-    }
+        model, ids, **s, same_length_keys=same_length_keys, max_tokens=max_tokens,
+        precision=precision, jit_compile=compile,
+    )  # fmt: skip
+    return eval_output(
+        loss * n, n, is_bits(meta), model_dir=model_dir, data=str(data), split=split,
+        settings=s, precision=precision, backend="tf",
+    )  # fmt: skip

@@ -1,35 +1,27 @@
-"""Training in TensorFlow: the PyTorch trainer's job settings, run folder and weight format, on
-any ``tf.distribute`` strategy (one device, ``MirroredStrategy``, ``TPUStrategy``).
+"""Training in TensorFlow: the PyTorch trainer's configuration (:class:`TrainConfig`), run
+folder (:class:`RunFolder`), schedules, metrics and weight format, on any ``tf.distribute``
+strategy (one device, ``MirroredStrategy``, ``TPUStrategy``).
 
 One optimizer step: every replica runs forward and backward on its rows of the global batch
 (optionally XLA-compiled), the gradients are summed across replicas, clipped by their global
 norm and applied by :class:`~transformer_xl.tf.optim.Optimizer`. The loss of a replica is its
 masked nll sum divided by the global token count, so R replicas give the one-device step.
 
-Run folder (the PyTorch trainer's layout where they overlap)::
-
-    tf_run.json                 model config + settings + strategy, written at the start
-    metrics.jsonl               {"split", "step", "loss", "ppl"|"bpc", ...} per record
-    checkpoints/step-00000100/  model/ (a model folder: config.json, model.safetensors,
-                                vocab.json), state.safetensors (optimizer, loss scale, memory),
-                                trainer.json (step, tokens, data position, best, schedule)
-    best/                       model folder of the best validation loss (+ valid.json)
-    summary.json                final numbers
-    tensorboard/                event files (``tensorboard=True``)
-
-Every ``model/`` and ``best/`` folder loads in PyTorch with ``TransformerXLLM.from_pretrained``.
+The run folder is the PyTorch trainer's (see :mod:`transformer_xl.run.folder`), plus
+``tf_run.json`` (strategy, replicas). A checkpoint holds ``model/`` (a model folder),
+``state.safetensors`` (optimizer, loss scale, training memory) and ``trainer.json`` (step,
+tokens, data position, best, schedule), sealed by the same manifest; every ``model/`` and
+``best/`` folder loads in PyTorch with ``TransformerXLLM.from_pretrained``. Settings that mean
+nothing here (:data:`TORCH_ONLY`) are accepted and ignored.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import importlib.util
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +31,24 @@ from safetensors.numpy import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.fileio import atomic_output, atomic_write_text
+from transformer_xl.run.config import TORCH_ONLY, RunConfig, TrainConfig  # noqa: F401
+from transformer_xl.run.data import check_prepared
+from transformer_xl.run.folder import (
+    WRITE_ERRORS,
+    RunFolder,
+    find_model_folder,
+    read_json,
+    write_json,
+)
+from transformer_xl.run.metrics import (
+    MetricsFile,
+    dumps,
+    progress_line,
+    record_final,
+    score_fields,
+    score_text,
+)
+from transformer_xl.run.schedule import DevPerf, scheduled_lr
 from transformer_xl.tf.data import read_meta, read_split, train_segments
 from transformer_xl.tf.distribute import (
     STRATEGIES,
@@ -49,134 +59,19 @@ from transformer_xl.tf.distribute import (
     rows_per_replica,
     split_cpu,
 )
-from transformer_xl.tf.evaluate import compute_dtype, evaluate_model, is_bits, score
+from transformer_xl.tf.evaluate import compute_dtype, evaluate_model, is_bits
 from transformer_xl.tf.model import TFTransformerXLLM
-from transformer_xl.tf.optim import (
-    OPTIMIZERS,
-    SCHEDULERS,
-    LossScale,
-    Optimizer,
-    assign_all,
-    scheduled_lr,
-)
-from transformer_xl.tf.weights import load_state, save_pretrained
+from transformer_xl.tf.optim import LossScale, Optimizer, assign_all
+from transformer_xl.tf.weights import load_pretrained, load_state, read_folder, save_pretrained
 
-CHECKPOINTS, BEST, METRICS = "checkpoints", "best", "metrics.jsonl"
-# PyTorch-trainer settings that mean nothing here; accepted so that one settings dict serves both
-TORCH_ONLY = frozenset(
-    {"data", "batch_chunk", "device", "threads", "compile_backend", "parallel", "attn_impl",
-     "sample_tokens", "max_bad_steps"}
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TFTrainSettings:
-    """The job settings the TensorFlow trainer honours, named and defined as the PyTorch
-    trainer's ``TrainConfig`` fields (see its docstring); ``compile`` means XLA
-    (``jit_compile``), ``precision`` ``bf16``/``fp16`` mixed precision (``fp16`` with dynamic
-    loss scaling)."""
-
-    batch_size: int = 16
-    tgt_len: int = 64
-    mem_len: int = 64
-    ext_len: int = 0
-    clamp_len: int = -1
-    same_length: bool = False
-    optimizer: str = "adam"
-    lr: float = 2.5e-4
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    momentum: float = 0.0
-    scheduler: str = "cosine"
-    warmup_steps: int = 0
-    lr_min: float = 0.0
-    decay_rate: float = 0.5
-    patience: int = 0
-    clip: float = 0.25
-    max_steps: int = 1000
-    max_tokens: int = 0
-    max_time: float = 0.0
-    eval_interval: int = 500
-    eval_tgt_len: int | None = None
-    eval_mem_len: int | None = None
-    eval_clamp_len: int | None = None
-    eval_same_length: bool | None = None
-    eval_batch_size: int | None = None
-    eval_max_tokens: int = 0
-    precision: str = "fp32"
-    compile: bool = False
-    seed: int = 1111
-    log_interval: int = 50
-    checkpoint_interval: int = 0
-    keep_checkpoints: int = 3
-    tensorboard: bool = False
-    final_eval_split: str = "test"
-
-    def __post_init__(self) -> None:
-        def fail(name: str, expected: str) -> None:
-            raise ValueError(
-                f"train.{name}={getattr(self, name)!r} is invalid: expected {expected}"
-            )
-
-        for name in ("batch_size", "tgt_len", "max_steps", "log_interval", "keep_checkpoints"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                fail(name, "a positive integer")
-        for name in ("mem_len", "ext_len", "warmup_steps", "max_tokens", "eval_interval",
-                     "eval_max_tokens", "checkpoint_interval", "patience"):  # fmt: skip
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                fail(name, "an integer >= 0")
-        if self.optimizer not in OPTIMIZERS:
-            fail("optimizer", f"one of {OPTIMIZERS}")
-        if self.scheduler not in SCHEDULERS:
-            fail("scheduler", f"one of {SCHEDULERS}")
-        compute_dtype(self.precision)
-        if not self.lr > 0 or not self.eps > 0:
-            fail("lr" if not self.lr > 0 else "eps", "a positive number")
-        for name in ("weight_decay", "lr_min", "momentum", "clip", "max_time"):
-            if not getattr(self, name) >= 0:
-                fail(name, "a number >= 0")
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> TFTrainSettings:
-        """From a ``TrainConfig``-style dict: PyTorch-only fields (:data:`TORCH_ONLY`) are
-        ignored, unknown ones rejected."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known - TORCH_ONLY)
-        if unknown:
-            raise ValueError(
-                f"train settings: unknown field(s) {unknown} for the TensorFlow trainer; known: "
-                f"{sorted(known)} (ignored: {sorted(TORCH_ONLY)})"
-            )
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> TFTrainSettings:
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def eval_settings(self) -> dict[str, Any]:
-        pick = lambda v, default: default if v is None else v  # noqa: E731
-        return dict(
-            batch_size=pick(self.eval_batch_size, self.batch_size),
-            tgt_len=pick(self.eval_tgt_len, self.tgt_len),
-            mem_len=pick(self.eval_mem_len, self.mem_len),
-            clamp_len=pick(self.eval_clamp_len, self.clamp_len),
-            same_length=pick(self.eval_same_length, self.same_length),
-        )
+STATE = "state.safetensors"  # optimizer, loss scale and training memory of a TF checkpoint
 
 
 class TFTrainer:
     """The optimizer step and the training memory on one strategy (no files, no data)."""
 
     def __init__(
-        self, model: TFTransformerXLLM, settings: TFTrainSettings, strategy: tf.distribute.Strategy
+        self, model: TFTransformerXLLM, settings: TrainConfig, strategy: tf.distribute.Strategy
     ) -> None:
         s = self.settings = settings
         self.model, self.strategy = model, strategy
@@ -279,91 +174,216 @@ class TFTrainer:
         )
 
 
-# ---------------------------------------------------------------------------- run folder
-def step_name(step: int) -> str:
-    return f"step-{step:08d}"
+# ---------------------------------------------------------------------------- the run
+TFTrainSettings = TrainConfig  # the older name: one configuration serves both trainers
 
 
-def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
-    root = out / CHECKPOINTS
-    found = []
-    for p in root.glob("step-*") if root.is_dir() else ():
-        if (p / "trainer.json").is_file():
-            found.append((int(p.name[len("step-") :]), p))
-    return sorted(found)
+class TFRun:
+    """A TensorFlow training run in a run folder: ``fit`` / ``validate`` / ``save``."""
+
+    def __init__(self, run: RunConfig, folder: RunFolder, data: str, meta: dict, strategy,
+                 *, resume: bool, init_from: Path | None, log: Callable[[str], None]) -> None:  # fmt: skip
+        s = self.cfg = run.train
+        self.run, self.folder, self.data, self.meta, self.log = run, folder, data, meta, log
+        self.bits = is_bits(meta)
+        tf.random.set_seed(s.seed)
+        with strategy.scope():
+            self.model = TFTransformerXLLM(run.model, seed=s.seed)
+        if init_from is not None:
+            _, tensors = read_folder(init_from)
+            load_state(self.model, tensors, str(init_from))
+        self.trainer = TFTrainer(self.model, s, strategy)
+        self.strategy = strategy
+        self.progress = {"step": 0, "tokens": 0, "segment": 0, "best_valid": math.inf,
+                         "best_step": 0}  # fmt: skip
+        self.dev_perf = DevPerf()
+        if resume:
+            self._resume()
+        tb = s.tensorboard and importlib.util.find_spec("tensorboard") is not None
+        if s.tensorboard and not tb:
+            log("txl train: tensorboard is not installed: no event files (metrics.jsonl only)")
+        self.metrics = MetricsFile(folder.metrics, resume_step=self.step if resume else None)
+        self.tb = tf.summary.create_file_writer(str(folder.tensorboard)) if tb else None
+        self.train_ids = read_split(data, "train", meta)
+        self.valid_ids = read_split(data, "valid", meta) if _has(meta, "valid") else None
+
+    @property
+    def step(self) -> int:
+        return self.progress["step"]
+
+    # ------------------------------------------------------------------ records
+    def record(self, split: str, values: dict[str, Any]) -> None:
+        self.metrics.record(split, self.step, values)
+        if self.tb is not None:
+            with self.tb.as_default(step=self.step):
+                for k, v in values.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        tf.summary.scalar(f"{split}/{k}", v)
+
+    # ------------------------------------------------------------------ evaluation
+    def validate(self) -> float:
+        loss, _ = evaluate_model(
+            self.model, self.valid_ids, **self.cfg.eval_settings,
+            max_tokens=self.cfg.eval_max_tokens, precision=self.cfg.precision,
+            jit_compile=self.cfg.compile,
+        )  # fmt: skip
+        return loss
+
+    def after_eval(self, loss: float) -> None:
+        p = self.progress
+        self.record("valid", score_fields(loss, self.bits))
+        best = loss < p["best_valid"]
+        if best:
+            p["best_valid"], p["best_step"] = loss, self.step
+            self.save_best(loss)
+        if self.cfg.scheduler == "dev_perf":
+            self.dev_perf.observe(loss, self.cfg)
+        self.log(f"valid at step {self.step:,}: " + score_text(score_fields(loss, self.bits))
+                 + ("  (best)" if best else ""))  # fmt: skip
+
+    # ------------------------------------------------------------------ files
+    def save(self) -> Path:
+        """``checkpoints/step-N``: assembled hidden, sealed by its manifest, renamed in place."""
+        with self.folder.writing_checkpoint(self.step) as tmp:
+            save_pretrained(self.model, tmp / RunFolder.MODEL, tokenizer_dir=_local(self.data))
+            with atomic_output(tmp / STATE) as f:
+                save_file(self.trainer.state_arrays(), str(f))
+            write_json(tmp / RunFolder.TRAINER, {**self.progress, **_dev_state(self.dev_perf)})
+        self.folder.prune(self.cfg.keep_checkpoints)
+        return self.folder.checkpoint(self.step)
+
+    def save_best(self, loss: float) -> None:
+        tmp = self.folder.new_best()
+        try:
+            save_pretrained(self.model, tmp, tokenizer_dir=_local(self.data))
+            self.folder.replace_best(tmp, self.step, loss)
+        except WRITE_ERRORS as e:
+            raise ValueError(f"{self.folder.best}: cannot write the best model ({e})") from None
+
+    def _resume(self) -> None:
+        found = self.folder.resume_point(unsealed=self.folder.legacy_tf())
+        for msg in found.skipped:
+            self.log(f"warning: {msg}")
+        _, tensors = read_folder(found.path / RunFolder.MODEL)
+        load_state(self.model, tensors, str(found.path / RunFolder.MODEL))
+        state = found.path / STATE
+        self.trainer.load_state_arrays(load_file(str(state)), str(state))
+        saved = read_json(found.path / RunFolder.TRAINER)
+        self.progress.update({k: saved[k] for k in self.progress if k in saved})
+        self.dev_perf = DevPerf(saved.get("dev_scale", 1.0), saved.get("dev_best", math.inf),
+                                saved.get("dev_bad", 0))  # fmt: skip
+        self.log(f"resumed from {found.path} (step {self.step:,})")
+
+    # ------------------------------------------------------------------ the loop
+    def _stop_reason(self, started: float) -> str | None:
+        s = self.cfg
+        if self.step >= s.max_steps:
+            return f"max_steps={s.max_steps}"
+        if s.max_tokens and self.progress["tokens"] >= s.max_tokens:
+            return f"max_tokens={s.max_tokens} reached"
+        if s.max_time and time.perf_counter() - started >= s.max_time:
+            return f"max_time={s.max_time}s reached"
+        return None
+
+    def _train_step(self, seg) -> tuple[float, float, float, int]:
+        p = self.progress
+        lr = scheduled_lr(self.step + 1, self.cfg, self.dev_perf.scale)
+        loss, norm, applied = self.trainer.step(seg, lr)
+        n_tok = int(tf.reduce_sum(tf.cast(seg["loss_mask"], tf.int64)))
+        p.update(step=self.step + 1, segment=p["segment"] + 1, tokens=p["tokens"] + n_tok)
+        if not applied:
+            self.record("train", {"skipped": 1, "loss": loss, "grad_norm": norm})
+        return loss, norm, lr, n_tok
+
+    def fit(self) -> dict[str, Any]:
+        s, p = self.cfg, self.progress
+        segments = iter(train_segments(self.train_ids, s.batch_size, s.tgt_len,
+                                       ext_len=s.ext_len, start=p["segment"]))  # fmt: skip
+        started = time.perf_counter()
+        window = Window()
+        interval = s.checkpoint_interval or s.eval_interval
+        stop = self._stop_reason(started)
+        while stop is None:
+            loss, norm, lr, n_tok = self._train_step(next(segments))
+            window.add(loss, n_tok)
+            stop = self._stop_reason(started)
+            if self.step % s.log_interval == 0 or stop is not None:
+                rec = {**score_fields(window.mean, self.bits), "lr": lr, "grad_norm": norm,
+                       "tok_s": window.rate(), "tokens": p["tokens"]}  # fmt: skip
+                self.record("train", rec)
+                self.log(
+                    progress_line(self.step, s.max_steps, rec, math.inf).rsplit(" | ETA", 1)[0]
+                )
+                window = Window()
+            at_eval = s.eval_interval and self.step % s.eval_interval == 0
+            evaluated = self.valid_ids is not None and (at_eval or stop is not None)
+            if evaluated:
+                self.after_eval(self.validate())
+            saved = stop is not None or (interval and self.step % interval == 0)
+            if saved:
+                self.save()
+            if evaluated or saved:
+                window.restart()  # tokens/s measures training only
+        self.log(f"stopping: {stop}")
+        return {"backend": "tensorflow", "step": self.step, "tokens": p["tokens"],
+                "best_valid": p["best_valid"], "best_step": p["best_step"],
+                "replicas": self.strategy.num_replicas_in_sync,
+                "seconds": time.perf_counter() - started}  # fmt: skip
+
+    def final_eval(self) -> dict[str, Any]:
+        """The best (else the last) model on ``final_eval_split``, recorded in metrics.jsonl."""
+        split, s = self.cfg.final_eval_split, self.cfg
+        if not (split and _has(self.meta, split)):
+            return {}
+        best = self.folder.best_model()
+        model = load_pretrained(best) if best is not None else self.model
+        loss, n = evaluate_model(
+            model, read_split(self.data, split, self.meta), **s.eval_settings,
+            precision=s.precision, jit_compile=s.compile,
+        )  # fmt: skip
+        values = {**score_fields(loss, self.bits), "tokens": n}
+        self.metrics.close()
+        record_final(self.folder, split, values)
+        self.log(f"{split} ({'best' if best else 'last'} model): " + score_text(values))
+        return {split: values}
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a completed folder into place (an older one of the same name is removed first)."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+class Window:
+    """Mean loss and tokens/s since the last progress line."""
+
+    def __init__(self) -> None:
+        self.loss, self.n, self.tokens = 0.0, 0, 0
+        self.t = time.perf_counter()
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss, self.n, self.tokens = self.loss + loss, self.n + 1, self.tokens + tokens
+
+    def restart(self) -> None:
+        self.t = time.perf_counter()
+
+    @property
+    def mean(self) -> float:
+        return self.loss / max(self.n, 1)
+
+    def rate(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.t, 1e-9)
 
 
-def save_checkpoint(out: Path, trainer: TFTrainer, progress: dict, data_dir) -> Path:
-    """``checkpoints/step-N/``, assembled in a hidden folder and renamed into place."""
-    final = out / CHECKPOINTS / step_name(progress["step"])
-    tmp = out / CHECKPOINTS / f".tmp-{final.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_pretrained(trainer.model, tmp / "model", tokenizer_dir=_local(data_dir))
-    with atomic_output(tmp / "state.safetensors") as f:
-        save_file(trainer.state_arrays(), str(f))
-    atomic_write_text(tmp / "trainer.json", json.dumps(progress, indent=1, sort_keys=True) + "\n")
-    _replace_dir(tmp, final)
-    return final
+def _dev_state(d: DevPerf) -> dict[str, float]:
+    return {"dev_scale": d.scale, "dev_best": d.best, "dev_bad": d.bad_evals}
 
 
-def prune_checkpoints(out: Path, keep: int) -> None:
-    for _, path in list_checkpoints(out)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def save_best(out: Path, model: TFTransformerXLLM, step: int, loss: float, data_dir) -> None:
-    tmp = out / f".{BEST}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_pretrained(model, tmp, tokenizer_dir=_local(data_dir))
-    atomic_write_text(tmp / "valid.json", json.dumps({"step": step, "loss": loss}) + "\n")
-    _replace_dir(tmp, out / BEST)
+def _has(meta: dict, split: str) -> bool:
+    return split in meta["splits"] and meta["splits"][split]["tokens"] > 1
 
 
 def _local(data_dir) -> Path | None:
     return None if "://" in str(data_dir) else Path(data_dir)
 
 
-class Metrics:
-    """``metrics.jsonl`` (records past a resumed step dropped) and optional TensorBoard."""
-
-    def __init__(self, out: Path, *, resume_step: int | None, tensorboard: bool) -> None:
-        self.path = out / METRICS
-        kept = []
-        if resume_step is not None and self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a last line cut short by a kill
-                if rec.get("step", 0) <= resume_step:
-                    kept.append(line + "\n")
-        atomic_write_text(self.path, "".join(kept))
-        self.tb = tf.summary.create_file_writer(str(out / "tensorboard")) if tensorboard else None
-
-    def record(self, split: str, step: int, values: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"split": split, "step": step, **values}) + "\n")
-        if self.tb is not None:
-            with self.tb.as_default(step=step):
-                for k, v in values.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        tf.summary.scalar(f"{split}/{k}", v)
-
-
-# ---------------------------------------------------------------------------- the run
 def train_tf(
     model_config: TransformerXLConfig | None,
-    settings: TFTrainSettings | Mapping[str, Any] | None = None,
+    settings: TrainConfig | Mapping[str, Any] | None = None,
     *,
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -374,47 +394,36 @@ def train_tf(
     tpu: str | None = None,
     cpu_devices: int = 0,
     log: Callable[[str], None] = print,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     """Train a TensorFlow Transformer-XL on a prepared dataset; returns the summary also
     written to ``OUT/summary.json``.
 
     model_config: the architecture (``vocab_size`` must match the data); None with
-        ``init_from`` (a model folder from either implementation, to continue from its weights)
-        or with ``resume``.
-    settings: :class:`TFTrainSettings` or a ``TrainConfig``-style dict (``.to_dict()`` of the
-        PyTorch trainer's config works: its PyTorch-only fields are ignored).
-    resume: continue the run in ``out`` from its newest checkpoint (weights, optimizer, loss
-        scale, training memory and data position; dropout masks are not replayed).
+        ``init_from`` (a model, run or checkpoint folder of either implementation: a new run
+        from its weights) or with ``resume``.
+    settings: a :class:`TrainConfig` or a dict of its fields (the PyTorch-only ones are ignored).
+    resume: continue the run in ``out`` from its newest intact checkpoint (weights, optimizer,
+        loss scale, training memory and data position; dropout masks are not replayed).
     strategy: ``auto``, ``default``, ``mirrored``, ``tpu`` (see ``make_strategy``) or a
         ``tf.distribute.Strategy``; ``cpu_devices=N`` first splits the CPU into N logical
         devices (tests, or data-parallel CPU runs; needs a fresh process).
     """
-    s = (
-        settings
-        if isinstance(settings, TFTrainSettings)
-        else TFTrainSettings.from_mapping(settings)
-    )
-    out = Path(out)
+    folder = RunFolder(out)
+    s = settings if isinstance(settings, TrainConfig) else TrainConfig.from_mapping(settings)
     split_cpu(cpu_devices)
-    if not isinstance(strategy, tf.distribute.Strategy):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy {strategy!r} is unknown: expected one of {STRATEGIES}")
-        strategy = make_strategy(strategy, devices=devices, tpu=tpu)
-    meta = read_meta(data)
-    if meta["splits"].get("train", {}).get("sentences") is not None:
-        raise ValueError(
-            f"{data}: a sentence corpus (One Billion Word): its shuffled sentence stream is "
-            "PyTorch-only for now; the TensorFlow pipeline reads ordered corpora"
-        )
-    found = list_checkpoints(out)
-    if resume and not found:
-        raise ValueError(f"{out}: no checkpoint to resume from")
-    if not resume and (found or (out / "tf_run.json").exists()):
-        raise ValueError(f"{out} already holds a run: pass resume=True or choose another folder")
+    strategy = _strategy(strategy, devices, tpu)
+    meta = _read_meta(data)
+    init_dir = find_model_folder(init_from) if init_from is not None and not resume else None
     if resume:
-        model_config = TransformerXLConfig.load(found[-1][1] / "model" / "config.json")
-    elif model_config is None and init_from is not None:
-        model_config = TransformerXLConfig.load(Path(init_from) / "config.json")
+        found = folder.latest_valid(unsealed=folder.legacy_tf())
+        if found is None:
+            raise ValueError(f"{out}: no checkpoint to resume from")
+        model_config = TransformerXLConfig.load(found.path / RunFolder.MODEL / "config.json")
+    else:
+        folder.check_fresh()
+        if model_config is None and init_dir is not None:
+            model_config = TransformerXLConfig.load(init_dir / "config.json")
     if model_config is None:
         raise ValueError("train_tf needs model_config, init_from or resume=True")
     if meta.get("vocab_size") != model_config.vocab_size:
@@ -422,148 +431,84 @@ def train_tf(
             f"{data}: vocabulary of {meta.get('vocab_size')} tokens, but the model has "
             f"vocab_size={model_config.vocab_size}"
         )
-    tf.random.set_seed(s.seed)
-    with strategy.scope():
-        model = TFTransformerXLLM(model_config, seed=s.seed)
-    if init_from is not None and not resume:
-        from transformer_xl.tf.weights import read_folder
-
-        _, tensors = read_folder(init_from)
-        load_state(model, tensors, str(init_from))
-    trainer = TFTrainer(model, s, strategy)
-    progress = {"step": 0, "tokens": 0, "segment": 0, "best_valid": math.inf, "best_step": 0,
-                "dev_scale": 1.0, "dev_best": math.inf, "dev_bad": 0}  # fmt: skip
-    if resume:
-        path = found[-1][1]
-        from transformer_xl.tf.weights import read_folder
-
-        _, tensors = read_folder(path / "model")
-        load_state(model, tensors, str(path / "model"))
-        state = path / "state.safetensors"
-        trainer.load_state_arrays(load_file(str(state)), str(state))
-        progress.update(json.loads((path / "trainer.json").read_text(encoding="utf-8")))
-    out.mkdir(parents=True, exist_ok=True)
-    run_info = {"backend": "tensorflow", "model": model_config.to_dict(), "train": s.to_dict(),
-                "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-                "data": str(data)}  # fmt: skip
-    atomic_write_text(out / "tf_run.json", json.dumps(run_info, indent=2) + "\n")
-    metrics = Metrics(
-        out, resume_step=progress["step"] if resume else None, tensorboard=s.tensorboard
-    )
-    bits = is_bits(meta)
-    train_ids = read_split(data, "train", meta)
-    valid_ids = read_split(data, "valid", meta) if "valid" in meta["splits"] else None
+    check_prepared(data, meta, meta["splits"], model_config.vocab_size,
+                   lambda name: read_split(data, name, meta).numpy())  # fmt: skip
+    run = RunConfig(preset, model_config, s.replace(data=str(data)))
+    job = TFRun(run, folder, str(data), meta, strategy, resume=resume, init_from=init_dir, log=log)
+    _write_run_info(folder, run, strategy)
     log(
-        f"txl train (tensorflow): {model.num_parameters():,} parameters, "
+        f"txl train (tensorflow): {job.model.num_parameters():,} parameters, "
         f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
         f"precision {s.precision}, XLA {'on' if s.compile else 'off'}, run folder {out}"
     )
-
-    def validate() -> float:
-        e = s.eval_settings
-        loss, _ = evaluate_model(
-            model, valid_ids, **e, max_tokens=s.eval_max_tokens, precision=s.precision,
-            jit_compile=s.compile,
-        )  # fmt: skip
-        return loss
-
-    def after_eval(loss: float) -> None:
-        step = progress["step"]
-        metrics.record("valid", step, score(loss, bits))
-        note = ""
-        if loss < progress["best_valid"]:
-            progress["best_valid"], progress["best_step"] = loss, step
-            save_best(out, model, step, loss, data)
-            note = "  (best)"
-        if s.scheduler == "dev_perf":  # the authors' decay on a validation plateau
-            if loss < progress["dev_best"]:
-                progress["dev_best"], progress["dev_bad"] = loss, 0
-            else:
-                progress["dev_bad"] += 1
-                if progress["dev_bad"] > s.patience:
-                    progress["dev_scale"] *= s.decay_rate
-                    progress["dev_bad"] = 0
-        log(f"valid at step {step:,}: " + _fmt(score(loss, bits)) + note)
-
-    segments = iter(
-        train_segments(
-            train_ids, s.batch_size, s.tgt_len, ext_len=s.ext_len, start=progress["segment"]
-        )
-    )
-    started = time.perf_counter()
-    window = {"loss": 0.0, "n": 0, "tokens": 0, "t": time.perf_counter()}
-    stop = None
-    while progress["step"] < s.max_steps:
-        seg = next(segments)
-        step = progress["step"] + 1
-        lr = scheduled_lr(
-            step, lr=s.lr, scheduler=s.scheduler, warmup_steps=s.warmup_steps,
-            max_steps=s.max_steps, lr_min=s.lr_min, dev_scale=progress["dev_scale"],
-        )  # fmt: skip
-        loss, norm, applied = trainer.step(seg, lr)
-        n_tok = int(tf.reduce_sum(tf.cast(seg["loss_mask"], tf.int64)))
-        progress.update(
-            step=step, segment=progress["segment"] + 1, tokens=progress["tokens"] + n_tok
-        )
-        if not applied:
-            metrics.record("train", step, {"skipped": 1, "loss": loss, "grad_norm": norm})
-        window["loss"] += loss
-        window["n"] += 1
-        window["tokens"] += n_tok
-        if step % s.log_interval == 0 or step == s.max_steps:
-            seconds = time.perf_counter() - window["t"]
-            rec = {**score(window["loss"] / window["n"], bits), "lr": lr, "grad_norm": norm,
-                   "tok_s": window["tokens"] / max(seconds, 1e-9), "tokens": progress["tokens"]}  # fmt: skip
-            metrics.record("train", step, rec)
-            log(
-                f"step {step}/{s.max_steps} | "
-                + _fmt(rec)
-                + f" | lr {lr:.3g} | {rec['tok_s']:,.0f} tok/s"
-            )
-            window = {"loss": 0.0, "n": 0, "tokens": 0, "t": time.perf_counter()}
-        if s.max_tokens and progress["tokens"] >= s.max_tokens:
-            stop = f"max_tokens={s.max_tokens} reached"
-        if s.max_time and time.perf_counter() - started >= s.max_time:
-            stop = f"max_time={s.max_time}s reached"
-        done = step == s.max_steps or stop is not None
-        evaluate_now = valid_ids is not None and (
-            done or (s.eval_interval and step % s.eval_interval == 0)
-        )
-        if evaluate_now:
-            after_eval(validate())
-        interval = s.checkpoint_interval or s.eval_interval
-        if done or (interval and step % interval == 0):
-            save_checkpoint(out, trainer, progress, data)
-            prune_checkpoints(out, s.keep_checkpoints)
-        if evaluate_now or done or (interval and step % interval == 0):
-            window["t"] = time.perf_counter()  # tokens/s measures training only
-        if stop is not None:
-            log(f"stopping: {stop}")
-            break
-    summary: dict[str, Any] = {
-        "backend": "tensorflow", "step": progress["step"], "tokens": progress["tokens"],
-        "best_valid": progress["best_valid"], "best_step": progress["best_step"],
-        "replicas": strategy.num_replicas_in_sync, "seconds": time.perf_counter() - started,
-    }  # fmt: skip
-    split = s.final_eval_split
-    if split and split in meta["splits"] and meta["splits"][split]["tokens"] > 1:
-        from transformer_xl.tf.weights import load_pretrained
-
-        final_model = load_pretrained(out / BEST) if (out / BEST).is_dir() else model
-        loss, n = evaluate_model(
-            final_model, read_split(data, split, meta), **s.eval_settings, precision=s.precision,
-            jit_compile=s.compile,
-        )  # fmt: skip
-        summary[split] = {**score(loss, bits), "tokens": n}
-        metrics.record(split, progress["step"], score(loss, bits))
-        log(
-            f"{split} ({'best' if (out / BEST).is_dir() else 'last'} model): "
-            + _fmt(score(loss, bits))
-        )
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = job.fit()
+    summary.update(job.final_eval())
+    atomic_write_text(folder.summary, dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _fmt(rec: dict[str, Any]) -> str:
-    extra = f"bpc {rec['bpc']:.3f}" if "bpc" in rec else f"ppl {rec['ppl']:.2f}"
-    return f"loss {rec['loss']:.4f} | {extra}"
+def _strategy(strategy, devices, tpu) -> tf.distribute.Strategy:
+    if isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} is unknown: expected one of {STRATEGIES}")
+    return make_strategy(strategy, devices=devices, tpu=tpu)
+
+
+def _read_meta(data) -> dict:
+    meta = read_meta(data)
+    if meta["splits"].get("train", {}).get("sentences") is not None:
+        raise ValueError(
+            f"{data}: a sentence corpus (One Billion Word): its shuffled sentence stream is "
+            "PyTorch-only for now; the TensorFlow pipeline reads ordered corpora"
+        )
+    return meta
+
+
+def _write_run_info(folder: RunFolder, run: RunConfig, strategy) -> None:
+    """``config.json`` (the run config, as the PyTorch trainer writes it) and ``tf_run.json``."""
+    folder.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder.config, run.to_json())
+    info = {"backend": "tensorflow", "layout_version": 2, "strategy": type(strategy).__name__,
+            "replicas": strategy.num_replicas_in_sync, "data": run.train.data}  # fmt: skip
+    write_json(folder.tf_info, info)
+
+
+def train_tf_layers(
+    layers: Mapping[str, Any],
+    *,
+    out: str,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    **placement: Any,
+) -> dict[str, Any]:
+    """``txl train --backend tf``: the PyTorch trainer's layering (``layers``: ``preset``,
+    ``config_file``, ``overrides``, ``data``, ``max_steps``, ``init_from``, as
+    :func:`transformer_xl.train.run.train` takes them; or the saved config on ``resume``), then
+    :func:`train_tf` (``placement``: its ``strategy``, ``devices``, ``tpu``, ``cpu_devices``)."""
+    preset, config_file, data = layers.get("preset"), layers.get("config_file"), layers.get("data")
+    init_from, max_steps = layers.get("init_from"), layers.get("max_steps")
+    overrides = layers.get("overrides") or ()
+    from transformer_xl.run.config import resolve, resume_config
+    from transformer_xl.run.evaluation import run_of
+
+    overrides = list(overrides)
+    if max_steps is not None:
+        overrides.append(f"train.max_steps={max_steps}")
+    if resume:
+        saved = run_of(Path(out))
+        if saved is None:
+            raise ValueError(
+                f"{RunFolder(out).config}: no run to resume (start it without --resume)"
+            )
+        run = resume_config(saved, overrides, config_file=config_file, preset=preset)
+        return train_tf(None, run.train, data=data or run.train.data, out=out, resume=True,
+                        log=log, preset=run.preset, **placement)  # fmt: skip
+    if not data or data.startswith("builtin:"):
+        raise ValueError("--backend tf needs --data DIR, a prepared dataset folder")
+    init_dir = find_model_folder(init_from) if init_from else None
+    init_model = TransformerXLConfig.load(init_dir / "config.json") if init_dir else None
+    vocab_size = read_meta(data).get("vocab_size")
+    run = resolve(preset, config_file, overrides, vocab_size=vocab_size, init_model=init_model)
+    return train_tf(run.model, run.train, data=data, out=out, init_from=init_dir, log=log,
+                    preset=run.preset, **placement)  # fmt: skip

@@ -24,9 +24,12 @@ from torch import Tensor
 from transformer_xl.evaluate import EvalResult, evaluate
 from transformer_xl.memory import Mems
 from transformer_xl.model import TransformerXLLM
+from transformer_xl.progress import Progress as ProgressBar
+from transformer_xl.run.config import RunConfig
+from transformer_xl.run.folder import MANIFEST, WRITE_ERRORS, RunFolder
+from transformer_xl.run.schedule import DevPerf, scheduled_lr
 from transformer_xl.train import checkpoint as ckpt
 from transformer_xl.train import state as st
-from transformer_xl.train.config import RunConfig
 from transformer_xl.train.distributed import (
     DistEnv,
     all_reduce,
@@ -37,10 +40,10 @@ from transformer_xl.train.distributed import (
 )
 from transformer_xl.train.metrics import MetricsLogger, format_duration, progress_line, score_fields
 from transformer_xl.train.optim import build_optimizer, set_lr
-from transformer_xl.train.schedule import DevPerf, scheduled_lr
+from transformer_xl.weights import check_state
 
-CONFIG_NAME = "config.json"
-BEST = "best"
+CONFIG_NAME = RunFolder.CONFIG  # older imports
+BEST = RunFolder.BEST
 
 
 class TrainingError(RuntimeError):
@@ -64,6 +67,39 @@ def oom_message(run: RunConfig, world: int) -> str:
         f"train.tgt_len={t.tgt_len} or train.mem_len={t.mem_len} (for evaluation: "
         "train.eval_batch_size / eval_tgt_len / eval_mem_len); use train.precision=bf16; or "
         "shard the model with train.parallel=fsdp."
+    )
+
+
+def load_weights(model: TransformerXLLM, model_dir: Path) -> None:
+    """The weights of the model folder ``model_dir`` into ``model`` (same names and shapes)."""
+    tensors = ckpt.read_tensors(model_dir / "model.safetensors")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_state(expected, tensors, str(model_dir))
+    with torch.no_grad():
+        model.load_state_dict(tensors, strict=True)
+
+
+def with_progress(batches, total: int, desc: str, stream):
+    """``batches`` of ``(x, y, mask)`` unchanged, reporting scored labels as they go."""
+    with ProgressBar(total, desc, stream=stream) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(int(batch[2].sum()) if len(batch) == 3 else batch[1].numel())
+
+
+def bad_streak_message(n: int, folder: RunFolder) -> str:
+    """Why the run stopped and what to do: a resumed run keeps its lr/clip/precision, so the
+    advice is a new run that starts from the last good weights."""
+    found = [step for step, path in folder.list_checkpoints() if (path / MANIFEST).is_file()]
+    if found:
+        start = f"the last good checkpoint is {folder.checkpoint(found[-1]) / RunFolder.MODEL}"
+        init = f" --init-from {folder.checkpoint(found[-1])}"
+    else:
+        start, init = "no checkpoint was written yet", ""
+    return (
+        f"stopped after {n} non-finite steps in a row; {start}. Start a new run "
+        f"(txl train --out NEW{init}) with a lower train.lr or train.clip, or "
+        "train.precision=fp32"
     )
 
 
@@ -98,8 +134,17 @@ class Progress:
 
 class Trainer:
     def __init__(
-        self, run: RunConfig, run_dir: Path, data, env: DistEnv, *, resume: bool, out=None
+        self,
+        run: RunConfig,
+        run_dir: Path,
+        data,
+        env: DistEnv,
+        *,
+        resume: bool,
+        out=None,
+        init_from: Path | None = None,
     ) -> None:
+        """``init_from``: a model folder whose weights replace the initial ones (fine-tuning)."""
         self.run, self.cfg, self.run_dir, self.data, self.env = (
             run,
             run.train,
@@ -107,6 +152,7 @@ class Trainer:
             data,
             env,
         )
+        self.folder = RunFolder(run_dir)
         cfg = self.cfg
         if cfg.batch_size % env.world_size:
             raise ValueError(
@@ -122,6 +168,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         self.model = TransformerXLLM(run.model, attn_impl=cfg.attn_impl).to(env.device)
+        if init_from is not None:
+            load_weights(self.model, Path(init_from))
         torch.manual_seed(cfg.seed + env.rank)  # independent dropout per rank
         self.dist_model = wrap_model(self.model, env, cfg.parallel)
         self.forward_model = self.dist_model
@@ -149,6 +197,7 @@ class Trainer:
                 tensorboard=cfg.tensorboard,
                 resume_step=None,
                 stream=self.out,
+                total_steps=cfg.max_steps,
             )
             if not resume
             else None
@@ -166,7 +215,9 @@ class Trainer:
         return scheduled_lr(self.progress.step + 1, self.cfg, self.progress.dev_perf.scale)
 
     def note(self, text: str) -> None:
-        if self.env.is_main:
+        if self.log is not None:
+            self.log.print(text)
+        elif self.env.is_main:
             print(text, file=self.out, flush=True)
 
     # ------------------------------------------------------------------ one step
@@ -237,6 +288,9 @@ class Trainer:
             rank=self.env.rank,
             world_size=self.env.world_size,
         )
+        if self.env.is_main:
+            total = self.data.dataset.num_tokens(split) - 1
+            batches = with_progress(batches, min(total, cap) if cap else total, split, self.out)
         return evaluate(
             self.forward_model,
             batches,
@@ -260,14 +314,18 @@ class Trainer:
     def save(self) -> Path:
         """Write a checkpoint of the current step (every rank takes part)."""
         p, env = self.progress, self.env
-        tmp = ckpt.tmp_dir(self.run_dir, p.step)
         if env.is_main:
-            if tmp.exists():
-                import shutil
-
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
+            self.folder.new_checkpoint(p.step)
         barrier(env)
+        try:
+            final = self._write_checkpoint(self.folder.checkpoint_tmp(p.step))
+        except WRITE_ERRORS as e:
+            raise self.folder.write_failed(p.step, e) from None
+        barrier(env)
+        return final
+
+    def _write_checkpoint(self, tmp: Path) -> Path:
+        p, env = self.progress, self.env
         rng_json, rng_tensors = st.rng_state()
         mem_tensors = {
             f"mems/{c}/{layer}": m
@@ -286,9 +344,11 @@ class Trainer:
         )
         model_sd, optim_sd = self._state_dicts()
         barrier(env)
-        final = self.run_dir / ckpt.CHECKPOINTS / ckpt.step_name(p.step)
+        final = self.folder.checkpoint(p.step)
         if env.is_main:
-            ckpt.save_model_folder(tmp / "model", model_sd, self.run.model, self.data.tokenizer_dir)
+            ckpt.save_model_folder(
+                tmp / RunFolder.MODEL, model_sd, self.run.model, self.data.tokenizer_dir
+            )
             optim_json, optim_tensors = st.flatten(optim_sd, "optim")
             ckpt.write_tensors(tmp / "optimizer.safetensors", optim_tensors)
             trainer = {
@@ -299,28 +359,25 @@ class Trainer:
                 "world_size": env.world_size,
                 "run": self.run.to_dict(),
             }
-            ckpt.write_json(tmp / "trainer.json", trainer)
-            ckpt.finalize(tmp, final)
-            ckpt.prune(self.run_dir, self.cfg.keep_checkpoints)
-        barrier(env)
+            ckpt.write_json(tmp / RunFolder.TRAINER, trainer)
+            self.folder.seal(tmp, p.step)
+            self.folder.prune(self.cfg.keep_checkpoints)
         return final
 
     def _resume(self) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        found = ckpt.latest_valid(self.run_dir)
-        if found is None:
-            raise ValueError(f"{self.run_dir}: --resume given but the run has no checkpoint yet")
+        found = self.folder.resume_point()
         for msg in found.skipped:
             self.note(f"warning: {msg}")
         path = found.path
-        trainer = ckpt.read_json(path / "trainer.json")
+        trainer = ckpt.read_json(path / RunFolder.TRAINER)
         if trainer["world_size"] != self.env.world_size:
             raise ValueError(
                 f"{path}: written by {trainer['world_size']} processes; resume with the same "
                 f"number (now {self.env.world_size})"
             )
-        model_sd = ckpt.read_tensors(path / "model" / "model.safetensors")
+        model_sd = ckpt.read_tensors(path / RunFolder.MODEL / "model.safetensors")
         optim_sd = st.unflatten(
             trainer["optimizer"], ckpt.read_tensors(path / "optimizer.safetensors")
         )
@@ -355,16 +412,12 @@ class Trainer:
         """Copy the current weights to ``RUN/best`` (a model folder)."""
         model_sd, _ = self._state_dicts()
         if self.env.is_main:
-            tmp = self.run_dir / ".best.tmp"
-            if tmp.exists():
-                import shutil
-
-                shutil.rmtree(tmp)
-            ckpt.save_model_folder(tmp, model_sd, self.run.model, self.data.tokenizer_dir)
-            ckpt.write_json(
-                tmp / "valid.json", {"step": self.progress.step, "loss": self.progress.best_valid}
-            )
-            ckpt.replace_dir(tmp, self.run_dir / BEST)
+            tmp = self.folder.new_best()
+            try:
+                ckpt.save_model_folder(tmp, model_sd, self.run.model, self.data.tokenizer_dir)
+                self.folder.replace_best(tmp, self.progress.step, self.progress.best_valid)
+            except WRITE_ERRORS as e:
+                raise ValueError(f"{self.folder.best}: cannot write the best model ({e})") from None
         barrier(self.env)
 
     # ------------------------------------------------------------------ the loop
@@ -418,11 +471,7 @@ class Trainer:
         )
         self.log.record("train", p.step, {"skipped": 1, "loss": loss, "grad_norm": norm})
         if p.bad_in_row >= cfg.max_bad_steps:
-            raise TrainingError(
-                f"stopped after {p.bad_in_row} non-finite steps in a row; the last good checkpoint "
-                f"is intact in {self.run_dir / ckpt.CHECKPOINTS} (resume with a lower train.lr, "
-                "train.clip or train.precision=fp32)"
-            )
+            raise TrainingError(bad_streak_message(p.bad_in_row, self.folder))
 
     def _log_progress(self, norm: float, tok_s: float, used: float, eta: float) -> None:
         """Record and print the mean loss since the last progress line, then start a new one."""
@@ -436,7 +485,7 @@ class Trainer:
             "time": used,
         }
         self.log.record("train", p.step, rec)
-        self.log.print(progress_line(p.step, self.cfg.max_steps, rec, eta))
+        self.log.print(progress_line(p.step, self.cfg.max_steps, rec, eta), live=True)
         p.log_loss_sum, p.log_loss_n = 0.0, 0
 
     def fit(self) -> dict[str, Any]:
@@ -455,6 +504,7 @@ class Trainer:
                     self.mems = [None] * cfg.batch_chunk  # a new pass over the data
                 loss, norm, ok = self.train_step(seg.input_ids, seg.labels, seg.loss_mask)
                 p.step += 1
+                self.log.step(loss=loss)
                 p.tokens += cfg.batch_size * cfg.tgt_len
                 window_tokens += cfg.batch_size * cfg.tgt_len
                 if math.isfinite(loss):

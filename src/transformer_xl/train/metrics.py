@@ -1,65 +1,27 @@
-"""Run observability: the progress line, ``metrics.jsonl`` and TensorBoard event files.
+"""Run observability of the PyTorch trainer: progress on the terminal, ``metrics.jsonl``
+(:class:`transformer_xl.run.metrics.MetricsFile`) and TensorBoard event files. Only rank 0 logs.
 
-Only rank 0 logs. Every record of ``metrics.jsonl`` is one JSON object with ``split``
-(``train``/``valid``/``test``), ``step`` and the numbers; on resume the records past the
-checkpoint's step are dropped, so a killed-and-resumed run reads like an uninterrupted one.
-"""
+On a terminal the training line is a live bar redrawn in place (``transformer_xl.progress``);
+elsewhere it is a plain line every ``log_interval`` steps."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from transformer_xl.fileio import atomic_write_text
+from transformer_xl.progress import Progress
+from transformer_xl.run.folder import RunFolder
+from transformer_xl.run.metrics import (  # noqa: F401  (re-exported: older imports)
+    MetricsFile,
+    format_duration,
+    progress_line,
+    read_metrics,
+    score_fields,
+)
 from transformer_xl.train.tensorboard import EventWriter
 
-METRICS_NAME = "metrics.jsonl"
-
-
-def score_fields(loss: float, bits: bool) -> dict[str, float]:
-    """Loss in nats -> ``{"loss", "ppl"}`` or, for byte/character units, ``{"loss", "bpc"}``."""
-    if bits:
-        return {"loss": loss, "bpc": loss / math.log(2)}
-    return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-def progress_line(step: int, total: int, rec: dict[str, Any], eta_s: float) -> str:
-    score = f"bpc {rec['bpc']:.3f}" if "bpc" in rec else f"ppl {rec.get('ppl', float('nan')):.2f}"
-    return (
-        f"step {step:>{len(str(total))}}/{total} | loss {rec['loss']:.4f} | {score} | "
-        f"lr {rec['lr']:.3g} | {rec['tok_s']:,.0f} tok/s | ETA {format_duration(eta_s)}"
-    )
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_NAME
-    if not path.is_file():
-        return []
-    out = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if n == len(lines):
-                break  # the last line, cut short by a kill
-            raise ValueError(f"{path}:{n}: not a JSON record") from None
-    return out
+METRICS_NAME = RunFolder.METRICS
 
 
 class MetricsLogger:
@@ -73,31 +35,32 @@ class MetricsLogger:
         tensorboard: bool,
         resume_step: int | None,
         stream: TextIO | None = None,
+        total_steps: int | None = None,
     ) -> None:
         self.enabled = enabled
         self.stream = stream = stream or sys.stdout
-        self.live = enabled and stream.isatty()
-        self._f = self._tb = None
+        self._file = self._tb = self.bar = None
         if not enabled:
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / METRICS_NAME
-        if resume_step is not None:
-            kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= resume_step]
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-        elif path.exists():
-            path.unlink()
-        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        folder = RunFolder(run_dir)
+        folder.path.mkdir(parents=True, exist_ok=True)
+        self._file = MetricsFile(folder.metrics, resume_step=resume_step)
         if tensorboard:
             purge = None if resume_step is None else resume_step + 1
-            self._tb = EventWriter(run_dir / "tensorboard", purge_step=purge)
+            self._tb = EventWriter(folder.tensorboard, purge_step=purge)
+        bar = Progress(total_steps, "train", unit="step", stream=stream, interval=float("inf"))
+        self.bar = bar if bar.bar is not None else None  # a live bar only on a terminal
+        if self.bar is not None and resume_step:
+            self.bar.update(resume_step)
+
+    @property
+    def live(self) -> bool:
+        return self.bar is not None
 
     def record(self, split: str, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        rec = {"split": split, "step": step, **values}
-        self._f.write(json.dumps(rec) + "\n")
-        self._f.flush()
+        self._file.record(split, step, values)
         if self._tb is not None:
             self._tb.scalars(
                 step,
@@ -108,18 +71,25 @@ class MetricsLogger:
                 },
             )
 
+    def step(self, **fields: object) -> None:
+        """One training step done (the live bar moves; nothing is printed elsewhere)."""
+        if self.bar is not None:
+            self.bar.update(1, **fields)
+
     def print(self, text: str, *, live: bool = False) -> None:
-        """A line of output; ``live`` lines overwrite each other on a terminal."""
-        if not self.enabled:
+        """A line of output; ``live`` lines (the training line) are the bar on a terminal."""
+        if not self.enabled or (live and self.bar is not None):
             return
-        if live and self.live:
-            self.stream.write("\r\033[K" + text)
+        if self.bar is not None:
+            self.bar.bar.write(text, file=self.stream)
         else:
-            self.stream.write(("\r\033[K" if self.live else "") + text + "\n")
-        self.stream.flush()
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
+        if self.bar is not None:
+            self.bar.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from transformer_xl.train.config import TrainConfig
+from transformer_xl.run.config import TrainConfig
 
 
 class Lamb(torch.optim.Optimizer):

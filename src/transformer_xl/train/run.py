@@ -10,69 +10,40 @@ from typing import Any
 
 import torch
 
-from transformer_xl.evaluate import EvalResult
+from transformer_xl.config import TransformerXLConfig
+from transformer_xl.evaluate import EvalResult, check_vocab
 from transformer_xl.fileio import atomic_write_text
-from transformer_xl.train import checkpoint as ckpt
-from transformer_xl.train.config import RunConfig, parse_override, resolve
+from transformer_xl.run.config import (
+    RunConfig,
+    format_layers,
+    resolve,
+    resolve_layers,
+    resume_config,
+)
+from transformer_xl.run.folder import RunFolder, find_model_folder
+from transformer_xl.run.metrics import dumps, record_final
 from transformer_xl.train.data import open_data
 from transformer_xl.train.distributed import barrier, init_distributed, shutdown
-from transformer_xl.train.loop import BEST, CONFIG_NAME, Trainer
-
-# What may change when a run is resumed: budgets, logging, where the data lives.
-RESUME_FIELDS = {
-    "max_steps",
-    "max_tokens",
-    "max_time",
-    "eval_interval",
-    "eval_max_tokens",
-    "log_interval",
-    "checkpoint_interval",
-    "keep_checkpoints",
-    "max_bad_steps",
-    "sample_tokens",
-    "final_eval_split",
-    "threads",
-    "data",
-    "tensorboard",
-}
+from transformer_xl.train.loop import Trainer
 
 
 def run_config_for(
-    run_dir: Path,
+    folder: RunFolder,
     *,
     preset: str | None,
     config_file: str | None,
     overrides: list[str],
     resume: bool,
     vocab_size: int | None = None,
+    init_model=None,
 ) -> RunConfig:
-    """The resolved config of a new run, or the saved one of a resumed run (where only
-    :data:`RESUME_FIELDS` may change; repeating a saved value is fine)."""
+    """The resolved config of a new run, or the saved one of a resumed run."""
     if not resume:
-        return resolve(preset, config_file, overrides, vocab_size=vocab_size)
-    saved = RunConfig.load(run_dir / CONFIG_NAME)
-    changes: dict[str, Any] = {}
-    for item in overrides:
-        section, name, value = parse_override(item)
-        saved_value = getattr(saved.train if section == "train" else saved.model, name)
-        if saved_value == value or (isinstance(saved_value, tuple) and list(saved_value) == value):
-            continue
-        if section != "train" or name not in RESUME_FIELDS:
-            raise ValueError(
-                f"--set {item!r}: cannot change {section}.{name} when resuming; only "
-                f"{', '.join(sorted(RESUME_FIELDS))} may change"
-            )
-        changes[name] = value
-    if config_file or (preset and preset != saved.preset):
-        raise ValueError("--resume continues the saved config: drop --config/--preset")
-    return RunConfig(saved.preset, saved.model, saved.train.replace(**changes))
-
-
-def _check_fresh(run_dir: Path) -> None:
-    if (run_dir / CONFIG_NAME).exists() or ckpt.list_checkpoints(run_dir):
-        raise ValueError(
-            f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
-        )
+        return resolve(preset, config_file, overrides, vocab_size=vocab_size, init_model=init_model)
+    if not folder.config.is_file():
+        raise ValueError(f"{folder.config}: no run to resume (start it without --resume)")
+    saved = RunConfig.load(folder.config)
+    return resume_config(saved, overrides, config_file=config_file, preset=preset)
 
 
 def evaluate_folder(
@@ -126,74 +97,116 @@ def train(
     data: str | None = None,
     max_steps: int | None = None,
     resume: bool = False,
+    init_from: str | None = None,
     stream=None,
 ) -> dict[str, Any]:
-    """The whole of ``txl train``; returns the summary also written to ``RUN/summary.json``."""
+    """The whole of ``txl train``; returns the summary also written to ``RUN/summary.json``.
+
+    ``init_from``: a model, run or checkpoint folder whose weights (and architecture) start a
+    new run, with a fresh optimizer and schedule (fine-tuning)."""
     stream = stream or sys.stdout
-    run_dir = Path(out)
-    overrides = list(overrides)
-    if data is not None:
-        overrides.append(f"train.data={json.dumps(data)}")
-    if max_steps is not None:
-        overrides.append(f"train.max_steps={max_steps}")
+    folder = RunFolder(out)
+    overrides = _with_shortcuts(overrides, data, max_steps)
+    if resume and init_from:
+        raise ValueError("--init-from starts a new run: drop --resume (or --init-from)")
+    init_dir = find_model_folder(init_from) if init_from else None
+    init_model = TransformerXLConfig.load(init_dir / "config.json") if init_dir else None
     if not resume:
-        _check_fresh(run_dir)
-    run = run_config_for(
-        run_dir, preset=preset, config_file=config_file, overrides=overrides, resume=resume
-    )
+        folder.check_fresh()
+    kw = dict(preset=preset, config_file=config_file, overrides=overrides, resume=resume)
+    run = run_config_for(folder, **kw, init_model=init_model)
     env = init_distributed(run.train.device)
     try:
-        dataset = open_data(run.train.data, run_dir, env=env)
+        dataset = open_data(run.train.data, folder.path, env=env)
+        dataset.check_ids()
+        if init_dir is not None:
+            check_vocab(init_dir, init_model.vocab_size, dataset)
         if not resume:
-            run = run_config_for(
-                run_dir,
-                preset=preset,
-                config_file=config_file,
-                overrides=overrides,
-                resume=False,
-                vocab_size=dataset.vocab_size,
-            )
+            run = run_config_for(folder, **kw, vocab_size=dataset.vocab_size, init_model=init_model)
         elif run.model.vocab_size != dataset.vocab_size:
             raise ValueError(
                 f"{run.train.data}: vocabulary of {dataset.vocab_size} tokens, but the "
                 f"run's model has {run.model.vocab_size}"
             )
         if env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / CONFIG_NAME, run.to_json())
+            folder.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(folder.config, run.to_json())
         barrier(env)
-        trainer = Trainer(run, run_dir, dataset, env, resume=resume, out=stream)
+        summary = _fit(run, folder, dataset, env, resume, init_dir, stream)
         if env.is_main:
-            n = trainer.model.num_parameters()
-            print(
-                f"txl train: preset {run.preset}, {n:,} parameters, data {dataset.describe()}, "
-                f"{env.world_size} process(es) on {env.device}, run folder {run_dir}",
-                file=stream,
-                flush=True,
-            )
-        try:
-            summary = trainer.fit()
-        finally:
-            trainer.close()
-        if env.is_main:
-            summary.update(finish(run, run_dir, dataset, env.device, stream))
-            atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            summary.update(finish(run, folder, dataset, env.device, stream))
+            atomic_write_text(folder.summary, dumps(summary, indent=2) + "\n")
         barrier(env)
         return summary
     finally:
         shutdown(env)
 
 
-def finish(run: RunConfig, run_dir: Path, dataset, device, stream) -> dict[str, Any]:
-    """After training (rank 0): evaluate the best model, print a sample."""
+def print_config(
+    *,
+    preset: str | None,
+    config_file: str | None = None,
+    overrides: list[str] = (),
+    data: str | None = None,
+    max_steps: int | None = None,
+    init_from: str | None = None,
+) -> str:
+    """``txl train --print-config``: the resolved layered config with the origin of every value
+    (the data's vocabulary size is read when the data is a local prepared folder)."""
+    overrides = _with_shortcuts(overrides, data, max_steps)
+    init_dir = find_model_folder(init_from) if init_from else None
+    init_model = TransformerXLConfig.load(init_dir / "config.json") if init_dir else None
+    run, _ = resolve_layers(preset, config_file, overrides, init_model=init_model)
+    vocab_size = None
+    if run.train.data and (Path(run.train.data) / "meta.json").is_file():
+        from transformer_xl.data import load_prepared
+
+        vocab_size = len(load_prepared(run.train.data).vocab)
+    run, origins = resolve_layers(
+        preset, config_file, overrides, vocab_size=vocab_size, init_model=init_model
+    )
+    return format_layers(run, origins)
+
+
+def _with_shortcuts(overrides, data: str | None, max_steps: int | None) -> list[str]:
+    overrides = list(overrides)
+    if data is not None:
+        overrides.append(f"train.data={json.dumps(data)}")
+    if max_steps is not None:
+        overrides.append(f"train.max_steps={max_steps}")
+    return overrides
+
+
+def _fit(run, folder: RunFolder, dataset, env, resume: bool, init_dir, stream) -> dict[str, Any]:
+    trainer = Trainer(run, folder.path, dataset, env, resume=resume, out=stream, init_from=init_dir)
+    if env.is_main:
+        n = trainer.model.num_parameters()
+        start = f", weights from {init_dir}" if init_dir else ""
+        print(
+            f"txl train: preset {run.preset}, {n:,} parameters{start}, data "
+            f"{dataset.describe()}, {env.world_size} process(es) on {env.device}, run folder "
+            f"{folder.path}",
+            file=stream,
+            flush=True,
+        )
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def finish(run: RunConfig, folder: RunFolder, dataset, device, stream) -> dict[str, Any]:
+    """After training (rank 0): evaluate the best model (the score goes to metrics.jsonl too),
+    print a sample."""
     out: dict[str, Any] = {}
     cfg = run.train
-    best = run_dir / BEST
+    best = folder.best
     settings = cfg.eval_settings
     split = cfg.final_eval_split
     if split and dataset.has_split(split):
         res = evaluate_folder(best, dataset, split, settings, device)
         out[split] = res.to_dict()
+        record_final(folder, split, res.to_dict())
         print(f"{split} ({best}): {res.summary()}", file=stream, flush=True)
         if res.bits:
             base = dataset.unigram_bits(split)

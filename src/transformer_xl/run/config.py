@@ -1,0 +1,539 @@
+"""Job settings of a training run, and the layering that resolves them.
+
+Three layers, each overriding the one before: a recipe (``--preset NAME``, see
+:mod:`transformer_xl.recipes`) < a YAML or TOML file (``--config FILE``) < ``--set key=value``.
+A file has two sections::
+
+    model: {n_layer: 4, dropout: 0.2}   # TransformerXLConfig fields
+    train: {lr: 0.001, max_steps: 500}  # TrainConfig fields
+
+``--set`` takes ``model.FIELD=VALUE``, ``train.FIELD=VALUE`` or a bare ``FIELD=VALUE`` (a train
+field first, then a model field); values are read as JSON where they parse (``1e-3``, ``true``,
+``[1, 2]``, ``null``) and as strings otherwise. The resolved config is written to the run folder
+as ``config.json`` and is what ``--resume`` reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformer_xl.config import TransformerXLConfig
+from transformer_xl.recipes import recipe
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "lamb")
+SCHEDULERS = ("cosine", "inv_sqrt", "constant", "dev_perf")
+PRECISIONS = ("fp32", "bf16", "fp16")
+PARALLEL = ("ddp", "fsdp")
+# Fields that only the PyTorch trainer uses; the TensorFlow trainer accepts and ignores them.
+TORCH_ONLY = frozenset(
+    {"batch_chunk", "device", "threads", "compile_backend", "parallel", "attn_impl",
+     "sample_tokens", "max_bad_steps"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a run that is not the architecture.
+
+    Attributes:
+        data: prepared dataset folder (``txl prepare``), or ``"builtin:cpython-docs"`` for the
+            English text shipped inside CPython (no download).
+        batch_size: parallel streams per optimizer step, summed over all ranks.
+        batch_chunk: split each rank's batch into this many chunks whose gradients are
+            accumulated (the authors' ``batch_chunk``; the result equals the unsplit batch).
+        tgt_len, mem_len, ext_len, clamp_len, same_length: training segment settings.
+        optimizer: ``adam``, ``adamw``, ``sgd``, ``adagrad`` or ``lamb``.
+        lr: peak learning rate. weight_decay, beta1, beta2, eps, momentum: optimizer knobs.
+        scheduler: ``cosine`` (linear warm-up then cosine to ``lr_min``), ``inv_sqrt``,
+            ``constant`` (after warm-up) or ``dev_perf`` (multiply by ``decay_rate`` when the
+            validation loss has not improved for more than ``patience`` evaluations).
+        warmup_steps: linear warm-up from 0 to ``lr``.
+        clip: gradient-norm clipping threshold (0 = off).
+        max_steps: optimizer steps to run. max_tokens: stop after this many training tokens
+            (0 = no limit). max_time: stop after this many seconds of training (0 = no limit).
+        eval_interval: evaluate on the validation split every this many steps (0 = only at the
+            end). eval_*: evaluation segment settings (``None`` = the training value);
+            eval_max_tokens: cap on the validation tokens scored during training (0 = all).
+        precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast + gradient scaler).
+        compile: wrap the model in ``torch.compile`` (``compile_backend``).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        threads: CPU threads for torch (0 = torch's default).
+        seed: seeds parameters, dropout and everything random.
+        log_interval: steps between progress lines / metric records.
+        checkpoint_interval: steps between checkpoints (0 = at each evaluation).
+        keep_checkpoints: how many recent checkpoints to keep (the best model is kept apart).
+        max_bad_steps: consecutive non-finite steps after which the run stops.
+        tensorboard: also write TensorBoard event files.
+        parallel: ``ddp`` or ``fsdp`` when launched with several processes.
+        attn_impl: attention kernel by name (see ``TransformerXLLM``).
+        sample_tokens: tokens to sample from the final model, printed at the end (0 = none).
+        final_eval_split: split evaluated with the final/best model at the end ("" = none).
+    """
+
+    data: str | None = None
+    batch_size: int = 16
+    batch_chunk: int = 1
+    tgt_len: int = 64
+    mem_len: int = 64
+    ext_len: int = 0
+    clamp_len: int = -1
+    same_length: bool = False
+    optimizer: str = "adam"
+    lr: float = 2.5e-4
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    momentum: float = 0.0
+    scheduler: str = "cosine"
+    warmup_steps: int = 0
+    lr_min: float = 0.0
+    decay_rate: float = 0.5
+    patience: int = 0
+    clip: float = 0.25
+    max_steps: int = 1000
+    max_tokens: int = 0
+    max_time: float = 0.0
+    eval_interval: int = 500
+    eval_tgt_len: int | None = None
+    eval_mem_len: int | None = None
+    eval_clamp_len: int | None = None
+    eval_same_length: bool | None = None
+    eval_batch_size: int | None = None
+    eval_max_tokens: int = 0
+    precision: str = "fp32"
+    compile: bool = False
+    compile_backend: str = "inductor"
+    device: str = "auto"
+    threads: int = 0
+    seed: int = 1111
+    log_interval: int = 50
+    checkpoint_interval: int = 0
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 10
+    tensorboard: bool = True
+    parallel: str = "ddp"
+    attn_impl: str = "sdpa"
+    sample_tokens: int = 0
+    final_eval_split: str = "test"
+
+    def __post_init__(self) -> None:
+        def fail(name: str, expected: str) -> None:
+            raise ValueError(
+                f"train.{name}={getattr(self, name)!r} is invalid: expected {expected}"
+            )
+
+        positive = ("batch_size", "batch_chunk", "tgt_len", "max_steps", "log_interval")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                fail(name, "a positive integer")
+        non_negative = (
+            "mem_len",
+            "ext_len",
+            "warmup_steps",
+            "max_tokens",
+            "eval_interval",
+            "eval_max_tokens",
+            "checkpoint_interval",
+            "threads",
+            "patience",
+            "sample_tokens",
+        )
+        for name in non_negative:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                fail(name, "an integer >= 0")
+        for name in ("eval_tgt_len", "eval_batch_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                fail(name, "a positive integer or null (= the training value)")
+        if self.eval_mem_len is not None and self.eval_mem_len < 0:
+            fail("eval_mem_len", "an integer >= 0 or null")
+        for name in ("clamp_len", "eval_clamp_len"):
+            v = getattr(self, name)
+            if v is not None and (v == 0 or v < -1):
+                fail(name, "-1 (no clamp) or a positive distance")
+        if self.batch_chunk > self.batch_size:
+            fail("batch_chunk", f"at most batch_size={self.batch_size}")
+        if self.keep_checkpoints < 1:
+            fail("keep_checkpoints", "at least 1")
+        if self.max_bad_steps < 1:
+            fail("max_bad_steps", "at least 1")
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"one of {OPTIMIZERS}")
+        if self.scheduler not in SCHEDULERS:
+            fail("scheduler", f"one of {SCHEDULERS}")
+        if self.precision not in PRECISIONS:
+            fail("precision", f"one of {PRECISIONS}")
+        if self.parallel not in PARALLEL:
+            fail("parallel", f"one of {PARALLEL}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            fail("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        for name in ("lr", "eps"):
+            if not getattr(self, name) > 0:
+                fail(name, "a positive number")
+        for name in ("weight_decay", "lr_min", "momentum", "clip", "max_time"):
+            if not getattr(self, name) >= 0:
+                fail(name, "a number >= 0")
+        for name in ("beta1", "beta2", "decay_rate"):
+            if not 0 <= getattr(self, name) < 1:
+                fail(name, "a number in [0, 1)")
+        if self.scheduler == "cosine" and self.lr_min > self.lr:
+            fail("lr_min", f"at most lr={self.lr}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, source: str = "train settings"):
+        """From a dict of field values (unknown names and wrong types refused by name)."""
+        return make_train_config(dict(values or {}), source)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def eval_settings(self) -> dict[str, Any]:
+        """Segment settings for evaluation, ``None`` fields resolved to the training ones."""
+        pick = lambda v, default: default if v is None else v
+        return dict(
+            tgt_len=pick(self.eval_tgt_len, self.tgt_len),
+            mem_len=pick(self.eval_mem_len, self.mem_len),
+            clamp_len=pick(self.eval_clamp_len, self.clamp_len),
+            same_length=pick(self.eval_same_length, self.same_length),
+            batch_size=pick(self.eval_batch_size, self.batch_size),
+        )
+
+
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+MODEL_FIELDS = {f.name for f in dataclasses.fields(TransformerXLConfig)} - {"_version"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A resolved run: the recipe it started from, the architecture and the job settings."""
+
+    preset: str | None
+    model: TransformerXLConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": 1,
+            "preset": self.preset,
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str) -> RunConfig:
+        if d.get("format_version") != 1:
+            raise ValueError(f"{source}: format_version={d.get('format_version')!r}, expected 1")
+        model = TransformerXLConfig.from_dict(d["model"], source=f"{source} [model]")
+        return cls(d.get("preset"), model, make_train_config(d["train"], f"{source} [train]"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RunConfig:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read the run config ({e.strerror})") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(d, str(path))
+
+
+def make_train_config(values: dict[str, Any], source: str) -> TrainConfig:
+    unknown = sorted(set(values) - TRAIN_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown field(s) {unknown} of train; known: {sorted(TRAIN_FIELDS)}"
+        )
+    values = {k: check_value("train", k, v, source) for k, v in values.items()}
+    try:
+        return TrainConfig(**values)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+# ---------------------------------------------------------------------------- layering
+def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """A YAML (``.yaml``/``.yml``) or TOML (``.toml``) file -> ``{"model": ..., "train": ...}``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read config file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {e.start}); save the config file as UTF-8"
+        ) from None
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({e})") from None
+    elif suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: not valid TOML ({e})") from None
+    else:
+        raise ValueError(f"{path}: unknown config format {suffix!r}: expected .yaml, .yml or .toml")
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
+    unknown = sorted(set(data) - {"model", "train", "preset"})
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown section(s) {unknown}: expected 'preset', 'model', 'train'"
+        )
+    out: dict[str, Any] = {}
+    for section in ("model", "train"):
+        part = data.get(section) or {}
+        if not isinstance(part, dict):
+            raise ValueError(f"{path}: section {section!r} must be a mapping, got {part!r}")
+        out[section] = part
+    if "preset" in data:
+        out["preset"] = data["preset"]
+    return out
+
+
+# ---------------------------------------------------------------------------- value grammar
+BOOL_WORDS = {"true": True, "false": False}  # the only spellings of a boolean (JSON's)
+_TYPES = {
+    "train": {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)},
+    "model": {f.name: str(f.type) for f in dataclasses.fields(TransformerXLConfig)},
+}
+_EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "tuple[int, ...]": "a list of integers (e.g. [2000, 10000])",
+    "tuple[bool, ...]": "a list of booleans (e.g. [false, true])",
+}
+
+
+def _is(kind: str, v: Any) -> bool:
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "float":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "str":
+        return isinstance(v, str)
+    item = kind[len("tuple[") : -len(", ...]")]
+    return isinstance(v, (list, tuple)) and all(_is(item, x) for x in v)
+
+
+def check_value(section: str, name: str, value: Any, source: str) -> Any:
+    """``value`` if it has the type of field ``section.name``, else a ValueError naming the field,
+    the value and what was expected (lists become tuples where the field is a tuple)."""
+    kind = _TYPES[section][name]
+    optional = kind.endswith(" | None")
+    base = kind.removesuffix(" | None")
+    if value is None and optional:
+        return None
+    if _is(base, value):
+        if base == "float":
+            return float(value)
+        return tuple(value) if base.startswith("tuple") else value
+    expected = _EXPECTED.get(base, base) + (" or null" if optional else "")
+    raise ValueError(f"{source}: {section}.{name}={value!r} is invalid: expected {expected}")
+
+
+def parse_value(section: str, name: str, raw: str, source: str) -> Any:
+    """The text of ``--set KEY=TEXT`` as a value of field ``section.name``: JSON for numbers,
+    booleans (``true``/``false``), lists and ``null``; anything else is a string."""
+    raw = raw.strip()
+    base = _TYPES[section][name].removesuffix(" | None")
+    if base == "bool" and raw.lower() in BOOL_WORDS:
+        return BOOL_WORDS[raw.lower()]
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if base == "str" and not isinstance(value, str) and value is not None:
+        value = raw  # a string field takes the text as it is ("none", "123")
+    return check_value(section, name, value, source)
+
+
+def parse_override(item: str) -> tuple[str, str, Any]:
+    """``"model.dropout=0.2"`` -> ``("model", "dropout", 0.2)``; a bare key goes to ``train``
+    when it is a train field, else to ``model``."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+    section, dot, name = key.partition(".")
+    if not dot:
+        name = key
+        section = "train" if name in TRAIN_FIELDS else "model" if name in MODEL_FIELDS else ""
+    fields = {"train": TRAIN_FIELDS, "model": MODEL_FIELDS}.get(section)
+    if fields is None or name not in fields:
+        raise ValueError(
+            f"--set {item!r}: unknown field(s) [{key!r}]; expected a train field "
+            f"({', '.join(sorted(TRAIN_FIELDS))}) or model.FIELD"
+        )
+    return section, name, parse_value(section, name, raw, f"--set {item!r}")
+
+
+# Model fields that change the shapes (or the set) of the weights: fixed by ``--init-from``.
+SHAPE_FIELDS = frozenset(
+    {"vocab_size", "n_layer", "n_head", "d_model", "d_head", "d_inner", "d_embed", "cutoffs",
+     "div_val", "tie_weight", "tie_projs", "proj_same_dim", "untie_r", "attn_type"}
+)  # fmt: skip
+
+
+def resolve(
+    preset: str | None,
+    config_file: str | os.PathLike | None = None,
+    overrides: list[str] = (),
+    *,
+    vocab_size: int | None = None,
+    init_model: TransformerXLConfig | None = None,
+) -> RunConfig:
+    """Recipe < file < overrides -> a validated :class:`RunConfig` (see :func:`resolve_layers`)."""
+    return resolve_layers(
+        preset, config_file, overrides, vocab_size=vocab_size, init_model=init_model
+    )[0]
+
+
+def resolve_layers(
+    preset: str | None,
+    config_file: str | os.PathLike | None = None,
+    overrides: list[str] = (),
+    *,
+    vocab_size: int | None = None,
+    init_model: TransformerXLConfig | None = None,
+) -> tuple[RunConfig, dict[str, str]]:
+    """Recipe < file < overrides -> ``(RunConfig, origins)``; ``origins`` maps every
+    ``section.field`` to the layer its value came from.
+
+    ``vocab_size`` (from the prepared data) replaces the model's; the training ``tgt_len`` /
+    ``mem_len`` / ``ext_len`` become the saved model's default run settings. ``init_model``
+    (``--init-from``) supplies the architecture: the recipe's model section is not used, and a
+    file or override may change only fields that leave the weight shapes as they are.
+    """
+    file_part = read_config_file(config_file) if config_file else {"model": {}, "train": {}}
+    preset = preset if preset is not None else file_part.get("preset")
+    if preset is None and init_model is None:
+        raise ValueError(
+            "no recipe given: pass --preset NAME or put 'preset: NAME' in the config file"
+        )
+    base = recipe(preset) if preset is not None else {"model": {}, "train": {}}
+    origins: dict[str, str] = {f"train.{k}": "default" for k in TRAIN_FIELDS}
+    origins.update({f"model.{k}": "default" for k in MODEL_FIELDS})
+    if init_model is not None:
+        base["model"] = init_model.to_dict()
+        base["model"].pop("format_version", None)
+        base["model"].pop("_version", None)
+    layers = [
+        (
+            "init-from model" if init_model is not None else f"preset {preset}",
+            base["model"],
+            "model",
+        ),
+        (f"preset {preset}", base["train"], "train"),
+        (f"file {config_file}", file_part["model"], "model"),
+        (f"file {config_file}", file_part["train"], "train"),
+    ]
+    values: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    for where, part, section in layers:
+        for k, v in part.items():
+            values[section][k] = v
+            origins[f"{section}.{k}"] = where
+    for item in overrides:
+        section, name, value = parse_override(item)
+        values[section][name] = value
+        origins[f"{section}.{name}"] = f"--set {item}"
+    if init_model is not None:
+        _refuse_shape_changes(init_model, values["model"], origins)
+    source = f"preset {preset!r} + overrides" if preset else "--init-from + overrides"
+    train = make_train_config(values["train"], source)
+    if vocab_size is not None:
+        values["model"]["vocab_size"] = vocab_size
+        origins["model.vocab_size"] = "data (its vocabulary)"
+    values["model"].update(tgt_len=train.tgt_len, mem_len=train.mem_len, ext_len=train.ext_len)
+    for k in ("tgt_len", "mem_len", "ext_len"):
+        origins[f"model.{k}"] = f"train.{k}"
+    model = TransformerXLConfig.from_dict(values["model"], source=f"{source} [model]")
+    return RunConfig(preset, model, train), origins
+
+
+def _refuse_shape_changes(init: TransformerXLConfig, model: dict[str, Any], origins) -> None:
+    for name in sorted(SHAPE_FIELDS - {"vocab_size"}):
+        want = getattr(init, name)
+        got = model.get(name, want)
+        got = tuple(got) if isinstance(got, list) else got
+        if got != want:
+            raise ValueError(
+                f"{origins[f'model.{name}']}: model.{name}={got!r} would change the shapes of "
+                f"the weights of --init-from (model.{name}={want!r}); only settings such as "
+                "dropout may change when fine-tuning"
+            )
+
+
+# What may change when a run is resumed: budgets, logging, where the data lives.
+RESUME_FIELDS = frozenset(
+    {"max_steps", "max_tokens", "max_time", "eval_interval", "eval_max_tokens", "log_interval",
+     "checkpoint_interval", "keep_checkpoints", "max_bad_steps", "sample_tokens",
+     "final_eval_split", "threads", "data", "tensorboard"}
+)  # fmt: skip
+
+
+def resume_config(
+    saved: RunConfig, overrides: list[str], *, config_file=None, preset: str | None = None
+) -> RunConfig:
+    """The saved config of a resumed run with ``overrides`` applied, where only
+    :data:`RESUME_FIELDS` may change (repeating a saved value is fine)."""
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        section, name, value = parse_override(item)
+        saved_value = getattr(saved.train if section == "train" else saved.model, name)
+        if saved_value == value:
+            continue
+        if section != "train" or name not in RESUME_FIELDS:
+            raise ValueError(
+                f"--set {item!r}: cannot change {section}.{name} when resuming; only "
+                f"{', '.join(sorted(RESUME_FIELDS))} may change"
+            )
+        changes[name] = value
+    if config_file or (preset and preset != saved.preset):
+        raise ValueError("--resume continues the saved config: drop --config/--preset")
+    return RunConfig(saved.preset, saved.model, saved.train.replace(**changes))
+
+
+def format_layers(run: RunConfig, origins: dict[str, str]) -> str:
+    """``--print-config``: every resolved value with the layer it came from."""
+    lines = [f"preset: {run.preset}"]
+    for section, obj in (("model", run.model.to_dict()), ("train", run.train.to_dict())):
+        lines.append(f"{section}:")
+        for k in sorted(obj):
+            if k == "format_version":
+                continue
+            where = origins.get(f"{section}.{k}", "default")
+            lines.append(f"  {k}: {json.dumps(obj[k])}  # {where}")
+    return "\n".join(lines)

@@ -1,0 +1,379 @@
+"""The run folder: one owner for its layout, shared by the PyTorch and the TensorFlow trainer.
+
+Layout (every name below is spelled here and nowhere else)::
+
+    RUN/config.json             the resolved run config (RunConfig), written at the start
+    RUN/tf_run.json             TensorFlow runs only: strategy and replicas (+, from older
+                                versions, the model and train settings)
+    RUN/metrics.jsonl           one JSON record per line (see transformer_xl.run.metrics)
+    RUN/summary.json            final numbers
+    RUN/best/                   model folder of the best validation loss (+ valid.json)
+    RUN/tensorboard/            event files
+    RUN/checkpoints/step-N/     one checkpoint, sealed by MANIFEST.json (written last)
+
+A checkpoint is assembled in ``checkpoints/.tmp-step-N`` and renamed into place once sealed, so a
+kill at any moment leaves the whole checkpoint or none; on resume each candidate is verified
+against its manifest, newest first, and a damaged one is reported and skipped. What a checkpoint
+holds besides ``model/`` and ``trainer.json`` is the trainer's business (tensors differ by
+framework); the manifest covers every file in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+
+from transformer_xl.fileio import atomic_write_text
+from transformer_xl.hub import resolve_model
+from transformer_xl.run.metrics import METRICS
+
+MANIFEST = "MANIFEST.json"
+MANIFEST_VERSION = 1
+TORCH, TF = "torch", "tf"
+WRITE_ERRORS = (OSError, SafetensorError)  # what a full or read-only disk raises
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------- manifests
+def write_manifest(directory: Path) -> None:
+    """``MANIFEST.json``: size and SHA-256 of every other file under ``directory``."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {
+        str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in files
+    }
+    write_json(directory / MANIFEST, {"format_version": MANIFEST_VERSION, "files": entries})
+
+
+def verify(directory: Path) -> str | None:
+    """None if ``directory`` is a complete, intact checkpoint, else the reason it is not."""
+    mpath = directory / MANIFEST
+    if not mpath.is_file():
+        return "no MANIFEST.json (incomplete)"
+    try:
+        manifest = read_json(mpath)
+        entries = manifest["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        return f"unreadable manifest ({e})"
+    if manifest.get("format_version") != MANIFEST_VERSION:
+        return f"format_version {manifest.get('format_version')!r} (expected {MANIFEST_VERSION})"
+    if not isinstance(entries, dict) or not entries:
+        return "the manifest lists no files"
+    if "trainer.json" not in entries:
+        return "the manifest does not list trainer.json"
+    for rel, want in entries.items():
+        if not isinstance(want, dict) or not {"bytes", "sha256"} <= set(want):
+            return f"manifest entry {rel!r} lacks 'bytes' or 'sha256'"
+        p = directory / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        if p.stat().st_size != want["bytes"]:
+            return f"{rel} has {p.stat().st_size} bytes, expected {want['bytes']} (truncated?)"
+        if _sha256(p) != want["sha256"]:
+            return f"{rel} does not match its SHA-256 (corrupt)"
+    return None
+
+
+@dataclass
+class Found:
+    """A checkpoint chosen for resuming, with messages about newer ones that were unusable."""
+
+    step: int
+    path: Path
+    skipped: list[str]
+
+
+def _rmtree(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+
+
+class RunFolder:
+    """The paths of a run folder and the operations on its checkpoints and best model."""
+
+    CONFIG = "config.json"
+    TF_INFO = "tf_run.json"
+    METRICS = METRICS
+    SUMMARY = "summary.json"
+    BEST = "best"
+    TENSORBOARD = "tensorboard"
+    CHECKPOINTS = "checkpoints"
+    TRAINER = "trainer.json"
+    MODEL = "model"
+    VALID = "valid.json"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # -------------------------------------------------------------- paths
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def tf_info(self) -> Path:
+        return self.path / self.TF_INFO
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def best(self) -> Path:
+        return self.path / self.BEST
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / self.TENSORBOARD
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @staticmethod
+    def step_name(step: int) -> str:
+        return f"step-{step:08d}"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / self.step_name(step)
+
+    def checkpoint_tmp(self, step: int) -> Path:
+        return self.checkpoints / f".tmp-{self.step_name(step)}"
+
+    # -------------------------------------------------------------- what it is
+    def is_run(self) -> bool:
+        """A run folder (as opposed to a model folder, which has a config.json too): it has a
+        best model, checkpoints or TensorFlow run information."""
+        return self.best.is_dir() or self.checkpoints.is_dir() or self.tf_info.is_file()
+
+    def backend(self) -> str | None:
+        """``"tf"`` or ``"torch"``: which trainer wrote the run (None: not a run folder)."""
+        if self.tf_info.is_file():
+            return TF
+        return TORCH if self.is_run() else None
+
+    def has_started(self) -> bool:
+        """True once the run has something to resume from (a checkpoint, intact or not)."""
+        return bool(self.list_checkpoints())
+
+    def check_fresh(self) -> None:
+        """A new run may start here: the folder is absent, empty, or holds only what a run that
+        failed before its first checkpoint left (config, metrics, a best model), which a retry
+        replaces."""
+        if self.has_started():
+            raise ValueError(
+                f"{self.path} already holds a run: pass --resume to continue it, or choose "
+                "another --out"
+            )
+
+    def best_model(self) -> Path | None:
+        return self.best if (self.best / "model.safetensors").is_file() else None
+
+    # -------------------------------------------------------------- checkpoints
+    def list_checkpoints(self) -> list[tuple[int, Path]]:
+        """Checkpoint folders (sealed or not), oldest first."""
+        root = self.checkpoints
+        out = []
+        for p in root.glob("step-*") if root.is_dir() else ():
+            try:
+                out.append((int(p.name[len("step-") :]), p))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def legacy_tf(self) -> bool:
+        """A TensorFlow run of an earlier version: its checkpoints have no manifest (they were
+        renamed into place complete, so one with its trainer.json is whole)."""
+        if not self.tf_info.is_file():
+            return False
+        info = read_json(self.tf_info)
+        return not (isinstance(info, dict) and info.get("layout_version", 1) >= 2)
+
+    def latest_valid(self, *, unsealed: bool = False) -> Found | None:
+        """The newest intact checkpoint; None when there is none at all. ``unsealed`` accepts a
+        checkpoint without a manifest when it has its ``trainer.json`` (see :meth:`legacy_tf`).
+
+        Raises ValueError when checkpoints exist but every one of them is damaged.
+        """
+        ckpts = self.list_checkpoints()
+        skipped = []
+        for step, path in reversed(ckpts):
+            legacy = unsealed and not (path / MANIFEST).exists()
+            reason = (
+                (None if (path / self.TRAINER).is_file() else "no trainer.json")
+                if legacy
+                else verify(path)
+            )
+            if reason is None:
+                return Found(step, path, skipped)
+            skipped.append(f"checkpoint {path} is unusable: {reason}; falling back to an older one")
+        if ckpts:
+            raise ValueError(
+                f"{self.checkpoints}: no intact checkpoint to resume from:\n  "
+                + "\n  ".join(skipped)
+            )
+        return None
+
+    def resume_point(self, *, unsealed: bool = False) -> Found:
+        """:meth:`latest_valid` for ``--resume``: an error when there is nothing to resume."""
+        found = self.latest_valid(unsealed=unsealed)
+        if found is None:
+            raise ValueError(
+                f"{self.path}: nothing to resume (the run stopped before its first "
+                "checkpoint): start it again without --resume"
+            )
+        return found
+
+    def new_checkpoint(self, step: int) -> Path:
+        """An empty hidden folder to assemble checkpoint ``step`` in (see :meth:`seal`)."""
+        tmp = self.checkpoint_tmp(step)
+        _rmtree(tmp)
+        tmp.mkdir(parents=True)
+        return tmp
+
+    @contextlib.contextmanager
+    def writing_checkpoint(self, step: int) -> Iterator[Path]:
+        """Assemble checkpoint ``step`` in a hidden folder (yielded) and seal it on success. A
+        write that fails (disk full, read-only disk) removes the partial folder and is reported
+        as one line naming the path; the previous checkpoints are untouched."""
+        tmp = self.new_checkpoint(step)
+        try:
+            yield tmp
+            self.seal(tmp, step)
+        except WRITE_ERRORS as e:
+            raise self.write_failed(step, e) from None
+
+    def write_failed(self, step: int, e: BaseException) -> ValueError:
+        """The error to raise when writing checkpoint ``step`` failed (its partial folder is
+        removed first)."""
+        shutil.rmtree(self.checkpoint_tmp(step), ignore_errors=True)
+        return ValueError(
+            f"{self.checkpoint(step)}: cannot write the checkpoint ({describe_error(e)}); "
+            "the previous checkpoints are intact"
+        )
+
+    def seal(self, tmp: Path, step: int) -> Path:
+        """Write ``tmp``'s manifest and move it to ``checkpoints/step-N`` in one rename."""
+        final = self.checkpoint(step)
+        write_manifest(tmp)
+        _fsync_dir(tmp)
+        replace_dir(tmp, final)
+        return final
+
+    def prune(self, keep: int) -> None:
+        """Delete all but the newest ``keep`` checkpoints, and leftovers of interrupted saves."""
+        for _, p in self.list_checkpoints()[:-keep]:
+            shutil.rmtree(p, ignore_errors=True)
+        root = self.checkpoints
+        for p in root.glob(".tmp-*") if root.is_dir() else ():
+            shutil.rmtree(p, ignore_errors=True)
+
+    # -------------------------------------------------------------- best model
+    def new_best(self) -> Path:
+        tmp = self.path / f".{self.BEST}.tmp"
+        _rmtree(tmp)
+        return tmp
+
+    def replace_best(self, tmp: Path, step: int, loss: float) -> None:
+        """Put the model folder ``tmp`` at ``best/`` with its ``valid.json``."""
+        write_json(tmp / self.VALID, {"step": step, "loss": loss})
+        replace_dir(tmp, self.best)
+
+
+def describe_error(e: BaseException) -> str:
+    """A short reason for a failed write: the errno text, or the library's message."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return os.strerror(e.errno) if e.errno != errno.ENOSPC else "no space left on the device"
+    return str(e) or type(e).__name__
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Put folder ``tmp`` at ``final``, where an older one may be (kept as ``final.old`` until
+    the new one is in place, so a kill leaves one of them)."""
+    old = final.with_name(final.name + ".old")
+    _rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _rmtree(old)
+    _fsync_dir(final.parent)
+
+
+def is_model_folder(path: Path) -> bool:
+    return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
+
+
+def find_model_folder(path: str | os.PathLike) -> Path:
+    """The model folder meant by ``path``: a model folder itself, a checkpoint folder (its
+    ``model/``) or a run folder (its best model, else its newest intact checkpoint's); a Hub
+    repo id is first resolved to its cached snapshot."""
+    path = resolve_model(path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a model folder (nor a run or checkpoint folder)")
+    if is_model_folder(path):
+        return path
+    if is_model_folder(path / RunFolder.MODEL):
+        return path / RunFolder.MODEL
+    run = RunFolder(path)
+    if run.best_model() is not None:
+        return run.best
+    found = run.latest_valid() if run.is_run() else None
+    if found is None:
+        raise ValueError(
+            f"{path}: no model in it (expected a model folder with config.json and "
+            "model.safetensors, a run folder or a checkpoint folder)"
+        )
+    return found.path / RunFolder.MODEL
