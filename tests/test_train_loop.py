@@ -146,6 +146,8 @@ def test_batch_chunk_equals_the_unsplit_batch(tmp_path, data_dir):
 
 
 def test_sigkill_then_resume_equals_straight_run(tmp_path, data_dir):
+    # enough steps that an unloaded machine is still training 0.3 s after the first checkpoint
+    steps_total = 30
     args = SMALL + ["checkpoint_interval=1", "eval_interval=0", "tensorboard=false"]
     cmd = [
         sys.executable,
@@ -157,7 +159,7 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path, data_dir):
         "--data",
         str(data_dir),
         "--max-steps",
-        "10",
+        str(steps_total),
     ] + [x for a in args for x in ("--set", a)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     killed = tmp_path / "killed"
@@ -172,7 +174,7 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path, data_dir):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     steps = [s for s, _ in ckpt.list_checkpoints(killed)]
-    assert steps and steps[-1] < 10, f"the kill came too late to test anything: {steps}"
+    assert steps and steps[-1] < steps_total, f"the kill came too late to test anything: {steps}"
     resumed = subprocess.run(
         cmd + ["--out", str(killed), "--resume"],
         env=env,
@@ -187,10 +189,10 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path, data_dir):
         out=str(straight),
         overrides=args,
         data=str(data_dir),
-        max_steps=10,
+        max_steps=steps_total,
         stream=io.StringIO(),
     )
-    assert_same(weights(straight, 10), weights(killed, 10))
+    assert_same(weights(straight, steps_total), weights(killed, steps_total))
     assert train_losses(straight) == train_losses(killed)
 
 
