@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+import transformer_xl.reproduce.measure as measure
+import transformer_xl.reproduce.recl as recl
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.data.prepared import load_prepared
-from transformer_xl.reproduce import measure, recl
 from transformer_xl.reproduce.report import environment, write_outputs
 from transformer_xl.reproduce.variants import BY_NAME, VARIANTS, match_parameters
 from transformer_xl.train.config import TrainConfig
