@@ -9,7 +9,7 @@ from transformer_xl.config import TransformerXLConfig, preset_config
 
 # Benchmark configurations: (model config, batch, train tgt/mem, eval tgt/mem, gen mem).
 # HF's port only has attn_type 0, per-layer u/v (untie_r) and the "torch" same_length window.
-_HF_COMPAT = dict(untie_r=True, same_length_keys="torch")
+_HF_COMPAT = dict(untie_r=True, window_keys="mem_len")
 
 
 @dataclass(frozen=True)

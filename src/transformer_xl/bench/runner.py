@@ -28,8 +28,10 @@ def hf_config(cfg: TransformerXLConfig):
 
     from transformer_xl.convert.hf import config_from_hf, hf_config_from_ours
 
-    if cfg.same_length and cfg.same_length_keys != "torch":
-        raise ValueError("HF's TransfoXL needs same_length_keys='torch' (mem_len keys)")
+    if cfg.same_length and cfg.window_keys != "mem_len":
+        raise ValueError(
+            "HF's TransfoXL needs window_keys='mem_len' (each query sees mem_len keys)"
+        )
     hcfg = TransfoXLConfig(**hf_config_from_ours(cfg))
     back = config_from_hf(hcfg)
     if back.tie_projs != cfg.tie_projs and any(cfg.tie_projs or ()):
@@ -173,7 +175,7 @@ class Runner:
             self.mems = tuple(
                 torch.zeros(batch, mlen, cfg.d_model, device=device) for _ in range(cfg.n_layer)
             )
-        run_kw = {} if is_hf else dict(mem_len=mlen, same_length_keys="torch")
+        run_kw = {} if is_hf else dict(mem_len=mlen, window_keys="mem_len")
         self.opt = _optimizer(model, is_hf) if case.mode == "train" else None
         self._forward = self._make_forward(fwd, is_hf, run_kw)
         self.next_token = self.data[:, :1]

@@ -13,7 +13,7 @@ cluster when ``div_val > 1`` (an identity where ours has none, as with ``proj_sa
 copies of tied tensors under their HF names, the shared ``r_w_bias`` in every layer, and
 ``inv_freq``. HF ties projections only as "all but the first"; other tie patterns are written as
 untied copies (the same numbers). HF's ``same_length`` window is ``mem_len`` keys (our
-``same_length_keys="torch"``).
+``window_keys="mem_len"``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def config_from_hf(hf: Mapping[str, Any] | Any) -> TransformerXLConfig:
         mem_len=get("mem_len") or 0,
         clamp_len=get("clamp_len") if get("clamp_len") > 0 else -1,
         same_length=bool(get("same_length")),
-        same_length_keys="torch",
+        window_keys="mem_len",
     )
 
 

@@ -236,7 +236,7 @@ def config_from_original(
         tie_projs=tuple(tie_projs),
         proj_same_dim=True,
         untie_r=False,
-        same_length_keys="torch",
+        window_keys="mem_len",
         **run,
     )
     proj_tied = [cfg.proj_tied(i) for i in range(n_clusters)]

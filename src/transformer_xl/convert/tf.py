@@ -12,7 +12,7 @@ Facts of the TF code the map relies on: kernels are ``[in, out]`` (transposed he
 weights are always the embedding tables; with ``div_val == 1`` the softmax bias is stored per
 cluster (``cutoff_i/b``) and joined here; tail cluster ``i``'s head logit is column
 ``cutoffs[0] + i - 1`` (as ours); layer norms are ``tf.contrib.layers.layer_norm`` with epsilon
-1e-12; ``same_length`` lets a query see ``mem_len + 1`` keys (``same_length_keys="tf"``).
+1e-12; ``same_length`` lets a query see ``mem_len + 1`` keys (``window_keys="mem_len+1"``).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def infer_config(
         proj_same_dim=proj_same_dim,
         untie_r=len(bias) == 3,
         layer_norm_eps=TF_LAYER_NORM_EPS,
-        same_length_keys="tf",
+        window_keys="mem_len+1",
     )
     if not cutoffs:  # the single softmax always uses the embedding's projection
         return cfg.replace(tie_projs=(True,))

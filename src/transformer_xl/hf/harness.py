@@ -55,7 +55,7 @@ class TransformerXLHarness(LM):
             mem_len=int(mem_len) if mem_len is not None else cfg.mem_len,
             clamp_len=int(clamp_len) if clamp_len is not None else cfg.clamp_len,
             same_length=_bool(same_length) if same_length is not None else cfg.same_length,
-            same_length_keys=cfg.same_length_keys,
+            window_keys=cfg.window_keys,
         )
         self.max_gen_toks = int(max_gen_toks)
         self.start = self.tokenizer.vocab.eos_id  # what the first token is predicted from
@@ -116,7 +116,7 @@ class TransformerXLHarness(LM):
             sample = bool(kwargs.pop("do_sample", False))
             temperature = float(kwargs.pop("temperature", 1.0)) if sample else 0.0
             prompt = self._stream(self.tokenizer.encode(context))
-            run = {k: v for k, v in self.run.items() if k != "same_length_keys"}
+            run = dict(self.run)
             tokens, text = [], ""
             steps = generate_iter(self.model, [prompt], n, temperature=temperature,
                                   prompt_chunk_len=self.tgt_len, **run)  # fmt: skip
