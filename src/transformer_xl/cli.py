@@ -8,6 +8,8 @@ import importlib
 import os
 import sys
 
+from transformer_xl import __version__
+
 COMMAND_MODULES = [
     "transformer_xl.commands.presets",
     "transformer_xl.commands.prepare",
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="txl", description="Transformer-XL: prepare data, train, evaluate, generate, convert."
     )
+    parser.add_argument("--version", action="version", version=f"txl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -151,28 +151,17 @@ def token_by_token_nll(
 
 
 # ---------------------------------------------------------------------------- txl eval
-def resolve_model_dir(path) -> tuple[Path, Any]:
-    """A run folder (its ``best`` model, else its newest intact checkpoint) or a model folder
-    -> ``(model folder, RunConfig or None)``."""
-    from transformer_xl.train import checkpoint as ckpt
+def resolve_model_dir(path) -> tuple[Path, Any, Path]:
+    """A model, run or checkpoint folder (:func:`transformer_xl.folders.resolve_model`)
+    -> ``(model folder, RunConfig or None, the run folder or the model folder)``."""
+    from transformer_xl.folders import resolve_model
     from transformer_xl.train.config import RunConfig
-    from transformer_xl.weights import WEIGHTS_NAME
 
-    path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"{path}: not a folder (expected a run folder or a model folder)")
-    is_run = (path / "best").is_dir() or (path / ckpt.CHECKPOINTS).is_dir()
-    if not is_run:
-        return path, None
-    if (path / "tf_run.json").is_file() and (path / "best" / WEIGHTS_NAME).is_file():
-        return path / "best", None  # a TensorFlow run (txl train --backend tf): same model folders
-    run = RunConfig.load(path / "config.json")
-    if (path / "best" / WEIGHTS_NAME).is_file():
-        return path / "best", run
-    found = ckpt.latest_valid(path)
-    if found is None:
-        raise ValueError(f"{path}: the run has no saved model yet")
-    return found.path / "model", run
+    loc = resolve_model(path)
+    run_cfg = None if loc.run_dir is None else loc.run_dir / "config.json"
+    if run_cfg is None or loc.backend != "torch" or not run_cfg.is_file():
+        return loc.model_dir, None, loc.run_dir or loc.model_dir
+    return loc.model_dir, RunConfig.load(run_cfg), loc.run_dir
 
 
 def evaluate_model(
@@ -194,7 +183,7 @@ def evaluate_model(
     from transformer_xl.train.distributed import DistEnv, pick_device
     from transformer_xl.weights import load_pretrained
 
-    model_dir, run = resolve_model_dir(model_path)
+    model_dir, run, home = resolve_model_dir(model_path)
     dev = pick_device(device, 0)
     model = load_pretrained(model_dir, map_location=dev)
     cfg = model.config
@@ -202,7 +191,7 @@ def evaluate_model(
         defaults = run.train.eval_settings
         data = data or run.train.data
         if data == BUILTIN:
-            data = str(Path(model_path) / "data")
+            data = str(home / "data")
     else:
         defaults = dict(
             tgt_len=cfg.tgt_len,
@@ -228,7 +217,7 @@ def evaluate_model(
         raise ValueError(
             f"--mem-len={s['mem_len']} must be >= 0 and --clamp-len={s['clamp_len']} -1 or positive"
         )
-    ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
+    ds = open_data(data, home, env=DistEnv(0, 1, 0, dev))
     check_vocab(model_dir, cfg.vocab_size, ds)
     autocast = None
     if precision != "fp32":

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 
+from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+
 
 def run(args) -> int:
+    from transformer_xl.devices import resolve_device
+
     if args.backend == "tf":
         return run_tf(args)
     from transformer_xl.evaluate import evaluate_model
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    args.device = str(resolve_device(args.device))
     res, info = evaluate_model(
         args.model,
         data=args.data,
@@ -37,13 +46,10 @@ def run(args) -> int:
 
 def run_tf(args) -> int:
     """The TensorFlow evaluator on a model folder (or a run folder's ``best/``)."""
-    from pathlib import Path
-
+    from transformer_xl.folders import resolve_model
     from transformer_xl.tf.evaluate import evaluate_tf
 
-    model = Path(args.model)
-    if (model / "best" / "config.json").is_file():
-        model = model / "best"
+    model = resolve_model(args.model).model_dir
     if not args.data:
         raise ValueError("--backend tf needs --data DIR, a prepared dataset folder")
     if args.device not in ("auto", "cpu"):
@@ -59,7 +65,7 @@ def run_tf(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model (run folder or model folder) on a split")
-    p.add_argument("model", help="a run folder (uses RUN/best) or a saved model folder")
+    p.add_argument("model", help="a run folder (its best model), a model or a checkpoint folder")
     p.add_argument("--data", help="prepared dataset folder (default: the run's data)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--tgt-len", type=int, help="segment length")
@@ -71,9 +77,10 @@ def register(sub) -> None:
         default=None,
         help="every query attends to the same number of keys",
     )
-    p.add_argument("--batch-size", type=int, help="parallel streams")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add_batch_size(p, "parallel streams (default: the run's, else 10)")
+    add_device(p)
+    add_precision(p)
+    add_threads(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "--backend",

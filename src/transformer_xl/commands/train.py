@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from transformer_xl.commands.common import (
+    add_batch_size,
+    add_device,
+    add_precision,
+    add_threads,
+    shared_settings,
+)
+
 
 def run(args) -> int:
     from transformer_xl.train.loop import TrainingError
@@ -19,7 +27,7 @@ def run(args) -> int:
             preset=args.preset,
             out=out,
             config_file=args.config,
-            overrides=args.set or [],
+            overrides=[*(args.set or []), *shared_settings(args)],
             data=args.data,
             max_steps=args.max_steps,
             resume=args.resume,
@@ -40,7 +48,7 @@ def run_tf(args, out: str) -> int:
     from transformer_xl.tf.train import train_tf
     from transformer_xl.train.config import resolve
 
-    overrides = list(args.set or [])
+    overrides = [*(args.set or []), *shared_settings(args)]
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.resume:
@@ -79,7 +87,7 @@ def register(sub) -> None:
         "train",
         help="train a model (the paper's recipes as presets; resumable; torchrun for many GPUs)",
         description="Train a Transformer-XL. Settings are layered: --preset (a recipe: "
-        "`txl presets` lists them) < --config FILE (YAML or TOML with 'model' and 'train' "
+        "'txl presets' lists them) < --config FILE (YAML or TOML with 'model' and 'train' "
         "sections) < --set KEY=VALUE. With several processes, launch with torchrun.",
     )
     p.add_argument("--preset", help="recipe name, e.g. tiny, enwik8_base, wt103_base")
@@ -93,6 +101,10 @@ def register(sub) -> None:
         help="override a setting: lr=1e-3, model.n_layer=6 (repeatable)",
     )
     p.add_argument("--max-steps", type=int, help="shortcut for --set max_steps=N")
+    add_device(p, default=None)
+    add_precision(p, default=None)
+    add_batch_size(p, "shortcut for --set batch_size=N")
+    add_threads(p, default=None)
     p.add_argument(
         "--resume",
         action="store_true",
