@@ -29,7 +29,7 @@ from transformer_xl.convert.vocab_files import (
     vocab_json,
     write_vocab_json,
 )
-from transformer_xl.fileio import atomic_write_text
+from transformer_xl.fileio import atomic_write_text, honour_umask
 
 SOURCES = ("tf", "original", "hf")
 ARCH_FIELDS = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val", "cutoffs")
@@ -89,6 +89,7 @@ def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        honour_umask(tmp, directory=True)  # mkdtemp makes it 0700 whatever the umask
         fill(tmp)
         if out.exists():
             out.rmdir()
