@@ -33,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(e: BaseException) -> str:
+    """The one line a user sees for ``e``: an ``OSError`` as ``PATH: reason`` (its path named,
+    not bare errno text)."""
+    if isinstance(e, OSError) and e.strerror:
+        paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+        return f"{' -> '.join(paths) or 'I/O error'}: {e.strerror}"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -40,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         if os.environ.get("TXL_DEBUG"):
             raise
-        print(f"txl {args.command}: error: {e}", file=sys.stderr)
+        print(f"txl {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"txl {args.command}: interrupted", file=sys.stderr)

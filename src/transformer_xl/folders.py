@@ -157,6 +157,12 @@ def resolve_model(path: str | os.PathLike) -> ModelLocation:
             f"{path}: not a model folder ({CONFIG_NAME} and {WEIGHTS_NAME}), run folder or "
             "checkpoint folder, and no foreign format recognised"
         )
+    try:
+        (path / CONFIG_NAME).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path / CONFIG_NAME}: not UTF-8 text (byte {e.start}); expected JSON"
+        ) from None
     return ModelLocation(path, MODEL)
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.vocab_files import (
     VOCAB_NAME,
@@ -90,7 +92,10 @@ def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         honour_umask(tmp, directory=True)  # mkdtemp makes it 0700 whatever the umask
-        fill(tmp)
+        try:
+            fill(tmp)
+        except SafetensorError as e:  # e.g. the disk is full: the Rust writer's own error type
+            raise ValueError(f"{out}: cannot write the weights ({e})") from None
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -256,6 +261,7 @@ def export_hf(src: str | os.PathLike, out: str | os.PathLike, *, weights: str = 
         tensors = {k: v.contiguous() for k, v in state.items()}
         if weights == "safetensors":
             save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            honour_umask(tmp / "model.safetensors")  # the Rust writer makes it 0600
         else:
             torch.save(tensors, tmp / "pytorch_model.bin")
         if vocab is not None:
