@@ -9,11 +9,11 @@ from collections import Counter, OrderedDict
 
 import pytest
 
+from transformer_xl.convert.vocab_files import read_pickled_symbols
 from transformer_xl.data import (
     Vocab,
     load_tokenizer,
     make_tokenizer,
-    read_pickled_symbols,
     save_tokenizer,
 )
 from transformer_xl.data.vocab import build_symbols

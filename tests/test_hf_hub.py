@@ -69,7 +69,7 @@ def test_txl_commands_take_a_cached_repo_offline(tmp_path, offline, monkeypatch,
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert main(["convert", "--to", "hf", "someone/tiny-txl", str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "model.safetensors").is_file()
-    from transformer_xl.run.folder import find_model_folder
+    from transformer_xl.folders import find_model_folder
 
     folder = find_model_folder("someone/tiny-txl")
     assert folder.name == REV

@@ -8,6 +8,8 @@ import importlib
 import os
 import sys
 
+from transformer_xl import __version__
+
 COMMAND_MODULES = [
     "transformer_xl.commands.presets",
     "transformer_xl.commands.prepare",
@@ -26,10 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="txl", description="Transformer-XL: prepare data, train, evaluate, generate, convert."
     )
+    parser.add_argument("--version", action="version", version=f"txl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+def error_line(e: BaseException) -> str:
+    """The one line a user sees for ``e``: an ``OSError`` as ``PATH: reason`` (its path named,
+    not bare errno text)."""
+    if isinstance(e, OSError) and e.strerror:
+        paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+        return f"{' -> '.join(paths) or 'I/O error'}: {e.strerror}"
+    return str(e)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         if os.environ.get("TXL_DEBUG"):
             raise
-        print(f"txl {args.command}: error: {e}", file=sys.stderr)
+        print(f"txl {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"txl {args.command}: interrupted", file=sys.stderr)

@@ -53,9 +53,29 @@ def check_state(expected: Mapping[str, tuple[int, ...]], tensors: Mapping, sourc
             )
 
 
+def check_values(model, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise ``ValueError`` naming the first tensor whose dtype is not floating where the model's
+    is (an int64 weight would be cast without a word), or that holds NaN or infinity."""
+    state = model.state_dict()
+    for k, v in tensors.items():
+        if state[k].is_floating_point() and not v.is_floating_point():
+            raise ValueError(
+                f"{source}: tensor {k!r} has dtype {str(v.dtype).removeprefix('torch.')}, "
+                "expected a floating-point dtype (float32, bfloat16 or float16)"
+            )
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise ValueError(
+                f"{source}: tensor {k!r} holds {bad:,} NaN or infinite value(s) of {v.numel():,}: "
+                "the weights are corrupt (or training diverged)"
+            )
+
+
 def load_state(model, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``tensors`` into ``model`` after checking names and shapes both ways."""
+    """Copy ``tensors`` into ``model`` after checking names and shapes both ways, dtypes and
+    finite values."""
     check_state({k: tuple(v.shape) for k, v in model.state_dict().items()}, tensors, source)
+    check_values(model, tensors, source)
     model.load_state_dict(tensors, strict=True)
 
 

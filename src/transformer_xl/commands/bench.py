@@ -7,6 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -14,6 +18,7 @@ def _csv(text: str) -> list[str]:
 
 def run(args) -> int:
     from transformer_xl.bench import PEER, Variant, format_table, run_benchmark
+    from transformer_xl.devices import resolve_device
     from transformer_xl.fileio import atomic_write_text
 
     variants = [Variant.parse(v) for v in _csv(args.variants)]
@@ -23,9 +28,10 @@ def run(args) -> int:
         if all(v.name != PEER for v in variants):
             variants.append(Variant(PEER))
     result = run_benchmark(
-        _csv(args.preset), _csv(args.modes), variants, dtype=args.dtype, device=args.device,
+        _csv(args.preset), _csv(args.modes), variants, dtype=DTYPE_NAMES[args.precision],
+        device=str(resolve_device(args.device)),
         threads=args.threads, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
-        memory=args.memory, batch=args.batch, log=lambda s: print(s, file=sys.stderr, flush=True),
+        memory=args.memory, batch=args.batch_size, log=lambda s: print(s, file=sys.stderr, flush=True),
     )  # fmt: skip
     print(format_table(result))
     if args.json:
@@ -51,15 +57,15 @@ def register(sub) -> None:
     p.add_argument(
         "--compare", default=None, metavar="PEER", help="add the peer 'hf' and print ratios to it"
     )
-    p.add_argument("--dtype", default="float32", help="float32 or bfloat16 (autocast)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    add_precision(p, old="--dtype")
+    add_device(p)
+    add_threads(p, default=2)
     p.add_argument(
         "--rounds", type=int, default=5, help="alternating rounds (ratios are their median)"
     )
     p.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
+    add_batch_size(p, "override the preset's batch size", old="--batch")
     p.add_argument(
         "--memory", action="store_true", help="also measure peak memory (one subprocess per row)"
     )

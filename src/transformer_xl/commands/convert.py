@@ -1,4 +1,4 @@
-"""``txl convert``: foreign checkpoints -> a model folder, and a model folder -> HF.
+"""txl convert: foreign checkpoints -> a model folder, and a model folder -> HF.
 
 txl convert --from tf SRC OUT        the authors' TensorFlow checkpoints (no TF needed)
 txl convert --from original SRC OUT  the authors' PyTorch model.pt or state dict

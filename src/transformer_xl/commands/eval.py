@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
 from transformer_xl.run.metrics import dumps
 
 
 def run(args) -> int:
+    from transformer_xl.devices import resolve_device
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     flags = dict(
         split=args.split,
         tgt_len=args.tgt_len,
@@ -24,7 +31,8 @@ def run(args) -> int:
     else:
         from transformer_xl.evaluate import evaluate_model
 
-        _, info = evaluate_model(args.model, data=args.data, device=args.device, **flags)
+        device = str(resolve_device(args.device))
+        _, info = evaluate_model(args.model, data=args.data, device=device, **flags)
     if args.json:
         print(dumps(info, indent=2))
     else:
@@ -45,7 +53,7 @@ def summary_text(info: dict) -> str:
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model (run folder or model folder) on a split")
-    p.add_argument("model", help="a run folder (uses RUN/best) or a saved model folder")
+    p.add_argument("model", help="a run folder (its best model), a model or a checkpoint folder")
     p.add_argument("--data", help="prepared dataset folder (default: the run's data)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--tgt-len", type=int, help="segment length")
@@ -57,9 +65,10 @@ def register(sub) -> None:
         default=None,
         help="every query attends to the same number of keys",
     )
-    p.add_argument("--batch-size", type=int, help="parallel streams")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add_batch_size(p, "parallel streams (default: the run's, else 10)")
+    add_device(p)
+    add_precision(p)
+    add_threads(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "--backend",

@@ -1,57 +1,23 @@
-"""``txl generate MODEL``: sample text from a saved model, printing tokens as they come.
+"""txl generate MODEL: sample text from a saved model, printing tokens as they come.
 
-MODEL is a model folder (``config.json`` + ``model.safetensors``, plus ``vocab.json`` when the
-model has a tokenizer). Text prompts (``--prompt``, ``--prompt-file``) need the tokenizer;
-``--prompt-ids`` works for any model and prints ids (as does ``--ids``).
+MODEL is a model folder (config.json + model.safetensors, plus vocab.json when the model has a
+tokenizer), a run folder (its best model) or a checkpoint folder. Text prompts (--prompt,
+--prompt-file) need the tokenizer; --prompt-ids works for any model and prints ids (as does --ids).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-
-def _read_prompt(args, tokenizer) -> list[int]:
-    if args.prompt_ids is not None:
-        try:
-            ids = [int(t) for t in args.prompt_ids.replace(",", " ").split()]
-        except ValueError:
-            raise ValueError(
-                f"--prompt-ids {args.prompt_ids!r}: expected integers separated by spaces or commas"
-            ) from None
-    else:
-        if tokenizer is None:
-            raise ValueError(
-                f"{args.model}: the model folder has no vocab.json, so text cannot be encoded; "
-                "give token ids with --prompt-ids"
-            )
-        if args.prompt_file is not None:
-            try:
-                text = Path(args.prompt_file).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise ValueError(
-                    f"--prompt-file {args.prompt_file}: cannot read it as UTF-8 text ({e})"
-                ) from None
-        else:
-            text = args.prompt
-        ids = tokenizer.encode(text)
-    if not ids:
-        raise ValueError("the prompt is empty after tokenisation: give at least one token")
-    return ids
-
-
-def _load_tokenizer(model_dir: Path):
-    if not (model_dir / "vocab.json").is_file():
-        return None
-    from transformer_xl.data.tokenizer import load_tokenizer
-
-    return load_tokenizer(model_dir)
+from transformer_xl.commands.common import add_device, add_threads
 
 
 def run(args) -> int:
     import torch
 
+    from transformer_xl.devices import resolve_device
+    from transformer_xl.folders import open_model
     from transformer_xl.generate import (
         Sampler,
         StreamingLM,
@@ -59,7 +25,7 @@ def run(args) -> int:
         read_prompt,
         sample_tokens,
     )
-    from transformer_xl.model import TransformerXLLM
+    from transformer_xl.prompt import encode_prompt, parse_ids, read_prompt_file
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,10 +35,20 @@ def run(args) -> int:
             f"--max-new-tokens={args.max_new_tokens} must be >= 0 and "
             f"--num-samples={args.num_samples} >= 1"
         )
-    model_dir = Path(args.model)
-    model = TransformerXLLM.from_pretrained(model_dir, map_location=args.device).eval()
-    tokenizer = _load_tokenizer(model_dir)
-    prompt = _read_prompt(args, tokenizer)
+    device = resolve_device(args.device)
+    ids = None if args.prompt_ids is None else parse_ids(args.prompt_ids)
+    text = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
+    opened = open_model(args.model, device=device)
+    model, tokenizer = opened.model, opened.tokenizer
+    prompt = encode_prompt(
+        model.config.vocab_size, tokenizer, text=text, ids=ids, model=opened.location.model_dir
+    )
+    if prompt.unknown:
+        print(
+            f"txl generate: note: {prompt.unknown} prompt token(s) are not in the vocabulary "
+            f"and became {tokenizer.vocab.unk_token}",
+            file=sys.stderr,
+        )
     show_text = tokenizer is not None and not args.ids
     eos_id = None
     if args.stop_at_eos:
@@ -84,18 +60,18 @@ def run(args) -> int:
         model, 1, mem_len=args.mem_len, clamp_len=args.clamp_len, same_length=args.same_length
     )
     chunk = model.config.tgt_len if args.tgt_len is None else args.tgt_len
-    first = read_prompt(stream, torch.tensor([prompt], device=args.device), chunk)
+    first = read_prompt(stream, torch.tensor([prompt.ids], device=device), chunk)
     out = sys.stdout
     for k in range(args.num_samples):
         if args.num_samples > 1:
             out.write(("\n" if k else "") + f"--- sample {k + 1} ---\n")
-        text = TextStreamer(tokenizer.decode, prompt) if show_text else None
+        streamer = TextStreamer(tokenizer.decode, prompt.ids) if show_text else None
         tokens = sample_tokens(stream.clone(), first, args.max_new_tokens, sampler, eos_id=eos_id)
         for n, token in enumerate(tokens):
             t = int(token[0])
-            out.write(text.push(t) if text else f"{'' if n == 0 else ' '}{t}")
+            out.write(streamer.push(t) if streamer else f"{'' if n == 0 else ' '}{t}")
             out.flush()
-        out.write((text.flush() if text else "") + "\n")
+        out.write((streamer.flush() if streamer else "") + "\n")
         out.flush()
     return 0
 
@@ -107,7 +83,7 @@ def register(sub) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model folder (config.json, model.safetensors[, vocab.json])")
+    p.add_argument("model", help="a model folder, a run folder (its best model) or a checkpoint")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompt-file", help="read the prompt text from this UTF-8 file")
@@ -131,6 +107,6 @@ def register(sub) -> None:
     )  # fmt: skip
     p.add_argument("--stop-at-eos", action="store_true", help="stop at the end-of-sentence token")
     p.add_argument("--ids", action="store_true", help="print token ids instead of text")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    add_device(p)
+    add_threads(p)
     p.set_defaults(func=run)

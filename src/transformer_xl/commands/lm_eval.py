@@ -1,4 +1,4 @@
-"""``txl lm-eval``: lm-evaluation-harness 0.4 tasks on one of our models.
+"""txl lm-eval: lm-evaluation-harness 0.4 tasks on one of our models.
 
 txl lm-eval MODEL --tasks wikitext
 txl lm-eval MODEL --tasks mytask --include-path my_tasks/ --limit 100 --json

@@ -3,8 +3,6 @@ as the authors did; ``txl prepare text --train F ...``: prepare any text."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -19,71 +17,44 @@ HELP = {
 }
 
 
-def default_download_dir() -> Path:
-    env = os.environ.get("TXL_DOWNLOAD_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "transformer-xl" / "downloads"
-
-
-def _obtain(remote, args, source: str | None, sha256: str | None):
-    """The archive path and what is known of its checksum."""
-    from transformer_xl.data.download import check_source, download
-
-    if source is None:
-        path = download(remote, args.download_dir or default_download_dir(), urls=args.url or None,
-                        sha256=sha256, progress=not args.quiet)  # fmt: skip
-        source = path
-    return Path(source), check_source(source, remote, sha256=sha256, strict=args.strict_checksum)
-
-
-def run_benchmark(args) -> int:
-    from transformer_xl.data.corpora import LM1B_VOCAB, PREPARERS, REMOTES
-    from transformer_xl.data.prepared import check_destination
-
-    name = args.dataset
-    t0 = time.time()
-    out = check_destination(args.out or Path("data") / name, args.force)
-    archive, info = _obtain(REMOTES[name], args, args.source, args.sha256)
-    kwargs = dict(overwrite=args.force, quiet=args.quiet, source_info=info)
-    if name in ("enwik8", "text8"):
-        kwargs.update(mode=args.mode, valid_size=args.valid_size, test_size=args.test_size)
-    if name == "lm1b":
-        vocab_source = args.vocab_file
-        if vocab_source is None and args.source is not None:
-            sibling = Path(args.source).with_name(LM1B_VOCAB.filename)
-            vocab_source = sibling if sibling.is_file() else None
-        saved_url, args.url = args.url, None
-        vocab_path, vocab_info = _obtain(LM1B_VOCAB, args, vocab_source, args.vocab_sha256)
-        args.url = saved_url
-        kwargs.update(
-            vocab_file=vocab_path, source_info={"archive": info, "vocab_file": vocab_info}
-        )
-    if not args.quiet:
-        print(f"preparing {name} from {archive}", file=sys.stderr)
-    ds = PREPARERS[name](archive, out, **kwargs)
+def _summary(name: str, ds, out, t0: float) -> None:
     sizes = ", ".join(f"{s} {ds.num_tokens(s):,}" for s in ds.splits)
     print(
         f"{name}: {sizes} tokens; vocabulary {len(ds.vocab):,} -> {out} ({time.time() - t0:.1f} s)"
     )
+
+
+def run_benchmark(args) -> int:
+    from transformer_xl.data.corpora import prepare_benchmark
+
+    t0 = time.time()
+    out = args.out or Path("data") / args.dataset
+    options = {}
+    if args.dataset in ("enwik8", "text8"):
+        options = dict(mode=args.mode, valid_size=args.valid_size, test_size=args.test_size)
+    ds = prepare_benchmark(
+        args.dataset, out, source=args.source, download_dir=args.download_dir, urls=args.url,
+        sha256=args.sha256, strict_checksum=args.strict_checksum,
+        vocab_file=getattr(args, "vocab_file", None),
+        vocab_sha256=getattr(args, "vocab_sha256", None), overwrite=args.force, quiet=args.quiet,
+        **options,
+    )  # fmt: skip
+    _summary(args.dataset, ds, out, t0)
     return 0
 
 
 def run_text(args) -> int:
-    from transformer_xl.data.prepared import check_destination
     from transformer_xl.data.text import prepare_text
 
     t0 = time.time()
-    out = check_destination(args.out or Path("data") / args.name, args.force)
+    out = args.out or Path("data") / args.name
     ds = prepare_text(
         args.train, out, valid=args.valid, test=args.test, tokenizer=args.tokenizer,
         min_freq=args.min_freq, max_size=args.max_size, vocab_size=args.vocab_size,
         lower_case=args.lower_case, unk_token=args.unk_token, valid_fraction=args.valid_fraction,
         test_fraction=args.test_fraction, name=args.name, overwrite=args.force, quiet=args.quiet,
     )  # fmt: skip
-    sizes = ", ".join(f"{s} {ds.num_tokens(s):,}" for s in ds.splits)
-    print(
-        f"{args.name}: {sizes} tokens; vocabulary {len(ds.vocab):,} -> {out} "
-        f"({time.time() - t0:.1f} s)"
-    )
+    _summary(args.name, ds, out, t0)
     return 0
 
 

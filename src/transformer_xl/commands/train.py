@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import sys
 
+from transformer_xl.commands.common import (
+    add_batch_size,
+    add_device,
+    add_precision,
+    add_threads,
+    shared_settings,
+)
+
 
 def run(args) -> int:
     from transformer_xl.train.loop import TrainingError
@@ -15,7 +23,7 @@ def run(args) -> int:
     layers = dict(
         preset=args.preset,
         config_file=args.config,
-        overrides=args.set or [],
+        overrides=[*(args.set or []), *shared_settings(args)],
         data=args.data,
         max_steps=args.max_steps,
         init_from=args.init_from,
@@ -50,7 +58,7 @@ def register(sub) -> None:
         "train",
         help="train a model (the paper's recipes as presets; resumable; torchrun for many GPUs)",
         description="Train a Transformer-XL. Settings are layered: --preset (a recipe: "
-        "`txl presets` lists them) < --config FILE (YAML or TOML with 'model' and 'train' "
+        "'txl presets' lists them) < --config FILE (YAML or TOML with 'model' and 'train' "
         "sections) < --set KEY=VALUE. With several processes, launch with torchrun.",
     )
     p.add_argument("--preset", help="recipe name, e.g. tiny, enwik8_base, wt103_base")
@@ -64,6 +72,10 @@ def register(sub) -> None:
         help="override a setting: lr=1e-3, model.n_layer=6 (repeatable)",
     )
     p.add_argument("--max-steps", type=int, help="shortcut for --set max_steps=N")
+    add_device(p, default=None)
+    add_precision(p, default=None)
+    add_batch_size(p, "shortcut for --set batch_size=N")
+    add_threads(p, default=None)
     p.add_argument(
         "--init-from",
         metavar="MODEL",

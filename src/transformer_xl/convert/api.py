@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.vocab_files import (
     VOCAB_NAME,
@@ -29,7 +31,7 @@ from transformer_xl.convert.vocab_files import (
     vocab_json,
     write_vocab_json,
 )
-from transformer_xl.fileio import atomic_write_text
+from transformer_xl.fileio import atomic_write_text, honour_umask
 
 SOURCES = ("tf", "original", "hf")
 ARCH_FIELDS = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val", "cutoffs")
@@ -89,7 +91,11 @@ def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        fill(tmp)
+        honour_umask(tmp, directory=True)  # mkdtemp makes it 0700 whatever the umask
+        try:
+            fill(tmp)
+        except SafetensorError as e:  # e.g. the disk is full: the Rust writer's own error type
+            raise ValueError(f"{out}: cannot write the weights ({e})") from None
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -337,6 +343,7 @@ def _export_legacy(src: Path, out, model, vocab, weights: str) -> ConvertResult:
         tensors = {k: v.contiguous() for k, v in state.items()}
         if weights == "safetensors":
             save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            honour_umask(tmp / "model.safetensors")  # the Rust writer makes it 0600
         else:
             torch.save(tensors, tmp / "pytorch_model.bin")
 

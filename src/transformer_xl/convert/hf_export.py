@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.fileio import atomic_write_text
+from transformer_xl.fileio import atomic_write_text, honour_umask
 
 MODEL_TYPE = "transformer-xl"
 ARCHITECTURE = "TransformerXLForCausalLM"
@@ -152,6 +152,7 @@ def write_hf5_folder(
     atomic_write_text(tmp / "config.json", text)
     tensors = {PREFIX + k: v.detach().contiguous().cpu() for k, v in state.items()}
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    honour_umask(tmp / "model.safetensors")  # the Rust writer makes it 0600
     for name, code in REMOTE_CODE.items():
         atomic_write_text(tmp / name, code)
     kind = vocab.kind if vocab is not None else None

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from transformer_xl.progress import Progress
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -18,6 +20,24 @@ class Rule:
     sources: tuple[str, ...]
     fn: Callable[..., Tensor] | None = None
     note: str = ""
+
+
+def _apply_rule(r: Rule, source, expected, out: dict, used: set, problems: list) -> None:
+    missing = [s for s in r.sources if s not in source]
+    if missing:
+        problems.append(f"{r.target}: source tensor(s) {missing} not found")
+        return
+    args = [source[s] for s in r.sources]
+    t = r.fn(*args) if r.fn is not None else args[0]
+    used.update(r.sources)
+    if r.target not in expected:
+        problems.append(f"{r.target}: not a tensor of the target model")
+    elif tuple(t.shape) != tuple(expected[r.target]):
+        problems.append(
+            f"{r.target}: shape {tuple(t.shape)} from {list(r.sources)}, expected "
+            f"{tuple(expected[r.target])}"
+        )
+    out[r.target] = t.detach().clone().contiguous()
 
 
 def apply_rules(
@@ -33,22 +53,10 @@ def apply_rules(
     out: dict[str, Tensor] = {}
     used: set[str] = set()
     problems: list[str] = []
-    for r in rules:
-        missing = [s for s in r.sources if s not in source]
-        if missing:
-            problems.append(f"{r.target}: source tensor(s) {missing} not found")
-            continue
-        args = [source[s] for s in r.sources]
-        t = r.fn(*args) if r.fn is not None else args[0]
-        used.update(r.sources)
-        if r.target not in expected:
-            problems.append(f"{r.target}: not a tensor of the target model")
-        elif tuple(t.shape) != tuple(expected[r.target]):
-            problems.append(
-                f"{r.target}: shape {tuple(t.shape)} from {list(r.sources)}, expected "
-                f"{tuple(expected[r.target])}"
-            )
-        out[r.target] = t.detach().clone().contiguous()
+    with Progress(len(rules), f"converting {source_name}", unit="tensor") as bar:
+        for r in rules:
+            _apply_rule(r, source, expected, out, used, problems)
+            bar.update(1)
     unused = sorted(k for k in source if k not in used and not skip(k))
     if unused:
         problems.append(f"unused source tensors: {unused}")

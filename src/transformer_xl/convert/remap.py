@@ -51,7 +51,7 @@ def remap_prepared(data: str | os.PathLike, vocab: Vocab, out: str | os.PathLike
     table, missing = id_table(ds.vocab, vocab, str(data))
     dtype = id_dtype(len(vocab))
     splits = {}
-    with PreparedWriter(out) as w:
+    with PreparedWriter(out, progress=True) as w:
         for name in ds.splits:
             old = ds.meta["splits"][name]
             writer = w.split(name, dtype)

@@ -17,7 +17,6 @@ import codecs
 import io
 import os
 import pickle
-import re
 import struct
 import zipfile
 from collections import Counter, OrderedDict
@@ -172,9 +171,6 @@ def is_torch_file(path: str | os.PathLike) -> bool:
         return False
 
 
-_UNSUPPORTED = re.compile(r"GLOBAL ([\w.]+) (?:was not an allowed|whose module)|function ([^\s]+)")
-
-
 def load_torch_pickle(
     path: str | os.PathLike, classes: Iterable[str] = (), functions: dict[str, Any] | None = None
 ) -> Any:
@@ -197,12 +193,9 @@ def load_torch_pickle(
             if unsafe:  # named before anything is unpickled
                 raise DisallowedGlobal(str(path), ", ".join(unsafe), allowed)
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if isinstance(e, DisallowedGlobal):
-            raise
-        m = _UNSUPPORTED.search(str(e))
-        if m:
-            raise DisallowedGlobal(str(path), m.group(1) or m.group(2), allowed) from None
+    except DisallowedGlobal:
+        raise
+    except pickle.UnpicklingError as e:  # refused by torch's own weights_only unpickler
         lines = [line for line in str(e).splitlines() if line.strip()]
         raise ValueError(f"{path}: refusing to load ({' '.join(lines[1:2] or lines)})") from None
     except OSError as e:

@@ -28,6 +28,7 @@ from transformer_xl.convert.safe_pickle import (
     load_plain_pickle,
     load_torch_pickle,
 )
+from transformer_xl.data.vocab import UnknownDataset, Vocab
 
 VOCAB_NAME = "vocab.json"
 # the authors' classes a corpus or vocabulary pickle may hold, by the module names their
@@ -111,6 +112,13 @@ def _tokens(attrs: Mapping[str, Any], path: Path) -> list[str]:
     return tokens
 
 
+def read_pickled_symbols(path: str | os.PathLike) -> list[str]:
+    """The ``idx2sym`` list inside the authors' ``cache.pkl`` (a pickled Python 2 corpus) or
+    HF's ``vocab.pkl`` / ``vocab.bin`` (a pickled tokenizer ``__dict__``, plain or in
+    ``torch.save``'s zip format), read without running any code from the file."""
+    return read_vocab_pickle(path).tokens
+
+
 def repair_latin1(tokens: list[str]) -> tuple[list[str], int]:
     """Undo UTF-8 bytes decoded as Latin-1, but only if that explains every non-ASCII token
     (a correctly decoded vocabulary nearly always holds characters beyond Latin-1).
@@ -135,15 +143,14 @@ def vocab_json(info: VocabInfo, dataset: str | None = None) -> dict[str, Any]:
     the paper's datasets exactly what ``txl prepare`` writes for them
     (:meth:`transformer_xl.data.vocab.Vocab.from_authors`), so prepared data and a converted
     model share one vocabulary; otherwise a word vocabulary with the usual special tokens."""
-    from transformer_xl.data.vocab import Vocab
-
     dataset = dataset or info.dataset
     if dataset:
         try:
             return Vocab.from_authors(info.tokens, dataset).to_dict()
+        except UnknownDataset:
+            pass  # not one of the paper's datasets: a plain word vocabulary below
         except ValueError as e:
-            if "unknown dataset" not in str(e):
-                raise ValueError(f"{dataset} vocabulary: {e}") from None
+            raise ValueError(f"{dataset} vocabulary: {e}") from None
     present = set(info.tokens)
     unk = info.unk or next((t for t in ("<unk>", "<UNK>") if t in present), None)
     eos = "<eos>" if "<eos>" in present else None
@@ -153,8 +160,6 @@ def vocab_json(info: VocabInfo, dataset: str | None = None) -> dict[str, Any]:
 
 
 def write_vocab_json(directory: str | os.PathLike, vocab: Mapping[str, Any]) -> Path:
-    from transformer_xl.data.vocab import Vocab
-
     path = Path(directory) / VOCAB_NAME
     Vocab.from_dict(dict(vocab), source=str(path)).save(path)
     return path

@@ -10,7 +10,7 @@ from transformer_xl.data.streams import (
     train_stream,
 )
 from transformer_xl.data.tokenizer import Tokenizer, load_tokenizer, make_tokenizer, save_tokenizer
-from transformer_xl.data.vocab import Vocab, read_pickled_symbols
+from transformer_xl.data.vocab import Vocab
 
 __all__ = [
     "EvalStream",
@@ -24,7 +24,6 @@ __all__ = [
     "load_prepared",
     "load_tokenizer",
     "make_tokenizer",
-    "read_pickled_symbols",
     "save_tokenizer",
     "train_stream",
 ]

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transformer_xl.data.download import Remote
+from transformer_xl.data.download import Remote, check_source, download
 from transformer_xl.data.encode import (
     N_CODEPOINTS,
     FirstSeenWords,
@@ -53,6 +53,7 @@ from transformer_xl.data.prepared import (
     SPLITS,
     PreparedDataset,
     PreparedWriter,
+    check_destination,
     id_dtype,
     load_prepared,
 )
@@ -151,7 +152,7 @@ def _prepare_bytes(archive, member, dataset, out, mode, valid_size, test_size, o
             vocab = Vocab([str(i) for i in range(256)], "byte")
         table = lookup_table(256, {int(t): i for i, t in enumerate(vocab.tokens)})
         dtype = id_dtype(len(vocab))
-        with PreparedWriter(out, overwrite=overwrite) as w:
+        with PreparedWriter(out, overwrite=overwrite, progress=not quiet) as w:
             splits = _write_bytes(ar, member, bounds_to_ranges(bounds), table, w, dtype)
             meta = {
                 "dataset": dataset, "unit": "byte", "dtype": dtype, "source": source_info,
@@ -209,7 +210,7 @@ def prepare_text8(archive, out, *, mode="paper", valid_size=TAIL, test_size=TAIL
         }
         table = lookup_table(N_CODEPOINTS, mapping)
         dtype = id_dtype(len(vocab))
-        with PreparedWriter(out, overwrite=overwrite) as w:
+        with PreparedWriter(out, overwrite=overwrite, progress=not quiet) as w:
             writers = [w.split(s, dtype) for s in SPLITS]
             for k, _, piece in range_pieces(chunks(), ranges):
                 ids = table[codepoints(piece)]
@@ -241,7 +242,7 @@ def prepare_words(
     with Archive(archive) as ar:
         for m in members.values():
             ar.size(m)  # a missing member fails before any work
-        with PreparedWriter(out, overwrite=overwrite) as w:
+        with PreparedWriter(out, overwrite=overwrite, progress=not quiet) as w:
             words = FirstSeenWords(w.tmp, lower_case)
             for s, member in members.items():
                 _log(f"reading {member}", quiet)
@@ -332,7 +333,7 @@ def prepare_lm1b(
     archive = Path(archive)
     if not archive.is_file():
         raise ValueError(f"{archive}: no such file")
-    with PreparedWriter(out, overwrite=overwrite) as w:
+    with PreparedWriter(out, overwrite=overwrite, progress=not quiet) as w:
         train = _SentenceWriter(w, "train", dtype, encoder)
         valid = _SentenceWriter(w, "valid", dtype, encoder)
         unknown = {"train": 0, "valid": 0}
@@ -391,3 +392,49 @@ PREPARERS: dict[str, Callable] = {
     "ptb-char": lambda a, o, **kw: prepare_ptb(a, o, char=True, **kw),
     "lm1b": prepare_lm1b,
 }
+
+
+def default_download_dir() -> Path:
+    """``$TXL_DOWNLOAD_DIR``, else ``~/.cache/transformer-xl/downloads``."""
+    env = os.environ.get("TXL_DOWNLOAD_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "transformer-xl" / "downloads"
+
+
+def obtain(remote: Remote, source=None, *, download_dir=None, urls=None, sha256=None,
+           strict=False, quiet=False) -> tuple[Path, dict]:  # fmt: skip
+    """The file ``remote`` (``source`` when the user has it, else downloaded into
+    ``download_dir``) and what is known of its checksum."""
+    if source is None:
+        source = download(remote, download_dir or default_download_dir(), urls=urls or None,
+                          sha256=sha256, progress=not quiet)  # fmt: skip
+    return Path(source), check_source(source, remote, sha256=sha256, strict=strict)
+
+
+def prepare_benchmark(
+    name: str, out, *, source=None, download_dir=None, urls=None, sha256=None,
+    strict_checksum=False, vocab_file=None, vocab_sha256=None, overwrite=False, quiet=False,
+    **options,
+) -> PreparedDataset:  # fmt: skip
+    """``txl prepare NAME``: the archive (``source`` or downloaded), checked, then prepared into
+    ``out``. ``options``: the preparer's own (``mode``, ``valid_size``, ``test_size``). The
+    inputs (archive, vocabulary file, download folder) must lie outside ``out``."""
+    if name not in PREPARERS:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(NAMES)}")
+    given = [p for p in (source, vocab_file, download_dir) if p is not None]
+    out = check_destination(out, overwrite, inputs=given)
+    archive, info = obtain(REMOTES[name], source, download_dir=download_dir, urls=urls,
+                           sha256=sha256, strict=strict_checksum, quiet=quiet)  # fmt: skip
+    kwargs = dict(overwrite=overwrite, quiet=quiet, source_info=info, **options)
+    if name == "lm1b":
+        if vocab_file is None and source is not None:
+            sibling = Path(source).with_name(LM1B_VOCAB.filename)
+            vocab_file = sibling if sibling.is_file() else None
+        vocab_path, vocab_info = obtain(LM1B_VOCAB, vocab_file, download_dir=download_dir,
+                                        sha256=vocab_sha256, quiet=quiet)  # fmt: skip
+        check_destination(out, overwrite, inputs=[vocab_path])
+        kwargs.update(
+            vocab_file=vocab_path, source_info={"archive": info, "vocab_file": vocab_info}
+        )
+    check_destination(out, overwrite, inputs=[archive])
+    _log(f"preparing {name} from {archive}", quiet)
+    return PREPARERS[name](archive, out, **kwargs)

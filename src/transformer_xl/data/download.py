@@ -6,13 +6,13 @@ from __future__ import annotations
 import http.client
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from transformer_xl.data.prepared import sha256_file
+from transformer_xl.progress import Progress
 
 USER_AGENT = "transformer-xl-data/1"
 
@@ -26,45 +26,6 @@ class Remote:
     urls: tuple[str, ...]
     sha256: str | None = None
     size: int | None = None
-
-
-class Progress:
-    """``name  12.3/36.4 MB  34%  5.1 MB/s`` on stderr: redrawn in place on a terminal, a line
-    every 10% otherwise."""
-
-    def __init__(self, name: str, total: int | None, start: int = 0, enabled: bool = True) -> None:
-        self.name, self.total, self.done = name, total, start
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.t0 = self.t_last = time.monotonic()
-        self.start = start
-        self.next_pct = 10
-
-    def _line(self) -> str:
-        mb = self.done / 1e6
-        rate = (self.done - self.start) / 1e6 / max(time.monotonic() - self.t0, 1e-6)
-        if self.total:
-            pct = 100 * self.done / self.total
-            return f"{self.name}  {mb:.1f}/{self.total / 1e6:.1f} MB  {pct:3.0f}%  {rate:.1f} MB/s"
-        return f"{self.name}  {mb:.1f} MB  {rate:.1f} MB/s"
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.tty and now - self.t_last > 0.1:
-            self.t_last = now
-            sys.stderr.write("\r" + self._line())
-            sys.stderr.flush()
-        elif not self.tty and self.total and 100 * self.done / self.total >= self.next_pct:
-            self.next_pct += 10
-            print(self._line(), file=sys.stderr)
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\r" + self._line() + "\n")
-            sys.stderr.flush()
 
 
 def _fetch(url: str, part: Path, *, timeout: float, progress: bool) -> None:
@@ -90,12 +51,14 @@ def _fetch(url: str, part: Path, *, timeout: float, progress: bool) -> None:
         else:
             have, mode = 0, "wb"
         total = have + int(length) if length is not None else None
-        bar = Progress(part.name.removesuffix(".part"), total, have, enabled=progress)
-        with open(part, mode) as f:
+        name = part.name.removesuffix(".part")
+        with (
+            Progress(total, name, unit="B", initial=have, enabled=progress, summary=True) as bar,
+            open(part, mode) as f,
+        ):
             while block := resp.read(1 << 20):
                 f.write(block)
                 bar.update(len(block))
-        bar.close()
         if total is not None and part.stat().st_size != total:
             raise OSError(f"{url}: connection closed at {part.stat().st_size} of {total} bytes")
 

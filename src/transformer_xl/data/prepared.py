@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import numpy as np
 from transformer_xl.data.tokenizer import VOCAB_NAME, Tokenizer, make_tokenizer
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text
+from transformer_xl.progress import Progress
 
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
@@ -56,8 +58,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 class SplitWriter:
     """Appends token ids to one ``.bin`` file, hashing and counting as it goes."""
 
-    def __init__(self, path: Path, dtype: str) -> None:
+    def __init__(self, path: Path, dtype: str, progress: Progress | None = None) -> None:
         self.path = path
+        self.progress = progress
         self.dtype = DTYPES[dtype]
         self.limit = np.iinfo(self.dtype).max
         self.tokens = 0
@@ -77,6 +80,8 @@ class SplitWriter:
         self._f.write(data)
         self.tokens += int(ids.size)
         self.max_id = max(self.max_id, top)
+        if self.progress is not None:
+            self.progress.update(int(ids.size))
 
     def close(self) -> dict:
         if not self._f.closed:
@@ -84,14 +89,52 @@ class SplitWriter:
         return {"file": self.path.name, "tokens": self.tokens, "sha256": self._sha.hexdigest()}
 
 
-def check_destination(out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Fail early (before any work) when ``out`` cannot receive a prepared dataset."""
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_destination(
+    out: str | os.PathLike, overwrite: bool = False, inputs: Sequence[str | os.PathLike] = ()
+) -> Path:
+    """Fail early (before any work) when ``out`` cannot receive a prepared dataset: it is a
+    file, a non-empty folder without ``overwrite``, or it overlaps one of the ``inputs`` (a
+    corpus or archive the preparation reads, which replacing ``out`` would delete)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{out}: folder exists and is not empty (pass --force to replace it)")
+    target = out.resolve()
+    for given in inputs:
+        src = Path(given).resolve()
+        if _within(src, target) or _within(target, src):
+            raise ValueError(
+                f"{out}: overlaps the input {given}; writing the prepared data there would "
+                "replace or mix with what it reads: choose an --out outside the inputs"
+            )
     return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove ``.NAME.partial-PID`` folders beside ``out`` left by preparations that were killed
+    (their process is gone); returns what was removed. Folders of live processes are kept."""
+    removed = []
+    for p in out.parent.glob(f".{out.name}.partial-*") if out.parent.is_dir() else ():
+        pid = p.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 class PreparedWriter:
@@ -100,7 +143,10 @@ class PreparedWriter:
     Use as a context manager: on any error the temporary folder is removed and ``out`` is left
     as it was."""
 
-    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False) -> None:
+    def __init__(
+        self, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = False
+    ) -> None:
+        """``progress``: show a live count of the tokens written (on stderr)."""
         self.out = Path(out)
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"{self.out}: exists and is not a folder")
@@ -109,21 +155,25 @@ class PreparedWriter:
                 f"{self.out}: folder exists and is not empty (pass --force to replace it)"
             )
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.removed = remove_stale_partials(self.out)
         self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir()
         self._writers: dict[str, SplitWriter] = {}
+        self.progress = Progress(None, f"writing {self.out.name}") if progress else None
 
     def __enter__(self) -> PreparedWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.progress is not None:
+            self.progress.close()
         if exc_type is not None:
             self.abort()
 
     def split(self, name: str, dtype: str) -> SplitWriter:
-        w = SplitWriter(self.tmp / f"{name}.bin", dtype)
+        w = SplitWriter(self.tmp / f"{name}.bin", dtype, self.progress)
         self._writers[name] = w
         return w
 
@@ -173,6 +223,7 @@ class PreparedDataset:
         self.meta = meta
         self.vocab = vocab
         self.dtype = DTYPES[meta["dtype"]]
+        self._checked: set[str] = set()
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v['tokens']:,}" for k, v in self.meta["splits"].items())
@@ -199,7 +250,25 @@ class PreparedDataset:
         info = self._split_meta(name)
         if info["tokens"] == 0:
             return np.zeros(0, dtype=self.dtype)
-        return np.memmap(self.path / info["file"], dtype=self.dtype, mode="r")
+        ids = np.memmap(self.path / info["file"], dtype=self.dtype, mode="r")
+        if name not in self._checked:
+            self._check_ids(ids, self.path / info["file"])
+            self._checked.add(name)
+        return ids
+
+    def _check_ids(self, ids: np.ndarray, path: Path) -> None:
+        """Every id must be below the vocabulary size (a model would index out of range)."""
+        if len(self.vocab) > np.iinfo(self.dtype).max:
+            return  # the dtype cannot hold an id that large
+        for start in range(0, len(ids), 1 << 24):
+            block = ids[start : start + (1 << 24)]
+            top = int(block.max())
+            if top >= len(self.vocab):
+                at = start + int(np.argmax(block >= len(self.vocab)))
+                raise ValueError(
+                    f"{path}: token id {top} at position {at:,} is outside the vocabulary "
+                    f"({len(self.vocab)} tokens): the file is corrupt or not from this preparation"
+                )
 
     def sentence_offsets(self, name: str) -> np.ndarray | None:
         """Sentence start offsets (``N + 1`` int64) for sentence splits, else None."""
@@ -230,14 +299,17 @@ class PreparedDataset:
                         f"{self.path / filename}: sha256 {got} does not match "
                         f"meta.json ({expected})"
                     )
-            ids = self.split(name)
-            for start in range(0, len(ids), 1 << 24):
-                top = int(ids[start : start + (1 << 24)].max())
-                if top >= len(self.vocab):
-                    raise ValueError(
-                        f"{self.path / info['file']}: id {top} is outside the vocabulary "
-                        f"({len(self.vocab)} tokens)"
-                    )
+            self.split(name)  # checks the ids
+
+
+def _check_entry(where: Path, field: str, info: dict, count: str) -> None:
+    """A file entry of meta.json: a plain file name inside the folder and a count >= 0."""
+    name = info.get("file")
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"{where}: {field}.file {name!r} must be a file name inside the folder")
+    n = info.get(count)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"{where}: {field}.{count} {n!r} must be an integer >= 0")
 
 
 def _check_meta(path: Path, meta) -> None:
@@ -255,9 +327,16 @@ def _check_meta(path: Path, meta) -> None:
         raise ValueError(f"{where}: field 'splits' must hold at least 'train'")
     itemsize = DTYPES[meta["dtype"]].itemsize
     for name, info in splits.items():
+        if not isinstance(info, dict):
+            raise ValueError(f"{where}: splits.{name} must be an object with file, tokens, sha256")
         for key in ("file", "tokens", "sha256"):
             if key not in info:
                 raise ValueError(f"{where}: splits.{name} has no {key!r}")
+        _check_entry(where, f"splits.{name}", info, "tokens")
+        if "sentences" in info:
+            if not isinstance(info["sentences"], dict) or "file" not in info["sentences"]:
+                raise ValueError(f"{where}: splits.{name}.sentences must be an object with 'file'")
+            _check_entry(where, f"splits.{name}.sentences", info["sentences"], "count")
         f = path / info["file"]
         if info["tokens"] == 0:
             continue

@@ -31,6 +31,8 @@ def archive_errors(path: str | os.PathLike, member: str | None = None) -> Iterat
         raise ValueError(
             f"{where}: corrupt or truncated archive ({type(e).__name__}: {e})"
         ) from None
+    except NotImplementedError as e:  # zipfile: a compression method it cannot read
+        raise ValueError(f"{where}: unsupported archive format ({e})") from None
 
 
 def _strip_dot(name: str) -> str:
@@ -85,6 +87,11 @@ class Archive:
 
     def open(self, name: str):
         info = self._get(name)
+        if self._zip and info.flag_bits & 0x1:  # zipfile would ask for a password
+            raise ValueError(
+                f"{self.path}: member {name!r} is encrypted; expected an unencrypted "
+                "archive as distributed (re-create it without a password)"
+            )
         with archive_errors(self.path, name):
             return self._zip.open(info) if self._zip else self._tar.extractfile(info)
 

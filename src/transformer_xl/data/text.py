@@ -34,6 +34,7 @@ from transformer_xl.data.prepared import (
     SPLITS,
     PreparedDataset,
     PreparedWriter,
+    check_destination,
     id_dtype,
     load_prepared,
 )
@@ -168,6 +169,16 @@ def _word_vocab(plan, min_freq, max_size, unk_token, lower_case) -> Vocab:
     )  # fmt: skip
 
 
+def check_vocab_limits(*, min_freq: int, max_size: int | None, vocab_size: int) -> None:
+    """``--min-freq`` >= 0, ``--max-size`` >= 1 (or unset), ``--vocab-size`` >= 1."""
+    for flag, value, lowest in (("--min-freq", min_freq, 0), ("--vocab-size", vocab_size, 1),
+                                ("--max-size", max_size, 1)):  # fmt: skip
+        if value is None and flag == "--max-size":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise ValueError(f"{flag} {value!r}: expected an integer >= {lowest}")
+
+
 def _train_bpe(plan, vocab_size: int, min_freq: int):
     try:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -199,9 +210,11 @@ def prepare_text(
     for label, f in (("valid", valid_fraction), ("test", test_fraction)):
         if not 0 < f < 0.5:
             raise ValueError(f"--{label}-fraction {f} must be between 0 and 0.5")
+    check_vocab_limits(min_freq=min_freq, max_size=max_size, vocab_size=vocab_size)
     train = [train] if isinstance(train, str | Path) else list(train)
     valid = [valid] if isinstance(valid, str | Path) else valid
     test = [test] if isinstance(test, str | Path) else test
+    check_destination(out, overwrite, inputs=[*train, *(valid or ()), *(test or ())])
     plan = _plan_splits(
         train, valid, test, (valid_fraction, test_fraction), tokenizer != "byte", quiet
     )
@@ -217,7 +230,7 @@ def prepare_text(
         bpe = _train_bpe(plan, vocab_size, min_freq)
         vocab = bpe.vocab
     dtype = id_dtype(len(vocab))
-    with PreparedWriter(out, overwrite=overwrite) as w:
+    with PreparedWriter(out, overwrite=overwrite, progress=not quiet) as w:
         splits = {}
         for s in SPLITS:
             sw = w.split(s, dtype)

@@ -31,6 +31,10 @@ KINDS = ("word", "char", "byte", "bpe")
 OPTION_DEFAULTS = {"lower_case": False, "eos_at_start": False}
 
 
+class UnknownDataset(ValueError):
+    """A dataset name :meth:`Vocab.from_authors` has no vocabulary rules for."""
+
+
 def frequency_order(counts: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     """``(symbol, count)`` pairs given in first-occurrence order, sorted by decreasing count
     with ties kept in that order (what ``Counter.most_common`` returns)."""
@@ -46,6 +50,8 @@ def build_symbols(
 ) -> list[str]:
     """The authors' vocabulary order: specials, then ``frequency_order(counts)`` cut by
     ``max_size`` (a count of counted symbols, specials not included) and ``min_freq``."""
+    if min_freq < 0 or (max_size is not None and max_size < 0):
+        raise ValueError(f"min_freq={min_freq}, max_size={max_size}: expected values >= 0")
     symbols: list[str] = []
     seen: set[str] = set()
     for sym in specials:
@@ -307,7 +313,7 @@ class Vocab:
     @classmethod
     def from_authors(cls, symbols: Sequence[str], dataset: str) -> Vocab:
         """A vocabulary from the authors' ``idx2sym`` list (their ``cache.pkl`` or HF's
-        ``vocab.pkl``, read with :func:`read_pickled_symbols`), given the dataset it came from:
+        ``vocab.pkl``, read by :mod:`transformer_xl.convert.vocab_files`), given the dataset it came from:
         enwik8 (byte values), text8 (characters, ``_`` for space), wt103 / wt2 / ptb (words with
         ``<eos>``), lm1b (words with ``<S>`` and ``<UNK>``)."""
         name = dataset.lower().replace("-", "").replace("_", "")
@@ -335,17 +341,6 @@ class Vocab:
                 symbols, "word", unk_token="<UNK>", eos_token="<S>",
                 special_tokens=["<S>", "<UNK>"], options={"eos_at_start": True},
             )  # fmt: skip
-        raise ValueError(
+        raise UnknownDataset(
             f"unknown dataset {dataset!r}: expected enwik8, text8, wt103, wt2, ptb or lm1b"
         )
-
-
-# ------------------------------------------------------------------ pickled vocabularies
-def read_pickled_symbols(path: str | os.PathLike) -> list[str]:
-    """The ``idx2sym`` list inside the authors' ``cache.pkl`` (a pickled Python 2 corpus) or
-    HF's ``vocab.pkl`` / ``vocab.bin`` (a pickled tokenizer ``__dict__``, plain or in
-    ``torch.save``'s zip format), read without running any code from the file: the restricted
-    unpickler of :mod:`transformer_xl.convert.safe_pickle` refuses anything off its allow-list."""
-    from transformer_xl.convert.vocab_files import read_vocab_pickle
-
-    return read_vocab_pickle(path).tokens

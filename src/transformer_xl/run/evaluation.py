@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.folders import resolve_model
 from transformer_xl.run.config import TRAIN_FIELDS, RunConfig, make_train_config
-from transformer_xl.run.folder import RunFolder, find_model_folder, read_json
+from transformer_xl.run.folder import RunFolder, read_json
 from transformer_xl.run.metrics import eval_record
 
 SETTINGS = ("tgt_len", "mem_len", "clamp_len", "same_length", "batch_size")
@@ -38,9 +39,9 @@ def eval_plan(
 ) -> tuple[Path, str, dict[str, Any]]:
     """``(model folder, data, settings)`` for ``txl eval MODEL``: the flags in ``given`` (None =
     unset) over the run's evaluation settings (a run folder) or the model config's (batch 10)."""
-    path = Path(model_path)
-    model_dir = find_model_folder(path)
-    run = run_of(path) if RunFolder(path).is_run() else None
+    loc = resolve_model(model_path)  # a model, run or checkpoint folder (or a Hub repo id)
+    model_dir, path = loc.model_dir, loc.run_dir
+    run = run_of(path) if path is not None and RunFolder(path).is_run() else None
     if run is not None:
         defaults = run.train.eval_settings
         data = data or run.train.data

@@ -34,7 +34,6 @@ from typing import Any
 from safetensors import SafetensorError
 
 from transformer_xl.fileio import atomic_write_text
-from transformer_xl.hub import resolve_model
 from transformer_xl.run.metrics import METRICS
 
 MANIFEST = "MANIFEST.json"
@@ -354,26 +353,3 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 def is_model_folder(path: Path) -> bool:
     return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
-
-
-def find_model_folder(path: str | os.PathLike) -> Path:
-    """The model folder meant by ``path``: a model folder itself, a checkpoint folder (its
-    ``model/``) or a run folder (its best model, else its newest intact checkpoint's); a Hub
-    repo id is first resolved to its cached snapshot."""
-    path = resolve_model(path)
-    if not path.is_dir():
-        raise ValueError(f"{path}: not a model folder (nor a run or checkpoint folder)")
-    if is_model_folder(path):
-        return path
-    if is_model_folder(path / RunFolder.MODEL):
-        return path / RunFolder.MODEL
-    run = RunFolder(path)
-    if run.best_model() is not None:
-        return run.best
-    found = run.latest_valid() if run.is_run() else None
-    if found is None:
-        raise ValueError(
-            f"{path}: no model in it (expected a model folder with config.json and "
-            "model.safetensors, a run folder or a checkpoint folder)"
-        )
-    return found.path / RunFolder.MODEL

@@ -31,12 +31,12 @@ from safetensors.numpy import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.fileio import atomic_output, atomic_write_text
+from transformer_xl.folders import find_model_folder
 from transformer_xl.run.config import TORCH_ONLY, RunConfig, TrainConfig  # noqa: F401
 from transformer_xl.run.data import check_prepared
 from transformer_xl.run.folder import (
     WRITE_ERRORS,
     RunFolder,
-    find_model_folder,
     read_json,
     write_json,
 )

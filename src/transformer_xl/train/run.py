@@ -13,6 +13,7 @@ import torch
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.evaluate import EvalResult, check_vocab
 from transformer_xl.fileio import atomic_write_text
+from transformer_xl.folders import find_model_folder
 from transformer_xl.run.config import (
     RunConfig,
     format_layers,
@@ -20,7 +21,7 @@ from transformer_xl.run.config import (
     resolve_layers,
     resume_config,
 )
-from transformer_xl.run.folder import RunFolder, find_model_folder
+from transformer_xl.run.folder import RunFolder
 from transformer_xl.run.metrics import dumps, record_final
 from transformer_xl.train.data import open_data
 from transformer_xl.train.distributed import barrier, init_distributed, shutdown

@@ -1,0 +1,191 @@
+"""Which model a path names: every command that takes a model resolves it here.
+
+Accepted (:func:`resolve_model`):
+
+- a **model folder**: ``config.json`` (a model config) + ``model.safetensors`` (+ ``vocab.json``);
+- a **run folder** (``txl train --out RUN``): its best model ``RUN/best/``, else the model of its
+  newest intact checkpoint;
+- a **checkpoint folder** ``RUN/checkpoints/step-N/``: its ``model/``.
+
+A foreign folder (an HF ``transformers`` folder, the authors' TensorFlow release or checkpoint,
+the authors' PyTorch ``model.pt``) raises :class:`ForeignModelError`, whose message is the exact
+``txl convert --from ...`` command that makes a model folder of it.
+
+A Hub repo id (``owner/name``, when no such local folder exists) is first resolved to its
+cached snapshot (:mod:`transformer_xl.hub`). The run layout is owned by
+:class:`transformer_xl.run.folder.RunFolder`; this module only asks it, in :func:`run_model_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformer_xl.hub import resolve_model as resolve_hub
+from transformer_xl.run.folder import RunFolder
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+BEST, CHECKPOINTS, MODEL_SUBDIR = RunFolder.BEST, RunFolder.CHECKPOINTS, RunFolder.MODEL
+MODEL, RUN, CHECKPOINT = "model", "run", "checkpoint"
+FOREIGN = {
+    "hf": "an HF transformers TransfoXL folder",
+    "tf": "the authors' TensorFlow checkpoint",
+    "original": "the authors' PyTorch checkpoint",
+}
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where the model of a user's path lies: ``model_dir`` is a model folder; ``run_dir`` the
+    run it belongs to (``None`` for a plain model folder); ``backend`` the trainer that wrote the
+    run (``"torch"`` or ``"tf"``)."""
+
+    model_dir: Path
+    kind: str  # MODEL, RUN or CHECKPOINT
+    run_dir: Path | None = None
+    backend: str = "torch"
+
+
+class ForeignModelError(ValueError):
+    """A folder in another project's format; the message holds the command converting it."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path, self.format = path, fmt
+        super().__init__(
+            f"{path}: {FOREIGN[fmt]}, not a model folder; convert it first: "
+            f"{convert_command(path, fmt)}"
+        )
+
+
+def convert_command(path: str | os.PathLike, fmt: str) -> str:
+    """The ``txl convert`` command line writing a model folder beside ``path``."""
+    path = Path(path)
+    base = path.parent / path.name.removesuffix(".pt") if path.is_file() else path
+    out = base.with_name(f"{base.name}-txl")
+    return f"txl convert --from {fmt} {shlex.quote(str(path))} {shlex.quote(str(out))}"
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    """``path`` as a JSON object, or None when it is absent or not one (callers that need it
+    report the reason through the loader that owns the format)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def foreign_format(path: str | os.PathLike) -> str | None:
+    """``"hf"``, ``"tf"`` or ``"original"`` when ``path`` is in that foreign format, else None."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix == ".index" or Path(f"{path}.index").is_file():
+            return "tf"
+        return "original" if path.suffix in (".pt", ".pth") else None
+    if not path.is_dir():
+        return "tf" if Path(f"{path}.index").is_file() else None
+    cfg = _json_object(path / CONFIG_NAME)
+    if cfg is not None and ("model_type" in cfg or "architectures" in cfg):
+        return "hf"
+    if cfg is None and any((path / n).is_file() for n in ("pytorch_model.bin", "vocab.pkl")):
+        return "hf"
+    for folder in (path, path / "model"):
+        if (folder / "checkpoint").is_file() or any(folder.glob("*.index")):
+            return "tf"
+    if (path / "model.pt").is_file():
+        return "original"
+    return None
+
+
+def _is_run_config(path: Path) -> bool:
+    cfg = _json_object(path / CONFIG_NAME)
+    return cfg is not None and isinstance(cfg.get("model"), dict) and "train" in cfg
+
+
+def _is_run(path: Path) -> bool:
+    return RunFolder(path).is_run() or _is_run_config(path)
+
+
+def run_model_dir(run_dir: Path) -> Path:
+    """The model folder of a run: ``best/``, else the newest intact checkpoint's ``model/``."""
+    run = RunFolder(run_dir)
+    if run.best_model() is not None:
+        return run.best
+    found = run.latest_valid(unsealed=run.legacy_tf())
+    if found is not None:
+        return found.path / MODEL_SUBDIR
+    raise ValueError(f"{run_dir}: the run has no saved model yet (no {BEST}/ and no checkpoint)")
+
+
+def resolve_model(path: str | os.PathLike) -> ModelLocation:
+    """The model folder named by ``path`` (see the module doc); ``ValueError`` (a
+    :class:`ForeignModelError` for foreign formats) naming the path otherwise."""
+    path = resolve_hub(path)
+    fmt = foreign_format(path)
+    if fmt is not None:
+        raise ForeignModelError(path, fmt)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder (expected a model, run or checkpoint)")
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a folder (expected a model, run or checkpoint folder)")
+    if _is_run(path):
+        backend = RunFolder(path).backend() or "torch"
+        return ModelLocation(run_model_dir(path), RUN, path, backend)
+    if (path / MODEL_SUBDIR / CONFIG_NAME).is_file() and path.parent.name == CHECKPOINTS:
+        run_dir = path.parent.parent
+        backend = RunFolder(run_dir).backend() or "torch"
+        return ModelLocation(path / MODEL_SUBDIR, CHECKPOINT, run_dir, backend)
+    if (path / MODEL_SUBDIR / CONFIG_NAME).is_file() and not (path / CONFIG_NAME).exists():
+        return ModelLocation(path / MODEL_SUBDIR, CHECKPOINT)  # a checkpoint copied elsewhere
+    if not (path / CONFIG_NAME).is_file():
+        raise ValueError(
+            f"{path}: not a model folder ({CONFIG_NAME} and {WEIGHTS_NAME}), run folder or "
+            "checkpoint folder, and no foreign format recognised"
+        )
+    try:
+        (path / CONFIG_NAME).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path / CONFIG_NAME}: not UTF-8 text (byte {e.start}); expected JSON"
+        ) from None
+    return ModelLocation(path, MODEL)
+
+
+@dataclass
+class OpenedModel:
+    """A loaded model with its tokenizer (None when the folder has no ``vocab.json``)."""
+
+    model: Any
+    tokenizer: Any
+    location: ModelLocation
+
+
+def open_model(path: str | os.PathLike, *, device: Any = "cpu") -> OpenedModel:
+    """Load the model named by ``path`` (any kind :func:`resolve_model` accepts) in eval mode,
+    with its tokenizer, checking that the vocabulary has as many tokens as the model."""
+    from transformer_xl.weights import load_pretrained
+
+    loc = resolve_model(path)
+    model = load_pretrained(loc.model_dir, map_location=device).eval()
+    tokenizer = None
+    if (loc.model_dir / "vocab.json").is_file():
+        from transformer_xl.data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(loc.model_dir)
+        if len(tokenizer.vocab) != model.config.vocab_size:
+            raise ValueError(
+                f"{loc.model_dir / 'vocab.json'}: {len(tokenizer.vocab):,} tokens, but the model "
+                f"({loc.model_dir / CONFIG_NAME}) has vocab_size {model.config.vocab_size:,}: "
+                "not this model's vocabulary"
+            )
+    return OpenedModel(model, tokenizer, loc)
+
+
+def find_model_folder(path: str | os.PathLike) -> Path:
+    """The model folder named by ``path`` (any kind :func:`resolve_model` accepts)."""
+    return resolve_model(path).model_dir
