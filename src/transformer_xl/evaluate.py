@@ -78,8 +78,10 @@ def use_cached_keys(model, settings: SegmentSettings, qlen: int, autocast, devic
     :class:`TransformerXLLM` in full precision, and where the model supports it (not attn_type
     2/3 with pre_lnorm). Otherwise (``mem_len <= tgt_len``, autocast, wrapped models) the
     segment forward is as fast or the only option."""
-    if not isinstance(model, TransformerXLLM) or settings.mem_len <= qlen:
-        return False
+    if type(model) is not TransformerXLLM or settings.mem_len <= qlen:
+        return False  # FSDP2's fully_shard swaps in a subclass; DDP and compile wrap the model
+    if any(hasattr(p, "device_mesh") for p in model.parameters()):
+        return False  # sharded (DTensor) weights: only the wrapped forward gathers them
     if autocast is not None and not isinstance(autocast, contextlib.nullcontext):
         return False
     if torch.is_autocast_enabled(torch.device(device).type):
