@@ -21,7 +21,6 @@ import torch
 from transformer_xl.data import PreparedDataset, Vocab, eval_stream, load_prepared
 from transformer_xl.data import train_stream as data_train_stream
 from transformer_xl.data.prepared import PreparedWriter
-from transformer_xl.run.data import check_prepared
 from transformer_xl.train.distributed import DistEnv, barrier
 
 BUILTIN = "builtin:cpython-docs"
@@ -96,10 +95,10 @@ class TrainingData:
         self.tokenizer_dir = dataset.path
 
     def check_ids(self, splits=None) -> None:
-        """Refuse a split holding token ids >= the vocabulary size (before any step runs)."""
-        splits = self.dataset.splits if splits is None else splits
-        meta, ds = self.dataset.meta, self.dataset
-        check_prepared(ds.path, meta, splits, self.vocab_size, ds.split)
+        """Refuse a split holding token ids >= the vocabulary size (before any step runs):
+        :meth:`PreparedDataset.split` checks each split once, naming the file, as it opens it."""
+        for name in self.dataset.splits if splits is None else splits:
+            self.dataset.split(name)
 
     def describe(self) -> str:
         sizes = ", ".join(f"{k} {self.dataset.num_tokens(k):,}" for k in self.dataset.splits)
