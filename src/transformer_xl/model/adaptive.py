@@ -250,7 +250,8 @@ class _ClusterNLL(torch.autograd.Function):
         w, b = _packed(weight, extra_w, z.dtype), _packed(bias, extra_b, z.dtype)
         logits = torch.addmm(b, z, w.t())  # [n, V_i (+ n_tail)]
         nll = _nll_blocks(logits, col, keep=True)  # logits now hold the (log-)softmax
-        ctx.save_for_backward(z, w, logits, col)
+        # the parameters, not the packed copy ``w`` (for the head a second [V_0, d] table)
+        ctx.save_for_backward(z, weight, extra_w, logits, col)
         ctx.meta = (weight.shape[0], weight.dtype, bias.dtype, extra_w is not None)
         ctx.in_place, ctx.done = in_place, False
         return nll
@@ -260,10 +261,15 @@ class _ClusterNLL(torch.autograd.Function):
         if ctx.done:
             raise RuntimeError("the fused adaptive softmax can be run backward only once")
         ctx.done = ctx.in_place
-        z, w, kept, col = ctx.saved_tensors
+        z, weight, extra_w, kept, col = ctx.saved_tensors
         n0, w_dtype, b_dtype, has_extra = ctx.meta
         grad = _logits_grad(kept, col, grad_nll, ctx.in_place)  # [n, V_i (+ n_tail)]
-        grad_z = grad @ w
+        if weight.dtype == z.dtype:  # the parameters as they are, columns split at n0
+            grad_z = grad[:, :n0] @ weight
+            if has_extra:
+                grad_z.addmm_(grad[:, n0:], extra_w)
+        else:  # cast (and packed) again: a transient copy instead of one kept since forward
+            grad_z = grad @ _packed(weight, extra_w, z.dtype)
         grad_w = (z.t() @ grad).t()  # [V_i (+ n_tail), d_i]; the wide matrix is not transposed
         grad_b = grad.sum(0, dtype=torch.promote_types(grad.dtype, torch.float32))
         gw, gb = grad_w[:n0].to(w_dtype), grad_b[:n0].to(b_dtype)
