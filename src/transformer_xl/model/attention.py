@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.model.dropout import Dropout, dropout
 from transformer_xl.model.kernels import relative_attention
 from transformer_xl.segment import SegmentSettings
 
@@ -175,7 +174,7 @@ def attend(
     scores = (scores * scale).masked_fill(mask, float("-inf"))
     acc = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
     probs = torch.softmax(scores, dim=-1, dtype=acc).to(v.dtype)
-    probs = dropout(probs, dropout_p, training=dropout_p > 0)
+    probs = F.dropout(probs, p=dropout_p, training=dropout_p > 0)
     return torch.matmul(probs, v)
 
 
@@ -196,7 +195,7 @@ class RelativeAttention(nn.Module):
         self.r_net = nn.Linear(cfg.d_model, inner, bias=False) if cfg.attn_type == 0 else None
         self.o = nn.Linear(inner, cfg.d_model, bias=False)
         self.ln = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.drop = Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
         self.dropatt = cfg.dropatt
         self.pre_lnorm = cfg.pre_lnorm
 

@@ -27,7 +27,7 @@ from transformer_xl.model.attention import (
     relative_distances,
     sinusoid,
 )
-from transformer_xl.model.dropout import Dropout, relu_dropout
+from transformer_xl.model.dropout import relu_dropout
 from transformer_xl.model.generate import generate
 from transformer_xl.model.init import init_weights
 from transformer_xl.model_folder import load_state, read_model_folder, write_model_folder
@@ -42,7 +42,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(cfg.d_model, cfg.d_inner)
         self.fc2 = nn.Linear(cfg.d_inner, cfg.d_model)
         self.ln = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.drop = Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
         self.pre_lnorm = cfg.pre_lnorm
 
     def forward(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, T, D]
@@ -111,7 +111,7 @@ class TransformerXLLM(nn.Module):
         self.word_emb = AdaptiveEmbedding(cfg)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layer))
         self.crit = AdaptiveSoftmaxParams(cfg)
-        self.drop = Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
         H, Dh, L = cfg.n_head, cfg.d_head, cfg.n_layer
         bias_shape = (L, H, Dh) if cfg.untie_r else (H, Dh)
         # u (r_w_bias) and v (r_r_bias); attn_type 1 uses u only, 2 and 3 neither
