@@ -134,6 +134,13 @@ class PositionTerms:
     add_kv: Tensor | None = None
 
 
+def add_bias(q: Tensor, bias: Tensor | None) -> Tensor:
+    """``q + bias`` in ``q``'s dtype: under autocast ``q`` is bfloat16 and the bias a float32
+    parameter, and the plain sum would promote ``[B, T, H, Dh]`` to float32 only for the next
+    matmul to cast it back (the gradient still reaches the float32 parameter)."""
+    return q if bias is None else q + bias.to(q.dtype)
+
+
 def attend(
     q: Tensor,
     k: Tensor,
@@ -242,14 +249,14 @@ class RelativeAttention(nn.Module):
             and impl in FUSED_POSITION_IMPLS
             and not dropatt
         )
-        pq = q if pos.pos_query_bias is None else q + pos.pos_query_bias
+        pq = add_bias(q, pos.pos_query_bias)
         if pos_keys is not None and not fused:
             # [B, T, H, Dh] x [K+1, H, Dh] -> [B, H, T, K+1]
             bd = torch.einsum("bihd,jhd->bhij", pq, pos_keys)
             if pos_bias is not None:
                 bd = bd + pos_bias.t()[None, :, None, :]
             pos_scores = rel_shift(bd)  # [B, H, T, K]
-        cq = q if pos.content_bias is None else q + pos.content_bias
+        cq = add_bias(q, pos.content_bias)
         if fused:
             # the kernel computes (q + v) . R[M + i - j] per tile: no [B, H, T, K] tensor
             r = pos_keys.flip(0).permute(1, 0, 2)  # [H, K+1, Dh], row d = distance d
@@ -295,13 +302,13 @@ class RelativeAttention(nn.Module):
         else:  # (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
             v_bias, keys = pos.pos_query_bias, pos.pos_keys
             rows = min(keys.shape[0], geo.index.shape[1])  # distances in use: < K
-            pq = q if v_bias is None else q + v_bias
+            pq = add_bias(q, v_bias)
             scores = torch.einsum("bihd,uhd->bhiu", pq, keys[:rows])  # [B, H, T, U]
             if pos.pos_bias is not None:
                 scores = scores + pos.pos_bias[:rows].t()[None, :, None, :]
             idx = geo.index[None, None].expand(bsz, self.n_head, -1, -1)  # [B, H, T, K]
             bias = (scores.gather(-1, idx) * scale).to(q.dtype).masked_fill(geo.mask, float("-inf"))
-            cq = (q if pos.content_bias is None else q + pos.content_bias).transpose(1, 2)
+            cq = add_bias(q, pos.content_bias).transpose(1, 2)
             out = F.scaled_dot_product_attention(cq, kv[0], kv[1], attn_mask=bias, scale=scale)
         out = self.o(out.transpose(1, 2).reshape(bsz, qlen, -1))  # [B, T, D]
         return h + out if self.pre_lnorm else self.ln(h + out)
