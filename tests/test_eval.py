@@ -119,7 +119,7 @@ def test_cached_key_evaluation_equals_the_segment_path(kw, attn_type):
                 p.copy_(torch.randn_like(p) * 0.3)
     ids = torch.randint(0, 50, (2, 40))
     batches = segments(ids, 4)
-    assert use_cached_keys(model, SegmentSettings(**kw), 4, None, "cpu")
+    assert use_cached_keys(model, SegmentSettings(**kw), 4)
     fast = evaluate(model, batches, **kw)
     slow = evaluate(model, batches, **kw, cached_keys=False)
     assert fast.tokens == slow.tokens == 2 * 39
@@ -132,7 +132,30 @@ def test_segment_path_is_kept_where_memory_is_not_longer():
     from transformer_xl.segment import SegmentSettings
 
     model = tiny_model()
-    assert not use_cached_keys(model, SegmentSettings(mem_len=8), 8, None, "cpu")
-    assert not use_cached_keys(
-        model, SegmentSettings(mem_len=64), 8, torch.autocast("cpu", torch.bfloat16), "cpu"
-    )
+    assert not use_cached_keys(model, SegmentSettings(mem_len=8), 8)
+    assert use_cached_keys(model, SegmentSettings(mem_len=9), 8)
+
+
+@pytest.mark.parametrize("attn_type", [0, 1, 2, 3])
+def test_cached_key_evaluation_under_bf16_autocast(attn_type):
+    """Under bf16 autocast the cached-key path keeps a bf16 cache and scores like the bf16
+    segment path and like float32 (to bf16's precision)."""
+    from transformer_xl.model.incremental import StreamingLM
+
+    model = tiny_model(attn_type=attn_type)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn_like(p) * 0.3)
+    ids = torch.randint(0, 50, (2, 40))
+    batches = segments(ids, 4)
+    bf16 = torch.autocast("cpu", torch.bfloat16)
+    fast = evaluate(model, batches, mem_len=12, autocast=bf16)
+    slow = evaluate(model, batches, mem_len=12, autocast=bf16, cached_keys=False)
+    full = evaluate(model, batches, mem_len=12)
+    assert fast.tokens == slow.tokens == full.tokens == 2 * 39
+    assert fast.nll_sum == pytest.approx(full.nll_sum, rel=2e-2)
+    assert fast.nll_sum == pytest.approx(slow.nll_sum, rel=2e-2)
+    with bf16:
+        stream = StreamingLM(model, 2, mem_len=12)
+    assert stream.kv.buf.dtype == torch.bfloat16

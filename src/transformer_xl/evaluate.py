@@ -70,22 +70,18 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(inner, "_orig_mod", inner)
 
 
-def use_cached_keys(model, settings: SegmentSettings, qlen: int, autocast, device) -> bool:
+def use_cached_keys(model, settings: SegmentSettings, qlen: int) -> bool:
     """Whether :func:`evaluate` reads with cached keys and values (:class:`StreamingLM`):
     when the memory is longer than a segment (``mem_len > tgt_len``, the paper's evaluation
     settings), because then re-projecting the memory's keys, values and the position terms of
     every segment costs more than the segment itself; only for a plain (unwrapped, unsharded)
-    :class:`TransformerXLLM` in full precision, and where the model supports it (not attn_type
-    2/3 with pre_lnorm). Otherwise (``mem_len <= tgt_len``, autocast, wrapped models) the
-    segment forward is as fast or the only option."""
+    :class:`TransformerXLLM` (in full precision or under ``autocast``), and where the model
+    supports it (not attn_type 2/3 with pre_lnorm). Otherwise (``mem_len <= tgt_len``, wrapped
+    models) the segment forward is as fast or the only option."""
     if type(model) is not TransformerXLLM or settings.mem_len <= qlen:
         return False  # FSDP2's fully_shard swaps in a subclass; DDP and compile wrap the model
     if any(hasattr(p, "device_mesh") for p in model.parameters()):
         return False  # sharded (DTensor) weights: only the wrapped forward gathers them
-    if autocast is not None and not isinstance(autocast, contextlib.nullcontext):
-        return False
-    if torch.is_autocast_enabled(torch.device(device).type):
-        return False
     cfg = model.config
     return not (cfg.attn_type in (2, 3) and cfg.pre_lnorm)
 
@@ -118,7 +114,7 @@ def evaluate(
 
     How the segments are read: with cached keys and values (:class:`StreamingLM`, the same
     numbers) when :func:`use_cached_keys` says so for the first batch's segment length (in
-    short: ``mem_len > tgt_len`` and a plain full-precision model), else with the segment
+    short: ``mem_len > tgt_len`` and a plain model), else with the segment
     forward. ``cached_keys`` True/False forces one way.
     """
     base = _unwrap(model).config.segment
@@ -133,30 +129,31 @@ def evaluate(
     mems, stream = None, None
     seen = 0
     try:
-        for batch in batches:
-            x, y, mask = _unpack(batch)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if cached_keys is None:
-                cached_keys = use_cached_keys(model, s, x.shape[1], autocast, device)
-            if cached_keys:
-                stream = stream or StreamingLM(model, x.shape[0], s)
-                token_nll = -stream.score(x, y).double()  # [B, T]
-            else:
-                with autocast or contextlib.nullcontext():
+        # one autocast region for the whole pass: each weight is cast once, not per segment
+        with autocast or contextlib.nullcontext():
+            for batch in batches:
+                x, y, mask = _unpack(batch)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if cached_keys is None:
+                    cached_keys = use_cached_keys(model, s, x.shape[1])
+                if cached_keys:
+                    stream = stream or StreamingLM(model, x.shape[0], s)
+                    token_nll = -stream.score(x, y).double()  # [B, T]
+                else:
                     out = model(x, labels=y, mems=mems, settings=s)
-                mems = out.mems
-                token_nll = out.token_nll.double()  # [B, T]
-            if mask is None:
-                nll += token_nll.sum()
-                count += token_nll.numel()
-                seen += token_nll.numel()
-            else:
-                mask = mask.to(device=device, dtype=torch.bool)
-                nll += token_nll.masked_fill(~mask, 0.0).sum()
-                count += mask.sum()
-                seen += int(mask.sum()) if max_tokens else 0
-            if max_tokens and seen >= max_tokens:
-                break
+                    mems = out.mems
+                    token_nll = out.token_nll.double()  # [B, T]
+                if mask is None:
+                    nll += token_nll.sum()
+                    count += token_nll.numel()
+                    seen += token_nll.numel()
+                else:
+                    mask = mask.to(device=device, dtype=torch.bool)
+                    nll += token_nll.masked_fill(~mask, 0.0).sum()
+                    count += mask.sum()
+                    seen += int(mask.sum()) if max_tokens else 0
+                if max_tokens and seen >= max_tokens:
+                    break
     finally:
         model.train(was_training)
     if reduce is not None:

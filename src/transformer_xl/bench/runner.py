@@ -12,6 +12,8 @@ import torch
 from transformer_xl.bench.flops import _sync, model_flops_per_token
 from transformer_xl.bench.presets import BenchPreset, bench_preset
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.evaluate import use_cached_keys
+from transformer_xl.model.incremental import StreamingLM
 
 MODES = ("train", "eval", "gen")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -177,9 +179,25 @@ class Runner:
             )
         run_kw = {} if is_hf else dict(mem_len=mlen, window_keys="mem_len")
         self.opt = _optimizer(model, is_hf) if case.mode == "train" else None
+        self.stream = self._stream(model, batch, tlen, mlen) if not is_hf else None
         self._forward = self._make_forward(fwd, is_hf, run_kw)
         self.next_token = self.data[:, :1]
         self.last_loss = float("nan")
+
+    def _stream(self, model, batch: int, tlen: int, mlen: int) -> StreamingLM | None:
+        """Evaluation as ``evaluate()`` reads it: with cached keys and values where the memory
+        is longer than a segment (``use_cached_keys``), the cache filled to ``mem_len`` first
+        (as the peer starts from ``mem_len`` zero vectors: the same keys from the first step)."""
+        if self.case.mode != "eval" or self.case.variant.compile:
+            return None
+        settings = model.config.segment.replace(ext_len=0, mem_len=mlen, window_keys="mem_len")
+        if not use_cached_keys(model, settings, tlen):
+            return None
+        with torch.no_grad(), self.autocast:
+            stream = StreamingLM(model, batch, settings)
+            for _ in range(-(-mlen // tlen)):
+                stream.score(*self._segment())
+        return stream
 
     def _make_forward(self, fwd, is_hf: bool, run_kw: dict):
         mode = self.case.mode
@@ -222,7 +240,10 @@ class Runner:
             self.last_loss = loss.detach()
             return
         with torch.no_grad(), self.autocast:
-            if mode == "eval":
+            if mode == "eval" and self.stream is not None:
+                x, y = self._segment()
+                self.last_loss = -self.stream.score(x, y).mean()
+            elif mode == "eval":
                 x, y = self._segment()
                 loss, _, self.mems = self._forward(x, y)
                 self.last_loss = loss

@@ -307,7 +307,8 @@ class RelativeAttention(nn.Module):
             if pos.pos_bias is not None:
                 scores = scores + pos.pos_bias[:rows].t()[None, :, None, :]
             idx = geo.index[None, None].expand(bsz, self.n_head, -1, -1)  # [B, H, T, K]
-            bias = (scores.gather(-1, idx) * scale).to(q.dtype).masked_fill(geo.mask, float("-inf"))
+            bias = scores.gather(-1, idx).to(q.dtype)  # [B, H, T, K], new: scaled in place
+            bias.mul_(scale).masked_fill_(geo.mask, float("-inf"))
             cq = add_bias(q, pos.content_bias).transpose(1, 2)
             out = F.scaled_dot_product_attention(cq, kv[0], kv[1], attn_mask=bias, scale=scale)
         out = self.o(out.transpose(1, 2).reshape(bsz, qlen, -1))  # [B, T, D]

@@ -171,7 +171,9 @@ class StreamingLM:
 
     The model's weights are read, never copied; the per-distance position tables are computed
     from them once (grown as longer distances are needed), so make a new stream after changing
-    the weights. Run settings default to the model config's.
+    the weights. Run settings default to the model config's. Made under
+    ``torch.autocast``, the key/value cache holds autocast's dtype (half the memory in bfloat16):
+    feed it under the same autocast.
     """
 
     def __init__(
@@ -197,9 +199,12 @@ class StreamingLM:
         self.mem_len, self.clamp_len = self.settings.mem_len, self.settings.clamp_len
         self.window = self.settings.window
         first = next(model.parameters())
+        dtype = first.dtype  # made under autocast: the cache holds autocast's dtype
+        if torch.is_autocast_enabled(first.device.type):
+            dtype = torch.get_autocast_dtype(first.device.type)
         self.kv = KeyValueWindow(
             cfg.n_layer, batch_size, cfg.n_head, cfg.d_head, self.mem_len,
-            device=first.device, dtype=first.dtype,
+            device=first.device, dtype=dtype,
         )  # fmt: skip
         self._tables: list[PositionTerms] = []
         self._table_rows = 0
