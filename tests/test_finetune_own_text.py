@@ -4,6 +4,7 @@
 input of ``--vocab``, each ending with exit 2 and one line naming it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.cli import main
 from transformer_xl.data import load_prepared, load_tokenizer
 from transformer_xl.data.vocab import Vocab
+
+TF_WT103 = Path(__file__).parent / "fixtures" / "tf" / "tf_wt103"
 
 KNOWN = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "park", "in",
          "morning", ".", ",", "big", "small", "red"]  # fmt: skip
@@ -76,32 +79,42 @@ def own_text(tmp_path):
     return path
 
 
-def test_a_new_users_fine_tuning_session(tmp_path, capsys, word_model, own_text):
-    data, run = tmp_path / "data", tmp_path / "run"
-    code, out, err = txl(capsys, "prepare", "text", "--train", own_text, "--vocab", word_model,
+def test_a_new_users_fine_tuning_session(tmp_path, capsys):
+    """The recipe of docs/training.md, on the authors' TF WikiText-103 layout (tiny fixture)."""
+    model, data, run = tmp_path / "models" / "wt103", tmp_path / "data", tmp_path / "run"
+    code, _, err = txl(capsys, "convert", "--from", "tf", TF_WT103, model)
+    assert code == 0, err
+    model_vocab = Vocab.load(model / "vocab.json")
+    assert (model_vocab.eos_token, model_vocab.unk_token) == ("<eos>", "<unk>")
+    rng = np.random.default_rng(0)
+    known = [t for t in model_vocab.tokens if t not in ("<eos>", "<unk>")]
+    lines = [" ".join(rng.choice(known + OOV, 10)) for _ in range(200)]
+    own_text = tmp_path / "my_notes.txt"
+    own_text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    code, out, err = txl(capsys, "prepare", "text", "--train", own_text, "--vocab", model,
                          "--out", data)  # fmt: skip
     assert code == 0, err
     ds = load_prepared(data)
-    model_vocab = Vocab.load(word_model / "vocab.json")
     assert ds.vocab == model_vocab  # the model's vocabulary, as it is
     # every OOV word became <unk>, counted per split, and the summary says so
     text = own_text.read_text()
     n_oov = sum(text.split().count(w) for w in OOV)
     splits = ds.meta["splits"]
-    assert sum(s["unknown_tokens"] for s in splits.values()) == n_oov
+    assert n_oov > 0 and sum(s["unknown_tokens"] for s in splits.values()) == n_oov
     assert set(splits["train"]["unknown_examples"]) == set(OOV)
-    assert "unknown" in out and "%" in out
+    share = 100 * n_oov / sum(s["tokens"] for s in splits.values())
+    assert f"({n_oov:,} unknown, {share:.2f}%)" in out
     assert f"{splits['train']['unknown_tokens']:,} unknown" in err and "<unk>" in err
     # a line end is the model's <eos>, the ids are what the model's tokenizer gives
     ids = np.concatenate([ds.split(s) for s in ("train", "valid", "test")])
-    assert list(ids).count(model_vocab.eos_id) == len(text.splitlines())
-    assert ids.tolist() == load_tokenizer(word_model).encode(text)[: len(ids)]
+    assert list(ids).count(model_vocab.eos_id) == len(lines)
+    assert ids.tolist() == load_tokenizer(model).encode(text)[: len(ids)]
 
-    code, out, err = txl(capsys, "train", "--init-from", word_model, "--data", data, "--out", run,
+    code, out, err = txl(capsys, "train", "--init-from", model, "--data", data, "--out", run,
                          *TRAIN_SMALL)  # fmt: skip
     assert code == 0, err
-    assert f"weights from {word_model}" in out
-    assert (run / "best" / "model.safetensors").is_file()
+    assert f"weights from {model}" in out
     assert Vocab.load(run / "best" / "vocab.json") == model_vocab
 
     code, out, err = txl(capsys, "eval", run, "--split", "valid", "--json")
@@ -109,12 +122,11 @@ def test_a_new_users_fine_tuning_session(tmp_path, capsys, word_model, own_text)
     record = json.loads(out)
     assert np.isfinite(record["loss"]) and record["tokens"] == ds.num_tokens("valid") - 1
 
-    code, out, err = txl(capsys, "generate", run, "--prompt", "the zebra sat", "--seed", "0",
+    code, out, err = txl(capsys, "generate", run, "--prompt", "the zebra was", "--seed", "0",
                          "--max-new-tokens", "6")  # fmt: skip
     assert code == 0, err
-    assert "became <unk>" in err  # the prompt's OOV word
-    assert set(out.split()) <= set(model_vocab.tokens)
-    assert len(out.split()) >= 1
+    assert "1 prompt token(s) are not in the vocabulary and became <unk>" in err
+    assert out.strip() and set(out.split()) <= set(model_vocab.tokens)
 
 
 def test_vocab_from_a_run_a_checkpoint_and_a_prepared_dataset(tmp_path, capsys, word_model,
@@ -150,6 +162,28 @@ def test_a_word_vocabulary_without_unk_refuses_oov_words(tmp_path, capsys, own_t
     code, _, err = txl(capsys, "prepare", "text", "--train", known, "--vocab",
                        tmp_path / "vocab.json", "--out", out, "--quiet")  # fmt: skip
     assert code == 0, err
+
+
+def test_word_vocabularies_bring_their_line_and_case_rules(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("The Cat sat\non a MAT\n" * 60)
+    Vocab.from_authors(["<eos>", "<unk>", "the", "cat", "sat", "on", "a"], "ptb").save(
+        tmp_path / "ptb.json"
+    )
+    Vocab.from_authors(["<S>", "<UNK>", "the", "cat", "sat", "on", "a"], "lm1b").save(
+        tmp_path / "lm1b.json"
+    )
+    for name in ("ptb", "lm1b"):
+        code, _, err = txl(capsys, "prepare", "text", "--train", text, "--vocab",
+                           tmp_path / f"{name}.json", "--out", tmp_path / name, "--quiet")  # fmt: skip
+        assert code == 0, err
+    ptb = load_prepared(tmp_path / "ptb")  # lower-cased, <eos> after each line
+    assert ptb.vocab.decode_ids(ptb.split("train")[:8]) == [
+        "the", "cat", "sat", "<eos>", "on", "a", "<unk>", "<eos>"]  # fmt: skip
+    assert ptb.meta["splits"]["train"]["unknown_examples"] == ["mat"]
+    lm1b = load_prepared(tmp_path / "lm1b")  # case kept, <S> opens the text and ends each line
+    assert lm1b.vocab.decode_ids(lm1b.split("train")[:5]) == ["<S>", "<UNK>", "<UNK>", "sat", "<S>"]
+    assert int(lm1b.split("valid")[0]) == lm1b.vocab.eos_id
 
 
 def test_char_and_byte_vocabularies_follow_their_rules(tmp_path, capsys):
@@ -224,6 +258,7 @@ def test_bad_vocab_sources_name_the_path(tmp_path, capsys, own_text):
         (tmp_path / "missing", ["missing", "no such file"]),
         (tmp_path / "empty-folder", ["empty-folder", "not a model folder", "vocab.json"]),
         (hf, ["hf-model", "txl convert --from hf"]),
+        (TF_WT103, ["tf_wt103", "txl convert --from tf"]),
         (no_vocab, ["weights-only", "no vocab.json"]),
         (wrong_size, ["wrong-size", "vocab_size 5", "not this model's vocabulary"]),
         (own_text, ["my_notes.txt", "not valid JSON", "expected a vocab.json"]),
@@ -246,3 +281,16 @@ def test_empty_own_text_is_refused(tmp_path, capsys, word_model):
                        "--out", tmp_path / "o")  # fmt: skip
     assert code == 2 and "empty.txt" in error_line(err) and "empty" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_output_may_not_replace_the_vocabulary_source(tmp_path, capsys, word_model, own_text):
+    data = tmp_path / "data"
+    assert txl(capsys, "prepare", "text", "--train", own_text, "--vocab", word_model, "--out",
+               data, "--quiet")[0] == 0  # fmt: skip
+    before = {f.name: f.read_bytes() for f in data.iterdir()}
+    for source, out in ((data, data), (word_model, word_model), (data / "vocab.json", data)):
+        code, _, err = txl(capsys, "prepare", "text", "--train", own_text, "--vocab", source,
+                           "--out", out, "--force")  # fmt: skip
+        assert code == 2 and "overlaps the input" in error_line(err)
+    assert {f.name: f.read_bytes() for f in data.iterdir()} == before
+    assert (word_model / "model.safetensors").is_file()

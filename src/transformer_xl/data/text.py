@@ -336,7 +336,8 @@ def prepare_text(
     train = [train] if isinstance(train, str | Path) else list(train)
     valid = [valid] if isinstance(valid, str | Path) else valid
     test = [test] if isinstance(test, str | Path) else test
-    check_destination(out, overwrite, inputs=[*train, *(valid or ()), *(test or ())])
+    sources = [*train, *(valid or ()), *(test or ()), *([vocab] if vocab is not None else [])]
+    check_destination(out, overwrite, inputs=sources)
     found = given_vocab(vocab) if vocab is not None else None
     need_utf8 = found.vocab.kind != "byte" if found else opts["tokenizer"] != "byte"
     plan = _plan_splits(train, valid, test, (valid_fraction, test_fraction), need_utf8, quiet)
