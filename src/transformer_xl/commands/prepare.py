@@ -6,6 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from transformer_xl.data.corpora import NAMES, prepare_benchmark
+from transformer_xl.data.text import TOKENIZERS, prepare_text
+
 HELP = {
     "enwik8": "enwik8.zip: 90M/5M/5M bytes, a token per byte (newlines dropped, as the authors do)",
     "text8": "text8.zip: 90M/5M/5M characters",
@@ -19,14 +22,17 @@ HELP = {
 
 def _summary(name: str, ds, out, t0: float) -> None:
     sizes = ", ".join(f"{s} {ds.num_tokens(s):,}" for s in ds.splits)
+    splits = ds.meta.get("splits", {})
+    unknown = sum(int(info.get("unknown_tokens") or 0) for info in splits.values())
+    total = sum(ds.num_tokens(s) for s in ds.splits)
+    share = f" ({unknown:,} unknown, {100 * unknown / total:.2f}%)" if unknown and total else ""
     print(
-        f"{name}: {sizes} tokens; vocabulary {len(ds.vocab):,} -> {out} ({time.time() - t0:.1f} s)"
+        f"{name}: {sizes} tokens{share}; vocabulary {len(ds.vocab):,} -> {out} "
+        f"({time.time() - t0:.1f} s)"
     )
 
 
 def run_benchmark(args) -> int:
-    from transformer_xl.data.corpora import prepare_benchmark
-
     t0 = time.time()
     out = args.out or Path("data") / args.dataset
     options = {}
@@ -44,13 +50,11 @@ def run_benchmark(args) -> int:
 
 
 def run_text(args) -> int:
-    from transformer_xl.data.text import prepare_text
-
     t0 = time.time()
     out = args.out or Path("data") / args.name
     ds = prepare_text(
-        args.train, out, valid=args.valid, test=args.test, tokenizer=args.tokenizer,
-        min_freq=args.min_freq, max_size=args.max_size, vocab_size=args.vocab_size,
+        args.train, out, valid=args.valid, test=args.test, vocab=args.vocab,
+        tokenizer=args.tokenizer, min_freq=args.min_freq, max_size=args.max_size, vocab_size=args.vocab_size,
         lower_case=args.lower_case, unk_token=args.unk_token, valid_fraction=args.valid_fraction,
         test_fraction=args.test_fraction, name=args.name, overwrite=args.force, quiet=args.quiet,
     )  # fmt: skip
@@ -65,8 +69,6 @@ def _common(p) -> None:
 
 
 def register(sub) -> None:
-    from transformer_xl.data.corpora import NAMES
-
     p = sub.add_parser("prepare", help="prepare a benchmark corpus or any text for training")
     names = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     for name in NAMES:
@@ -119,16 +121,26 @@ def register(sub) -> None:
         "--valid", nargs="+", help="validation text (default: carved from the training text)"
     )
     t.add_argument("--test", nargs="+", help="test text (default: carved from the training text)")
-    t.add_argument("--tokenizer", choices=["byte", "char", "word", "bpe"], default="byte")
     t.add_argument(
-        "--min-freq", type=int, default=0, help="drop tokens seen fewer times (char/word/bpe)"
+        "--vocab",
+        metavar="MODEL",
+        help="encode with the vocabulary of this model, run or checkpoint folder (or prepared "
+        "dataset, or vocab.json) instead of building one: for fine-tuning it (--init-from); "
+        "words it lacks become its unknown token",
     )
-    t.add_argument("--max-size", type=int, help="keep at most this many counted tokens (char/word)")
-    t.add_argument(
-        "--vocab-size", type=int, default=8192, help="BPE vocabulary size (default 8192)"
+    build = t.add_argument_group("building a vocabulary (not with --vocab)")
+    build.add_argument("--tokenizer", choices=TOKENIZERS, help="byte (default), char, word, bpe")
+    build.add_argument(
+        "--min-freq", type=int, help="drop tokens seen fewer times (char/word/bpe; default 0)"
     )
-    t.add_argument("--lower-case", action="store_true", help="lower-case the text (char/word)")
-    t.add_argument("--unk-token", default="<unk>", help="the unknown token (char/word)")
+    build.add_argument(
+        "--max-size", type=int, help="keep at most this many counted tokens (char/word)"
+    )
+    build.add_argument("--vocab-size", type=int, help="BPE vocabulary size (default 8192)")
+    build.add_argument(
+        "--lower-case", action="store_true", default=None, help="lower-case the text (char/word)"
+    )
+    build.add_argument("--unk-token", help="the unknown token (char/word; default <unk>)")
     t.add_argument("--valid-fraction", type=float, default=0.05)
     t.add_argument("--test-fraction", type=float, default=0.05)
     t.add_argument("--name", default="text", help="dataset name recorded in meta.json")
