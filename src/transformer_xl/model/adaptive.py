@@ -292,12 +292,30 @@ def cluster_nll(
         leaves = (z, p.weight, p.bias, extra_w, extra_b)
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in leaves):
             return _ClusterNLL.apply(z, p.weight, p.bias, extra_w, extra_b, col)
-        w, b = _packed(p.weight, extra_w, dt), _packed(p.bias, extra_b, dt)
-        nll = torch.empty(z.shape[0], dtype=torch.promote_types(dt, torch.float32), device=z.device)
-        for s in range(0, z.shape[0], ROW_CHUNK):  # no gradient: logits a block at a time
-            logits = torch.addmm(b, z[s : s + ROW_CHUNK], w.t())
-            nll[s : s + ROW_CHUNK] = _nll_blocks(logits, col[s : s + ROW_CHUNK], keep=False)
-        return nll
+        return _nll_no_grad(z, p, col, extra_w, extra_b)
+
+
+def _nll_no_grad(z: Tensor, p: ClusterParams, col: Tensor, extra_w, extra_b) -> Tensor:
+    """:func:`cluster_nll` without a gradient: per block of ``ROW_CHUNK`` rows the logits, their
+    log-sum-exp in float32 and the picked logit; the head's tail-cluster columns are a second
+    small product (no packed copy of the head's table, no log-softmax written out)."""
+    dt, n0 = z.dtype, p.weight.shape[0]
+    w, b = p.weight.to(dt), p.bias.to(dt)
+    xw = None if extra_w is None else extra_w.to(dt)
+    xb = None if extra_b is None else extra_b.to(dt)
+    acc = torch.promote_types(dt, torch.float32)
+    nll = torch.empty(z.shape[0], dtype=acc, device=z.device)
+    for s in range(0, z.shape[0], ROW_CHUNK):
+        zb, c = z[s : s + ROW_CHUNK], col[s : s + ROW_CHUNK, None]
+        logits = torch.addmm(b, zb, w.t()).to(acc)  # [blk, V_i]
+        lse = torch.logsumexp(logits, -1)
+        picked = logits.gather(1, c.clamp(max=n0 - 1))
+        if xw is not None:  # the tail clusters' columns, after the shortlist
+            tails = torch.addmm(xb, zb, xw.t()).to(acc)  # [blk, n_tail]
+            lse = torch.logaddexp(lse, torch.logsumexp(tails, -1))
+            picked = torch.where(c < n0, picked, tails.gather(1, (c - n0).clamp(min=0)))
+        nll[s : s + ROW_CHUNK] = lse - picked.squeeze(1)
+    return nll
 
 
 def adaptive_nll(
