@@ -6,6 +6,7 @@ torch.optim, one trainer step equals a PyTorch step, and a run folder interchang
 import transformer_xl.tf  # noqa: F401  (first: it must load before TensorFlow)
 
 # isort: on
+import io
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.data import Vocab, load_prepared
-from transformer_xl.data.prepared import PreparedWriter, id_dtype
+from transformer_xl.data.prepared import PreparedWriter, check_ids, id_dtype
 from transformer_xl.data.streams import EvalStream, OrderedStream
 from transformer_xl.tf import TFTransformerXLLM
 from transformer_xl.tf.__main__ import main as tf_main
@@ -88,6 +89,32 @@ def test_read_split_reads_the_flat_files(tmp_path):
     (tmp_path / "small" / "train.bin").write_bytes(b"\x01\x02")
     with pytest.raises(ValueError, match="train.bin"):
         read_split(tmp_path / "small", "train")
+
+
+def test_read_split_refuses_ids_beyond_the_vocabulary_with_the_pytorch_message(tmp_path):
+    """One token-id check for both frameworks: the TF reader calls PreparedDataset's."""
+    make_dataset(tmp_path / "d", vocab=50)
+    with pytest.raises(ValueError) as tf_err:
+        read_split(tmp_path / "d", "train", vocab_size=20)  # a model with a smaller vocabulary
+    ids = read_split(tmp_path / "d", "train").numpy()
+    at = int(np.argmax(ids >= 20))
+    assert f"train.bin: token id {ids[at]} at position {at:,} is outside" in str(tf_err.value)
+    f = tmp_path / "d" / "train.bin"
+    raw = np.fromfile(f, dtype=np.uint8)
+    raw[7] = 60
+    raw.tofile(f)
+    with pytest.raises(ValueError) as tf_err:
+        read_split(tmp_path / "d", "train")
+    with pytest.raises(ValueError) as pt_err:
+        load_prepared(tmp_path / "d").split("train")
+    assert str(tf_err.value) == str(pt_err.value)
+    assert "token id 60 at position 7 is outside the vocabulary (50 tokens)" in str(pt_err.value)
+
+
+def test_check_ids_refuses_negative_ids_of_a_signed_array(tmp_path):
+    check_ids(np.array([0, 3, 4], np.int32), 5, "x.bin")  # all in range: no error
+    with pytest.raises(ValueError, match=r"x\.bin: token id -2 at position 1 is outside"):
+        check_ids(np.array([0, -2, 4], np.int32), 5, "x.bin")  # a uint32 id >= 2**31 as int32
 
 
 # ------------------------------------------------------------------ optimizers
@@ -266,6 +293,29 @@ def test_run_folder_interchanges_with_pytorch_and_resumes_exactly(tmp_path, caps
     assert loss(again) == pytest.approx(loss(records), abs=1e-6)
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_training_and_validation_show_the_shared_progress(tmp_path, monkeypatch):
+    """As in the PyTorch trainer (transformer_xl.progress): on a terminal a live bar of steps
+    replaces the training lines and validation has its bar; elsewhere plain training lines."""
+    monkeypatch.delenv("TXL_PROGRESS", raising=False)
+    data = make_dataset(tmp_path / "data")
+    settings = dict(batch_size=4, tgt_len=8, mem_len=8, max_steps=3, log_interval=1,
+                    eval_interval=0, final_eval_split="", seed=1)  # fmt: skip
+    term, plain = _Terminal(), io.StringIO()
+    train_tf(small_config(), settings, data=data, out=tmp_path / "a", stream=term)
+    train_tf(small_config(), settings, data=data, out=tmp_path / "b", stream=plain)
+    live, lines = term.getvalue(), plain.getvalue()
+    assert "train: 100%" in live and "3.00/3.00" in live and "loss=" in live
+    assert "valid: 100%" in live and "valid at step 3" in live
+    assert "step 1/3 |" not in live and "stopping: max_steps=3" in live
+    assert "step 1/3 |" in lines and "step 3/3 |" in lines and "%|" not in lines
+    assert "valid at step 3" in lines
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="unknown field"):
         TFTrainSettings.from_mapping({"lrr": 1.0})
@@ -274,7 +324,7 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="precision"):
         TFTrainSettings(precision="fp8")
     s = TFTrainSettings.from_mapping({"batch_chunk": 2, "device": "cuda", "eval_tgt_len": 5})
-    assert s.eval_settings["tgt_len"] == 5 and s.eval_settings["mem_len"] == s.mem_len
+    assert s.eval_segment_settings().tgt_len == 5 and s.eval_segment_settings().mem_len == s.mem_len
 
 
 def test_command_line_errors_exit_2(tmp_path, capsys):

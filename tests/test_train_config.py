@@ -6,6 +6,7 @@ import re
 import pytest
 
 from transformer_xl.recipes import RECIPES, recipe
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.train.config import RunConfig, TrainConfig, parse_override, resolve
 
 
@@ -69,4 +70,29 @@ def test_override_values_are_json_or_strings():
     assert parse_override("eval_mem_len=null") == ("train", "eval_mem_len", None)
     assert parse_override("data=some/dir") == ("train", "data", "some/dir")
     assert parse_override("same_length=true") == ("train", "same_length", True)
-    assert TrainConfig(eval_mem_len=None, mem_len=9).eval_settings["mem_len"] == 9
+    assert TrainConfig(eval_mem_len=None, mem_len=9).eval_segment_settings().mem_len == 9
+
+
+def test_segment_settings_are_built_and_checked_by_segment_settings():
+    t = TrainConfig(tgt_len=8, mem_len=16, ext_len=2, clamp_len=5, same_length=True,
+                    eval_tgt_len=4, eval_mem_len=32, eval_same_length=False)  # fmt: skip
+    assert t.segment_settings("mem_len") == SegmentSettings(8, 16, 2, 5, True, "mem_len")
+    ev = t.eval_segment_settings("mem_len")  # None fields (clamp_len) = the training value
+    assert ev == SegmentSettings(4, 32, 0, 5, False, "mem_len")
+    assert t.eval_batch == t.batch_size and t.replace(eval_batch_size=3).eval_batch == 3
+
+
+@pytest.mark.parametrize(
+    "item, field, value",
+    [("mem_len=-1", "mem_len", -1), ("clamp_len=0", "clamp_len", 0), ("tgt_len=0", "tgt_len", 0),
+     ("ext_len=-2", "ext_len", -2), ("eval_mem_len=-1", "mem_len", -1),
+     ("eval_clamp_len=-3", "clamp_len", -3), ("eval_tgt_len=0", "tgt_len", 0)],
+)  # fmt: skip
+def test_a_bad_segment_field_is_named_with_segment_settings_words(item, field, value):
+    with pytest.raises(ValueError) as own:
+        SegmentSettings(**{field: value})
+    with pytest.raises(ValueError) as err:
+        resolve("tiny", None, [item])
+    name = item.partition("=")[0]
+    assert str(err.value).endswith(f"train.{name}{str(own.value)[len(field) :]}")
+    assert str(own.value).startswith(f"{field}={value}")

@@ -66,6 +66,23 @@ def infer_config(
     source: str = "TF checkpoint",
 ) -> TransformerXLConfig:
     """The model config from the TF variable shapes (``corpus_info`` cross-checked)."""
+    layers = _layer_sizes(shapes, source)
+    embed = _embedding_sizes(shapes, layers["d_model"], source)
+    if corpus_info is not None:
+        _check_corpus_info(corpus_info, embed["vocab_size"], list(embed["cutoffs"]))
+    cfg = TransformerXLConfig(
+        **layers,
+        **embed,
+        tie_weight=True,  # TF's softmax always reads the embedding tables
+        layer_norm_eps=TF_LAYER_NORM_EPS,
+        window_keys="mem_len+1",
+    )
+    return cfg.replace(tie_projs=_tie_projs(shapes, cfg))
+
+
+def _layer_sizes(shapes: Mapping[str, tuple[int, ...]], source: str) -> dict[str, Any]:
+    """``n_layer``, ``n_head``, ``d_model``, ``d_head``, ``d_inner``, ``untie_r`` from the
+    layers' variables and the attention biases."""
     layers = sorted({int(m.group(1)) for n in shapes if (m := re.match(rf"{P}layer_(\d+)/", n))})
     if not layers:
         raise ValueError(f"{source}: no '{P}layer_K/' variables; not a Transformer-XL checkpoint")
@@ -82,7 +99,15 @@ def infer_config(
             f"{source}: qkv kernel width {qkv} != 3 * n_head * d_head = 3 * {n_head} * {d_head}"
         )
     d_inner = _shape(shapes, f"{P}layer_0/ff/layer_1/kernel", source)[1]
+    return dict(n_layer=len(layers), n_head=n_head, d_model=d_model, d_head=d_head,
+                d_inner=d_inner, untie_r=len(bias) == 3)  # fmt: skip
 
+
+def _embedding_sizes(
+    shapes: Mapping[str, tuple[int, ...]], d_model: int, source: str
+) -> dict[str, Any]:
+    """``vocab_size``, ``d_embed``, ``cutoffs``, ``div_val``, ``proj_same_dim`` from the
+    embedding tables (one table, or one per cluster) and the softmax biases."""
     if f"{P}adaptive_embed/lookup_table" in shapes:
         div_val, proj_same_dim = 1, True
         vocab_size, d_embed = _shape(shapes, f"{P}adaptive_embed/lookup_table", source)
@@ -109,44 +134,34 @@ def infer_config(
     cutoffs = [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)]
     if sizes and sum(sizes) != vocab_size:
         raise ValueError(f"{source}: softmax cluster sizes {sizes} do not add up to {vocab_size}")
+    return dict(vocab_size=vocab_size, d_embed=d_embed, cutoffs=tuple(cutoffs), div_val=div_val,
+                proj_same_dim=proj_same_dim)  # fmt: skip
 
-    if corpus_info is not None:
-        if corpus_info.get("vocab_size") != vocab_size:
-            raise ValueError(
-                f"corpus-info.json: vocab_size={corpus_info.get('vocab_size')} but the "
-                f"checkpoint's embeddings hold {vocab_size} tokens"
-            )
-        info_cutoffs = list(corpus_info.get("cutoffs") or [])[1:-1]
-        if info_cutoffs != cutoffs:
-            raise ValueError(
-                f"corpus-info.json: cutoffs {info_cutoffs} but the checkpoint's clusters "
-                f"give {cutoffs}"
-            )
 
-    cfg = TransformerXLConfig(
-        vocab_size=vocab_size,
-        n_layer=len(layers),
-        n_head=n_head,
-        d_model=d_model,
-        d_head=d_head,
-        d_inner=d_inner,
-        d_embed=d_embed,
-        cutoffs=tuple(cutoffs),
-        div_val=div_val,
-        tie_weight=True,  # TF's softmax always reads the embedding tables
-        proj_same_dim=proj_same_dim,
-        untie_r=len(bias) == 3,
-        layer_norm_eps=TF_LAYER_NORM_EPS,
-        window_keys="mem_len+1",
-    )
-    if not cutoffs:  # the single softmax always uses the embedding's projection
-        return cfg.replace(tie_projs=(True,))
-    tie = [
-        cfg.has_proj(0 if div_val == 1 else i)
+def _check_corpus_info(info: Mapping[str, Any], vocab_size: int, cutoffs: list[int]) -> None:
+    """``corpus-info.json`` must describe the checkpoint's vocabulary and clusters."""
+    if info.get("vocab_size") != vocab_size:
+        raise ValueError(
+            f"corpus-info.json: vocab_size={info.get('vocab_size')} but the "
+            f"checkpoint's embeddings hold {vocab_size} tokens"
+        )
+    info_cutoffs = list(info.get("cutoffs") or [])[1:-1]
+    if info_cutoffs != cutoffs:
+        raise ValueError(
+            f"corpus-info.json: cutoffs {info_cutoffs} but the checkpoint's clusters give {cutoffs}"
+        )
+
+
+def _tie_projs(shapes: Mapping[str, tuple[int, ...]], cfg: TransformerXLConfig) -> tuple:
+    """Which softmax clusters read the embedding's projection: those with a projection and no
+    ``adaptive_softmax/cutoff_i/proj`` of their own (the single softmax always does)."""
+    if not cfg.cutoffs:
+        return (True,)
+    return tuple(
+        cfg.has_proj(0 if cfg.div_val == 1 else i)
         and f"{P}adaptive_softmax/cutoff_{i}/proj" not in shapes
         for i in range(cfg.n_clusters)
-    ]
-    return cfg.replace(tie_projs=tuple(tie))
+    )
 
 
 def rules_from_tf(cfg: TransformerXLConfig) -> list[Rule]:

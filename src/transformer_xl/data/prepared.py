@@ -36,6 +36,7 @@ from transformer_xl.progress import Progress
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
 SPLITS = ("train", "valid", "test")
+ID_BLOCK = 1 << 24  # ids per block of the token-id check
 DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
 
@@ -45,6 +46,25 @@ def id_dtype(vocab_size: int) -> str:
         if vocab_size <= np.iinfo(dt).max + 1:
             return name
     raise ValueError(f"vocabulary of {vocab_size} tokens does not fit in 32-bit ids")
+
+
+def check_ids(ids: np.ndarray, vocab_size: int, path: str | os.PathLike) -> None:
+    """Every id of a split must be in ``0 .. vocab_size - 1`` (a model would index out of
+    range); the first one that is not is named with its position in ``path``. One pass in
+    blocks (memmaps stay lazy); the one check of both trainers and evaluators (the TensorFlow
+    side calls it on the ids it reads with ``tf.io``)."""
+    signed = np.issubdtype(ids.dtype, np.signedinteger)
+    if not signed and vocab_size > np.iinfo(ids.dtype).max:
+        return  # the dtype cannot hold an id that large
+    for start in range(0, len(ids), ID_BLOCK):
+        block = ids[start : start + ID_BLOCK]
+        if int(block.max()) < vocab_size and (not signed or int(block.min()) >= 0):
+            continue
+        at = int(np.argmax((block >= vocab_size) | (block < 0)))
+        raise ValueError(
+            f"{path}: token id {int(block[at])} at position {start + at:,} is outside the "
+            f"vocabulary ({vocab_size} tokens): the file is corrupt or not from this preparation"
+        )
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -252,23 +272,9 @@ class PreparedDataset:
             return np.zeros(0, dtype=self.dtype)
         ids = np.memmap(self.path / info["file"], dtype=self.dtype, mode="r")
         if name not in self._checked:
-            self._check_ids(ids, self.path / info["file"])
+            check_ids(ids, len(self.vocab), self.path / info["file"])
             self._checked.add(name)
         return ids
-
-    def _check_ids(self, ids: np.ndarray, path: Path) -> None:
-        """Every id must be below the vocabulary size (a model would index out of range)."""
-        if len(self.vocab) > np.iinfo(self.dtype).max:
-            return  # the dtype cannot hold an id that large
-        for start in range(0, len(ids), 1 << 24):
-            block = ids[start : start + (1 << 24)]
-            top = int(block.max())
-            if top >= len(self.vocab):
-                at = start + int(np.argmax(block >= len(self.vocab)))
-                raise ValueError(
-                    f"{path}: token id {top} at position {at:,} is outside the vocabulary "
-                    f"({len(self.vocab)} tokens): the file is corrupt or not from this preparation"
-                )
 
     def sentence_offsets(self, name: str) -> np.ndarray | None:
         """Sentence start offsets (``N + 1`` int64) for sentence splits, else None."""

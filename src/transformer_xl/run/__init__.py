@@ -7,5 +7,4 @@
 - :mod:`~transformer_xl.run.metrics`: scores, ``metrics.jsonl`` (non-finite as null);
 - :mod:`~transformer_xl.run.folder`: ``RunFolder``, the owner of the run folder's layout;
 - :mod:`~transformer_xl.run.evaluation`: what ``txl eval`` scores with, and its JSON record;
-- :mod:`~transformer_xl.run.data`: token-id checks of prepared splits.
 """

@@ -25,6 +25,7 @@ from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.recipes import recipe
+from transformer_xl.segment import WINDOW_KEYS, SegmentSettings
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "lamb")
 SCHEDULERS = ("cosine", "inv_sqrt", "constant", "dev_perf")
@@ -47,7 +48,8 @@ class TrainConfig:
         batch_size: parallel streams per optimizer step, summed over all ranks.
         batch_chunk: split each rank's batch into this many chunks whose gradients are
             accumulated (the authors' ``batch_chunk``; the result equals the unsplit batch).
-        tgt_len, mem_len, ext_len, clamp_len, same_length: training segment settings.
+        tgt_len, mem_len, ext_len, clamp_len, same_length: training segment settings
+            (:meth:`segment_settings`; validated by :class:`SegmentSettings`).
         optimizer: ``adam``, ``adamw``, ``sgd``, ``adagrad`` or ``lamb``.
         lr: peak learning rate. weight_decay, beta1, beta2, eps, momentum: optimizer knobs.
         scheduler: ``cosine`` (linear warm-up then cosine to ``lr_min``), ``inv_sqrt``,
@@ -58,7 +60,8 @@ class TrainConfig:
         max_steps: optimizer steps to run. max_tokens: stop after this many training tokens
             (0 = no limit). max_time: stop after this many seconds of training (0 = no limit).
         eval_interval: evaluate on the validation split every this many steps (0 = only at the
-            end). eval_*: evaluation segment settings (``None`` = the training value);
+            end). eval_*: evaluation segment settings (``None`` = the training value; see
+            :meth:`eval_segment_settings`) and batch size (:attr:`eval_batch`);
             eval_max_tokens: cap on the validation tokens scored during training (0 = all).
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast + gradient scaler).
         compile: wrap the model in ``torch.compile`` (``compile_backend``).
@@ -129,14 +132,12 @@ class TrainConfig:
                 f"train.{name}={getattr(self, name)!r} is invalid: expected {expected}"
             )
 
-        positive = ("batch_size", "batch_chunk", "tgt_len", "max_steps", "log_interval")
+        positive = ("batch_size", "batch_chunk", "max_steps", "log_interval")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 fail(name, "a positive integer")
         non_negative = (
-            "mem_len",
-            "ext_len",
             "warmup_steps",
             "max_tokens",
             "eval_interval",
@@ -150,16 +151,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 fail(name, "an integer >= 0")
-        for name in ("eval_tgt_len", "eval_batch_size"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                fail(name, "a positive integer or null (= the training value)")
-        if self.eval_mem_len is not None and self.eval_mem_len < 0:
-            fail("eval_mem_len", "an integer >= 0 or null")
-        for name in ("clamp_len", "eval_clamp_len"):
-            v = getattr(self, name)
-            if v is not None and (v == 0 or v < -1):
-                fail(name, "-1 (no clamp) or a positive distance")
+        v = self.eval_batch_size
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            fail("eval_batch_size", "a positive integer or null (= the training value)")
+        self.eval_segment_settings()  # validates the segment fields (SegmentSettings does)
         if self.batch_chunk > self.batch_size:
             fail("batch_chunk", f"at most batch_size={self.batch_size}")
         if self.keep_checkpoints < 1:
@@ -199,17 +194,33 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def segment_settings(self, window_keys: str = WINDOW_KEYS[0]) -> SegmentSettings:
+        """The training segment settings; ``window_keys`` (not a train field) is the model
+        config's. A bad field is named as ``train.FIELD``."""
+        try:
+            return SegmentSettings(
+                tgt_len=self.tgt_len, mem_len=self.mem_len, ext_len=self.ext_len,
+                clamp_len=self.clamp_len, same_length=self.same_length, window_keys=window_keys,
+            )  # fmt: skip
+        except ValueError as e:  # SegmentSettings' message starts with the field's name
+            raise ValueError(f"train.{e}") from None
+
+    def eval_segment_settings(self, window_keys: str = WINDOW_KEYS[0]) -> SegmentSettings:
+        """The evaluation segment settings: the ``eval_*`` fields, ``None`` = the training
+        value; ``ext_len`` is 0 (evaluation scores every label once, with no extended
+        context). A bad field is named as ``train.eval_FIELD``."""
+        s = self.segment_settings(window_keys).replace(ext_len=0)
+        for name in ("tgt_len", "mem_len", "clamp_len", "same_length"):
+            try:  # one field at a time, so that a refusal names its own field
+                s = s.replace(**{name: getattr(self, f"eval_{name}")})
+            except ValueError as e:  # SegmentSettings' message starts with the field's name
+                raise ValueError(f"train.eval_{e}") from None
+        return s
+
     @property
-    def eval_settings(self) -> dict[str, Any]:
-        """Segment settings for evaluation, ``None`` fields resolved to the training ones."""
-        pick = lambda v, default: default if v is None else v
-        return dict(
-            tgt_len=pick(self.eval_tgt_len, self.tgt_len),
-            mem_len=pick(self.eval_mem_len, self.mem_len),
-            clamp_len=pick(self.eval_clamp_len, self.clamp_len),
-            same_length=pick(self.eval_same_length, self.same_length),
-            batch_size=pick(self.eval_batch_size, self.batch_size),
-        )
+    def eval_batch(self) -> int:
+        """Streams per evaluation batch: ``eval_batch_size``, else ``batch_size``."""
+        return self.batch_size if self.eval_batch_size is None else self.eval_batch_size
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -43,7 +43,9 @@ def eval_plan(
     model_dir, path = loc.model_dir, loc.run_dir
     run = run_of(path) if path is not None and RunFolder(path).is_run() else None
     if run is not None:
-        defaults = run.train.eval_settings
+        e = run.train.eval_segment_settings(run.model.window_keys)
+        defaults = {k: getattr(e, k) for k in SETTINGS if k != "batch_size"}
+        defaults["batch_size"] = run.train.eval_batch
         data = data or run.train.data
         if data == BUILTIN:
             data = str(path / "data")

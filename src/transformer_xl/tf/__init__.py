@@ -45,9 +45,14 @@ _load_triton_first()
 
 from transformer_xl.tf.authors import load_authors_checkpoint  # noqa: E402
 from transformer_xl.tf.evaluate import evaluate_tf  # noqa: E402
-from transformer_xl.tf.model import TFLMOutput, TFTransformerXLLM, parameter_shapes  # noqa: E402
+from transformer_xl.tf.model import (  # noqa: E402
+    TFLMOutput,
+    TFTransformerXLLM,
+    load_pretrained,
+    parameter_shapes,
+)
 from transformer_xl.tf.train import TFTrainSettings, train_tf  # noqa: E402
-from transformer_xl.tf.weights import load_pretrained, save_pretrained  # noqa: E402
+from transformer_xl.tf.weights import save_pretrained  # noqa: E402
 
 __all__ = [
     "TFLMOutput",

@@ -9,16 +9,16 @@ import os
 import sys
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.run.config import TrainConfig, parse_override
+from transformer_xl.run.metrics import dumps
+from transformer_xl.tf.distribute import STRATEGIES
+from transformer_xl.tf.evaluate import PRECISIONS, evaluate_tf
+from transformer_xl.tf.train import train_tf, train_tf_layers
 
 
 def cmd_train(args) -> int:
-    from transformer_xl.run.metrics import dumps
-    from transformer_xl.tf.train import train_tf, train_tf_layers
-
     if args.config and not args.preset and not args.resume:
         # a model config.json to train from scratch with the default job settings + --set
-        from transformer_xl.run.config import TrainConfig, parse_override
-
         cfg = TransformerXLConfig.load(args.config)
         model, train = {}, {}
         for item in args.set:
@@ -43,9 +43,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from transformer_xl.run.metrics import dumps
-    from transformer_xl.tf.evaluate import evaluate_tf
-
     result = evaluate_tf(
         args.model, args.data, split=args.split, batch_size=args.batch_size,
         tgt_len=args.tgt_len, mem_len=args.mem_len, clamp_len=args.clamp_len,
@@ -57,9 +54,6 @@ def cmd_eval(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from transformer_xl.tf.distribute import STRATEGIES
-    from transformer_xl.tf.evaluate import PRECISIONS
-
     p = argparse.ArgumentParser(prog="python -m transformer_xl.tf", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train on a prepared dataset (txl prepare)")

@@ -24,6 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from transformer_xl.data.prepared import check_ids, load_prepared
 from transformer_xl.data.streams import fixed_schedule
 
 DECODE = {"uint8": tf.uint8, "uint16": tf.uint16, "uint32": tf.int32}  # ids < 2^31 in practice
@@ -36,8 +37,6 @@ def read_meta(directory: str | os.PathLike) -> dict:
     vocabulary fingerprint)."""
     directory = str(directory)
     if "://" not in directory:
-        from transformer_xl.data import load_prepared
-
         return load_prepared(directory).meta
     path = f"{directory.rstrip('/')}/meta.json"
     if not tf.io.gfile.exists(path):
@@ -51,21 +50,30 @@ def read_meta(directory: str | os.PathLike) -> dict:
     return meta
 
 
-def read_split(directory: str | os.PathLike, split: str, meta: dict | None = None) -> tf.Tensor:
-    """The ids of ``split`` as a 1-D int32 tensor (read with ``tf.io``)."""
+def read_split(
+    directory: str | os.PathLike,
+    split: str,
+    meta: dict | None = None,
+    vocab_size: int | None = None,
+) -> tf.Tensor:
+    """The ids of ``split`` as a 1-D int32 tensor (read with ``tf.io``), each checked to be below
+    ``vocab_size`` (default the data's own, ``meta["vocab_size"]``) by
+    :func:`~transformer_xl.data.prepared.check_ids`, the PyTorch side's check."""
     meta = read_meta(directory) if meta is None else meta
     info = meta["splits"].get(split)
     if info is None:
         raise ValueError(f"{directory}: no split {split!r} (has {', '.join(meta['splits'])})")
     if info["tokens"] == 0:
         return tf.zeros([0], tf.int32)
-    raw = tf.io.read_file(f"{str(directory).rstrip('/')}/{info['file']}")
-    ids = tf.io.decode_raw(raw, DECODE[meta["dtype"]], little_endian=True)
+    path = f"{str(directory).rstrip('/')}/{info['file']}"
+    ids = tf.io.decode_raw(tf.io.read_file(path), DECODE[meta["dtype"]], little_endian=True)
     if int(ids.shape[0]) != info["tokens"]:
-        raise ValueError(
-            f"{directory}/{info['file']}: {int(ids.shape[0])} ids, meta.json says {info['tokens']}"
-        )
-    return tf.cast(ids, tf.int32)
+        raise ValueError(f"{path}: {int(ids.shape[0])} ids, meta.json says {info['tokens']}")
+    ids = tf.cast(ids, tf.int32)
+    bound = meta.get("vocab_size") if vocab_size is None else vocab_size
+    if bound is not None:
+        check_ids(ids.numpy(), bound, path)
+    return ids
 
 
 def _segment(inputs_all, labels_all, valid_all, sched, k, ext_len: int) -> dict:

@@ -10,7 +10,11 @@ from typing import Any
 
 import tensorflow as tf
 
+from transformer_xl.progress import Progress
+from transformer_xl.run.evaluation import eval_output, eval_plan
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.tf.data import eval_segments, read_meta, read_split
+from transformer_xl.tf.model import load_pretrained
 
 PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
 
@@ -36,16 +40,15 @@ def is_bits(meta: dict) -> bool:
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {settings: function}
 
 
-def _eval_step(model, mem_len, clamp_len, same_length, same_length_keys, dtype, jit_compile):
+def _eval_step(model, settings: SegmentSettings, dtype, jit_compile: bool):
     """The compiled scoring step of ``model`` for these settings (built once, then reused)."""
-    key = (mem_len, clamp_len, same_length, same_length_keys, dtype, jit_compile)
+    key = (settings, dtype, jit_compile)
     steps = _STEPS.setdefault(model, {})
     if key not in steps:
 
         def step(x, y, mask, mems):
             out = model(
-                x, y, mems, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
-                same_length_keys=same_length_keys, compute_dtype=dtype, dense_softmax=jit_compile,
+                x, y, mems, settings, compute_dtype=dtype, dense_softmax=jit_compile
             )  # fmt: skip
             nll = tf.where(mask, out.token_nll, tf.zeros_like(out.token_nll))
             return tf.reduce_sum(tf.cast(nll, tf.float64)), out.mems
@@ -57,28 +60,26 @@ def _eval_step(model, mem_len, clamp_len, same_length, same_length_keys, dtype, 
 def evaluate_model(
     model,
     ids: tf.Tensor,
+    settings: SegmentSettings,
     *,
     batch_size: int,
-    tgt_len: int,
-    mem_len: int,
-    clamp_len: int = -1,
-    same_length: bool = False,
-    same_length_keys: str | None = None,
     max_tokens: int = 0,
     precision: str = "fp32",
     jit_compile: bool = False,
+    progress: Progress | None = None,
 ) -> tuple[float, int]:
-    """``(mean nats per label, labels scored)`` over the ids (stopping once ``max_tokens``
-    labels are scored, when it is positive)."""
-    step = _eval_step(
-        model, mem_len, clamp_len, same_length, same_length_keys, compute_dtype(precision),
-        jit_compile,
-    )  # fmt: skip
+    """``(mean nats per label, labels scored)`` over the ids read in segments of
+    ``settings.tgt_len`` with its memory, clamp and same-length window (stopping once
+    ``max_tokens`` labels are scored, when it is positive); ``progress`` counts the labels."""
+    step = _eval_step(model, settings, compute_dtype(precision), jit_compile)
     total, count, mems = 0.0, 0, ()
-    for seg in eval_segments(ids, batch_size, tgt_len):
+    for seg in eval_segments(ids, batch_size, settings.tgt_len):
         nll_sum, mems = step(seg["input_ids"], seg["labels"], seg["loss_mask"], mems)
         total += float(nll_sum)
-        count += int(tf.reduce_sum(tf.cast(seg["loss_mask"], tf.int64)))
+        n = int(tf.reduce_sum(tf.cast(seg["loss_mask"], tf.int64)))
+        count += n
+        if progress is not None:
+            progress.update(n)
         if max_tokens and count >= max_tokens:
             break
     return total / max(count, 1), count
@@ -102,10 +103,6 @@ def evaluate_tf(
     """Evaluate a model folder, run folder (either trainer's) or checkpoint folder on a prepared
     split with the TensorFlow model. Unset settings are chosen as the PyTorch evaluator chooses
     them (:func:`transformer_xl.run.evaluation.eval_plan`) and the record has its fields."""
-    from transformer_xl.run.data import check_prepared
-    from transformer_xl.run.evaluation import eval_output, eval_plan
-    from transformer_xl.tf.weights import load_pretrained
-
     given = dict(
         tgt_len=tgt_len, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
         batch_size=batch_size,
@@ -119,10 +116,13 @@ def evaluate_tf(
             f"{model_dir}: the model has {cfg.vocab_size:,} tokens but the data {data} has "
             f"{meta['vocab_size']:,}"
         )
-    ids = read_split(data, split, meta)
-    check_prepared(data, meta, [split], cfg.vocab_size, lambda _: ids.numpy())
+    ids = read_split(data, split, meta, vocab_size=cfg.vocab_size)
+    settings = cfg.segment.replace(
+        tgt_len=s["tgt_len"], mem_len=s["mem_len"], clamp_len=s["clamp_len"],
+        same_length=s["same_length"], same_length_keys=same_length_keys, ext_len=0,
+    )  # fmt: skip
     loss, n = evaluate_model(
-        model, ids, **s, same_length_keys=same_length_keys, max_tokens=max_tokens,
+        model, ids, settings, batch_size=s["batch_size"], max_tokens=max_tokens,
         precision=precision, jit_compile=compile,
     )  # fmt: skip
     return eval_output(

@@ -11,12 +11,15 @@ softmax is always used.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.model_folder import WEIGHTS_NAME
 from transformer_xl.segment import SegmentSettings, resolve
 from transformer_xl.tf.adaptive import (
     adaptive_log_probs,
@@ -38,6 +41,7 @@ from transformer_xl.tf.ops import (
     sinusoid,
     update_mems,
 )
+from transformer_xl.tf.weights import load_state, read_folder, save_pretrained
 
 LAYER_PARAMS = {  # name under layers.{k}. -> shape from (D, inner, d_inner)
     "attn.qkv.weight": lambda d, i, f: (3 * i, d),
@@ -344,12 +348,18 @@ class TFTransformerXLLM(tf.Module):
 
     # ------------------------------------------------------------------ weights
     def save_pretrained(self, directory, *, tokenizer_dir=None) -> None:
-        from transformer_xl.tf.weights import save_pretrained
-
         save_pretrained(self, directory, tokenizer_dir=tokenizer_dir)
 
     @classmethod
     def from_pretrained(cls, directory) -> TFTransformerXLLM:
-        from transformer_xl.tf.weights import load_pretrained
-
         return load_pretrained(directory)
+
+
+def load_pretrained(directory: str | os.PathLike) -> TFTransformerXLLM:
+    """A :class:`TFTransformerXLLM` from a model folder (written by either implementation).
+
+    Call it inside ``strategy.scope()`` for distributed variables."""
+    config, tensors = read_folder(directory)
+    model = TFTransformerXLLM(config, initialize=False)
+    load_state(model, tensors, str(Path(directory) / WEIGHTS_NAME))
+    return model

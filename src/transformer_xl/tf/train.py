@@ -20,10 +20,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import tensorflow as tf
@@ -32,8 +33,15 @@ from safetensors.numpy import load_file, save_file
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.fileio import atomic_output, atomic_write_text
 from transformer_xl.folders import find_model_folder
-from transformer_xl.run.config import TORCH_ONLY, RunConfig, TrainConfig  # noqa: F401
-from transformer_xl.run.data import check_prepared
+from transformer_xl.progress import Progress
+from transformer_xl.run.config import (  # noqa: F401  (TORCH_ONLY: re-exported)
+    TORCH_ONLY,
+    RunConfig,
+    TrainConfig,
+    resolve,
+    resume_config,
+)
+from transformer_xl.run.evaluation import run_of
 from transformer_xl.run.folder import (
     WRITE_ERRORS,
     RunFolder,
@@ -60,9 +68,9 @@ from transformer_xl.tf.distribute import (
     split_cpu,
 )
 from transformer_xl.tf.evaluate import compute_dtype, evaluate_model, is_bits
-from transformer_xl.tf.model import TFTransformerXLLM
+from transformer_xl.tf.model import TFTransformerXLLM, load_pretrained
 from transformer_xl.tf.optim import LossScale, Optimizer, assign_all
-from transformer_xl.tf.weights import load_pretrained, load_state, read_folder, save_pretrained
+from transformer_xl.tf.weights import load_state, read_folder, save_pretrained
 
 STATE = "state.safetensors"  # optimizer, loss scale and training memory of a TF checkpoint
 
@@ -75,6 +83,7 @@ class TFTrainer:
     ) -> None:
         s = self.settings = settings
         self.model, self.strategy = model, strategy
+        self.segment = s.segment_settings(model.config.window_keys)  # SegmentSettings
         rows_per_replica(strategy, s.batch_size)
         self.names = sorted(model.params)
         with strategy.scope():
@@ -91,11 +100,9 @@ class TFTrainer:
 
     def _forward_backward(self, x, y, mask, mems, denom, scale):
         """One replica: masked nll sum and the gradients of ``scale * nll_sum / denom``."""
-        s = self.settings
         with tf.GradientTape() as tape:
             out = self.model(
-                x, y, mems, mem_len=s.mem_len, ext_len=s.ext_len, clamp_len=s.clamp_len,
-                same_length=s.same_length, training=True, compute_dtype=self.dtype,
+                x, y, mems, self.segment, training=True, compute_dtype=self.dtype,
                 dense_softmax=self.dense,
             )  # fmt: skip
             nll_sum = tf.reduce_sum(tf.where(mask, out.token_nll, tf.zeros_like(out.token_nll)))
@@ -179,13 +186,21 @@ TFTrainSettings = TrainConfig  # the older name: one configuration serves both t
 
 
 class TFRun:
-    """A TensorFlow training run in a run folder: ``fit`` / ``validate`` / ``save``."""
+    """A TensorFlow training run in a run folder: ``fit`` / ``validate`` / ``save``.
+
+    Lines go to ``log`` when one is given, else to ``stream``; then, as in the PyTorch trainer,
+    training and validation show :class:`~transformer_xl.progress.Progress` (a live bar on a
+    terminal, where it replaces the training line; plain lines otherwise)."""
 
     def __init__(self, run: RunConfig, folder: RunFolder, data: str, meta: dict, strategy,
-                 *, resume: bool, init_from: Path | None, log: Callable[[str], None]) -> None:  # fmt: skip
+                 *, resume: bool, init_from: Path | None, log: Callable[[str], None] | None,
+                 stream: TextIO | None = None) -> None:  # fmt: skip
         s = self.cfg = run.train
-        self.run, self.folder, self.data, self.meta, self.log = run, folder, data, meta, log
+        self.run, self.folder, self.data, self.meta = run, folder, data, meta
+        self._log, self.out, self.bar = log, stream or sys.stdout, None
         self.bits = is_bits(meta)
+        self.ids = {name: read_split(data, name, meta) for name in meta["splits"]}  # checked
+        self.settings = s.eval_segment_settings(run.model.window_keys)  # for evaluation
         tf.random.set_seed(s.seed)
         with strategy.scope():
             self.model = TFTransformerXLLM(run.model, seed=s.seed)
@@ -201,11 +216,24 @@ class TFRun:
             self._resume()
         tb = s.tensorboard and importlib.util.find_spec("tensorboard") is not None
         if s.tensorboard and not tb:
-            log("txl train: tensorboard is not installed: no event files (metrics.jsonl only)")
+            self.log("txl train: tensorboard is not installed: no event files (metrics.jsonl only)")
         self.metrics = MetricsFile(folder.metrics, resume_step=self.step if resume else None)
         self.tb = tf.summary.create_file_writer(str(folder.tensorboard)) if tb else None
-        self.train_ids = read_split(data, "train", meta)
-        self.valid_ids = read_split(data, "valid", meta) if _has(meta, "valid") else None
+        self.train_ids = self.ids["train"]
+        self.valid_ids = self.ids["valid"] if _has(meta, "valid") else None
+        if log is None:
+            bar = Progress(s.max_steps, "train", unit="step", stream=self.out,
+                           interval=math.inf, initial=self.step)  # fmt: skip
+            self.bar = bar if bar.bar is not None else None  # a live bar only on a terminal
+
+    def log(self, text: str) -> None:
+        """One line of output (above the live bar, when there is one)."""
+        if self._log is not None:
+            self._log(text)
+        elif self.bar is not None:
+            self.bar.bar.write(text, file=self.out)
+        else:
+            print(text, file=self.out, flush=True)
 
     @property
     def step(self) -> int:
@@ -222,11 +250,14 @@ class TFRun:
 
     # ------------------------------------------------------------------ evaluation
     def validate(self) -> float:
-        loss, _ = evaluate_model(
-            self.model, self.valid_ids, **self.cfg.eval_settings,
-            max_tokens=self.cfg.eval_max_tokens, precision=self.cfg.precision,
-            jit_compile=self.cfg.compile,
-        )  # fmt: skip
+        cap, total = self.cfg.eval_max_tokens, self.meta["splits"]["valid"]["tokens"] - 1
+        with Progress(min(total, cap) if cap else total, "valid", stream=self.out,
+                      enabled=self._log is None) as bar:  # fmt: skip
+            loss, _ = evaluate_model(
+                self.model, self.valid_ids, self.settings, batch_size=self.cfg.eval_batch,
+                max_tokens=cap, precision=self.cfg.precision, jit_compile=self.cfg.compile,
+                progress=bar,
+            )  # fmt: skip
         return loss
 
     def after_eval(self, loss: float) -> None:
@@ -306,14 +337,16 @@ class TFRun:
         while stop is None:
             loss, norm, lr, n_tok = self._train_step(next(segments))
             window.add(loss, n_tok)
+            if self.bar is not None:
+                self.bar.update(1, loss=loss)
             stop = self._stop_reason(started)
             if self.step % s.log_interval == 0 or stop is not None:
                 rec = {**score_fields(window.mean, self.bits), "lr": lr, "grad_norm": norm,
                        "tok_s": window.rate(), "tokens": p["tokens"]}  # fmt: skip
                 self.record("train", rec)
-                self.log(
-                    progress_line(self.step, s.max_steps, rec, math.inf).rsplit(" | ETA", 1)[0]
-                )
+                if self.bar is None:  # on a terminal the live bar is the training line
+                    line = progress_line(self.step, s.max_steps, rec, math.inf)
+                    self.log(line.rsplit(" | ETA", 1)[0])
                 window = Window()
             at_eval = s.eval_interval and self.step % s.eval_interval == 0
             evaluated = self.valid_ids is not None and (at_eval or stop is not None)
@@ -324,6 +357,9 @@ class TFRun:
                 self.save()
             if evaluated or saved:
                 window.restart()  # tokens/s measures training only
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         self.log(f"stopping: {stop}")
         return {"backend": "tensorflow", "step": self.step, "tokens": p["tokens"],
                 "best_valid": p["best_valid"], "best_step": p["best_step"],
@@ -338,7 +374,7 @@ class TFRun:
         best = self.folder.best_model()
         model = load_pretrained(best) if best is not None else self.model
         loss, n = evaluate_model(
-            model, read_split(self.data, split, self.meta), **s.eval_settings,
+            model, self.ids[split], self.settings, batch_size=s.eval_batch,
             precision=s.precision, jit_compile=s.compile,
         )  # fmt: skip
         values = {**score_fields(loss, self.bits), "tokens": n}
@@ -393,8 +429,9 @@ def train_tf(
     devices: list[str] | None = None,
     tpu: str | None = None,
     cpu_devices: int = 0,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     preset: str | None = None,
+    stream: TextIO | None = None,
 ) -> dict[str, Any]:
     """Train a TensorFlow Transformer-XL on a prepared dataset; returns the summary also
     written to ``OUT/summary.json``.
@@ -408,6 +445,8 @@ def train_tf(
     strategy: ``auto``, ``default``, ``mirrored``, ``tpu`` (see ``make_strategy``) or a
         ``tf.distribute.Strategy``; ``cpu_devices=N`` first splits the CPU into N logical
         devices (tests, or data-parallel CPU runs; needs a fresh process).
+    log: a function that takes each line of output; by default the lines go to ``stream``
+        (stdout) with the progress of training and validation (see :class:`TFRun`).
     """
     folder = RunFolder(out)
     s = settings if isinstance(settings, TrainConfig) else TrainConfig.from_mapping(settings)
@@ -431,12 +470,12 @@ def train_tf(
             f"{data}: vocabulary of {meta.get('vocab_size')} tokens, but the model has "
             f"vocab_size={model_config.vocab_size}"
         )
-    check_prepared(data, meta, meta["splits"], model_config.vocab_size,
-                   lambda name: read_split(data, name, meta).numpy())  # fmt: skip
     run = RunConfig(preset, model_config, s.replace(data=str(data)))
-    job = TFRun(run, folder, str(data), meta, strategy, resume=resume, init_from=init_dir, log=log)
+    # TFRun reads and checks every split first (ids below the vocabulary size)
+    job = TFRun(run, folder, str(data), meta, strategy, resume=resume, init_from=init_dir,
+                log=log, stream=stream)  # fmt: skip
     _write_run_info(folder, run, strategy)
-    log(
+    job.log(
         f"txl train (tensorflow): {job.model.num_parameters():,} parameters, "
         f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
         f"precision {s.precision}, XLA {'on' if s.compile else 'off'}, run folder {out}"
@@ -479,20 +518,17 @@ def train_tf_layers(
     *,
     out: str,
     resume: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     **placement: Any,
 ) -> dict[str, Any]:
     """``txl train --backend tf``: the PyTorch trainer's layering (``layers``: ``preset``,
     ``config_file``, ``overrides``, ``data``, ``max_steps``, ``init_from``, as
     :func:`transformer_xl.train.run.train` takes them; or the saved config on ``resume``), then
-    :func:`train_tf` (``placement``: its ``strategy``, ``devices``, ``tpu``, ``cpu_devices``)."""
+    :func:`train_tf` (``placement``: its ``strategy``, ``devices``, ``tpu``, ``cpu_devices``,
+    ``stream``)."""
     preset, config_file, data = layers.get("preset"), layers.get("config_file"), layers.get("data")
     init_from, max_steps = layers.get("init_from"), layers.get("max_steps")
-    overrides = layers.get("overrides") or ()
-    from transformer_xl.run.config import resolve, resume_config
-    from transformer_xl.run.evaluation import run_of
-
-    overrides = list(overrides)
+    overrides = list(layers.get("overrides") or ())
     if max_steps is not None:
         overrides.append(f"train.max_steps={max_steps}")
     if resume:

@@ -67,15 +67,3 @@ def read_folder(directory: str | os.PathLike) -> tuple[TransformerXLConfig, dict
     except TypeError as e:  # e.g. bfloat16 tensors, which numpy cannot hold
         raise ValueError(f"{wpath}: cannot read as numpy ({e}); save it in float32") from None
     return config, tensors
-
-
-def load_pretrained(directory: str | os.PathLike):
-    """A :class:`TFTransformerXLLM` from a model folder (written by either implementation).
-
-    Call it inside ``strategy.scope()`` for distributed variables."""
-    from transformer_xl.tf.model import TFTransformerXLLM
-
-    config, tensors = read_folder(directory)
-    model = TFTransformerXLLM(config, initialize=False)
-    load_state(model, tensors, str(Path(directory) / WEIGHTS_NAME))
-    return model

@@ -187,6 +187,9 @@ class Trainer:
             world_size=env.world_size,
             seed=cfg.seed,
         )
+        window_keys = run.model.window_keys  # the model's same-length rule; not a train field
+        self.settings = cfg.segment_settings(window_keys)
+        self.eval_settings = cfg.eval_segment_settings(window_keys)
         self.mems: list[Mems | None] = [None] * cfg.batch_chunk
         self.progress = Progress()
         self.out = out or sys.stdout
@@ -238,13 +241,7 @@ class Trainer:
             with no_grad_sync(self.dist_model, skip=i < n - 1):
                 with self.autocast():
                     out = self.forward_model(
-                        xc,
-                        labels=yc,
-                        mems=self.mems[i],
-                        mem_len=cfg.mem_len,
-                        ext_len=cfg.ext_len,
-                        clamp_len=cfg.clamp_len,
-                        same_length=cfg.same_length,
+                        xc, labels=yc, mems=self.mems[i], settings=self.settings
                     )
                 loss = torch.where(mc, out.token_nll.float(), 0.0).sum() / total
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -279,12 +276,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def validate(self, split: str = "valid", max_tokens: int | None = None) -> EvalResult:
-        s = self.cfg.eval_settings
+        s = self.eval_settings
         cap = self.cfg.eval_max_tokens if max_tokens is None else max_tokens
         batches = self.data.eval_batches(
             split,
-            batch_size=s["batch_size"],
-            tgt_len=s["tgt_len"],
+            batch_size=self.cfg.eval_batch,
+            tgt_len=s.tgt_len,
             rank=self.env.rank,
             world_size=self.env.world_size,
         )
@@ -294,9 +291,7 @@ class Trainer:
         return evaluate(
             self.forward_model,
             batches,
-            mem_len=s["mem_len"],
-            clamp_len=s["clamp_len"],
-            same_length=s["same_length"],
+            s,
             device=self.env.device,
             autocast=self.autocast(),
             max_tokens=-(-cap // self.env.world_size),  # per rank: the same total as one process

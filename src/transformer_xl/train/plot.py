@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from transformer_xl.fileio import atomic_output
 from transformer_xl.train.metrics import read_metrics
 
 
@@ -38,7 +39,6 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
         import matplotlib.pyplot as plt
     except ImportError:
         raise ValueError("txl plot needs matplotlib: pip install 'transformer-xl[plot]'") from None
-    from transformer_xl.fileio import atomic_output
 
     c = curves(records)
     score = "bpc" if any(k.endswith("/bpc") for k in c) else "ppl"

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.evaluate import EvalResult, check_vocab
+from transformer_xl.data import load_prepared
+from transformer_xl.evaluate import EvalResult, check_vocab, evaluate
 from transformer_xl.fileio import atomic_write_text
 from transformer_xl.folders import find_model_folder
 from transformer_xl.run.config import (
@@ -23,9 +24,12 @@ from transformer_xl.run.config import (
 )
 from transformer_xl.run.folder import RunFolder
 from transformer_xl.run.metrics import dumps, record_final
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.train.data import open_data
 from transformer_xl.train.distributed import barrier, init_distributed, shutdown
 from transformer_xl.train.loop import Trainer
+from transformer_xl.train.sample import sample
+from transformer_xl.weights import load_pretrained
 
 
 def run_config_for(
@@ -48,44 +52,35 @@ def run_config_for(
 
 
 def evaluate_folder(
-    model_dir: Path, data, split: str, settings: dict[str, Any], device: torch.device
+    model_dir: Path,
+    data,
+    split: str,
+    settings: SegmentSettings,
+    batch_size: int,
+    device: torch.device,
 ) -> EvalResult:
-    """Evaluate a saved model folder on ``split`` (single process)."""
-    from transformer_xl.evaluate import evaluate
-    from transformer_xl.weights import load_pretrained
-
+    """Evaluate a saved model folder on ``split`` (single process, ``batch_size`` streams)."""
     model = load_pretrained(model_dir, map_location=device)
     batches = data.eval_batches(
-        split, batch_size=settings["batch_size"], tgt_len=settings["tgt_len"], rank=0, world_size=1
+        split, batch_size=batch_size, tgt_len=settings.tgt_len, rank=0, world_size=1
     )
-    return evaluate(
-        model,
-        batches,
-        mem_len=settings["mem_len"],
-        clamp_len=settings["clamp_len"],
-        same_length=settings["same_length"],
-        device=device,
-        bits=data.bits,
-    )
+    return evaluate(model, batches, settings, device=device, bits=data.bits)
 
 
 def sample_text(
-    model_dir: Path, data, n_tokens: int, settings: dict[str, Any], seed: int, device: torch.device
+    model_dir: Path,
+    data,
+    n_tokens: int,
+    settings: SegmentSettings,
+    seed: int,
+    device: torch.device,
 ) -> str:
-    from transformer_xl.train.sample import sample
-    from transformer_xl.weights import load_pretrained
-
+    """``n_tokens`` sampled after the data's prompt, read with the model's own clamp and
+    same-length window and the lengths (``tgt_len``, ``mem_len``) of ``settings``."""
     model = load_pretrained(model_dir, map_location=device)
     prompt = data.sample_prompt()
-    ids = sample(
-        model,
-        prompt,
-        n_tokens,
-        mem_len=settings["mem_len"],
-        tgt_len=settings["tgt_len"],
-        seed=seed,
-        device=device,
-    )
+    lengths = model.config.segment.replace(tgt_len=settings.tgt_len, mem_len=settings.mem_len)
+    ids = sample(model, prompt, n_tokens, lengths, seed=seed, device=device)
     return data.decode(prompt) + data.decode(ids)
 
 
@@ -160,8 +155,6 @@ def print_config(
     run, _ = resolve_layers(preset, config_file, overrides, init_model=init_model)
     vocab_size = None
     if run.train.data and (Path(run.train.data) / "meta.json").is_file():
-        from transformer_xl.data import load_prepared
-
         vocab_size = len(load_prepared(run.train.data).vocab)
     run, origins = resolve_layers(
         preset, config_file, overrides, vocab_size=vocab_size, init_model=init_model
@@ -202,10 +195,10 @@ def finish(run: RunConfig, folder: RunFolder, dataset, device, stream) -> dict[s
     out: dict[str, Any] = {}
     cfg = run.train
     best = folder.best
-    settings = cfg.eval_settings
+    settings = cfg.eval_segment_settings(run.model.window_keys)
     split = cfg.final_eval_split
     if split and dataset.has_split(split):
-        res = evaluate_folder(best, dataset, split, settings, device)
+        res = evaluate_folder(best, dataset, split, settings, cfg.eval_batch, device)
         out[split] = res.to_dict()
         record_final(folder, split, res.to_dict())
         print(f"{split} ({best}): {res.summary()}", file=stream, flush=True)

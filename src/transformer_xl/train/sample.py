@@ -1,7 +1,7 @@
 """A small sampler to show what a trained model writes (the end of ``txl train``).
 
-It is :func:`transformer_xl.generate.generate` with the run's lengths: the prompt is read in
-segments of ``tgt_len`` with memory, then one token per step against cached keys and values of
+It is :func:`transformer_xl.generate.generate` with the given segment settings: the prompt is read
+in segments of ``tgt_len`` with memory, then one token per step against cached keys and values of
 at most ``mem_len`` positions.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from transformer_xl.generate import generate
+from transformer_xl.segment import SegmentSettings
 
 
 @torch.no_grad()
@@ -17,9 +18,8 @@ def sample(
     model,
     prompt: list[int],
     n_tokens: int,
+    settings: SegmentSettings,
     *,
-    mem_len: int,
-    tgt_len: int,
     temperature: float = 0.8,
     top_k: int = 0,
     seed: int = 0,
@@ -30,7 +30,6 @@ def sample(
         raise ValueError("sample: the prompt must hold at least one token")
     if temperature <= 0:
         raise ValueError(f"sample: temperature={temperature} must be positive")
-    settings = model.config.segment.replace(mem_len=mem_len, tgt_len=tgt_len)
     was_training = model.training
     model.eval()
     try:

@@ -8,8 +8,10 @@ so that they come back as tuples, and everything else must be a JSON value.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,10 +76,6 @@ def unflatten(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
 
 def rng_state() -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Every random generator a run touches: torch (CPU and CUDA), Python's and NumPy's."""
-    import random
-
-    import numpy as np
-
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -95,10 +93,6 @@ def rng_state() -> tuple[dict[str, Any], dict[str, Tensor]]:
 
 
 def set_rng_state(skeleton: Any, tensors: dict[str, Tensor]) -> None:
-    import random
-
-    import numpy as np
-
     state = unflatten(skeleton, tensors)
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
