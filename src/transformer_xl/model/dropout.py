@@ -21,24 +21,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _scale(p: float, dtype: torch.dtype) -> float:
-    """``1 / (1 - p)`` as the stock dropout computes it: a division in ``dtype``."""
-    return torch.ones((), dtype=dtype).div_(1 - p).item()
-
-
 class _ReluDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, p: float) -> Tensor:
         noise = torch.empty_like(x).bernoulli_(1 - p).div_(1 - p)  # the stock draw
         y = torch.relu(x).mul_(noise)
-        ctx.save_for_backward(y)
-        ctx.scale = _scale(p, x.dtype)
+        # 1 / (1 - p) as the stock noise holds it (a division in x's dtype), kept as a 0-dim
+        # tensor: no host read (.item()), which torch.compile would have to break its graph for
+        scale = torch.ones((), dtype=x.dtype, device=x.device).div_(1 - p)
+        ctx.save_for_backward(y, scale)
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.threshold_backward(grad, y, 0).mul_(ctx.scale), None
+        y, scale = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, y, 0).mul_(scale), None
 
 
 def relu_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
