@@ -44,10 +44,10 @@ def run(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     p = sub.add_parser(
         "lm-eval",
-        help="run lm-evaluation-harness tasks on a model (perplexity with memory)",
+        help=help,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -64,10 +64,10 @@ def _common(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress messages")
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     from transformer_xl.data.corpora import NAMES
 
-    p = sub.add_parser("prepare", help="prepare a benchmark corpus or any text for training")
+    p = sub.add_parser("prepare", help=help)
     names = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     for name in NAMES:
         q = names.add_parser(name, help=HELP[name], description=HELP[name])
