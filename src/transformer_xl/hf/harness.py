@@ -23,6 +23,7 @@ from lm_eval.api.registry import register_model
 
 from transformer_xl.data.tokenizer import load_tokenizer
 from transformer_xl.evaluate import evaluate
+from transformer_xl.generate import generate_iter
 from transformer_xl.hub import resolve_model
 from transformer_xl.weights import load_pretrained
 
@@ -105,8 +106,6 @@ class TransformerXLHarness(LM):
         return [self._continuation(*req.args[:2]) for req in requests]
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from transformer_xl.generate import generate_iter
-
         out = []
         for req in requests:
             context, kwargs = req.args[0], dict(req.args[1] if len(req.args) > 1 else {})
