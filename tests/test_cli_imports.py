@@ -1,6 +1,6 @@
-"""The shape of the package's imports: ``txl --help`` and ``txl --version`` load no PyTorch, the
-command table in ``cli.py`` matches the command modules, project imports sit at module top, and
-the module-level import graph has no cycle."""
+"""The shape of the package's imports: ``txl --help`` and ``txl --version`` load no PyTorch, nor
+does the framework-neutral ``transformer_xl.run``; the command table in ``cli.py`` matches the
+command modules; project imports sit at module top; the module-level import graph has no cycle."""
 
 from __future__ import annotations
 
@@ -167,3 +167,18 @@ def test_project_imports_sit_at_module_top():
                     if name.split(".")[0] not in OPTIONAL and (rel, name) not in LEFT:
                         inside.append(f"{rel}:{sub.lineno} {name}")
     assert inside == []
+
+
+def test_the_run_layer_loads_neither_framework():
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import transformer_xl.run as run\n"
+        "for m in pkgutil.iter_modules(run.__path__):\n"
+        "    importlib.import_module('transformer_xl.run.' + m.name)\n"
+        "print(sorted(m for m in ('torch', 'tensorflow') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(SRC)},
+    )  # fmt: skip
+    assert out.stdout.splitlines()[-1] == "[]"
