@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from transformer_xl.convert.hf import read_hf_weights
+from transformer_xl.convert.hf_files import read_hf_weights
 
 
 def _index(folder, weight_map):

@@ -1,5 +1,12 @@
 """``txl``: the command line. Parsing only; each subcommand lives in ``transformer_xl.commands``
-as a module with ``register(subparsers)`` that sets ``func`` to a library call."""
+as a module with ``register(subparsers, help)`` that adds its parser and sets ``func`` to a
+library call.
+
+``COMMANDS`` below names every subcommand with its one-line help and its module. ``txl --help``,
+``txl --version`` and a mistyped command are answered from that table alone; only the module of
+the command given on the line is imported (one ``importlib`` call, in :func:`build_parser`), so
+that asking for help does not load PyTorch. Each command module imports what it needs at its top.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +14,64 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from transformer_xl import __version__
 
-COMMAND_MODULES = [
-    "transformer_xl.commands.presets",
-    "transformer_xl.commands.prepare",
-    "transformer_xl.commands.train",
-    "transformer_xl.commands.eval",
-    "transformer_xl.commands.plot",
-    "transformer_xl.commands.convert",
-    "transformer_xl.commands.generate",
-    "transformer_xl.commands.bench",
-    "transformer_xl.commands.lm_eval",
-    "transformer_xl.commands.reproduce",
-]
+
+class Command(NamedTuple):
+    help: str  # the line under COMMAND in ``txl --help``
+    module: str  # in transformer_xl.commands
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS: dict[str, Command] = {
+    "presets": Command("list the paper's model presets", "presets"),
+    "prepare": Command("prepare a benchmark corpus or any text for training", "prepare"),
+    "train": Command(
+        "train a model (the paper's recipes as presets; resumable; torchrun for many GPUs)",
+        "train",
+    ),
+    "eval": Command("evaluate a model (run folder or model folder) on a split", "eval"),
+    "plot": Command("draw a run's loss and learning-rate curves to a PNG", "plot"),
+    "convert": Command(
+        "convert the authors' TF/PyTorch checkpoints and HF's to a model folder, or to HF",
+        "convert",
+    ),
+    "generate": Command("sample from a saved model, streaming tokens to stdout", "generate"),
+    "bench": Command("measure speed, memory and FLOPs (optionally against HF's port)", "bench"),
+    "lm-eval": Command(
+        "run lm-evaluation-harness tasks on a model (perplexity with memory)", "lm_eval"
+    ),
+    "reproduce": Command(
+        "the paper's ablation, evaluation-length curve, RECL and speed table, at small scale",
+        "reproduce",
+    ),
+}
+
+
+def build_parser(full: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The ``txl`` parser. The commands named in ``full`` get their own arguments (their modules
+    are imported); every other one is only its name and help line, enough for ``txl --help``."""
     parser = argparse.ArgumentParser(
         prog="txl", description="Transformer-XL: prepare data, train, evaluate, generate, convert."
     )
     parser.add_argument("--version", action="version", version=f"txl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    full = set(full)
+    for name, command in COMMANDS.items():
+        if name in full:
+            module = importlib.import_module(f"transformer_xl.commands.{command.module}")
+            module.register(sub, command.help)
+        else:
+            sub.add_parser(name, help=command.help)
     return parser
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand on the line: the first word not an option (``txl``'s own options,
+    ``-h`` and ``--version``, take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def error_line(e: BaseException) -> str:
@@ -45,7 +84,8 @@ def error_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(full=[chosen_command(argv)]).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as e:

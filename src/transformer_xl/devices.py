@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import torch
+
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
@@ -37,8 +39,6 @@ def check_precision(text: str, flag: str = "--precision") -> str:
 def resolve_device(name: str, flag: str = "--device"):
     """The ``torch.device`` for ``name``; ``ValueError`` naming the flag when it is not
     available on this machine."""
-    import torch
-
     name = check_device_name(name, flag)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

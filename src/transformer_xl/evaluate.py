@@ -20,9 +20,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from transformer_xl.data import Vocab
 from transformer_xl.model import TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
+from transformer_xl.progress import Progress
+from transformer_xl.run.evaluation import eval_output, eval_plan
 from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.train.data import open_data
+from transformer_xl.train.distributed import DistEnv, pick_device
+from transformer_xl.weights import load_pretrained
 
 
 @dataclass(frozen=True)
@@ -206,12 +212,6 @@ def evaluate_model(
     model's config (batch size 10); see :func:`transformer_xl.run.evaluation.eval_plan`.
     Returns the result and the JSON record (:func:`~transformer_xl.run.evaluation.eval_output`)
     ``txl eval --json`` prints for either backend."""
-    from transformer_xl.progress import Progress
-    from transformer_xl.run.evaluation import eval_output, eval_plan
-    from transformer_xl.train.data import open_data
-    from transformer_xl.train.distributed import DistEnv, pick_device
-    from transformer_xl.weights import load_pretrained
-
     given = dict(
         tgt_len=tgt_len,
         mem_len=mem_len,
@@ -265,11 +265,7 @@ def check_vocab(model_dir: Path, vocab_size: int, ds) -> None:
             f"{ds.dataset.path} has {ds.vocab_size:,}"
         )
     vpath = Path(model_dir) / "vocab.json"
-    if vpath.is_file():
-        from transformer_xl.data import Vocab
-
-        if Vocab.load(vpath).fingerprint() != ds.dataset.vocab.fingerprint():
-            raise ValueError(
-                f"{vpath}: not the vocabulary of {ds.dataset.path} (same size, "
-                "other tokens or order)"
-            )
+    if vpath.is_file() and Vocab.load(vpath).fingerprint() != ds.dataset.vocab.fingerprint():
+        raise ValueError(
+            f"{vpath}: not the vocabulary of {ds.dataset.path} (same size, other tokens or order)"
+        )

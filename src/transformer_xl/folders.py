@@ -156,36 +156,6 @@ def resolve_model(path: str | os.PathLike) -> ModelLocation:
     return ModelLocation(path, MODEL)
 
 
-@dataclass
-class OpenedModel:
-    """A loaded model with its tokenizer (None when the folder has no ``vocab.json``)."""
-
-    model: Any
-    tokenizer: Any
-    location: ModelLocation
-
-
-def open_model(path: str | os.PathLike, *, device: Any = "cpu") -> OpenedModel:
-    """Load the model named by ``path`` (any kind :func:`resolve_model` accepts) in eval mode,
-    with its tokenizer, checking that the vocabulary has as many tokens as the model."""
-    from transformer_xl.weights import load_pretrained
-
-    loc = resolve_model(path)
-    model = load_pretrained(loc.model_dir, map_location=device).eval()
-    tokenizer = None
-    if (loc.model_dir / "vocab.json").is_file():
-        from transformer_xl.data.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer(loc.model_dir)
-        if len(tokenizer.vocab) != model.config.vocab_size:
-            raise ValueError(
-                f"{loc.model_dir / 'vocab.json'}: {len(tokenizer.vocab):,} tokens, but the model "
-                f"({loc.model_dir / CONFIG_NAME}) has vocab_size {model.config.vocab_size:,}: "
-                "not this model's vocabulary"
-            )
-    return OpenedModel(model, tokenizer, loc)
-
-
 def find_model_folder(path: str | os.PathLike) -> Path:
     """The model folder named by ``path`` (any kind :func:`resolve_model` accepts)."""
     return resolve_model(path).model_dir

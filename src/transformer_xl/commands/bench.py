@@ -7,7 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from transformer_xl.bench import PEER, Variant, format_table, run_benchmark
 from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+from transformer_xl.devices import resolve_device
+from transformer_xl.fileio import atomic_write_text
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -17,10 +20,6 @@ def _csv(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    from transformer_xl.bench import PEER, Variant, format_table, run_benchmark
-    from transformer_xl.devices import resolve_device
-    from transformer_xl.fileio import atomic_write_text
-
     variants = [Variant.parse(v) for v in _csv(args.variants)]
     if args.compare:
         if args.compare != PEER:
@@ -39,10 +38,8 @@ def run(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "bench", help="measure speed, memory and FLOPs (optionally against HF's port)"
-    )
+def register(sub, help: str) -> None:
+    p = sub.add_parser("bench", help=help)
     p.add_argument(
         "--preset",
         default="tiny",

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 
+from transformer_xl.convert.api import convert_checkpoint, export_hf
+from transformer_xl.convert.remap import load_target_vocab, remap_prepared
+
 
 def _cutoffs(text: str) -> list[int]:
     try:
@@ -26,8 +29,6 @@ def _cutoffs(text: str) -> list[int]:
 
 
 def remap(args) -> int:
-    from transformer_xl.convert.remap import load_target_vocab, remap_prepared
-
     if not args.model:
         raise ValueError("--remap-data needs --model (a converted model folder or a vocab.json)")
     result = remap_prepared(args.src, load_target_vocab(args.model), args.out)
@@ -39,8 +40,6 @@ def remap(args) -> int:
 
 
 def run(args) -> int:
-    from transformer_xl.convert.api import convert_checkpoint, export_hf
-
     if args.remap_data:
         return remap(args)
     if args.to:
@@ -82,10 +81,10 @@ def run(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert the authors' TF/PyTorch checkpoints and HF's to a model folder, or to HF",
+        help=help,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+
+import torch
+
 from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+from transformer_xl.devices import resolve_device
+from transformer_xl.evaluate import evaluate_model
 from transformer_xl.run.metrics import dumps
 
 
 def run(args) -> int:
-    from transformer_xl.devices import resolve_device
-
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     flags = dict(
         split=args.split,
@@ -25,12 +27,10 @@ def run(args) -> int:
     if args.backend == "tf":
         if args.device not in ("auto", "cpu"):
             raise ValueError("--backend tf places the model itself: leave --device at auto")
-        from transformer_xl.tf.evaluate import evaluate_tf
+        from transformer_xl.tf.evaluate import evaluate_tf  # optional: needs tensorflow
 
         info = evaluate_tf(args.model, args.data, **flags)
     else:
-        from transformer_xl.evaluate import evaluate_model
-
         device = str(resolve_device(args.device))
         _, info = evaluate_model(args.model, data=args.data, device=device, **flags)
     if args.json:
@@ -51,8 +51,8 @@ def summary_text(info: dict) -> str:
     return f"{head} | loss {info['loss']:.4f} | {info['tokens']:,} tokens"
 
 
-def register(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a model (run folder or model folder) on a split")
+def register(sub, help: str) -> None:
+    p = sub.add_parser("eval", help=help)
     p.add_argument("model", help="a run folder (its best model), a model or a checkpoint folder")
     p.add_argument("--data", help="prepared dataset folder (default: the run's data)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -61,7 +61,7 @@ def register(sub) -> None:
     p.add_argument("--clamp-len", type=int, help="clamp relative distances (-1: no clamp)")
     p.add_argument(
         "--same-length",
-        action=argparse_bool(),
+        action=argparse.BooleanOptionalAction,
         default=None,
         help="every query attends to the same number of keys",
     )
@@ -77,9 +77,3 @@ def register(sub) -> None:
         help="torch (default) or tf: the TensorFlow evaluator on the same model folder",
     )
     p.set_defaults(func=run)
-
-
-def argparse_bool():
-    import argparse
-
-    return argparse.BooleanOptionalAction

@@ -10,23 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from transformer_xl.commands.common import add_device, add_threads
+from transformer_xl.continuation import open_model, read_into
+from transformer_xl.devices import resolve_device
+from transformer_xl.model.generate import Sampler
+from transformer_xl.prompt import encode_prompt, parse_ids, read_prompt_file
 
 
 def run(args) -> int:
-    import torch
-
-    from transformer_xl.devices import resolve_device
-    from transformer_xl.folders import open_model
-    from transformer_xl.generate import (
-        Sampler,
-        StreamingLM,
-        TextStreamer,
-        read_prompt,
-        sample_tokens,
-    )
-    from transformer_xl.prompt import encode_prompt, parse_ids, read_prompt_file
-
     if args.threads:
         torch.set_num_threads(args.threads)
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)  # checks the values
@@ -39,47 +32,36 @@ def run(args) -> int:
     ids = None if args.prompt_ids is None else parse_ids(args.prompt_ids)
     text = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
     opened = open_model(args.model, device=device)
-    model, tokenizer = opened.model, opened.tokenizer
     prompt = encode_prompt(
-        model.config.vocab_size, tokenizer, text=text, ids=ids, model=opened.location.model_dir
-    )
+        opened.model.config.vocab_size, opened.tokenizer, text=text, ids=ids,
+        model=opened.location.model_dir,
+    )  # fmt: skip
     if prompt.unknown:
         print(
             f"txl generate: note: {prompt.unknown} prompt token(s) are not in the vocabulary "
-            f"and became {tokenizer.vocab.unk_token}",
+            f"and became {opened.tokenizer.vocab.unk_token}",
             file=sys.stderr,
         )
-    show_text = tokenizer is not None and not args.ids
-    eos_id = None
-    if args.stop_at_eos:
-        eos_id = None if tokenizer is None else tokenizer.vocab.eos_id
-        if eos_id is None:
-            raise ValueError("--stop-at-eos: the model's vocabulary has no end-of-sentence token")
-
-    stream = StreamingLM(
-        model, 1, mem_len=args.mem_len, clamp_len=args.clamp_len, same_length=args.same_length
-    )
-    chunk = model.config.tgt_len if args.tgt_len is None else args.tgt_len
-    first = read_prompt(stream, torch.tensor([prompt.ids], device=device), chunk)
+    prompted = read_into(
+        opened, prompt, tgt_len=args.tgt_len, mem_len=args.mem_len, clamp_len=args.clamp_len,
+        same_length=args.same_length, as_text=not args.ids, stop_at_eos=args.stop_at_eos,
+    )  # fmt: skip
     out = sys.stdout
     for k in range(args.num_samples):
         if args.num_samples > 1:
             out.write(("\n" if k else "") + f"--- sample {k + 1} ---\n")
-        streamer = TextStreamer(tokenizer.decode, prompt.ids) if show_text else None
-        tokens = sample_tokens(stream.clone(), first, args.max_new_tokens, sampler, eos_id=eos_id)
-        for n, token in enumerate(tokens):
-            t = int(token[0])
-            out.write(streamer.push(t) if streamer else f"{'' if n == 0 else ' '}{t}")
+        for piece in prompted.sample(args.max_new_tokens, sampler):
+            out.write(piece)
             out.flush()
-        out.write((streamer.flush() if streamer else "") + "\n")
+        out.write("\n")
         out.flush()
     return 0
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     p = sub.add_parser(
         "generate",
-        help="sample from a saved model, streaming tokens to stdout",
+        help=help,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -14,26 +14,17 @@ import json
 
 def run(args) -> int:
     try:
-        from lm_eval import simple_evaluate
-        from lm_eval.tasks import TaskManager
-
-        from transformer_xl.hf.harness import TransformerXLHarness
+        from transformer_xl.hf.harness import evaluate_tasks  # optional: imports lm_eval
     except ImportError as e:
         raise ValueError(
             f"txl lm-eval needs lm-evaluation-harness 0.4 ({e.name} is missing): "
             "pip install 'transformer-xl[hf]'"
         ) from None
-    settings = {k: getattr(args, k) for k in ("tgt_len", "mem_len", "clamp_len")}
-    lm = TransformerXLHarness(args.model, revision=args.revision,
-                              **{k: v for k, v in settings.items() if v is not None})  # fmt: skip
-    tasks = [t for t in args.tasks.split(",") if t]
-    manager = TaskManager(include_path=args.include_path) if args.include_path else TaskManager()
-    known = set(manager.all_tasks)
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        raise ValueError(f"--tasks: unknown task(s) {unknown} (see --include-path)")
-    out = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=args.limit)
-    results = out["results"]
+    results = evaluate_tasks(
+        args.model, [t for t in args.tasks.split(",") if t], include_path=args.include_path,
+        limit=args.limit, revision=args.revision, tgt_len=args.tgt_len, mem_len=args.mem_len,
+        clamp_len=args.clamp_len,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=2, default=str))
         return 0
@@ -44,10 +35,10 @@ def run(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     p = sub.add_parser(
         "lm-eval",
-        help="run lm-evaluation-harness tasks on a model (perplexity with memory)",
+        help=help,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from transformer_xl.train.plot import plot_run
+
 
 def run(args) -> int:
-    from transformer_xl.train.plot import plot_run
-
     print(plot_run(args.run, args.out))
     return 0
 
 
-def register(sub) -> None:
-    p = sub.add_parser("plot", help="draw a run's loss and learning-rate curves to a PNG")
+def register(sub, help: str) -> None:
+    p = sub.add_parser("plot", help=help)
     p.add_argument("run", help="run folder (holds metrics.jsonl)")
     p.add_argument("--out", help="PNG path (default RUN/curves.png)")
     p.set_defaults(func=run)

@@ -68,8 +68,8 @@ def _common(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress messages")
 
 
-def register(sub) -> None:
-    p = sub.add_parser("prepare", help="prepare a benchmark corpus or any text for training")
+def register(sub, help: str) -> None:
+    p = sub.add_parser("prepare", help=help)
     names = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     for name in NAMES:
         q = names.add_parser(name, help=HELP[name], description=HELP[name])

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
+import torch
+
+from transformer_xl.config import preset_config
+from transformer_xl.model import TransformerXLLM
+from transformer_xl.presets import EVAL_SETTINGS, PAPER_PARAMS, PRESETS
+
 
 def run(args) -> int:
-    import torch
-
-    from transformer_xl.config import preset_config
-    from transformer_xl.model import TransformerXLLM
-    from transformer_xl.presets import EVAL_SETTINGS, PAPER_PARAMS, PRESETS
-
     rows = []
     for name in PRESETS:
         cfg = preset_config(name)
@@ -38,7 +38,7 @@ def run(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    p = sub.add_parser("presets", help="list the paper's model presets")
+def register(sub, help: str) -> None:
+    p = sub.add_parser("presets", help=help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)

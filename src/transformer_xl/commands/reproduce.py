@@ -3,19 +3,19 @@ at small scale, written as a report into a folder."""
 
 from __future__ import annotations
 
+from transformer_xl.reproduce import reproduce
+
 
 def run(args) -> int:
-    from transformer_xl.reproduce import reproduce
-
     print(reproduce(data=args.data, out=args.out, budget=args.budget, seeds=args.seeds,
                     device=args.device))  # fmt: skip
     return 0
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     p = sub.add_parser(
         "reproduce",
-        help="the paper's ablation, evaluation-length curve, RECL and speed table, at small scale",
+        help=help,
     )
     p.add_argument("--data", help="prepared dataset folder (default: the Python standard "
                    "library's sources, prepared into OUT/data)")  # fmt: skip

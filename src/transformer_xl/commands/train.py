@@ -11,12 +11,12 @@ from transformer_xl.commands.common import (
     add_threads,
     shared_settings,
 )
+from transformer_xl.run.metrics import dumps
+from transformer_xl.train.loop import TrainingError
+from transformer_xl.train.run import print_config, train
 
 
 def run(args) -> int:
-    from transformer_xl.train.loop import TrainingError
-    from transformer_xl.train.run import train
-
     out = args.out or (f"runs/{args.preset}" if args.preset else None)
     if out is None:
         raise ValueError("pass --out RUN (or --preset NAME, which defaults to runs/NAME)")
@@ -29,8 +29,6 @@ def run(args) -> int:
         init_from=args.init_from,
     )
     if args.print_config:
-        from transformer_xl.train.run import print_config
-
         print(print_config(**layers))
         return 0
     if args.backend == "tf":
@@ -45,18 +43,17 @@ def run(args) -> int:
 
 def run_tf(args, out: str, layers: dict) -> int:
     """The same surface on the TensorFlow trainer (the same layering and run folder)."""
-    from transformer_xl.run.metrics import dumps
-    from transformer_xl.tf.train import train_tf_layers
+    from transformer_xl.tf.train import train_tf_layers  # optional: needs tensorflow
 
     summary = train_tf_layers(layers, out=out, resume=args.resume)
     print(dumps(summary))
     return 0
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     p = sub.add_parser(
         "train",
-        help="train a model (the paper's recipes as presets; resumable; torchrun for many GPUs)",
+        help=help,
         description="Train a Transformer-XL. Settings are layered: --preset (a recipe: "
         "'txl presets' lists them) < --config FILE (YAML or TOML with 'model' and 'train' "
         "sections) < --set KEY=VALUE. With several processes, launch with torchrun.",

@@ -21,9 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.convert.hf import HF_VOCAB_FILES, hf_state_from_ours, load_hf_folder
+from transformer_xl.convert.hf_export import write_hf5_folder
+from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
+from transformer_xl.convert.original import load_original
+from transformer_xl.convert.tf import load_tf_checkpoint, read_corpus_info
+from transformer_xl.convert.tf_bundle import resolve_prefix
 from transformer_xl.convert.vocab_files import (
     VOCAB_NAME,
     VocabInfo,
@@ -31,7 +39,12 @@ from transformer_xl.convert.vocab_files import (
     vocab_json,
     write_vocab_json,
 )
+from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
+from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text, honour_umask
+from transformer_xl.hub import resolve_model
+from transformer_xl.presets import EVAL_SETTINGS, PRESETS
+from transformer_xl.weights import load_pretrained
 
 SOURCES = ("tf", "original", "hf")
 ARCH_FIELDS = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val", "cutoffs")
@@ -49,8 +62,6 @@ class ConvertResult:
 
 def matching_preset(cfg: TransformerXLConfig, dataset: str | None) -> str | None:
     """The paper preset of ``dataset`` with ``cfg``'s architecture, if there is one."""
-    from transformer_xl.presets import PRESETS
-
     if not dataset:
         return None
     dataset = DATASET_ALIASES.get(dataset.lower().replace("-", ""), dataset)
@@ -67,8 +78,6 @@ def matching_preset(cfg: TransformerXLConfig, dataset: str | None) -> str | None
 
 def with_eval_settings(cfg: TransformerXLConfig, dataset: str | None, notes: list[str]):
     """``cfg`` with the paper's evaluation settings as run defaults, when a preset matches."""
-    from transformer_xl.presets import EVAL_SETTINGS, PRESETS
-
     name = matching_preset(cfg, dataset)
     if name is None:
         if dataset:
@@ -149,9 +158,6 @@ def convert_checkpoint(
     auto_vocab: list[Path] = []
     cinfo = None
     if source == "tf":
-        from transformer_xl.convert.tf import read_corpus_info
-        from transformer_xl.convert.tf_bundle import resolve_prefix
-
         prefix = resolve_prefix(src)
         near = [src / "data", prefix.parent.parent / "data", prefix.parent]
         found = _first_file([d / "corpus-info.json" for d in near])
@@ -162,8 +168,6 @@ def convert_checkpoint(
         dataset = dataset or cinfo and cinfo.get("dataset")
         auto_vocab = [d / "cache.pkl" for d in near]
     elif source == "hf":
-        from transformer_xl.convert.hf import HF_VOCAB_FILES
-
         if with_vocab and vocab_file is None and (src / VOCAB_NAME).is_file():
             return _convert_hf_with_vocab_json(src, out, dataset, notes)
         auto_vocab = [src / name for name in HF_VOCAB_FILES]
@@ -183,16 +187,10 @@ def convert_checkpoint(
         return with_eval_settings(cfg, dataset, notes)
 
     if source == "tf":
-        from transformer_xl.convert.tf import load_tf_checkpoint
-
         model, counts = load_tf_checkpoint(prefix, cinfo, adjust)
     elif source == "original":
-        from transformer_xl.convert.original import load_original
-
         model, counts = load_original(src, cutoffs=cutoffs, adjust=adjust)
     else:
-        from transformer_xl.convert.hf import load_hf_folder
-
         model, counts = load_hf_folder(src, adjust)
     cfg = model.config
     vocab = _vocab_for(info, cfg, dataset, str(src))
@@ -208,10 +206,6 @@ def convert_checkpoint(
 def _convert_hf_with_vocab_json(src: Path, out, dataset, notes) -> ConvertResult:
     """``--from hf`` of a folder we exported: its ``vocab.json`` (every kind) comes back as it
     is, with ``tokenizer.json`` for bpe."""
-    from transformer_xl.convert.hf import load_hf_folder
-    from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
-    from transformer_xl.data.vocab import Vocab
-
     vocab = Vocab.load(src / VOCAB_NAME)
     # the saved run settings are the model's own: the paper's only when --dataset asks
     model, counts = load_hf_folder(
@@ -266,20 +260,15 @@ def export_hf(
     """Write our model folder ``src`` as an HF folder ``out``: ``hf_format="transformers5"``
     (this package's classes for transformers 5, see :mod:`.hf_export`) or ``"legacy"``
     (HF's ``TransfoXL`` of transformers 4.x)."""
-    from transformer_xl.weights import load_pretrained
-
     if hf_format not in HF_FORMATS:
         raise ValueError(f"hf_format={hf_format!r}: expected one of {HF_FORMATS}")
     if weights not in ("safetensors", "bin"):
         raise ValueError(f"weights={weights!r}: expected 'safetensors' or 'bin'")
-    from transformer_xl.hub import resolve_model
 
     src = resolve_model(src)  # a model folder or a Hub repo id
     model = load_pretrained(src)
     vocab = None
     if (src / VOCAB_NAME).is_file():
-        from transformer_xl.data.vocab import Vocab
-
         vocab = Vocab.load(src / VOCAB_NAME)
         if len(vocab) != model.config.vocab_size:
             raise ValueError(
@@ -290,7 +279,6 @@ def export_hf(
         return _export_legacy(src, out, model, vocab, weights)
     if weights != "safetensors":
         raise ValueError("--weights bin: the transformers-5 format is safetensors only")
-    from transformer_xl.convert.hf_export import write_hf5_folder
 
     n = [0]
 
@@ -307,11 +295,6 @@ RUN_SETTINGS = ("tgt_len", "mem_len", "ext_len", "clamp_len", "same_length", "sa
 
 
 def _export_legacy(src: Path, out, model, vocab, weights: str) -> ConvertResult:
-    import torch
-    from safetensors.torch import save_file
-
-    from transformer_xl.convert.hf import hf_state_from_ours
-
     cfg = model.config
     hf_cfg, state = hf_state_from_ours(model)
     # HF's config has no tgt_len and no same_length window: kept for `--from hf`
@@ -356,8 +339,6 @@ def _write_legacy_tokenizer(tmp: Path, vocab, src: Path) -> None:
     """A word vocabulary as HF's ``TransfoXLTokenizer`` (``vocab.pkl``), any other kind as a
     ``tokenizer.json``; our ``vocab.json`` too, for ``--from hf``."""
     if vocab.kind != "word":
-        from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
-
         write_hf_tokenizer(vocab, tmp, src)
     else:
         as_dict = vocab.to_dict()

@@ -24,8 +24,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import save_file
+
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.convert.hf_files import read_hf_weights
+from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
+from transformer_xl.data.tokenizer import VOCAB_NAME
 from transformer_xl.fileio import atomic_write_text, honour_umask
+from transformer_xl.model.transformer import TransformerXLLM
+from transformer_xl.weights import load_state
 
 MODEL_TYPE = "transformer-xl"
 ARCHITECTURE = "TransformerXLForCausalLM"
@@ -138,11 +146,6 @@ def write_hf5_folder(
 ) -> int:
     """Fill folder ``tmp``; ``vocab`` is a :class:`~transformer_xl.data.vocab.Vocab` or None.
     Returns the number of tensors written."""
-    from safetensors.torch import save_file
-
-    from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
-    from transformer_xl.data.tokenizer import VOCAB_NAME
-
     if vocab is not None:  # first: a vocabulary HF cannot express stops the export here
         write_hf_tokenizer(vocab, tmp, vocab_dir)
         vocab.save(tmp / VOCAB_NAME)
@@ -168,12 +171,6 @@ def is_hf5_config(hf: Mapping[str, Any]) -> bool:
 def load_txl_hf_folder(directory: str | os.PathLike, hf: Mapping[str, Any], adjust=None):
     """Our model from a transformers-5 folder (``hf``: its ``config.json`` dict); returns
     ``(model, counts)``. ``adjust`` may change the config's run settings."""
-    import torch
-
-    from transformer_xl.convert.hf import read_hf_weights
-    from transformer_xl.model.transformer import TransformerXLLM
-    from transformer_xl.weights import load_state
-
     directory = Path(directory)
     cfg = txl_config_from_hf5(hf, str(directory / "config.json"))
     cfg = adjust(cfg) if adjust else cfg

@@ -27,7 +27,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME, load_hf_tokenizer
 from transformer_xl.data.vocab import Vocab
+from transformer_xl.fileio import atomic_write_text
 
 HF_TOKENIZER = "tokenizer.json"
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -141,8 +143,6 @@ def _word_tokenizer(vocab: Vocab):
 def _bpe_tokenizer(vocab: Vocab, directory: Path):
     from tokenizers import Regex, normalizers, pre_tokenizers
 
-    from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME, load_hf_tokenizer
-
     tok = load_hf_tokenizer(directory / HF_TOKENIZER_NAME)
     rules = _newline_rules(normalizers)
     tok.normalizer = normalizers.Sequence(rules + ([tok.normalizer] if tok.normalizer else []))
@@ -185,8 +185,6 @@ def write_hf_tokenizer(
     vocab: Vocab, out: str | os.PathLike, source: str | os.PathLike | None = None
 ) -> None:
     """Write ``tokenizer.json`` and ``tokenizer_config.json`` for ``vocab`` into ``out``."""
-    from transformer_xl.fileio import atomic_write_text
-
     out = Path(out)
     tok = hf_tokenizer(vocab, source)
     atomic_write_text(out / HF_TOKENIZER, tok.to_str())

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from transformer_xl.model.transformer import TransformerXLLM
 from transformer_xl.progress import Progress
 
 
@@ -81,8 +82,6 @@ def assemble(
     The model is made on the meta device and takes the converted tensors as its parameters, so
     no memory or time goes into a random initialisation or a second copy of the weights.
     Returns ``(model, converted state)``."""
-    from transformer_xl.model.transformer import TransformerXLLM
-
     with torch.device("meta"):
         model = TransformerXLLM(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}

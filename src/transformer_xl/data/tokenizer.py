@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from transformer_xl.data.vocab import Vocab
+from transformer_xl.fileio import atomic_write_text
 
 VOCAB_NAME = "vocab.json"
 HF_TOKENIZER_NAME = "tokenizer.json"
@@ -229,8 +230,6 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
 
 def save_tokenizer(tokenizer: Tokenizer, directory: str | os.PathLike) -> None:
     """Write ``vocab.json`` (and ``tokenizer.json`` for bpe) into ``directory``."""
-    from transformer_xl.fileio import atomic_write_text
-
     directory = Path(directory)
     tokenizer.vocab.save(directory / VOCAB_NAME)
     if isinstance(tokenizer, BPETokenizer):

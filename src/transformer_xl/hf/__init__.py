@@ -10,6 +10,7 @@ Needs ``pip install 'transformer-xl[hf]'`` (transformers >= 5). See docs/hugging
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from importlib.util import find_spec
 
 __all__ = ["RecurrenceCache", "TransformerXLForCausalLM", "TransformerXLHFConfig"]
@@ -18,8 +19,6 @@ __all__ = ["RecurrenceCache", "TransformerXLForCausalLM", "TransformerXLHFConfig
 def _transformers_major() -> int:
     if find_spec("transformers") is None:
         return 0
-    from importlib.metadata import version
-
     return int(version("transformers").split(".")[0])
 
 

@@ -18,11 +18,14 @@ and ``revision``.
 from __future__ import annotations
 
 import torch
+from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
+from lm_eval.tasks import TaskManager
 
 from transformer_xl.data.tokenizer import load_tokenizer
 from transformer_xl.evaluate import evaluate
+from transformer_xl.generate import generate_iter
 from transformer_xl.hub import resolve_model
 from transformer_xl.weights import load_pretrained
 
@@ -105,8 +108,6 @@ class TransformerXLHarness(LM):
         return [self._continuation(*req.args[:2]) for req in requests]
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from transformer_xl.generate import generate_iter
-
         out = []
         for req in requests:
             context, kwargs = req.args[0], dict(req.args[1] if len(req.args) > 1 else {})
@@ -129,6 +130,23 @@ class TransformerXLHarness(LM):
                 text = text.split(u)[0]
             out.append(text)
         return out
+
+
+def evaluate_tasks(
+    model: str, tasks: list[str], *, include_path: str | None = None, limit: int | None = None,
+    revision: str | None = None, **settings: int | None,
+) -> dict:  # fmt: skip
+    """lm-eval's results (task -> metrics) for ``tasks`` on ``model``, a model folder or Hub
+    repo id. ``settings`` are ``tgt_len``, ``mem_len``, ``clamp_len``; None keeps the model's."""
+    lm = TransformerXLHarness(
+        model, revision=revision, **{k: v for k, v in settings.items() if v is not None}
+    )
+    manager = TaskManager(include_path=include_path) if include_path else TaskManager()
+    known = set(manager.all_tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise ValueError(f"--tasks: unknown task(s) {unknown} (see --include-path)")
+    return simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit)["results"]
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from transformer_xl.fileio import atomic_write_text
+from transformer_xl.fileio import atomic_output, atomic_write_text
 from transformer_xl.reproduce.variants import BY_NAME, VARIANTS
 
 PAPER_SPEEDUP = {800: 363, 1800: 773, 2800: 1409, 3800: 1874}  # the paper's Table 9
@@ -78,7 +78,6 @@ def _plots(out: Path, results: dict) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    from transformer_xl.fileio import atomic_output
 
     key, made = score_key(results), []
 

@@ -14,6 +14,7 @@ import transformer_xl.reproduce.measure as measure
 import transformer_xl.reproduce.recl as recl
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.data.prepared import load_prepared
+from transformer_xl.reproduce.corpus import corpus_source, prepare_stdlib
 from transformer_xl.reproduce.report import environment, write_outputs
 from transformer_xl.reproduce.variants import BY_NAME, VARIANTS, match_parameters
 from transformer_xl.train.config import TrainConfig
@@ -81,8 +82,6 @@ class Log:
 def open_dataset(data, out: Path, log: Log):
     """A prepared folder, or the default corpus prepared into ``OUT/data``."""
     if data is None:
-        from transformer_xl.reproduce.corpus import corpus_source, prepare_stdlib
-
         log("preparing the default corpus (the Python standard library's sources)")
         return prepare_stdlib(out / "data"), corpus_source()
     path = Path(data)
