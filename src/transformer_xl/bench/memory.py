@@ -6,6 +6,7 @@ resident size just before the steps; on CUDA the allocator's peak.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -42,8 +43,6 @@ def measure_memory_here(case: Case, steps: int, threads: int) -> dict:
     """Peak memory of ``steps`` steps of ``case`` in this process (meant for a fresh one): the
     high-water mark of resident memory from just after the model is built (first step, with its
     optimizer state, included)."""
-    import gc
-
     import transformers  # noqa: F401  (same imports whatever the variant, for equal baselines)
 
     torch.set_num_threads(threads)

@@ -12,8 +12,13 @@ import torch
 from transformer_xl.bench.flops import _sync, model_flops_per_token
 from transformer_xl.bench.presets import BenchPreset, bench_preset
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.convert.hf import config_from_hf, from_hf_model, hf_config_from_ours
 from transformer_xl.evaluate import use_cached_keys
+from transformer_xl.model import TransformerXLLM
+from transformer_xl.model.attention import ATTN_IMPLS
 from transformer_xl.model.incremental import StreamingLM
+from transformer_xl.train.config import TrainConfig
+from transformer_xl.train.optim import build_optimizer
 
 MODES = ("train", "eval", "gen")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -27,8 +32,6 @@ def hf_config(cfg: TransformerXLConfig):
     same-length window and HF-expressible projection ties (checked: the converted model's
     config must map back to ours)."""
     from transformers import TransfoXLConfig
-
-    from transformer_xl.convert.hf import config_from_hf, hf_config_from_ours
 
     if cfg.same_length and cfg.window_keys != "mem_len":
         raise ValueError(
@@ -45,8 +48,6 @@ def build_pair(cfg: TransformerXLConfig, *, seed: int = 0):
     """HF's model and ours with the same weights (ours loaded from HF's through the key map)."""
     from transformers import TransfoXLLMHeadModel
 
-    from transformer_xl.convert.hf import from_hf_model
-
     torch.manual_seed(seed)
     hf = TransfoXLLMHeadModel(hf_config(cfg))
     ours = from_hf_model(hf)
@@ -56,9 +57,6 @@ def build_pair(cfg: TransformerXLConfig, *, seed: int = 0):
 def build_one(cfg: TransformerXLConfig, hf: bool):
     """Only HF's model or only ours (random weights): for memory measurements."""
     from transformers import TransfoXLLMHeadModel
-
-    from transformer_xl.convert.hf import config_from_hf
-    from transformer_xl.model import TransformerXLLM
 
     hcfg = hf_config(cfg)
     return TransfoXLLMHeadModel(hcfg) if hf else TransformerXLLM(config_from_hf(hcfg))
@@ -77,8 +75,6 @@ class Variant:
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        from transformer_xl.model.attention import ATTN_IMPLS
-
         name, *flags = text.split("+")
         if name != PEER and name not in ATTN_IMPLS:
             raise ValueError(
@@ -124,9 +120,6 @@ def _optimizer(model, is_hf: bool):
     has it), the peer's as its own training code does (``torch.optim.Adam`` defaults)."""
     if is_hf:
         return torch.optim.Adam(model.parameters(), lr=2.5e-4)
-    from transformer_xl.train.config import TrainConfig
-    from transformer_xl.train.optim import build_optimizer
-
     return build_optimizer(model, TrainConfig(optimizer="adam", lr=2.5e-4, weight_decay=0.0))
 
 

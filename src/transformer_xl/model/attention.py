@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.model.kernels import relative_attention
+from transformer_xl.model.kernels import attend_kernel, relative_attention
 from transformer_xl.segment import SegmentSettings
 
 FUSED_POSITION_IMPLS = ("flex", "triton", "chunked")  # they compute the position term themselves
@@ -159,8 +159,6 @@ def attend(
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     if impl in ("flex", "triton", "chunked"):
-        from transformer_xl.model.kernels import attend_kernel
-
         return attend_kernel(impl, q, k, v, pos_scores, mask, dropout_p=dropout_p, scale=scale)
     if impl == "sdpa":
         if pos_scores is None:

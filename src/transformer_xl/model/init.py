@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.model.adaptive import AdaptiveEmbedding, AdaptiveSoftmaxParams
 
 
 def init_weights(model: nn.Module, cfg: TransformerXLConfig) -> None:
-    from transformer_xl.model.adaptive import AdaptiveEmbedding, AdaptiveSoftmaxParams
 
     def weight(t: torch.Tensor) -> None:
         if cfg.init == "uniform":

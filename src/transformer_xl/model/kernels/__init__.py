@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from transformer_xl.model.kernels.chunked import chunked_attend, chunked_relative_attention
+from transformer_xl.model.kernels.flex import flex_attend, flex_relative_attention
+from transformer_xl.model.kernels.reference import relative_attention_reference
+
 KERNEL_IMPLS = ("flex", "triton", "chunked")
 RELATIVE_IMPLS = ("reference", "flex", "triton", "chunked")
 
@@ -33,8 +37,6 @@ def attend_kernel(
 ) -> Tensor:
     """softmax(scale * (q.k + pos_scores), masked) @ v with a fused kernel (see module doc)."""
     if impl == "chunked":  # the one with attention dropout
-        from transformer_xl.model.kernels.chunked import chunked_attend
-
         return chunked_attend(q, k, v, pos_scores, mask, dropout_p=dropout_p, scale=scale)
     if dropout_p > 0:
         raise ValueError(
@@ -42,11 +44,9 @@ def attend_kernel(
             "use 'sdpa' or 'eager'"
         )
     if impl == "flex":
-        from transformer_xl.model.kernels.flex import flex_attend
-
         return flex_attend(q, k, v, pos_scores, mask, scale=scale)
     if impl == "triton":
-        from transformer_xl.model.kernels.triton_attn import triton_attend
+        from transformer_xl.model.kernels.triton_attn import triton_attend  # imports triton
 
         return triton_attend(q, k, v, pos_scores, mask, scale=scale)
     raise ValueError(f"kernel impl {impl!r} is unknown: expected one of {KERNEL_IMPLS}")
@@ -71,19 +71,15 @@ def relative_attention(
     (True = hidden), which must hide every future key (``j > M + i``). Returns ``[B, H, T, Dh]``.
     """
     if impl == "reference":
-        from transformer_xl.model.kernels.reference import relative_attention_reference
-
         return relative_attention_reference(cq, pq, k, v, r, mask, scale=scale)
     if impl == "chunked":
-        from transformer_xl.model.kernels.chunked import chunked_relative_attention
-
         return chunked_relative_attention(cq, pq, k, v, r, mask, scale=scale)
     if impl == "flex":
-        from transformer_xl.model.kernels.flex import flex_relative_attention
-
         return flex_relative_attention(cq, pq, k, v, r, mask, scale=scale)
     if impl == "triton":
-        from transformer_xl.model.kernels.triton_attn import triton_relative_attention
+        from transformer_xl.model.kernels.triton_attn import (  # imports triton
+            triton_relative_attention,
+        )
 
         return triton_relative_attention(cq, pq, k, v, r, mask, scale=scale)
     raise ValueError(
