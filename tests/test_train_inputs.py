@@ -250,7 +250,8 @@ def test_init_from_fine_tunes_a_trained_model(tmp_path, capsys):
                 "--set", "model.dropout=0.0", "--max-steps", "1"]  # fmt: skip
         assert main(argv) == 0
         text = capsys.readouterr().out
-        assert "weights from" in text
+        assert "weights from" in text and "the model's architecture" in text
+        assert "preset None" not in text
         trainer = json.loads((RunFolder(out).checkpoint(1) / "trainer.json").read_text())
         assert trainer["progress"]["step"] == 1  # a new run: fresh step count and schedule
         # the weights are the base run's (lr 1e-12 leaves them), not a fresh initialisation
@@ -279,4 +280,8 @@ def test_init_from_refuses_shape_changes_and_other_vocabularies(tmp_path, capsys
     capsys.readouterr()
     argv[4] = str(data2)
     assert main(argv) == 2
-    assert "the data" in _error_line(capsys)
+    line = _error_line(capsys)
+    assert "the data" in line
+    # --print-config gives the same answer (not a cutoff check of the other vocabulary)
+    assert main([*argv, "--print-config"]) == 2
+    assert _error_line(capsys) == line

@@ -223,7 +223,7 @@ def evaluate_model(
     dev = pick_device(device, 0)
     model = load_pretrained(model_dir, map_location=dev)
     ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
-    check_vocab(model_dir, model.config.vocab_size, ds)
+    check_vocab(model_dir, model.config.vocab_size, ds.dataset)
     ds.check_ids([split])
     autocast = None
     if precision != "fp32":
@@ -256,16 +256,16 @@ def _counted(batches, bar):
         bar.update(int(batch[2].sum()))
 
 
-def check_vocab(model_dir: Path, vocab_size: int, ds) -> None:
-    """The model must read the data's ids: same size and, when the model folder has a
-    vocabulary, the same one."""
-    if vocab_size != ds.vocab_size:
+def check_vocab(model_dir: Path, vocab_size: int, prepared) -> None:
+    """The model must read the ids of ``prepared`` (a :class:`PreparedDataset`): same size and,
+    when the model folder has a vocabulary, the same one."""
+    if vocab_size != len(prepared.vocab):
         raise ValueError(
             f"{model_dir}: the model has {vocab_size:,} tokens but the data "
-            f"{ds.dataset.path} has {ds.vocab_size:,}"
+            f"{prepared.path} has {len(prepared.vocab):,}"
         )
     vpath = Path(model_dir) / "vocab.json"
-    if vpath.is_file() and Vocab.load(vpath).fingerprint() != ds.dataset.vocab.fingerprint():
+    if vpath.is_file() and Vocab.load(vpath).fingerprint() != prepared.vocab.fingerprint():
         raise ValueError(
-            f"{vpath}: not the vocabulary of {ds.dataset.path} (same size, other tokens or order)"
+            f"{vpath}: not the vocabulary of {prepared.path} (same size, other tokens or order)"
         )

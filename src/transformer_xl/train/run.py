@@ -116,7 +116,7 @@ def train(
         dataset = open_data(run.train.data, folder.path, env=env)
         dataset.check_ids()
         if init_dir is not None:
-            check_vocab(init_dir, init_model.vocab_size, dataset)
+            check_vocab(init_dir, init_model.vocab_size, dataset.dataset)
         if not resume:
             run = run_config_for(folder, **kw, vocab_size=dataset.vocab_size, init_model=init_model)
         elif run.model.vocab_size != dataset.vocab_size:
@@ -155,7 +155,10 @@ def print_config(
     run, _ = resolve_layers(preset, config_file, overrides, init_model=init_model)
     vocab_size = None
     if run.train.data and (Path(run.train.data) / "meta.json").is_file():
-        vocab_size = len(load_prepared(run.train.data).vocab)
+        prepared = load_prepared(run.train.data)
+        vocab_size = len(prepared.vocab)
+        if init_dir is not None:  # what the run itself would refuse, before any cutoff check
+            check_vocab(init_dir, init_model.vocab_size, prepared)
     run, origins = resolve_layers(
         preset, config_file, overrides, vocab_size=vocab_size, init_model=init_model
     )
@@ -171,13 +174,19 @@ def _with_shortcuts(overrides, data: str | None, max_steps: int | None) -> list[
     return overrides
 
 
+def _model_origin(run, init_dir) -> str:
+    if run.preset:
+        return f"preset {run.preset}"
+    return "the model's architecture" if init_dir else "a configured model"
+
+
 def _fit(run, folder: RunFolder, dataset, env, resume: bool, init_dir, stream) -> dict[str, Any]:
     trainer = Trainer(run, folder.path, dataset, env, resume=resume, out=stream, init_from=init_dir)
     if env.is_main:
         n = trainer.model.num_parameters()
         start = f", weights from {init_dir}" if init_dir else ""
         print(
-            f"txl train: preset {run.preset}, {n:,} parameters{start}, data "
+            f"txl train: {_model_origin(run, init_dir)}, {n:,} parameters{start}, data "
             f"{dataset.describe()}, {env.world_size} process(es) on {env.device}, run folder "
             f"{folder.path}",
             file=stream,
