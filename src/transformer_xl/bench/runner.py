@@ -63,6 +63,15 @@ def build_one(cfg: TransformerXLConfig, hf: bool):
 
 
 # ---------------------------------------------------------------------------- variants
+def with_peer(variants: list, compare: str | None) -> list:
+    """``variants`` plus the peer when ``--compare`` names it (refused: any other name)."""
+    if compare is None:
+        return variants
+    if compare != PEER:
+        raise ValueError(f"--compare {compare!r}: the only peer is {PEER!r}")
+    return variants if any(v.name == PEER for v in variants) else [*variants, Variant(PEER)]
+
+
 @dataclass(frozen=True)
 class Variant:
     """One thing to time: ``"hf"`` (the peer) or our model with an attention kernel; flags

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from transformer_xl.bench import PEER, Variant, format_table, run_benchmark
+from transformer_xl.bench import Variant, format_table, run_benchmark
+from transformer_xl.bench.runner import with_peer
 from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
 from transformer_xl.devices import resolve_device
 from transformer_xl.fileio import atomic_write_text
@@ -20,12 +21,7 @@ def _csv(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    variants = [Variant.parse(v) for v in _csv(args.variants)]
-    if args.compare:
-        if args.compare != PEER:
-            raise ValueError(f"--compare {args.compare!r}: the only peer is {PEER!r}")
-        if all(v.name != PEER for v in variants):
-            variants.append(Variant(PEER))
+    variants = with_peer([Variant.parse(v) for v in _csv(args.variants)], args.compare)
     result = run_benchmark(
         _csv(args.preset), _csv(args.modes), variants, dtype=DTYPE_NAMES[args.precision],
         device=str(resolve_device(args.device)),

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from transformer_xl.config import preset_config
-from transformer_xl.model import TransformerXLLM
+from transformer_xl.model.transformer import count_parameters
 from transformer_xl.presets import EVAL_SETTINGS, PAPER_PARAMS, PRESETS
 
 
@@ -15,8 +13,7 @@ def run(args) -> int:
     rows = []
     for name in PRESETS:
         cfg = preset_config(name)
-        with torch.device("meta"):
-            n = TransformerXLLM(cfg).num_parameters()
+        n = count_parameters(cfg)
         rows.append(
             dict(name=name, params=n, paper_params=PAPER_PARAMS[name], n_layer=cfg.n_layer,
                  d_model=cfg.d_model, vocab_size=cfg.vocab_size, train_tgt_len=cfg.tgt_len,

@@ -58,6 +58,13 @@ class FeedForward(nn.Module):
         return x + y if self.pre_lnorm else self.ln(x + y)
 
 
+def count_parameters(cfg: TransformerXLConfig) -> int:
+    """Parameters of the model ``cfg`` describes, counted on the meta device (nothing
+    allocated, so the paper's largest models count as fast as the tiny one)."""
+    with torch.device("meta"):
+        return TransformerXLLM(cfg).num_parameters()
+
+
 class DecoderLayer(nn.Module):
     """Attention then feed-forward; :meth:`forward` for segments, :meth:`step` for cached
     keys and values (see :class:`RelativeAttention`)."""

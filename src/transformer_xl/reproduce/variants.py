@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.model import TransformerXLLM
+from transformer_xl.model.transformer import count_parameters
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,6 @@ def variant_config(base: TransformerXLConfig, v: Variant, mem_len: int) -> Trans
     """``base`` with the variant's encoding; ``mem_len`` is the training memory (0 without
     recurrence), which also sizes the learnable position tables."""
     return base.replace(attn_type=v.attn_type, mem_len=mem_len if v.recurrence else 0)
-
-
-def count_parameters(cfg: TransformerXLConfig) -> int:
-    return TransformerXLLM(cfg).num_parameters()  # built to count exactly (small configs)
 
 
 def match_parameters(
