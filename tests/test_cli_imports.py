@@ -183,3 +183,15 @@ def test_the_run_layer_loads_neither_framework():
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(SRC)},
     )  # fmt: skip
     assert out.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_closed_pipe_ends_quietly():
+    """``txl presets | head -1``: no error line, no traceback when the reader goes away."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "transformer_xl.cli", "presets"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(SRC)},
+    )  # fmt: skip
+    proc.stdout.close()  # the reader goes away before the output is written
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141
+    assert err == ""

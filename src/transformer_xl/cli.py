@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(full=[chosen_command(argv)]).parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader went away (``txl presets | head``): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a pipe writer that was cut off
     except (ValueError, OSError) as e:
         if os.environ.get("TXL_DEBUG"):
             raise
