@@ -153,7 +153,7 @@ def results_md(result: dict, argv: list[str]) -> str:
         f"(commit {result['authors_commit']}), imported as released (their `.byte()` masks "
         "read as bool, `bench/authors.py`), random weights by their init law; their training "
         "step (Adam, clip 0.25). Ours: `txl bench`'s runner (`sdpa`, fused Adam); evaluation as "
-        "`evaluate()` reads (cached keys when mem_len > tgt_len). bf16 = "
+        "`evaluate()` reads (cached keys when mem_len >= tgt_len). bf16 = "
         '`torch.autocast("cpu", torch.bfloat16)` around the model call. Ratios > 1: we are '
         "faster; memory ratios < 1: we use less.",
         "",

@@ -104,11 +104,13 @@ def model_is_untouched():
         dict(mem_len=20, same_length=True, window_keys="mem_len", clamp_len=6),
         dict(mem_len=13, clamp_len=4),
         dict(mem_len=9),
+        dict(mem_len=4),  # as long as a segment
+        dict(mem_len=4, same_length=True),
     ],
 )
 @pytest.mark.parametrize("attn_type", [0, 1, 2, 3])
 def test_cached_key_evaluation_equals_the_segment_path(kw, attn_type):
-    """mem_len > tgt_len: evaluate() reads with cached keys/values; same numbers."""
+    """mem_len >= tgt_len: evaluate() reads with cached keys/values; same numbers."""
     from transformer_xl.evaluate import use_cached_keys
     from transformer_xl.segment import SegmentSettings
 
@@ -132,7 +134,9 @@ def test_segment_path_is_kept_where_memory_is_not_longer():
     from transformer_xl.segment import SegmentSettings
 
     model = tiny_model()
-    assert not use_cached_keys(model, SegmentSettings(mem_len=8), 8)
+    assert not use_cached_keys(model, SegmentSettings(mem_len=7), 8)
+    assert not use_cached_keys(model, SegmentSettings(mem_len=0), 8)
+    assert use_cached_keys(model, SegmentSettings(mem_len=8), 8)
     assert use_cached_keys(model, SegmentSettings(mem_len=9), 8)
 
 

@@ -188,7 +188,7 @@ class Runner:
 
     def _stream(self, model, batch: int, tlen: int, mlen: int) -> StreamingLM | None:
         """Evaluation as ``evaluate()`` reads it: with cached keys and values where the memory
-        is longer than a segment (``use_cached_keys``), the cache filled to ``mem_len`` first
+        is at least a segment long (``use_cached_keys``), the cache filled to ``mem_len`` first
         (as the peer starts from ``mem_len`` zero vectors: the same keys from the first step)."""
         if self.case.mode != "eval" or self.case.variant.compile:
             return None
