@@ -190,3 +190,28 @@ def test_issue_shapes_pair_with_hf():
     hcfg = hf_config(bp.config)
     assert hcfg.div_val == 4 and hcfg.cutoffs == [20_000, 40_000] and hcfg.vocab_size == 50_000
     assert bench_preset("tiny256").config.d_model == 256
+
+
+def test_bench_reports_progress_to_the_end(monkeypatch):
+    """txl bench counts every timed and warm-up step on its progress bar."""
+    import transformer_xl.bench.table as table
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, total, desc, **kw):
+            seen.update(total=total, desc=desc, n=0)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n=1, **fields):
+            seen["n"] += n
+
+    monkeypatch.setattr(table, "Progress", Recorder)
+    variants = [table.Variant("sdpa"), table.Variant("eager")]
+    table.run_benchmark(["tiny"], ["eval"], variants, rounds=2, steps=1, warmup=1, batch=2)
+    assert seen["total"] == 2 * (1 + 2 * 1) and seen["n"] == seen["total"]

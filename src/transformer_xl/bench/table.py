@@ -12,6 +12,7 @@ from transformer_xl.bench.memory import cuda_step_memory, measure_memory
 from transformer_xl.bench.presets import bench_preset
 from transformer_xl.bench.runner import DTYPES, MODES, PEER, Case, Runner, Variant
 from transformer_xl.bench.timing import ratio_to_peer, time_side_by_side
+from transformer_xl.progress import Progress
 
 
 def run_benchmark(
@@ -47,36 +48,30 @@ def run_benchmark(
         peaks[d] = matmul_peak_flops(device, DTYPES[d])
         log(f"measured matmul peak: {peaks[d] / 1e9:.1f} GFLOP/s ({d}, {threads} threads)")
     rows = []
-    for preset in presets:
-        for mode in modes:
-            runners = {
-                v.label: Runner(Case(preset, mode, v, dtype, device, batch=batch)) for v in variants
-            }
-            timings = time_side_by_side(runners, rounds=rounds, steps=steps, warmup=warmup)
-            for v in variants:
-                t = timings[v.label]
-                vdtype = "bfloat16" if v.bf16 else dtype
-                peak = peaks[vdtype]
-                row = dict(
-                    preset=preset, mode=mode, variant=v.label, dtype=vdtype, device=device,
-                    tokens_per_step=t.tokens_per_step, seconds_per_step=t.seconds_per_step,
-                    tokens_per_s=t.tokens_per_s, ms_per_token=1e3 / t.tokens_per_s,
-                    flops_per_token=t.flops_per_token,
-                    achieved_flops=t.flops_per_token * t.tokens_per_s,
-                    peak_fraction=t.flops_per_token * t.tokens_per_s / peak,
-                    speedup_vs_hf=ratio_to_peer(timings, v.label) if PEER in timings else None,
-                    last_loss=float(runners[v.label].last_loss),
-                )  # fmt: skip
-                if memory and device.startswith("cuda"):
-                    row["memory"] = cuda_step_memory(runners[v.label])
-                elif memory:
-                    row["memory"] = measure_memory(
-                        Case(preset, mode, v, dtype, device, batch=batch), threads=threads
-                    )
-                rows.append(row)
-                log(format_row(row))
-            if memory and PEER in timings:
-                _memory_ratios([r for r in rows if r["preset"] == preset and r["mode"] == mode])
+    total = len(presets) * len(modes) * len(variants) * (warmup + rounds * steps)
+    with Progress(total, "bench", unit="step") as bar:
+        for preset in presets:
+            for mode in modes:
+                runners = {
+                    v.label: Runner(Case(preset, mode, v, dtype, device, batch=batch))
+                    for v in variants
+                }
+                timings = time_side_by_side(
+                    runners, rounds=rounds, steps=steps, warmup=warmup, on_steps=bar.update
+                )
+                new = [_row(preset, mode, v, timings, runners, dtype, device, peaks)
+                       for v in variants]  # fmt: skip
+                for v, row in zip(variants, new, strict=True):
+                    if memory and device.startswith("cuda"):
+                        row["memory"] = cuda_step_memory(runners[v.label])
+                    elif memory:
+                        row["memory"] = measure_memory(
+                            Case(preset, mode, v, dtype, device, batch=batch), threads=threads
+                        )
+                    log(format_row(row))
+                if memory and PEER in timings:
+                    _memory_ratios(new)
+                rows.extend(new)
     env = dict(
         threads=threads, dtype=dtype, device=device, matmul_peak_flops=peaks, rounds=rounds,
         steps=steps, warmup=warmup, **machine,
@@ -86,6 +81,21 @@ def run_benchmark(
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name()
     return {"env": env, "rows": rows}
+
+
+def _row(preset, mode, v: Variant, timings, runners, dtype: str, device: str, peaks) -> dict:
+    t = timings[v.label]
+    vdtype = "bfloat16" if v.bf16 else dtype
+    return dict(
+        preset=preset, mode=mode, variant=v.label, dtype=vdtype, device=device,
+        tokens_per_step=t.tokens_per_step, seconds_per_step=t.seconds_per_step,
+        tokens_per_s=t.tokens_per_s, ms_per_token=1e3 / t.tokens_per_s,
+        flops_per_token=t.flops_per_token,
+        achieved_flops=t.flops_per_token * t.tokens_per_s,
+        peak_fraction=t.flops_per_token * t.tokens_per_s / peaks[vdtype],
+        speedup_vs_hf=ratio_to_peer(timings, v.label) if PEER in timings else None,
+        last_loss=float(runners[v.label].last_loss),
+    )  # fmt: skip
 
 
 def _memory_ratios(rows: list[dict]) -> None:

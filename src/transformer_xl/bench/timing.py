@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from transformer_xl.bench.runner import PEER, Runner
@@ -27,14 +28,17 @@ class Timing:
 
 
 def time_side_by_side(
-    runners: dict[str, Runner], *, rounds: int, steps: int, warmup: int
-) -> dict[str, Timing]:
+    runners: dict[str, Runner], *, rounds: int, steps: int, warmup: int,
+    on_steps: Callable[[int], None] = lambda n: None,
+) -> dict[str, Timing]:  # fmt: skip
     """Alternate the runners: each round runs ``steps`` steps of every runner, in an order that
-    flips every round. Returns per-runner seconds per step, one entry per round."""
+    flips every round. Returns per-runner seconds per step, one entry per round. ``on_steps(n)``
+    is told of every ``n`` steps done (warm-up included; for a progress bar)."""
     for r in runners.values():
         for _ in range(warmup):
             r.step()
         r.sync()
+        on_steps(warmup)
     out = {
         k: Timing(
             k, r.case.mode, tokens_per_step=r.tokens_per_step, flops_per_token=r.flops_per_token
@@ -52,6 +56,7 @@ def time_side_by_side(
                 r.step()
             r.sync()
             out[k].seconds_per_step.append((time.perf_counter() - t0) / n)
+            on_steps(steps)
     return out
 
 
