@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from convert_helpers import one_thread  # noqa: F401  (autouse fixture: one thread)
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.cli import main
 from transformer_xl.data import load_prepared, load_tokenizer
@@ -25,14 +26,6 @@ TRAIN_SMALL = [
     "--set", "eval_interval=2", "--set", "tensorboard=false", "--set", "sample_tokens=4",
     "--set", "log_interval=1", "--max-steps", "3",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def txl(capsys, *argv) -> tuple[int, str, str]:
