@@ -62,6 +62,9 @@ def run_case(preset: str, mode: str, args) -> dict:
         runners["ours fp32+compile"] = Runner(
             Case(preset, mode, Variant("sdpa", compile=True), batch=args.batch)
         )
+        runners["ours bf16+compile"] = Runner(
+            Case(preset, mode, Variant("sdpa", compile=True, bf16=True), batch=args.batch)
+        )
     warmup = max(args.warmup, runners["authors fp32"].fill_steps + 1)
     timings = time_side_by_side(runners, rounds=args.rounds, steps=args.steps, warmup=warmup)
     memory = {
@@ -99,8 +102,9 @@ def table(rows: list[dict], labels: dict) -> list[str]:
         "| config | mode | ours fp32 vs authors fp32 | ours bf16 vs authors fp32 | ours bf16 vs "
         "authors bf16 | mem ours fp32 / authors fp32 | mem ours bf16 / authors fp32 | tokens/s "
         "ours fp32 / bf16 | tokens/s authors fp32 / bf16 | step MiB ours fp32 / bf16 | step MiB "
-        "authors fp32 / bf16 | ours fp32+compile vs authors fp32 |",
-        "|" + "---|" * 12,
+        "authors fp32 / bf16 | ours fp32+compile vs authors fp32 | ours bf16+compile vs "
+        "authors fp32 |",
+        "|" + "---|" * 13,
     ]
     for r in rows:
         tps, mem = r["tokens_per_s"], r["step_peak_kib"]
@@ -117,7 +121,8 @@ def table(rows: list[dict], labels: dict) -> list[str]:
             f"{_mem_ratio(r, 'ours bf16', 'authors fp32')} | {tps['ours fp32']:,.0f} / "
             f"{tps['ours bf16']:,.0f} | {tps['authors fp32']:,.0f} / {ab} | {mib('ours fp32')} / "
             f"{mib('ours bf16')} | {mib('authors fp32')} / {mib('authors bf16')} | "
-            f"{_ratio(r, 'ours fp32+compile', 'authors fp32')} |"
+            f"{_ratio(r, 'ours fp32+compile', 'authors fp32')} | "
+            f"{_ratio(r, 'ours bf16+compile', 'authors fp32')} |"
         )
     return out
 
