@@ -118,8 +118,10 @@ def download(
 def check_source(path: str | os.PathLike, remote: Remote, *, sha256: str | None = None,
                  strict: bool = False) -> dict:  # fmt: skip
     """Checksum a file the user already has. ``sha256`` (the user's) must match; the published
-    checksum must match when ``strict``, else a mismatch is a warning (archives rebuilt in the
-    same layout are accepted). Returns what was found for the metadata."""
+    checksum must match when ``strict``; otherwise a mismatch is only recorded
+    (``matches_published`` False: archives rebuilt in the same layout are accepted, and the
+    caller warns once it knows whether they could be prepared). Returns what was found for the
+    metadata."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file (expected {remote.filename} as distributed)")
@@ -136,5 +138,14 @@ def check_source(path: str | os.PathLike, remote: Remote, *, sha256: str | None 
                    f"({remote.sha256})")  # fmt: skip
             if strict:
                 raise ValueError(msg)
-            print(f"warning: {msg}; preparing it anyway", file=sys.stderr)
     return info
+
+
+def unpublished_note(path: str | os.PathLike, info: dict) -> str | None:
+    """What to tell about ``path`` when :func:`check_source` found it differs from the published
+    file (None when it matches or nothing was published)."""
+    if info.get("matches_published") is not False:
+        return None
+    return (
+        f"{path}: sha256 {info['sha256']} differs from the published ({info['published_sha256']})"
+    )
