@@ -248,7 +248,7 @@ class RunFolder:
         Raises ValueError when checkpoints exist but every one of them is damaged.
         """
         ckpts = self.list_checkpoints()
-        skipped = []
+        skipped, reasons = [], []
         for step, path in reversed(ckpts):
             legacy = unsealed and not (path / MANIFEST).exists()
             reason = (
@@ -259,10 +259,10 @@ class RunFolder:
             if reason is None:
                 return Found(step, path, skipped)
             skipped.append(f"checkpoint {path} is unusable: {reason}; falling back to an older one")
-        if ckpts:
+            reasons.append(f"{path.name}: {reason}")
+        if ckpts:  # one line, every checkpoint's reason in it
             raise ValueError(
-                f"{self.checkpoints}: no intact checkpoint to resume from:\n  "
-                + "\n  ".join(skipped)
+                f"{self.checkpoints}: no intact checkpoint to resume from ({'; '.join(reasons)})"
             )
         return None
 
