@@ -129,6 +129,8 @@ def train(
                 f"{run.train.data}: vocabulary of {dataset.vocab_size} tokens, but the "
                 f"run's model has {run.model.vocab_size}"
             )
+        if resume:  # nothing resumable: fail before the run's config.json is rewritten
+            folder.resume_point(unsealed=folder.legacy_tf())
         if env.is_main:
             folder.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(folder.config, run.to_json())
