@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.devices import MAX_THREADS
 from transformer_xl.recipes import recipe
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "lamb")
@@ -176,9 +178,11 @@ class TrainConfig:
             fail("parallel", f"one of {PARALLEL}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             fail("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.threads > MAX_THREADS:
+            fail("threads", f"at most {MAX_THREADS}")
         for name in ("lr", "eps"):
-            if not getattr(self, name) > 0:
-                fail(name, "a positive number")
+            if not math.inf > getattr(self, name) > 0:
+                fail(name, "a finite positive number")
         for name in ("weight_decay", "lr_min", "momentum", "clip", "max_time"):
             if not getattr(self, name) >= 0:
                 fail(name, "a number >= 0")
