@@ -33,6 +33,9 @@ ATTN_TYPES = {
 INITS = ("normal", "uniform")
 
 
+MAX_PARAMETERS = 10**11  # 400 GB of fp32 weights: a mistyped size, not a model
+
+
 def _fail(name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"TransformerXLConfig.{name}={value!r} is invalid: expected {allowed}")
 
@@ -201,6 +204,16 @@ class TransformerXLConfig:
                 list(self.tie_projs),
                 f"one flag per cluster ({self.n_clusters} = len(cutoffs) + 1) or None",
             )
+        for name in ("tie_weight", "proj_same_dim", "untie_r", "pre_lnorm"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "true or false")
+        if self.approx_parameters() > MAX_PARAMETERS:
+            _fail(
+                "d_model" if self.d_model > self.n_layer else "n_layer",
+                max(self.d_model, self.n_layer),
+                f"a model under {MAX_PARAMETERS:.0e} parameters (these sizes give "
+                f"about {self.approx_parameters():.1e})",
+            )
         for name in ("dropout", "dropatt"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
@@ -235,6 +248,13 @@ class TransformerXLConfig:
             _fail("tgt_len", self.tgt_len, "a positive length for learnable position tables")
 
     # ------------------------------------------------------------------ derived values
+    def approx_parameters(self) -> int:
+        """Weights in the layers and embeddings, roughly (a bound check before any memory is
+        allocated, not the exact :meth:`TransformerXLLM.num_parameters`)."""
+        inner = self.n_head * self.d_head
+        per_layer = 5 * self.d_model * inner + 2 * self.d_model * self.d_inner
+        return self.n_layer * per_layer + self.vocab_size * self.embed_dim
+
     @property
     def embed_dim(self) -> int:
         """``d_embed`` with ``None`` resolved to ``d_model``."""
