@@ -108,6 +108,12 @@ def _log(msg: str, quiet: bool) -> None:
 def _commit(
     w: PreparedWriter, vocab: Vocab, splits: dict, meta: dict, quiet: bool
 ) -> PreparedDataset:
+    if splits["train"]["tokens"] == 0:  # nothing to train on: refuse before committing
+        member = meta.get("preprocessing", {}).get("members", {}).get("train", "train text")
+        raise ValueError(
+            f"{meta['dataset']}: the train split is empty (0 tokens): expected training text "
+            f"in the archive's {member}"
+        )
     meta = {**meta, "dtype": meta["dtype"], "splits": splits}
     w.commit(meta, vocab)
     for name, info in splits.items():
