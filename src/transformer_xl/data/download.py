@@ -100,10 +100,11 @@ def download(
         except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
             errors.append(f"{url}: {e}")
     else:
-        raise OSError(
-            f"could not download {remote.filename} (partial data kept in {part} for a retry):\n  "
-            + "\n  ".join(errors)
-        )
+        kept = part.is_file() and part.stat().st_size > 0
+        if part.is_file() and not kept:
+            part.unlink()  # nothing came: no part file to resume from
+        where = f"partial data kept in {part} for a retry" if kept else "nothing was written"
+        raise OSError(f"could not download {remote.filename} ({where}): " + "; ".join(errors))
     got = sha256_file(part)
     if expected is not None and got != expected:
         part.unlink()
