@@ -106,6 +106,10 @@ def verify(directory: Path) -> str | None:
     for rel, want in entries.items():
         if not isinstance(want, dict) or not {"bytes", "sha256"} <= set(want):
             return f"manifest entry {rel!r} lacks 'bytes' or 'sha256'"
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return f"manifest entry {rel!r} points outside the checkpoint"
+        if not isinstance(want["bytes"], int) or isinstance(want["bytes"], bool):
+            return f"manifest entry {rel!r}: bytes {want['bytes']!r} is not a size"
         p = directory / rel
         if not p.is_file():
             return f"{rel} is missing"
