@@ -178,6 +178,8 @@ class TrainConfig:
             fail("parallel", f"one of {PARALLEL}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             fail("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.final_eval_split not in ("", "none", "train", "valid", "test"):
+            fail("final_eval_split", "'train', 'valid', 'test', or '' / 'none' (no final eval)")
         if self.threads > MAX_THREADS:
             fail("threads", f"at most {MAX_THREADS}")
         for name in ("lr", "eps"):
@@ -291,8 +293,11 @@ def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML ({e})") from None
+        except yaml.YAMLError as e:  # one line: where, and the problem without the snippet
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            what = getattr(e, "problem", None) or " ".join(str(e).split())
+            raise ValueError(f"{where}: not valid YAML ({what})") from None
     elif suffix == ".toml":
         try:
             import tomllib
