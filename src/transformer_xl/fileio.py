@@ -34,6 +34,21 @@ def make_parent(path: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(blocker)) from None
 
 
+def check_output_path(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Fail now, naming ``path``, when a file (``folder``: a folder) could not be written there
+    later: it is a folder (a file), a file stands where a folder is needed, or the nearest
+    existing folder is not writable (a read-only disk). Nothing is created."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        code = errno.EEXIST if folder else errno.EISDIR
+        raise OSError(code, "a file, not a folder" if folder else os.strerror(code), str(path))
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(existing))
+    if existing != path and not os.access(existing, os.W_OK):
+        raise PermissionError(errno.EACCES, "not writable (read-only?)", str(existing))
+
+
 def named_error(e: OSError, path: Path) -> OSError:
     """``e`` naming ``path``, the file the caller asked for, rather than the temporary beside it
     (or nothing at all, as a full disk's errors from a library often do)."""

@@ -7,7 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+from transformer_xl.commands.common import (
+    add_batch_size,
+    add_device,
+    add_precision,
+    add_threads,
+    count_int,
+    positive_int,
+)
+from transformer_xl.fileio import check_output_path
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -21,6 +29,8 @@ def run(args) -> int:
     from transformer_xl.devices import resolve_device
     from transformer_xl.fileio import atomic_write_text
 
+    if args.json:
+        check_output_path(args.json)  # before minutes of measuring
     variants = [Variant.parse(v) for v in _csv(args.variants)]
     if args.compare:
         if args.compare != PEER:
@@ -61,10 +71,13 @@ def register(sub) -> None:
     add_device(p)
     add_threads(p, default=2)
     p.add_argument(
-        "--rounds", type=int, default=5, help="alternating rounds (ratios are their median)"
+        "--rounds",
+        type=positive_int,
+        default=5,
+        help="alternating rounds (ratios are their median)",
     )
-    p.add_argument("--steps", type=int, default=3, help="steps per variant per round")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=positive_int, default=3, help="steps per variant per round")
+    p.add_argument("--warmup", type=count_int, default=2)
     add_batch_size(p, "override the preset's batch size", old="--batch")
     p.add_argument(
         "--memory", action="store_true", help="also measure peak memory (one subprocess per row)"

@@ -48,6 +48,9 @@ def _count(text: str) -> int:
     return _integer(text, 0)
 
 
+positive_int, count_int, device_name = _positive, _count, _device  # argparse types for commands
+
+
 def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
     first = "auto (default: CUDA when available, else CPU)" if default else "auto"
     p.add_argument(
