@@ -323,6 +323,13 @@ class RunFolder:
         root = self.checkpoints
         for p in root.glob(".tmp-*") if root.is_dir() else ():
             shutil.rmtree(p, ignore_errors=True)
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete what atomic writes of ``config.json``/``summary.json`` cut by a kill left."""
+        for name in (self.config.name, self.summary.name):
+            for p in self.path.glob(f".{name}.*.tmp"):
+                p.unlink(missing_ok=True)
 
     # -------------------------------------------------------------- best model
     def new_best(self) -> Path:

@@ -133,6 +133,7 @@ def train(
             folder.resume_point(unsealed=folder.legacy_tf())
         if env.is_main:
             folder.path.mkdir(parents=True, exist_ok=True)
+            folder.remove_stale_temporaries()
             atomic_write_text(folder.config, run.to_json())
         barrier(env)
         summary = _fit(run, folder, dataset, env, resume, init_dir, stream)
