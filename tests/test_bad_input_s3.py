@@ -282,3 +282,22 @@ def test_atomic_output_names_the_file_on_unnamed_errors(tmp_path):
         atomic_output(tmp_path / "f" / "x.png"),
     ):
         pass
+
+
+def test_pickle_parse_error_is_one_named_line(tmp_path, capsys):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"F\xff\x0b\x85 x\x0cy\n.")  # a FLOAT opcode whose text holds line breaks
+    code, _, err = txl(capsys, "convert", "--from", "original", bad, tmp_path / "o")
+    line = only_line(err)
+    assert code == 2 and f"{bad}: not a readable torch file" in line and line.isprintable()
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_removes_temporaries_a_kill_left(run, tmp_path, capsys):  # noqa: F811
+    folder = _copy_run(run, tmp_path)
+    stale = [folder / ".summary.json.k1ll3d.tmp", folder / ".config.json.x.tmp"]
+    for p in stale:
+        p.write_text("{")
+    code, _, err = txl(capsys, "train", "--out", folder, "--resume", "--max-steps", "3")
+    assert code == 0, err
+    assert not any(p.exists() for p in stale) and json.loads((folder / "config.json").read_text())
