@@ -8,6 +8,7 @@ import errno
 import json
 import shutil
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -301,3 +302,10 @@ def test_resume_removes_temporaries_a_kill_left(run, tmp_path, capsys):  # noqa:
     code, _, err = txl(capsys, "train", "--out", folder, "--resume", "--max-steps", "3")
     assert code == 0, err
     assert not any(p.exists() for p in stale) and json.loads((folder / "config.json").read_text())
+
+
+def test_tf_eval_checks_the_config_before_importing_tensorflow(byte_model, capsys, monkeypatch):  # noqa: F811
+    (byte_model / "config.json").write_text("[]")
+    monkeypatch.setitem(sys.modules, "transformer_xl.tf.evaluate", None)  # importing it fails
+    code, _, err = txl(capsys, "eval", byte_model, "--backend", "tf")
+    assert code == 2 and "expected a JSON object" in only_line(err)
