@@ -309,3 +309,14 @@ def test_tf_eval_checks_the_config_before_importing_tensorflow(byte_model, capsy
     monkeypatch.setitem(sys.modules, "transformer_xl.tf.evaluate", None)  # importing it fails
     code, _, err = txl(capsys, "eval", byte_model, "--backend", "tf")
     assert code == 2 and "expected a JSON object" in only_line(err)
+
+
+def test_init_from_unreadable_weights_writes_no_run(run, byte_model, tmp_path, capsys):  # noqa: F811
+    _, data = run
+    weights = byte_model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    out = tmp_path / "r"
+    code, _, err = txl(capsys, "train", "--init-from", byte_model, "--data", data, "--out", out,
+                       "--max-steps", "1")  # fmt: skip
+    assert code == 2 and f"{weights}: not a readable safetensors file" in only_line(err)
+    assert not out.exists()

@@ -23,6 +23,7 @@ from transformer_xl.run.config import (
 )
 from transformer_xl.run.folder import RunFolder
 from transformer_xl.run.metrics import dumps, record_final
+from transformer_xl.train.checkpoint import check_tensors
 from transformer_xl.train.data import open_data
 from transformer_xl.train.distributed import barrier, init_distributed, shutdown
 from transformer_xl.train.loop import Trainer
@@ -122,6 +123,7 @@ def train(
         dataset.check_ids()
         if init_dir is not None:
             check_vocab(init_dir, init_model.vocab_size, dataset)
+            check_tensors(init_dir / "model.safetensors")  # before the run folder is written
         if not resume:
             run = run_config_for(folder, **kw, vocab_size=dataset.vocab_size, init_model=init_model)
         elif run.model.vocab_size != dataset.vocab_size:
