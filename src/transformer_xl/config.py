@@ -204,13 +204,20 @@ class TransformerXLConfig:
                 list(self.tie_projs),
                 f"one flag per cluster ({self.n_clusters} = len(cutoffs) + 1) or None",
             )
+        for name in ("dropout", "dropatt", "init_range", "init_std", "proj_init_std",
+                     "layer_norm_eps"):  # fmt: skip
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or isinstance(v, bool):
+                _fail(name, v, "a number")
         for name in ("tie_weight", "proj_same_dim", "untie_r", "pre_lnorm"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "true or false")
         if self.approx_parameters() > MAX_PARAMETERS:
+            sizes = ("n_layer", "n_head", "d_model", "d_head", "d_inner", "vocab_size")
+            largest = max(sizes, key=lambda name: getattr(self, name))
             _fail(
-                "d_model" if self.d_model > self.n_layer else "n_layer",
-                max(self.d_model, self.n_layer),
+                largest,
+                getattr(self, largest),
                 f"a model under {MAX_PARAMETERS:.0e} parameters (these sizes give "
                 f"about {self.approx_parameters():.1e})",
             )
