@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transformer_xl.data.prepared import sha256_file
+from transformer_xl.fileio import make_parent
 from transformer_xl.progress import Progress
 
 USER_AGENT = "transformer-xl-data/1"
@@ -78,8 +79,8 @@ def download(
     against ``sha256`` (default: the published checksum) and only then renamed to ``NAME``. A
     checksum mismatch deletes the part file and raises a ValueError naming both checksums."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     dest = directory / remote.filename
+    make_parent(dest)  # a file where the folder should be is named as such
     expected = (sha256 or remote.sha256 or "").lower() or None
     if dest.exists():
         got = sha256_file(dest)

@@ -108,6 +108,8 @@ def train(
     new run, with a fresh optimizer and schedule (fine-tuning)."""
     stream = stream or sys.stdout
     folder = RunFolder(out)
+    if folder.path.exists() and not folder.path.is_dir():
+        raise ValueError(f"{folder.path}: exists and is not a folder (expected a run folder)")
     overrides = _with_shortcuts(overrides, data, max_steps)
     if resume and init_from:
         raise ValueError("--init-from starts a new run: drop --resume (or --init-from)")
