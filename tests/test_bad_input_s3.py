@@ -2,6 +2,7 @@
 with exit 2 and one stderr line naming what was wrong, changes no input and leaves nothing
 half-written."""
 
+# ruff: noqa: F811 - the fixtures imported from test_bad_inputs are parameters here
 from __future__ import annotations
 
 import errno
@@ -168,13 +169,13 @@ def test_outputs_are_checked_before_the_work(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------ runs and checkpoints
-def _copy_run(run, tmp_path) -> Path:  # noqa: F811
+def _copy_run(run, tmp_path) -> Path:
     folder, _ = run
     shutil.copytree(folder, tmp_path / "run")
     return tmp_path / "run"
 
 
-def test_failed_resume_is_one_line_and_changes_nothing(run, tmp_path, capsys):  # noqa: F811
+def test_failed_resume_is_one_line_and_changes_nothing(run, tmp_path, capsys):
     folder = _copy_run(run, tmp_path)
     for ckpt in (folder / "checkpoints").iterdir():
         (ckpt / "trainer.json").write_text("{")
@@ -185,7 +186,7 @@ def test_failed_resume_is_one_line_and_changes_nothing(run, tmp_path, capsys):  
     assert files(folder) == before  # config.json not rewritten
 
 
-def test_checkpoint_folder_needs_its_manifest(run, tmp_path, capsys):  # noqa: F811
+def test_checkpoint_folder_needs_its_manifest(run, tmp_path, capsys):
     folder = _copy_run(run, tmp_path)
     ckpt = sorted((folder / "checkpoints").iterdir())[-1]
     manifest = json.loads((ckpt / "MANIFEST.json").read_text())
@@ -206,7 +207,7 @@ def test_checkpoint_folder_needs_its_manifest(run, tmp_path, capsys):  # noqa: F
         ({"trainer.json": {"bytes": "big", "sha256": "0"}}, "is not a size"),
     ],
 )
-def test_manifest_entries_stay_inside(run, tmp_path, entry, expected):  # noqa: F811
+def test_manifest_entries_stay_inside(run, tmp_path, entry, expected):
     folder = _copy_run(run, tmp_path)
     ckpt = sorted((folder / "checkpoints").iterdir())[-1]
     manifest = json.loads((ckpt / "MANIFEST.json").read_text())
@@ -215,7 +216,7 @@ def test_manifest_entries_stay_inside(run, tmp_path, entry, expected):  # noqa: 
     assert expected in verify(ckpt)
 
 
-def test_eval_batch_larger_than_the_split(run, capsys):  # noqa: F811
+def test_eval_batch_larger_than_the_split(run, capsys):
     folder, data = run
     code, _, err = txl(capsys, "eval", folder, "--data", data, "--split", "valid",
                        "--batch-size", "100000000", "--device", "cpu")  # fmt: skip
@@ -231,7 +232,7 @@ def test_eval_batch_larger_than_the_split(run, capsys):  # noqa: F811
         ('{"step": 1, "split": 3, "loss": 1}\n', ":1: split 3"),
     ],
 )
-def test_plot_bad_metrics_records(run, tmp_path, capsys, text, expected):  # noqa: F811
+def test_plot_bad_metrics_records(run, tmp_path, capsys, text, expected):
     folder = _copy_run(run, tmp_path)
     (folder / "metrics.jsonl").write_text(text)
     code, _, err = txl(capsys, "plot", folder)
@@ -239,7 +240,7 @@ def test_plot_bad_metrics_records(run, tmp_path, capsys, text, expected):  # noq
 
 
 # ------------------------------------------------------------------------ model folders, convert
-def test_model_config_boolean_must_be_boolean(byte_model, capsys):  # noqa: F811
+def test_model_config_boolean_must_be_boolean(byte_model, capsys):
     cfg = json.loads((byte_model / "config.json").read_text())
     cfg["tie_weight"] = "yes"
     (byte_model / "config.json").write_text(json.dumps(cfg))
@@ -247,7 +248,7 @@ def test_model_config_boolean_must_be_boolean(byte_model, capsys):  # noqa: F811
     assert code == 2 and "tie_weight='yes'" in only_line(err)
 
 
-def test_convert_from_hf_problems_are_one_line(byte_model, tmp_path, capsys):  # noqa: F811
+def test_convert_from_hf_problems_are_one_line(byte_model, tmp_path, capsys):
     code, _, err = txl(capsys, "convert", "--from", "hf", byte_model, tmp_path / "o")
     assert code == 2 and "cannot convert:" in only_line(err) and "more" in err
     hf = tmp_path / "hf"
@@ -260,7 +261,7 @@ def test_convert_from_hf_problems_are_one_line(byte_model, tmp_path, capsys):  #
     assert not (tmp_path / "o").exists()
 
 
-def test_torch_save_failure_is_named(byte_model, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_torch_save_failure_is_named(byte_model, tmp_path, capsys, monkeypatch):
     def full(*a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 0")
 
@@ -294,7 +295,7 @@ def test_pickle_parse_error_is_one_named_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_resume_removes_temporaries_a_kill_left(run, tmp_path, capsys):  # noqa: F811
+def test_resume_removes_temporaries_a_kill_left(run, tmp_path, capsys):
     folder = _copy_run(run, tmp_path)
     stale = [folder / ".summary.json.k1ll3d.tmp", folder / ".config.json.x.tmp"]
     for p in stale:
@@ -304,14 +305,14 @@ def test_resume_removes_temporaries_a_kill_left(run, tmp_path, capsys):  # noqa:
     assert not any(p.exists() for p in stale) and json.loads((folder / "config.json").read_text())
 
 
-def test_tf_eval_checks_the_config_before_importing_tensorflow(byte_model, capsys, monkeypatch):  # noqa: F811
+def test_tf_eval_checks_the_config_before_importing_tensorflow(byte_model, capsys, monkeypatch):
     (byte_model / "config.json").write_text("[]")
     monkeypatch.setitem(sys.modules, "transformer_xl.tf.evaluate", None)  # importing it fails
     code, _, err = txl(capsys, "eval", byte_model, "--backend", "tf")
     assert code == 2 and "expected a JSON object" in only_line(err)
 
 
-def test_init_from_unreadable_weights_writes_no_run(run, byte_model, tmp_path, capsys):  # noqa: F811
+def test_init_from_unreadable_weights_writes_no_run(run, byte_model, tmp_path, capsys):
     _, data = run
     weights = byte_model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
@@ -320,3 +321,29 @@ def test_init_from_unreadable_weights_writes_no_run(run, byte_model, tmp_path, c
                        "--max-steps", "1")  # fmt: skip
     assert code == 2 and f"{weights}: not a readable safetensors file" in only_line(err)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("dropout", "high", "dropout='high' is invalid: expected a number"),
+        ("d_inner", 10**15, "d_inner=1000000000000000 is invalid"),
+    ],
+)
+def test_model_config_wrong_types_and_sizes_name_the_field(byte_model, capsys, field, value,
+                                                           expected):  # fmt: skip
+    cfg = json.loads((byte_model / "config.json").read_text())
+    cfg[field] = value
+    (byte_model / "config.json").write_text(json.dumps(cfg))
+    code, _, err = txl(capsys, "generate", byte_model, "--prompt-ids", "1", "--device", "cpu")
+    assert code == 2 and expected in only_line(err)
+
+
+def test_run_or_download_folder_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    code, _, err = txl(capsys, "train", "--preset", "tiny", "--out", tmp_path / "f")
+    assert code == 2 and "f: exists and is not a folder" in only_line(err)
+    code, _, err = txl(capsys, "prepare", "enwik8", "--out", tmp_path / "o", "--quiet",
+                       "--url", "file:///nonexistent", "--download-dir", tmp_path / "f")  # fmt: skip
+    assert code == 2 and only_line(err).endswith(f"{tmp_path / 'f'}: a file, not a folder")
+    assert (tmp_path / "f").read_text() == "x"
