@@ -33,6 +33,9 @@ ATTN_TYPES = {
 INITS = ("normal", "uniform")
 
 
+MAX_PARAMETERS = 10**11  # 400 GB of fp32 weights: a mistyped size, not a model
+
+
 def _fail(name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"TransformerXLConfig.{name}={value!r} is invalid: expected {allowed}")
 
@@ -169,6 +172,11 @@ class TransformerXLConfig:
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
+        self._validate_types()
+        self._validate_values()
+
+    def _validate_types(self) -> None:
+        """Sizes, the adaptive layout and every field's type (before any arithmetic on them)."""
         for name in ("vocab_size", "n_layer", "n_head", "d_model", "d_head", "d_inner"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -200,6 +208,26 @@ class TransformerXLConfig:
                 "tie_projs",
                 list(self.tie_projs),
                 f"one flag per cluster ({self.n_clusters} = len(cutoffs) + 1) or None",
+            )
+        for name in ("dropout", "dropatt", "init_range", "init_std", "proj_init_std",
+                     "layer_norm_eps"):  # fmt: skip
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or isinstance(v, bool):
+                _fail(name, v, "a number")
+        for name in ("tie_weight", "proj_same_dim", "untie_r", "pre_lnorm"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "true or false")
+
+    def _validate_values(self) -> None:
+        """Ranges and combinations of fields whose types are known to be right."""
+        if self.approx_parameters() > MAX_PARAMETERS:
+            sizes = ("n_layer", "n_head", "d_model", "d_head", "d_inner", "vocab_size")
+            largest = max(sizes, key=lambda name: getattr(self, name))
+            _fail(
+                largest,
+                getattr(self, largest),
+                f"a model under {MAX_PARAMETERS:.0e} parameters (these sizes give "
+                f"about {self.approx_parameters():.1e})",
             )
         for name in ("dropout", "dropatt"):
             v = getattr(self, name)
@@ -235,6 +263,13 @@ class TransformerXLConfig:
             _fail("tgt_len", self.tgt_len, "a positive length for learnable position tables")
 
     # ------------------------------------------------------------------ derived values
+    def approx_parameters(self) -> int:
+        """Weights in the layers and embeddings, roughly (a bound check before any memory is
+        allocated, not the exact :meth:`TransformerXLLM.num_parameters`)."""
+        inner = self.n_head * self.d_head
+        per_layer = 5 * self.d_model * inner + 2 * self.d_model * self.d_inner
+        return self.n_layer * per_layer + self.vocab_size * self.embed_dim
+
     @property
     def embed_dim(self) -> int:
         """``d_embed`` with ``None`` resolved to ``d_model``."""

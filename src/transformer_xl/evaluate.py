@@ -230,6 +230,12 @@ def evaluate_model(
     if precision != "fp32":
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         autocast = torch.autocast(dev.type, dtype=dtype)
+    targets = ds.dataset.num_tokens(split) - 1
+    if s["batch_size"] > max(targets, 1):  # every stream needs a token to predict
+        raise ValueError(
+            f"batch size {s['batch_size']:,}: more parallel streams than the {targets:,} "
+            f"tokens to predict in {data} ({split}); expected at most {max(targets, 1):,}"
+        )
     batches = ds.eval_batches(
         split, batch_size=s["batch_size"], tgt_len=s["tgt_len"], rank=0, world_size=1
     )

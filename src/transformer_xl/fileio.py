@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,39 @@ def honour_umask(path: str | os.PathLike, *, directory: bool = False) -> None:
     os.chmod(path, base & ~current_umask())
 
 
+def make_parent(path: Path) -> None:
+    """Create ``path``'s folder; a file standing where a folder is needed is named as such
+    (``mkdir`` itself would say "File exists")."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        blocker = next(p for p in path.parents if p.exists() and not p.is_dir())
+        raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(blocker)) from None
+
+
+def check_output_path(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Fail now, naming ``path``, when a file (``folder``: a folder) could not be written there
+    later: it is a folder (a file), a file stands where a folder is needed, or the nearest
+    existing folder is not writable (a read-only disk). Nothing is created."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        code = errno.EEXIST if folder else errno.EISDIR
+        raise OSError(code, "a file, not a folder" if folder else os.strerror(code), str(path))
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(existing))
+    if existing != path and not os.access(existing, os.W_OK):
+        raise PermissionError(errno.EACCES, "not writable (read-only?)", str(existing))
+
+
+def named_error(e: OSError, path: Path) -> OSError:
+    """``e`` naming ``path``, the file the caller asked for, rather than the temporary beside it
+    (or nothing at all, as a full disk's errors from a library often do)."""
+    if e.errno is None:
+        return e
+    return type(e)(e.errno, e.strerror, str(path))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -30,8 +64,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_parent(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise named_error(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -39,9 +76,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         honour_umask(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise named_error(e, path) from None
         raise
 
 
@@ -50,15 +89,20 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on any
     error it is removed and ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_parent(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise named_error(e, path) from None
     os.close(fd)
     try:
         yield Path(tmp)
         if os.path.exists(tmp):
             honour_umask(tmp, directory=os.path.isdir(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise named_error(e, path) from None
         raise

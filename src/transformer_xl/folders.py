@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.hub import resolve_model as resolve_hub
-from transformer_xl.run.folder import RunFolder
+from transformer_xl.run.folder import MANIFEST, RunFolder, verify
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -122,6 +122,19 @@ def run_model_dir(run_dir: Path) -> Path:
     raise ValueError(f"{run_dir}: the run has no saved model yet (no {BEST}/ and no checkpoint)")
 
 
+def _check_sealed(checkpoint: Path, *, unsealed: bool) -> None:
+    """A checkpoint folder is used only when its manifest vouches for it (``unsealed``: an
+    earlier TensorFlow run's checkpoints, which have none)."""
+    if unsealed and not (checkpoint / MANIFEST).exists():
+        return
+    reason = verify(checkpoint)
+    if reason is not None:
+        raise ValueError(
+            f"{checkpoint}: damaged checkpoint ({reason}); expected an intact one: use the run's "
+            "best model or another checkpoint"
+        )
+
+
 def resolve_model(path: str | os.PathLike) -> ModelLocation:
     """The model folder named by ``path`` (see the module doc); ``ValueError`` (a
     :class:`ForeignModelError` for foreign formats) naming the path otherwise."""
@@ -138,9 +151,11 @@ def resolve_model(path: str | os.PathLike) -> ModelLocation:
         return ModelLocation(run_model_dir(path), RUN, path, backend)
     if (path / MODEL_SUBDIR / CONFIG_NAME).is_file() and path.parent.name == CHECKPOINTS:
         run_dir = path.parent.parent
+        _check_sealed(path, unsealed=RunFolder(run_dir).legacy_tf())
         backend = RunFolder(run_dir).backend() or "torch"
         return ModelLocation(path / MODEL_SUBDIR, CHECKPOINT, run_dir, backend)
     if (path / MODEL_SUBDIR / CONFIG_NAME).is_file() and not (path / CONFIG_NAME).exists():
+        _check_sealed(path, unsealed=False)
         return ModelLocation(path / MODEL_SUBDIR, CHECKPOINT)  # a checkpoint copied elsewhere
     if not (path / CONFIG_NAME).is_file():
         raise ValueError(

@@ -9,9 +9,16 @@ from pathlib import Path
 
 from transformer_xl.bench import Variant, format_table, run_benchmark
 from transformer_xl.bench.runner import with_peer
-from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+from transformer_xl.commands.common import (
+    add_batch_size,
+    add_device,
+    add_precision,
+    add_threads,
+    count_int,
+    positive_int,
+)
 from transformer_xl.devices import resolve_device
-from transformer_xl.fileio import atomic_write_text
+from transformer_xl.fileio import atomic_write_text, check_output_path
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -21,6 +28,8 @@ def _csv(text: str) -> list[str]:
 
 
 def run(args) -> int:
+    if args.json:
+        check_output_path(args.json)  # before minutes of measuring
     variants = with_peer([Variant.parse(v) for v in _csv(args.variants)], args.compare)
     result = run_benchmark(
         _csv(args.preset), _csv(args.modes), variants, dtype=DTYPE_NAMES[args.precision],
@@ -54,10 +63,13 @@ def register(sub, help: str) -> None:
     add_device(p)
     add_threads(p, default=2)
     p.add_argument(
-        "--rounds", type=int, default=5, help="alternating rounds (ratios are their median)"
+        "--rounds",
+        type=positive_int,
+        default=5,
+        help="alternating rounds (ratios are their median)",
     )
-    p.add_argument("--steps", type=int, default=3, help="steps per variant per round")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=positive_int, default=3, help="steps per variant per round")
+    p.add_argument("--warmup", type=count_int, default=2)
     add_batch_size(p, "override the preset's batch size", old="--batch")
     p.add_argument(
         "--memory", action="store_true", help="also measure peak memory (one subprocess per row)"

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from transformer_xl.devices import DEVICES, PRECISIONS, check_device_name, check_precision
+from transformer_xl.devices import (
+    DEVICES,
+    MAX_THREADS,
+    PRECISIONS,
+    check_device_name,
+    check_precision,
+)
 
 
 def _device(text: str) -> str:
@@ -42,6 +48,9 @@ def _count(text: str) -> int:
     return _integer(text, 0)
 
 
+positive_int, count_int, device_name = _positive, _count, _device  # argparse types for commands
+
+
 def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
     first = "auto (default: CUDA when available, else CPU)" if default else "auto"
     p.add_argument(
@@ -67,9 +76,17 @@ def add_batch_size(
         p.add_argument(old, dest="batch_size", type=_positive, help=argparse.SUPPRESS)
 
 
+def _threads(text: str, lowest: int) -> int:
+    value = _integer(text, lowest)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected at most {MAX_THREADS} threads")
+    return value
+
+
 def add_threads(p: argparse.ArgumentParser, *, default: int | None = 0) -> None:
     p.add_argument(
-        "--threads", type=_positive if default else _count, default=default, metavar="N",
+        "--threads", type=lambda t: _threads(t, 1 if default else 0), default=default,
+        metavar="N",
         help=f"CPU threads (default: {default or 'torch chooses'})",
     )  # fmt: skip
 

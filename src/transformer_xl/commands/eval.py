@@ -7,8 +7,10 @@ import argparse
 import torch
 
 from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+from transformer_xl.config import TransformerXLConfig
 from transformer_xl.devices import resolve_device
 from transformer_xl.evaluate import evaluate_model
+from transformer_xl.folders import find_model_folder
 from transformer_xl.run.metrics import dumps
 
 
@@ -27,6 +29,8 @@ def run(args) -> int:
     if args.backend == "tf":
         if args.device not in ("auto", "cpu"):
             raise ValueError("--backend tf places the model itself: leave --device at auto")
+        # the model's config checked before TensorFlow's import prints its own lines
+        TransformerXLConfig.load(find_model_folder(args.model) / "config.json")
         from transformer_xl.tf.evaluate import evaluate_tf  # optional: needs tensorflow
 
         info = evaluate_tf(args.model, args.data, **flags)

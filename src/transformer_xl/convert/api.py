@@ -41,7 +41,7 @@ from transformer_xl.convert.vocab_files import (
 )
 from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
 from transformer_xl.data.vocab import Vocab
-from transformer_xl.fileio import atomic_write_text, honour_umask
+from transformer_xl.fileio import atomic_write_text, honour_umask, make_parent, named_error
 from transformer_xl.hub import resolve_model
 from transformer_xl.presets import EVAL_SETTINGS, PRESETS
 from transformer_xl.weights import load_pretrained
@@ -97,8 +97,11 @@ def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: already exists and is not an empty folder; choose a new one")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    make_parent(out)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:  # name the folder asked for, not the temporary beside it
+        raise named_error(e, out) from None
     try:
         honour_umask(tmp, directory=True)  # mkdtemp makes it 0700 whatever the umask
         try:
@@ -328,7 +331,13 @@ def _export_legacy(src: Path, out, model, vocab, weights: str) -> ConvertResult:
             save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             honour_umask(tmp / "model.safetensors")  # the Rust writer makes it 0600
         else:
-            torch.save(tensors, tmp / "pytorch_model.bin")
+            try:
+                torch.save(tensors, tmp / "pytorch_model.bin")
+            except RuntimeError as e:  # torch's zip writer reports a full disk so, not OSError
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ValueError(
+                    f"{out}: cannot write pytorch_model.bin ({reason}): is the disk full?"
+                ) from None
 
     counts = {"converted": len(state), "skipped": 0, "source": len(model.state_dict())}
     vocab_dict = vocab.to_dict() if vocab is not None else None

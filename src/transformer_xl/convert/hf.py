@@ -71,6 +71,7 @@ def config_from_hf(hf: Mapping[str, Any] | Any) -> TransformerXLConfig:
 
     if get("attn_type") != 0:
         raise ValueError(f"HF config: attn_type={get('attn_type')} is not supported (only 0)")
+    _check_hf_types(fields, get)
     cutoffs = tuple(get("cutoffs")) if get("adaptive") else ()
     tie_projs = fields.get("tie_projs")
     if tie_projs is None or len(tie_projs) != len(cutoffs) + 1:
@@ -104,6 +105,19 @@ def config_from_hf(hf: Mapping[str, Any] | Any) -> TransformerXLConfig:
         same_length=bool(get("same_length")),
         window_keys="mem_len",
     )
+
+
+def _check_hf_types(fields: Mapping[str, Any], get: Callable[[str], Any]) -> None:
+    """The HF fields read as lists or compared as numbers have those types (the rest are
+    checked by :class:`TransformerXLConfig`)."""
+    for key in ("cutoffs", "tie_projs"):
+        v = get(key) if key == "cutoffs" else fields.get(key)
+        if v is not None and not isinstance(v, list | tuple):
+            raise ValueError(f"HF config: {key}={v!r} is invalid: expected a list")
+    for key in ("sample_softmax", "clamp_len", "attn_type"):
+        v = get(key)
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            raise ValueError(f"HF config: {key}={v!r} is invalid: expected a number")
 
 
 def rules_from_hf(cfg: TransformerXLConfig) -> list[Rule]:

@@ -60,13 +60,19 @@ def apply_rules(
             bar.update(1)
     unused = sorted(k for k in source if k not in used and not skip(k))
     if unused:
-        problems.append(f"unused source tensors: {unused}")
+        problems.append(f"unused source tensors: {_first(unused)}")
     unfilled = sorted(set(expected) - set(out))
     if unfilled:
-        problems.append(f"target tensors not filled: {unfilled}")
-    if problems:
-        raise ValueError(f"{source_name}: cannot convert:\n  " + "\n  ".join(problems))
+        problems.append(f"target tensors not filled: {_first(unfilled)}")
+    if problems:  # one line: the first problems, and how many more
+        more = f"; and {len(problems) - 5} more problem(s)" if len(problems) > 5 else ""
+        raise ValueError(f"{source_name}: cannot convert: " + "; ".join(problems[:5]) + more)
     return out
+
+
+def _first(keys: list[str], n: int = 6) -> str:
+    """``keys`` as a list, cut to its first ``n`` with the count of the others."""
+    return str(keys[:n])[:-1] + (f", ... {len(keys) - n} more]" if len(keys) > n else "]")
 
 
 def assemble(

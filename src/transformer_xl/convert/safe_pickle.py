@@ -269,7 +269,12 @@ def load_torch_legacy(
 
     try:
         with open(path, "rb") as f:
-            header = [_RestrictedUnpickler(f, PLAIN_GLOBALS, source).load() for _ in range(3)]
+            try:
+                header = [_RestrictedUnpickler(f, PLAIN_GLOBALS, source).load() for _ in range(3)]
+            except DisallowedGlobal:
+                raise
+            except Exception as e:  # noqa: BLE001 - random bytes parse as any opcode at all
+                raise _unreadable(source, e) from None
             if header[0] != TORCH_LEGACY_MAGIC:
                 raise ValueError(f"{source}: not a torch.save file (no zip, no magic number)")
             info = header[2] if isinstance(header[2], dict) else {}
@@ -292,6 +297,11 @@ def load_torch_legacy(
     except OSError as e:
         raise ValueError(f"{source}: cannot read ({e.strerror})") from None
     except Exception as e:  # noqa: BLE001 - any failure to parse is a bad file
-        kind = type(e).__name__
-        raise ValueError(f"{source}: not a readable torch file ({kind}: {e})") from None
+        raise _unreadable(source, e) from None
     return result
+
+
+def _unreadable(source: str, e: Exception) -> ValueError:
+    """The error for a file that does not parse; the parser's words quoted, short, on one line
+    (they may hold the file's raw bytes)."""
+    return ValueError(f"{source}: not a readable torch file ({type(e).__name__}: {str(e)[:60]!r})")

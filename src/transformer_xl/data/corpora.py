@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transformer_xl.data.download import Remote, check_source, download
+from transformer_xl.data.download import Remote, check_source, download, unpublished_note
 from transformer_xl.data.encode import (
     N_CODEPOINTS,
     FirstSeenWords,
@@ -108,6 +108,12 @@ def _log(msg: str, quiet: bool) -> None:
 def _commit(
     w: PreparedWriter, vocab: Vocab, splits: dict, meta: dict, quiet: bool
 ) -> PreparedDataset:
+    if splits["train"]["tokens"] == 0:  # nothing to train on: refuse before committing
+        member = meta.get("preprocessing", {}).get("members", {}).get("train", "train text")
+        raise ValueError(
+            f"{meta['dataset']}: the train split is empty (0 tokens): expected training text "
+            f"in the archive's {member}"
+        )
     meta = {**meta, "dtype": meta["dtype"], "splits": splits}
     w.commit(meta, vocab)
     for name, info in splits.items():
@@ -425,6 +431,7 @@ def prepare_benchmark(
     archive, info = obtain(REMOTES[name], source, download_dir=download_dir, urls=urls,
                            sha256=sha256, strict=strict_checksum, quiet=quiet)  # fmt: skip
     kwargs = dict(overwrite=overwrite, quiet=quiet, source_info=info, **options)
+    notes = [unpublished_note(archive, info)]
     if name == "lm1b":
         if vocab_file is None and source is not None:
             sibling = Path(source).with_name(LM1B_VOCAB.filename)
@@ -432,9 +439,17 @@ def prepare_benchmark(
         vocab_path, vocab_info = obtain(LM1B_VOCAB, vocab_file, download_dir=download_dir,
                                         sha256=vocab_sha256, quiet=quiet)  # fmt: skip
         check_destination(out, overwrite, inputs=[vocab_path])
+        notes.append(unpublished_note(vocab_path, vocab_info))
         kwargs.update(
             vocab_file=vocab_path, source_info={"archive": info, "vocab_file": vocab_info}
         )
     check_destination(out, overwrite, inputs=[archive])
     _log(f"preparing {name} from {archive}", quiet)
-    return PREPARERS[name](archive, out, **kwargs)
+    notes = [n for n in notes if n]
+    try:
+        ds = PREPARERS[name](archive, out, **kwargs)
+    except ValueError as e:  # one line: the error, and why the file may not be as expected
+        raise ValueError("; ".join([str(e), *notes])) from None
+    for note in notes:
+        print(f"warning: {note}; prepared it anyway", file=sys.stderr)
+    return ds

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transformer_xl.data.prepared import sha256_file
+from transformer_xl.fileio import make_parent
 from transformer_xl.progress import Progress
 
 USER_AGENT = "transformer-xl-data/1"
@@ -78,8 +79,8 @@ def download(
     against ``sha256`` (default: the published checksum) and only then renamed to ``NAME``. A
     checksum mismatch deletes the part file and raises a ValueError naming both checksums."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     dest = directory / remote.filename
+    make_parent(dest)  # a file where the folder should be is named as such
     expected = (sha256 or remote.sha256 or "").lower() or None
     if dest.exists():
         got = sha256_file(dest)
@@ -100,10 +101,11 @@ def download(
         except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
             errors.append(f"{url}: {e}")
     else:
-        raise OSError(
-            f"could not download {remote.filename} (partial data kept in {part} for a retry):\n  "
-            + "\n  ".join(errors)
-        )
+        kept = part.is_file() and part.stat().st_size > 0
+        if part.is_file() and not kept:
+            part.unlink()  # nothing came: no part file to resume from
+        where = f"partial data kept in {part} for a retry" if kept else "nothing was written"
+        raise OSError(f"could not download {remote.filename} ({where}): " + "; ".join(errors))
     got = sha256_file(part)
     if expected is not None and got != expected:
         part.unlink()
@@ -118,8 +120,10 @@ def download(
 def check_source(path: str | os.PathLike, remote: Remote, *, sha256: str | None = None,
                  strict: bool = False) -> dict:  # fmt: skip
     """Checksum a file the user already has. ``sha256`` (the user's) must match; the published
-    checksum must match when ``strict``, else a mismatch is a warning (archives rebuilt in the
-    same layout are accepted). Returns what was found for the metadata."""
+    checksum must match when ``strict``; otherwise a mismatch is only recorded
+    (``matches_published`` False: archives rebuilt in the same layout are accepted, and the
+    caller warns once it knows whether they could be prepared). Returns what was found for the
+    metadata."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file (expected {remote.filename} as distributed)")
@@ -136,5 +140,14 @@ def check_source(path: str | os.PathLike, remote: Remote, *, sha256: str | None 
                    f"({remote.sha256})")  # fmt: skip
             if strict:
                 raise ValueError(msg)
-            print(f"warning: {msg}; preparing it anyway", file=sys.stderr)
     return info
+
+
+def unpublished_note(path: str | os.PathLike, info: dict) -> str | None:
+    """What to tell about ``path`` when :func:`check_source` found it differs from the published
+    file (None when it matches or nothing was published)."""
+    if info.get("matches_published") is not False:
+        return None
+    return (
+        f"{path}: sha256 {info['sha256']} differs from the published ({info['published_sha256']})"
+    )

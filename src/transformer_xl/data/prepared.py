@@ -30,7 +30,7 @@ import numpy as np
 
 from transformer_xl.data.tokenizer import VOCAB_NAME, Tokenizer, make_tokenizer
 from transformer_xl.data.vocab import Vocab
-from transformer_xl.fileio import atomic_write_text
+from transformer_xl.fileio import atomic_write_text, make_parent, named_error
 from transformer_xl.progress import Progress
 
 FORMAT_VERSION = 1
@@ -174,12 +174,15 @@ class PreparedWriter:
             raise ValueError(
                 f"{self.out}: folder exists and is not empty (pass --force to replace it)"
             )
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.out)
         self.removed = remove_stale_partials(self.out)
         self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
-        self.tmp.mkdir()
+        try:
+            self.tmp.mkdir()
+        except OSError as e:  # name the folder asked for, not the hidden one beside it
+            raise named_error(e, self.out) from None
         self._writers: dict[str, SplitWriter] = {}
         self.progress = Progress(None, f"writing {self.out.name}") if progress else None
 
@@ -191,6 +194,8 @@ class PreparedWriter:
             self.progress.close()
         if exc_type is not None:
             self.abort()
+        if isinstance(exc, OSError) and exc.filename is None:  # e.g. a full disk, unnamed
+            raise named_error(exc, self.out) from None
 
     def split(self, name: str, dtype: str) -> SplitWriter:
         w = SplitWriter(self.tmp / f"{name}.bin", dtype, self.progress)

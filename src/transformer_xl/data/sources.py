@@ -96,10 +96,18 @@ class Archive:
             return self._zip.open(info) if self._zip else self._tar.extractfile(info)
 
     def read_chunks(self, name: str, chunk: int = CHUNK) -> Iterator[bytes]:
-        """The member's bytes in chunks; a corrupt archive raises a ValueError naming it."""
+        """The member's bytes in chunks; a corrupt archive (a member shorter or longer than its
+        header declares included) raises a ValueError naming it."""
+        declared, total = self.size(name), 0
         with archive_errors(self.path, name), self.open(name) as f:
             while block := f.read(chunk):
+                total += len(block)
                 yield block
+        if total != declared:
+            raise ValueError(
+                f"{self.path} (member {name}): {total:,} bytes, but its header declares "
+                f"{declared:,}: a corrupt archive"
+            )
 
 
 def _hidden(relative: Path) -> bool:

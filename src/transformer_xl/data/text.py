@@ -200,14 +200,23 @@ def _word_vocab(plan, min_freq, max_size, unk_token, lower_case) -> Vocab:
     )  # fmt: skip
 
 
+MAX_BPE_VOCAB = 1_000_000
+
+
 def check_vocab_limits(*, min_freq: int, max_size: int | None, vocab_size: int) -> None:
-    """``--min-freq`` >= 0, ``--max-size`` >= 1 (or unset), ``--vocab-size`` >= 1."""
+    """``--min-freq`` >= 0, ``--max-size`` >= 1 (or unset), ``--vocab-size`` in 256..1e6."""
     for flag, value, lowest in (("--min-freq", min_freq, 0), ("--vocab-size", vocab_size, 1),
                                 ("--max-size", max_size, 1)):  # fmt: skip
         if value is None and flag == "--max-size":
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             raise ValueError(f"{flag} {value!r}: expected an integer >= {lowest}")
+    if not 256 <= vocab_size <= MAX_BPE_VOCAB:  # BPE starts from the 256 byte symbols; the
+        # trainer allocates for the whole size up front (a huge one aborts the process)
+        raise ValueError(
+            f"--vocab-size {vocab_size}: expected 256 (the byte symbols BPE starts from) to "
+            f"{MAX_BPE_VOCAB:,}"
+        )
 
 
 def _train_bpe(plan, vocab_size: int, min_freq: int):
@@ -302,6 +311,9 @@ def build_settings(vocab: object, given: dict) -> dict:
     check_vocab_limits(
         min_freq=out["min_freq"], max_size=out["max_size"], vocab_size=out["vocab_size"]
     )
+    unk = out["unk_token"]
+    if not isinstance(unk, str) or not unk or any(c.isspace() for c in unk):
+        raise ValueError(f"--unk-token {unk!r}: expected a non-empty token without spaces")
     return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.devices import MAX_THREADS
 from transformer_xl.recipes import recipe
 from transformer_xl.segment import WINDOW_KEYS, SegmentSettings
 
@@ -171,9 +173,13 @@ class TrainConfig:
             fail("parallel", f"one of {PARALLEL}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             fail("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.final_eval_split not in ("", "none", "train", "valid", "test"):
+            fail("final_eval_split", "'train', 'valid', 'test', or '' / 'none' (no final eval)")
+        if self.threads > MAX_THREADS:
+            fail("threads", f"at most {MAX_THREADS}")
         for name in ("lr", "eps"):
-            if not getattr(self, name) > 0:
-                fail(name, "a positive number")
+            if not math.inf > getattr(self, name) > 0:
+                fail(name, "a finite positive number")
         for name in ("weight_decay", "lr_min", "momentum", "clip", "max_time"):
             if not getattr(self, name) >= 0:
                 fail(name, "a number >= 0")
@@ -298,8 +304,11 @@ def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML ({e})") from None
+        except yaml.YAMLError as e:  # one line: where, and the problem without the snippet
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            what = getattr(e, "problem", None) or " ".join(str(e).split())
+            raise ValueError(f"{where}: not valid YAML ({what})") from None
     elif suffix == ".toml":
         try:
             import tomllib

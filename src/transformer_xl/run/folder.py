@@ -106,6 +106,10 @@ def verify(directory: Path) -> str | None:
     for rel, want in entries.items():
         if not isinstance(want, dict) or not {"bytes", "sha256"} <= set(want):
             return f"manifest entry {rel!r} lacks 'bytes' or 'sha256'"
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return f"manifest entry {rel!r} points outside the checkpoint"
+        if not isinstance(want["bytes"], int) or isinstance(want["bytes"], bool):
+            return f"manifest entry {rel!r}: bytes {want['bytes']!r} is not a size"
         p = directory / rel
         if not p.is_file():
             return f"{rel} is missing"
@@ -248,7 +252,7 @@ class RunFolder:
         Raises ValueError when checkpoints exist but every one of them is damaged.
         """
         ckpts = self.list_checkpoints()
-        skipped = []
+        skipped, reasons = [], []
         for step, path in reversed(ckpts):
             legacy = unsealed and not (path / MANIFEST).exists()
             reason = (
@@ -259,10 +263,10 @@ class RunFolder:
             if reason is None:
                 return Found(step, path, skipped)
             skipped.append(f"checkpoint {path} is unusable: {reason}; falling back to an older one")
-        if ckpts:
+            reasons.append(f"{path.name}: {reason}")
+        if ckpts:  # one line, every checkpoint's reason in it
             raise ValueError(
-                f"{self.checkpoints}: no intact checkpoint to resume from:\n  "
-                + "\n  ".join(skipped)
+                f"{self.checkpoints}: no intact checkpoint to resume from ({'; '.join(reasons)})"
             )
         return None
 
@@ -319,6 +323,13 @@ class RunFolder:
         root = self.checkpoints
         for p in root.glob(".tmp-*") if root.is_dir() else ():
             shutil.rmtree(p, ignore_errors=True)
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete what atomic writes of ``config.json``/``summary.json`` cut by a kill left."""
+        for name in (self.config.name, self.summary.name):
+            for p in self.path.glob(f".{name}.*.tmp"):
+                p.unlink(missing_ok=True)
 
     # -------------------------------------------------------------- best model
     def new_best(self) -> Path:

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
@@ -40,6 +40,15 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
+    except (SafetensorError, OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def check_tensors(path: Path) -> None:
+    """``path`` opens as a safetensors file whose header covers the file (read nothing else)."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
     except (SafetensorError, OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
 

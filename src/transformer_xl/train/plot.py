@@ -20,7 +20,7 @@ def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
         if r.get("skipped"):
             continue
         for key in ("loss", "bpc", "ppl", "lr"):
-            if key in r:
+            if r.get(key) is not None and "split" in r:
                 steps, values = out.setdefault(f"{r['split']}/{key}", ([], []))
                 steps.append(r["step"])
                 values.append(r[key])

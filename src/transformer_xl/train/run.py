@@ -25,6 +25,7 @@ from transformer_xl.run.config import (
 from transformer_xl.run.folder import RunFolder
 from transformer_xl.run.metrics import dumps, record_final
 from transformer_xl.segment import SegmentSettings
+from transformer_xl.train.checkpoint import check_tensors
 from transformer_xl.train.data import open_data
 from transformer_xl.train.distributed import barrier, init_distributed, shutdown
 from transformer_xl.train.loop import Trainer
@@ -102,6 +103,8 @@ def train(
     new run, with a fresh optimizer and schedule (fine-tuning)."""
     stream = stream or sys.stdout
     folder = RunFolder(out)
+    if folder.path.exists() and not folder.path.is_dir():
+        raise ValueError(f"{folder.path}: exists and is not a folder (expected a run folder)")
     overrides = _with_shortcuts(overrides, data, max_steps)
     if resume and init_from:
         raise ValueError("--init-from starts a new run: drop --resume (or --init-from)")
@@ -117,6 +120,7 @@ def train(
         dataset.check_ids()
         if init_dir is not None:
             check_vocab(init_dir, init_model.vocab_size, dataset.dataset)
+            check_tensors(init_dir / "model.safetensors")  # before the run folder is written
         if not resume:
             run = run_config_for(folder, **kw, vocab_size=dataset.vocab_size, init_model=init_model)
         elif run.model.vocab_size != dataset.vocab_size:
@@ -124,8 +128,11 @@ def train(
                 f"{run.train.data}: vocabulary of {dataset.vocab_size} tokens, but the "
                 f"run's model has {run.model.vocab_size}"
             )
+        if resume:  # nothing resumable: fail before the run's config.json is rewritten
+            folder.resume_point(unsealed=folder.legacy_tf())
         if env.is_main:
             folder.path.mkdir(parents=True, exist_ok=True)
+            folder.remove_stale_temporaries()
             atomic_write_text(folder.config, run.to_json())
         barrier(env)
         summary = _fit(run, folder, dataset, env, resume, init_dir, stream)
