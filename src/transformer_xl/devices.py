@@ -11,9 +11,10 @@ import re
 
 import torch
 
+from transformer_xl.run.config import MAX_THREADS  # noqa: F401  (devices.MAX_THREADS)
+
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
-MAX_THREADS = 1024  # --threads above this only exhausts the machine's processes (torch crashes)
 PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

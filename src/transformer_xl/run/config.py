@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.devices import MAX_THREADS
 from transformer_xl.recipes import recipe
 from transformer_xl.segment import WINDOW_KEYS, SegmentSettings
+
+MAX_THREADS = 1024  # --threads above this only exhausts the machine's processes (torch crashes)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "lamb")
 SCHEDULERS = ("cosine", "inv_sqrt", "constant", "dev_perf")
