@@ -80,8 +80,9 @@ def use_cached_keys(model, settings: SegmentSettings, qlen: int) -> bool:
     """Whether :func:`evaluate` reads with cached keys and values (:class:`StreamingLM`):
     when the memory is at least a segment long (``mem_len >= tgt_len``: the paper's evaluation
     settings and the training ones), because the segment forward re-projects the memory's keys,
-    values and position terms for every segment (measured: 29% less time per segment at
-    tiny256 with ``mem_len == tgt_len``, 13% at wt103_small, more with longer memory); only for
+    values and position terms for every segment (measured on an idle 2-core AMD EPYC, time per
+    segment at ``mem_len == tgt_len``: 9% less at tiny256, 6% at wt103_small, in fp32 and bf16;
+    more with longer memory); only for
     a plain (unwrapped, unsharded) :class:`TransformerXLLM` (in full precision or under
     ``autocast``), and where the model supports it (not attn_type 2/3 with pre_lnorm).
     Otherwise (shorter memory, wrapped models) the segment forward."""
