@@ -132,6 +132,11 @@ def results_md(result: dict, argv: list[str]) -> str:
         "memory = peak resident growth over the process baseline during 3 steps in a fresh "
         "process (activations, gradients, optimizer state, allocator caches).",
         "",
+        "Evaluation rows: ours reads as `evaluate()` does (cached keys and values, the cache "
+        "filled from the data first), HF from its `mem_len` zero vectors: the same work, other "
+        "memory contents, so the eval losses differ (conformance is tested in "
+        "`tests/test_hf_conformance.py`, not here).",
+        "",
     ]
     notes = [
         f"* {run['label']} {mode}: HF's port fails under bf16 autocast (`{err}`), so it has no "
