@@ -296,9 +296,10 @@ def cluster_nll(
 
 
 def _nll_no_grad(z: Tensor, p: ClusterParams, col: Tensor, extra_w, extra_b) -> Tensor:
-    """:func:`cluster_nll` without a gradient: per block of ``ROW_CHUNK`` rows the logits, their
-    log-sum-exp in float32 and the picked logit; the head's tail-cluster columns are a second
-    small product (no packed copy of the head's table, no log-softmax written out)."""
+    """:func:`cluster_nll` without a gradient, ``ROW_CHUNK`` rows at a time: PyTorch's fused
+    log-softmax (float32) over the cluster's own columns, and for the head the tail-cluster
+    columns as a second small product joined through the head's log-sum-exp (no packed copy
+    of the head's table, no separate max/exp/sum passes of a plain log-sum-exp)."""
     dt, n0 = z.dtype, p.weight.shape[0]
     w, b = p.weight.to(dt), p.bias.to(dt)
     xw = None if extra_w is None else extra_w.to(dt)
@@ -307,14 +308,17 @@ def _nll_no_grad(z: Tensor, p: ClusterParams, col: Tensor, extra_w, extra_b) -> 
     nll = torch.empty(z.shape[0], dtype=acc, device=z.device)
     for s in range(0, z.shape[0], ROW_CHUNK):
         zb, c = z[s : s + ROW_CHUNK], col[s : s + ROW_CHUNK, None]
-        logits = torch.addmm(b, zb, w.t()).to(acc)  # [blk, V_i]
-        lse = torch.logsumexp(logits, -1)
-        picked = logits.gather(1, c.clamp(max=n0 - 1))
-        if xw is not None:  # the tail clusters' columns, after the shortlist
+        c0 = c.clamp(max=n0 - 1)  # tail-cluster rows: any head column (only lse is read)
+        logits = torch.addmm(b, zb, w.t())  # [blk, V_i]
+        out = torch.log_softmax(logits, -1, dtype=acc).gather(1, c0).neg_()  # [blk, 1]
+        if xw is not None:  # the head: its tail-cluster columns come after the shortlist
+            picked = logits.gather(1, c0).to(acc)
+            lse_head = picked + out  # x_c - log_softmax(x)_c
             tails = torch.addmm(xb, zb, xw.t()).to(acc)  # [blk, n_tail]
-            lse = torch.logaddexp(lse, torch.logsumexp(tails, -1))
+            lse = torch.logaddexp(lse_head, torch.logsumexp(tails, -1, keepdim=True))
             picked = torch.where(c < n0, picked, tails.gather(1, (c - n0).clamp(min=0)))
-        nll[s : s + ROW_CHUNK] = lse - picked.squeeze(1)
+            out = lse - picked
+        nll[s : s + ROW_CHUNK] = out.squeeze(1)
     return nll
 
 
