@@ -197,19 +197,18 @@ def _packed(a: Tensor, b: Tensor | None, dtype: torch.dtype) -> Tensor:
     return out
 
 
-def _nll_blocks(logits: Tensor, col: Tensor, keep: bool) -> Tensor:
+def _nll_blocks(logits: Tensor, col: Tensor) -> Tensor:
     """NLL of column ``col`` of each row of ``logits`` ``[n, V]``, the log-softmax in float32 (or
-    wider) ``ROW_CHUNK`` rows at a time. With ``keep`` the logits are overwritten by what the
-    backward pass needs: the log-softmax (in place) where the logits are float32 or wider, the
-    softmax probabilities in a half dtype (its log-softmax would be too coarse to exponentiate)."""
+    wider) ``ROW_CHUNK`` rows at a time; the logits are overwritten by what the backward pass
+    needs: the log-softmax (in place) where the logits are float32 or wider, the softmax
+    probabilities in a half dtype (its log-softmax would be too coarse to exponentiate)."""
     n, acc = logits.shape[0], _acc(logits)
     nll = torch.empty(n, dtype=acc, device=logits.device)
     for s in range(0, n, ROW_CHUNK):
         blk = logits[s : s + ROW_CHUNK]
         lsm = torch.log_softmax(blk, -1, dtype=acc)  # [chunk, V] float32 temporary
         nll[s : s + ROW_CHUNK] = lsm.gather(1, col[s : s + ROW_CHUNK, None]).squeeze(1).neg_()
-        if keep:
-            blk.copy_(lsm if blk.dtype == acc else lsm.exp_())
+        blk.copy_(lsm if blk.dtype == acc else lsm.exp_())
     return nll
 
 
@@ -249,7 +248,7 @@ class _ClusterNLL(torch.autograd.Function):
     def forward(ctx, z, weight, bias, extra_w, extra_b, col, in_place=True):
         w, b = _packed(weight, extra_w, z.dtype), _packed(bias, extra_b, z.dtype)
         logits = torch.addmm(b, z, w.t())  # [n, V_i (+ n_tail)]
-        nll = _nll_blocks(logits, col, keep=True)  # logits now hold the (log-)softmax
+        nll = _nll_blocks(logits, col)  # logits now hold the (log-)softmax
         # the parameters, not the packed copy ``w`` (for the head a second [V_0, d] table)
         ctx.save_for_backward(z, weight, extra_w, logits, col)
         ctx.meta = (weight.shape[0], weight.dtype, bias.dtype, extra_w is not None)
