@@ -17,12 +17,9 @@ warm-up steps (:attr:`AuthorsRunner.fill_steps`).
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import json
 import math
-import os
-import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,7 +27,12 @@ from pathlib import Path
 import torch
 
 from transformer_xl.bench.flops import _sync, model_flops_per_token
-from transformer_xl.bench.memory import _case_from_dict, _case_to_dict, _reset_peak_rss, _status_kib
+from transformer_xl.bench.memory import (
+    _case_from_dict,
+    _case_to_dict,
+    rss_peak_growth,
+    run_memory_child,
+)
 from transformer_xl.bench.presets import bench_preset
 from transformer_xl.bench.runner import DTYPES, Case, _lengths, zipf_tokens
 from transformer_xl.config import TransformerXLConfig
@@ -165,36 +167,18 @@ def measure_authors_memory_here(case: Case, clone: str, bf16: bool, steps: int, 
     if case.mode == "eval":  # their memory grows to mem_len first (ours and HF's start full)
         for _ in range(runner.fill_steps):
             runner.step()
-    gc.collect()
-    reset = _reset_peak_rss()
-    before = _status_kib("VmRSS")
-    for _ in range(steps):
-        runner.step()
-    peak = _status_kib("VmHWM")
-    return {"rss_before_kib": before, "peak_rss_kib": peak, "peak_reset": reset,
-            "step_peak_kib": None if None in (peak, before) else peak - before}  # fmt: skip
+    return rss_peak_growth(runner.step, steps)
 
 
 def measure_authors_memory(
     case: Case, clone: str, *, bf16: bool = False, steps: int = 3, threads: int = 2
 ) -> dict:
     """:func:`measure_authors_memory_here` in a fresh Python process."""
-    payload = json.dumps(
-        {"case": _case_to_dict(case), "clone": str(clone), "bf16": bf16, "steps": steps,
-         "threads": threads}
-    )  # fmt: skip
-    src = str(Path(__file__).resolve().parents[2])
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "transformer_xl.bench.authors", "--memory-child", payload],
-        capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"authors' memory measurement failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    request = {"case": _case_to_dict(case), "clone": str(clone), "bf16": bf16, "steps": steps,
+               "threads": threads}  # fmt: skip
+    return run_memory_child(
+        "transformer_xl.bench.authors", request, what="the authors' model", timeout=900
+    )
 
 
 if __name__ == "__main__":

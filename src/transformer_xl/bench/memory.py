@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def rss_peak_growth(step: Callable[[], None], steps: int, finish=lambda: None) -> dict:
+    """The resident size now and its high-water mark over ``steps`` calls of ``step`` (then
+    ``finish``, e.g. a device sync): ``rss_before_kib``, ``peak_rss_kib``, ``peak_reset``."""
+    gc.collect()
+    reset = _reset_peak_rss()
+    before = _status_kib("VmRSS")
+    for _ in range(steps):
+        step()
+    finish()
+    return {"rss_before_kib": before, "peak_rss_kib": _status_kib("VmHWM"), "peak_reset": reset}
+
+
 def measure_memory_here(case: Case, steps: int, threads: int) -> dict:
     """Peak memory of ``steps`` steps of ``case`` in this process (meant for a fresh one): the
     high-water mark of resident memory from just after the model is built (first step, with its
@@ -51,14 +64,30 @@ def measure_memory_here(case: Case, steps: int, threads: int) -> dict:
     runner.sync()
     if case.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    reset = _reset_peak_rss()
-    before = _status_kib("VmRSS")
-    for _ in range(steps):
-        runner.step()
-    runner.sync()
-    res = {"rss_before_kib": before, "peak_rss_kib": _status_kib("VmHWM"), "peak_reset": reset}
+    res = rss_peak_growth(runner.step, steps, finish=runner.sync)
     if case.device.startswith("cuda"):
         res["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
+    return res
+
+
+def run_memory_child(module: str, request: dict, *, what: str, timeout: float = 600) -> dict:
+    """``python -m module --memory-child JSON(request)`` in a fresh process with this package's
+    copy on the path; its last stdout line is the JSON result, to which ``step_peak_kib`` (peak
+    minus the resident size before the steps) is added."""
+    src = str(Path(__file__).resolve().parents[2])  # this package's copy, installed or not
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--memory-child", json.dumps(request)],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory measurement of {what} failed:\n{proc.stderr[-2000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if res.get("peak_rss_kib") is not None and res.get("rss_before_kib") is not None:
+        res["step_peak_kib"] = res["peak_rss_kib"] - res["rss_before_kib"]
     return res
 
 
@@ -66,24 +95,10 @@ def measure_memory(case: Case, *, steps: int = 3, threads: int = 2, timeout: flo
     """Run :func:`measure_memory_here` in a fresh Python process; returns its JSON result, with
     ``peak_rss_kib`` the high-water mark of resident memory during the steps (OS accounting) and
     ``step_peak_kib`` that minus the resident memory just before them."""
-    payload = json.dumps({"case": _case_to_dict(case), "steps": steps, "threads": threads})
-    src = str(Path(__file__).resolve().parents[2])  # this package's copy, installed or not
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "transformer_xl.bench.memory", "--memory-child", payload],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"memory measurement of {case.variant.label} failed:\n{proc.stderr[-2000:]}"
-        )
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    if res.get("peak_rss_kib") is not None and res.get("rss_before_kib") is not None:
-        res["step_peak_kib"] = res["peak_rss_kib"] - res["rss_before_kib"]
-    return res
+    request = {"case": _case_to_dict(case), "steps": steps, "threads": threads}
+    return run_memory_child(
+        "transformer_xl.bench.memory", request, what=case.variant.label, timeout=timeout
+    )
 
 
 def cuda_step_memory(runner: Runner) -> dict:
