@@ -34,7 +34,7 @@ from transformer_xl.bench.memory import (
     run_memory_child,
 )
 from transformer_xl.bench.presets import bench_preset
-from transformer_xl.bench.runner import DTYPES, Case, _lengths, zipf_tokens
+from transformer_xl.bench.runner import DTYPES, Case, _lengths, next_segment, zipf_tokens
 from transformer_xl.config import TransformerXLConfig
 
 AUTHORS = "authors"
@@ -128,13 +128,8 @@ class AuthorsRunner:
         self.last_loss = float("nan")
 
     def _segment(self):
-        n = self.data.shape[1] - 1
-        if self.pos + self.tlen > n:
-            self.pos = 0
-        x = self.data[:, self.pos : self.pos + self.tlen].t().contiguous()  # [T, B]
-        y = self.data[:, self.pos + 1 : self.pos + self.tlen + 1].t().contiguous()
-        self.pos += self.tlen
-        return x, y
+        x, y, self.pos = next_segment(self.data, self.pos, self.tlen)
+        return x.t().contiguous(), y.t().contiguous()  # their layout: [T, B]
 
     def step(self) -> None:
         x, y = self._segment()

@@ -124,6 +124,14 @@ def zipf_tokens(vocab: int, n: int, generator: torch.Generator) -> torch.Tensor:
     return (torch.exp(u * math.log(vocab + 1)) - 1).floor().long().clamp(0, vocab - 1)
 
 
+def next_segment(data: torch.Tensor, pos: int, tlen: int):
+    """Inputs and labels ``[B, tlen]`` at ``pos`` of ``data`` ``[B, N]`` (back to the start when
+    the rest is too short) and the position after them."""
+    if pos + tlen > data.shape[1] - 1:
+        pos = 0
+    return data[:, pos : pos + tlen], data[:, pos + 1 : pos + tlen + 1], pos + tlen
+
+
 def _optimizer(model, is_hf: bool):
     """Adam at lr 2.5e-4: ours as ``txl train`` builds it (``train.optim``: fused where torch
     has it), the peer's as its own training code does (``torch.optim.Adam`` defaults)."""
@@ -221,12 +229,7 @@ class Runner:
         return forward
 
     def _segment(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.data.shape[1] - 1
-        if self.pos + self.tlen > n:
-            self.pos = 0
-        x = self.data[:, self.pos : self.pos + self.tlen]
-        y = self.data[:, self.pos + 1 : self.pos + self.tlen + 1]
-        self.pos += self.tlen
+        x, y, self.pos = next_segment(self.data, self.pos, self.tlen)
         return x, y
 
     def step(self) -> None:
