@@ -189,23 +189,23 @@ class Runner:
             )
         run_kw = {} if is_hf else dict(mem_len=mlen, window_keys="mem_len")
         self.opt = _optimizer(model, is_hf) if case.mode == "train" else None
-        self.stream = self._stream(model, batch, tlen, mlen) if not is_hf else None
+        self.stream = self._stream(model, batch, tlen, run_kw) if not is_hf else None
         self._forward = self._make_forward(fwd, is_hf, run_kw)
         self.next_token = self.data[:, :1]
         self.last_loss = float("nan")
 
-    def _stream(self, model, batch: int, tlen: int, mlen: int) -> StreamingLM | None:
+    def _stream(self, model, batch: int, tlen: int, run_kw: dict) -> StreamingLM | None:
         """Evaluation as ``evaluate()`` reads it: with cached keys and values where the memory
         is at least a segment long (``use_cached_keys``), the cache filled to ``mem_len`` first
         (as the peer starts from ``mem_len`` zero vectors: the same keys from the first step)."""
         if self.case.mode != "eval" or self.case.variant.compile:
             return None
-        settings = model.config.segment.replace(ext_len=0, mem_len=mlen, window_keys="mem_len")
+        settings = model.config.segment.replace(ext_len=0, **run_kw)  # what forward gets
         if not use_cached_keys(model, settings, tlen):
             return None
         with torch.no_grad(), self.autocast:
             stream = StreamingLM(model, batch, settings)
-            for _ in range(-(-mlen // tlen)):
+            for _ in range(-(-settings.mem_len // tlen)):
                 stream.score(*self._segment())
         return stream
 
