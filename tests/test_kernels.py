@@ -215,3 +215,54 @@ def test_chunked_linear_nll_equals_log_softmax_gather(chunk):
         torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match="chunk=0"):
         chunked_linear_nll(h, w, b, y, chunk=0)
+
+
+# ------------------------------------------------------------- score_attend (CPU training path)
+def _stock_attend(q, k, v, pos, mask, scale, p):
+    """The composition SDPA's math path runs: scores, masked softmax, stock dropout, @ v."""
+    s = ((q @ k.transpose(-1, -2) + pos) * scale).masked_fill(mask, float("-inf"))
+    probs = torch.softmax(s.to(torch.promote_types(s.dtype, torch.float32)), -1).to(v.dtype)
+    return torch.nn.functional.dropout(probs, p, training=p > 0) @ v
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+def test_score_attend_equals_stock_composition(p, mask_kind):
+    """Values and all four gradients (q, k, v, position scores), with the same dropout draw."""
+    from transformer_xl.model.kernels.score_attend import score_attend
+
+    t = _inputs(dtype=torch.float64, grad=True)
+    mask = attention_mask(19, 21, **MASKS[mask_kind])
+    outs = []
+    for f in (_stock_attend, lambda *a: score_attend(*a[:5], scale=a[5], dropout_p=a[6])):
+        pos = _model_pos_scores(t["pq"], t["r"])  # a strided view, as the model passes it
+        torch.manual_seed(3)
+        out = f(t["q"], t["k"], t["v"], pos, mask, 0.2, p)
+        g = torch.autograd.grad(out, (t["q"], t["k"], t["v"], t["pq"], t["r"]), out.cos())
+        outs.append((out, g))
+    (want, gw), (got, gg) = outs
+    torch.testing.assert_close(got, want)
+    for a, b, name in zip(gg, gw, ("q", "k", "v", "pq", "r"), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_score_attend_under_bf16_autocast_stays_bf16():
+    """Under CPU autocast the products run in bfloat16 (no float32 copies of q, k, v, as SDPA's
+    math path makes) and the result is close to float32's."""
+    from transformer_xl.model.kernels.score_attend import score_attend
+
+    t = _inputs(grad=True)
+    pos = _model_pos_scores(t["pq"], t["r"])
+    mask = attention_mask(19, 21, **MASKS["causal"])
+    want = _stock_attend(t["q"], t["k"], t["v"], pos, mask, 0.2, 0.0)
+    args = [x.detach().bfloat16().requires_grad_() for x in (t["q"], t["k"], t["v"], pos)]
+    with torch.autocast("cpu", torch.bfloat16):
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            got = score_attend(*args, mask, scale=0.2, dropout_p=0.0)
+            got.backward(torch.ones_like(got))
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want.detach(), atol=0.05, rtol=0.05)
+    casts = [e for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes[0]]
+    assert not casts, f"float32 casts inside the attention: {[e.input_shapes for e in casts]}"

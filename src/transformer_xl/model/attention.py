@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.model.kernels import attend_kernel, relative_attention
+from transformer_xl.model.kernels.score_attend import score_attend
 from transformer_xl.segment import SegmentSettings
 
 FUSED_POSITION_IMPLS = ("flex", "triton", "chunked")  # they compute the position term themselves
@@ -161,6 +162,9 @@ def attend(
     if impl in ("flex", "triton", "chunked"):
         return attend_kernel(impl, q, k, v, pos_scores, mask, dropout_p=dropout_p, scale=scale)
     if impl == "sdpa":
+        if pos_scores is not None and q.device.type == "cpu" and torch.is_grad_enabled():
+            # SDPA's CPU fallback for a bias with a gradient is its float32 math path
+            return score_attend(q, k, v, pos_scores, mask, scale=scale, dropout_p=dropout_p)
         if pos_scores is None:
             bias = ~mask  # SDPA's boolean mask marks the keys to attend to
         else:
