@@ -234,11 +234,15 @@ class RelativeAttention(nn.Module):
         impl: str = "sdpa",
     ) -> Tensor:
         bsz, qlen, _ = h.shape
-        cat = h if mem is None else torch.cat([mem, h], dim=1)  # [B, K, D]
-        x = self.ln(cat) if self.pre_lnorm else cat
-        inner = self.n_head * self.d_head
-        q = self._queries(x[:, -qlen:])  # queries only for the segment
-        kv = F.linear(x, self.qkv.weight[inner:])
+        x = self.ln(h) if self.pre_lnorm else h
+        q = self._queries(x)  # queries only for the segment
+        w_kv = self.qkv.weight[self.n_head * self.d_head :]
+        kv = F.linear(x, w_kv)  # [B, T, 2*H*Dh]
+        if mem is not None:
+            # the memory's rows projected on their own: no input gradient is formed for them
+            # (the memory is a constant), and no [B, K, D] copy of [memory; segment] is kept
+            xm = self.ln(mem) if self.pre_lnorm else mem
+            kv = torch.cat([F.linear(xm, w_kv), kv], dim=1)  # [B, K, 2*H*Dh]
         klen = kv.shape[1]
         k, v = kv.view(bsz, klen, 2, self.n_head, self.d_head).unbind(2)
 
