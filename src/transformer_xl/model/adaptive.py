@@ -227,7 +227,11 @@ def _logits_grad(kept: Tensor, col: Tensor, g: Tensor, in_place: bool) -> Tensor
         return out
     gd = g.to(kept.dtype)[:, None]
     out = kept.mul_(gd) if in_place else kept * gd  # (no out= on an aliased tensor: that copies)
-    return out.scatter_add_(1, col[:, None], -gd)
+    # minus the one-hot, through the flat view: scatter_add_ on a half dtype copies the whole
+    # [n, V] tensor twice on CPU (torch 2.13), index_add_ touches only the n entries
+    flat = torch.arange(out.shape[0], device=out.device) * out.shape[1] + col
+    out.view(-1).index_add_(0, flat, -gd[:, 0])
+    return out
 
 
 class _ClusterNLL(torch.autograd.Function):
@@ -269,8 +273,12 @@ class _ClusterNLL(torch.autograd.Function):
                 grad_z.addmm_(grad[:, n0:], extra_w)
         else:  # cast (and packed) again: a transient copy instead of one kept since forward
             grad_z = grad @ _packed(weight, extra_w, z.dtype)
-        grad_w = (z.t() @ grad).t()  # [V_i (+ n_tail), d_i]; the wide matrix is not transposed
-        grad_b = grad.sum(0, dtype=torch.promote_types(grad.dtype, torch.float32))
+        # [V_i (+ n_tail), d_i], contiguous: the parameter's layout, so the gradient is taken
+        # as it is (a transposed one is copied by autograd), and the faster orientation here
+        grad_w = grad.t() @ z
+        # a half dtype sums in float32 inside the kernel (rounded once at the end, as the
+        # matmuls' outputs are); sum(dtype=float32) would first copy [n, V] to float32
+        grad_b = grad.sum(0)
         gw, gb = grad_w[:n0].to(w_dtype), grad_b[:n0].to(b_dtype)
         gxw = grad_w[n0:].to(w_dtype) if has_extra else None
         gxb = grad_b[n0:].to(b_dtype) if has_extra else None
