@@ -105,14 +105,16 @@ def attention_mask(
 class KeyGeometry:
     """Where the keys of one incremental chunk sit (``[T, K]`` queries by keys).
 
-    mask ``[B, 1, T, K]`` (True = hidden) and its complement ``visible``; ``index``: each key's
-    distance from each query, clamped to ``[0, clamp_len]``, the row of a distance table;
-    ``from_end`` ``[K]``: each key's clamped distance from the last key (attn_type 2/3).
+    mask ``[B, 1, T, K]`` (True = hidden) and its complement ``visible``; ``by_distance``
+    ``[K + 1]``: the distance-table rows of the distances ``K, K-1, ..., 0`` (clamped to
+    ``clamp_len`` and to ``K - 1``, the largest a visible key has), in the order
+    :func:`rel_shift` reads; ``from_end`` ``[K]``: each key's clamped distance from the last key
+    (attn_type 2/3).
     """
 
     mask: Tensor
     visible: Tensor
-    index: Tensor
+    by_distance: Tensor
     from_end: Tensor
 
 
@@ -306,16 +308,19 @@ class RelativeAttention(nn.Module):
                 q.transpose(1, 2), kv[0], kv[1], attn_mask=geo.visible, scale=scale
             )
         else:  # (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
-            v_bias, keys = pos.pos_query_bias, pos.pos_keys
-            rows = min(keys.shape[0], geo.index.shape[1])  # distances in use: < K
-            pq = add_bias(q, v_bias)
-            scores = torch.einsum("bihd,uhd->bhiu", pq, keys[:rows])  # [B, H, T, U]
+            keys = pos.pos_keys.index_select(0, geo.by_distance)  # [K+1, H, Dh], K .. 0
+            pq = add_bias(q, pos.pos_query_bias)
+            scores = torch.einsum("bihd,jhd->bhij", pq, keys).to(q.dtype)  # [B, H, T, K+1]
             if pos.pos_bias is not None:
-                scores = scores + pos.pos_bias[:rows].t()[None, :, None, :]
-            idx = geo.index[None, None].expand(bsz, self.n_head, -1, -1)  # [B, H, T, K]
-            bias = scores.gather(-1, idx).to(q.dtype)  # [B, H, T, K], new: scaled in place
-            bias.mul_(scale).masked_fill_(geo.mask, float("-inf"))
+                scores = scores + pos.pos_bias.index_select(0, geo.by_distance).t()[:, None]
+            pos_scores = rel_shift(scores)  # [B, H, T, K], a view
             cq = add_bias(q, pos.content_bias).transpose(1, 2)
-            out = F.scaled_dot_product_attention(cq, kv[0], kv[1], attn_mask=bias, scale=scale)
+            if q.device.type == "cpu":  # one pass fewer than a bias for SDPA, faster in bf16
+                out = score_attend(
+                    cq, kv[0], kv[1], pos_scores, geo.mask, scale=scale, dropout_p=0.0
+                )
+            else:
+                bias = (pos_scores * scale).masked_fill_(geo.mask, float("-inf"))
+                out = F.scaled_dot_product_attention(cq, kv[0], kv[1], attn_mask=bias, scale=scale)
         out = self.o(out.transpose(1, 2).reshape(bsz, qlen, -1))  # [B, T, D]
         return h + out if self.pre_lnorm else self.ln(h + out)

@@ -43,6 +43,7 @@ from transformer_xl.model.attention import (
     PositionTerms,
     attention_mask,
     distance_matrix,
+    relative_distances,
     sinusoid,
 )
 from transformer_xl.segment import SegmentSettings, resolve
@@ -70,7 +71,9 @@ def build_geometry(counts, mem, qlen, *, window, clamp_len, device) -> KeyGeomet
     dist = distance_matrix(mem, qlen, device)  # [T, K]
     if clamp_len > 0:
         dist = dist.clamp(max=clamp_len)
-    return KeyGeometry(mask, ~mask, dist.clamp(min=0), dist[-1])
+    klen = mem + qlen
+    by_distance = relative_distances(klen, clamp_len, device).clamp(max=max(klen - 1, 0))
+    return KeyGeometry(mask, ~mask, by_distance, dist[-1])
 
 
 class KeyValueWindow:
@@ -100,10 +103,13 @@ class KeyValueWindow:
         """Make room for ``qlen`` new slots after the window."""
         if self.end + qlen <= self.capacity:
             return
-        keep = self.buf[..., self.end - self.length : self.end, :].clone()
+        start = self.end - self.length
+        keep = self.buf[..., start : self.end, :]
         if self.length + qlen > self.capacity:
             shape = (*self.buf.shape[:-2], self.length + qlen, self.buf.shape[-1])
             self.buf = self.buf.new_zeros(shape)
+        elif start < self.length:  # source and destination overlap: through a copy
+            keep = keep.clone()
         self.buf[..., : self.length, :] = keep
         self.end = self.length
 
