@@ -28,6 +28,31 @@ def test_rel_shift_matches_naive_gather(T, M):
             assert torch.equal(out[:, :, i, j], x[:, :, i, K - dist])
 
 
+@pytest.mark.parametrize("T,M,pad", [(1, 0, 3), (4, 3, 1), (5, 9, 16), (7, 2, 2)])
+def test_rel_shift_with_padding_columns_matches_naive_gather(T, M, pad):
+    """Extra columns after distance 0 (score_columns' padding) change nothing visible."""
+    K = M + T
+    x = torch.randn(2, 3, T, K + 1 + pad, dtype=torch.float64)
+    out = rel_shift(x, K)
+    assert out.shape == (2, 3, T, K) and out.data_ptr() == x.data_ptr() + T * x.element_size()
+    for i in range(T):
+        for j in range(M + i + 1):
+            assert torch.equal(out[:, :, i, j], x[:, :, i, K - (M + i - j)])
+    # a non-contiguous input is made contiguous first
+    y = x.transpose(0, 1).contiguous().transpose(0, 1)
+    torch.testing.assert_close(rel_shift(y, K).tril(M), out.tril(M), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="cannot hold"):
+        rel_shift(x, K + pad + 1)
+
+
+def test_score_columns_are_multiples_of_16_and_not_powers_of_two():
+    from transformer_xl.model.attention import score_columns
+
+    for klen in range(1, 3000):
+        n = score_columns(klen)
+        assert n >= klen + 1 and n % 16 == 0 and n & (n - 1) != 0 and n - (klen + 1) < 48
+
+
 def test_rel_shift_is_a_view():
     x = torch.randn(2, 2, 3, 8)
     assert rel_shift(x).data_ptr() == x.data_ptr() + 3 * x.element_size()

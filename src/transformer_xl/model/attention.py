@@ -50,21 +50,42 @@ def relative_distances(klen: int, clamp_len: int, device: torch.device | None = 
     return dist.clamp(max=clamp_len) if clamp_len > 0 else dist
 
 
-def rel_shift(scores: Tensor) -> Tensor:
+def score_columns(klen: int) -> int:
+    """Columns of a position-score matrix for ``klen`` keys: the ``K + 1`` distances rounded up
+    to a multiple of 16, and past a power of two. BLAS products whose leading dimension is odd
+    or a power of two run slower on CPU (2-core AMD EPYC, ``[B*T, Dh] x [Dh, N]``: 97 GF/s at
+    N = 257, 72 at 256, 143 at 272); the extra columns are dropped by :func:`rel_shift`."""
+    n = -(-(klen + 1) // 16) * 16
+    while n & (n - 1) == 0:  # 16 and 32 included
+        n += 16
+    return n
+
+
+def rel_shift(scores: Tensor, klen: int | None = None) -> Tensor:
     """Move position scores from distance order into key order, without a copy.
 
     ``scores[..., i, c]`` holds the score of query ``i`` against distance ``K - c`` for
-    ``c = 0..K`` (``K + 1`` columns). Returns ``out[..., i, j] = scores[..., i, T - i + j]``, the
-    score at distance ``M + i - j`` (``M = K - T``), shape ``[..., T, K]``.
+    ``c = 0..K`` (the first ``K + 1`` of ``N`` columns; ``klen`` defaults to ``N - 1``). Returns
+    ``out[..., i, j] = scores[..., i, T - i + j]``, the score at distance ``M + i - j``
+    (``M = K - T``), shape ``[..., T, K]``.
 
-    Flattening the last two dims, that element sits at ``i * (K + 1) + T - i + j = T + i*K + j``,
-    so the result is the flat tail from offset ``T`` viewed as ``[T, K]``. Entries with
-    ``j > M + i`` (future keys) wrap into the next row and must be masked by the caller.
+    In a row-major ``[T, N]`` block that element sits at ``i * N + T - i + j = T + i*(N-1) + j``:
+    the block from offset ``T`` read with row stride ``N - 1`` (for ``N = K + 1``, the flat tail
+    viewed as ``[T, K]``). Entries with ``j > M + i`` (future keys) read padding columns or wrap
+    into the next row and must be masked by the caller.
     """
-    *lead, tlen, k1 = scores.shape
-    klen = k1 - 1
-    flat = scores.reshape(*lead, tlen * k1)
-    return flat[..., tlen:].view(*lead, tlen, klen)
+    *lead, tlen, ncol = scores.shape
+    klen = ncol - 1 if klen is None else klen
+    if ncol == klen + 1:
+        flat = scores.reshape(*lead, tlen * ncol)
+        return flat[..., tlen:].view(*lead, tlen, klen)
+    if klen + 1 > ncol:
+        raise ValueError(f"rel_shift: {ncol} columns cannot hold the {klen + 1} distances")
+    if scores.stride(-1) != 1 or scores.stride(-2) != ncol:
+        scores = scores.contiguous()
+    return scores.as_strided(
+        (*lead, tlen, klen), (*scores.stride()[:-2], ncol - 1, 1), scores.storage_offset() + tlen
+    )
 
 
 def distance_matrix(mem: int, qlen: int, device: torch.device | None = None) -> Tensor:
@@ -106,9 +127,9 @@ class KeyGeometry:
     """Where the keys of one incremental chunk sit (``[T, K]`` queries by keys).
 
     mask ``[B, 1, T, K]`` (True = hidden) and its complement ``visible``; ``by_distance``
-    ``[K + 1]``: the distance-table rows of the distances ``K, K-1, ..., 0`` (clamped to
-    ``clamp_len`` and to ``K - 1``, the largest a visible key has), in the order
-    :func:`rel_shift` reads; ``from_end`` ``[K]``: each key's clamped distance from the last key
+    ``[N]`` (:func:`score_columns`): the distance-table rows of the distances ``K, K-1, ..., 0``
+    (clamped to ``clamp_len`` and to ``K - 1``, the largest a visible key has), in the order
+    :func:`rel_shift` reads, then row 0 as padding; ``from_end`` ``[K]``: each key's clamped distance from the last key
     (attn_type 2/3).
     """
 
@@ -259,11 +280,12 @@ class RelativeAttention(nn.Module):
         )
         pq = add_bias(q, pos.pos_query_bias)
         if pos_keys is not None and not fused:
-            # [B, T, H, Dh] x [K+1, H, Dh] -> [B, H, T, K+1]
-            bd = torch.einsum("bihd,jhd->bhij", pq, pos_keys)
+            pad = score_columns(klen) - klen - 1  # zero rows after distance 0: see score_columns
+            # [B, T, H, Dh] x [N, H, Dh] -> [B, H, T, N]
+            bd = torch.einsum("bihd,jhd->bhij", pq, F.pad(pos_keys, (0, 0, 0, 0, 0, pad)))
             if pos_bias is not None:
-                bd = bd + pos_bias.t()[None, :, None, :]
-            pos_scores = rel_shift(bd)  # [B, H, T, K]
+                bd = bd + F.pad(pos_bias, (0, 0, 0, pad)).t()[None, :, None, :]
+            pos_scores = rel_shift(bd, klen)  # [B, H, T, K]
         cq = add_bias(q, pos.content_bias)
         if fused:
             # the kernel computes (q + v) . R[M + i - j] per tile: no [B, H, T, K] tensor
@@ -313,7 +335,7 @@ class RelativeAttention(nn.Module):
             scores = torch.einsum("bihd,jhd->bhij", pq, keys).to(q.dtype)  # [B, H, T, K+1]
             if pos.pos_bias is not None:
                 scores = scores + pos.pos_bias.index_select(0, geo.by_distance).t()[:, None]
-            pos_scores = rel_shift(scores)  # [B, H, T, K], a view
+            pos_scores = rel_shift(scores, kv.shape[-2])  # [B, H, T, K], a view
             cq = add_bias(q, pos.content_bias).transpose(1, 2)
             if q.device.type == "cpu":  # one pass fewer than a bias for SDPA, faster in bf16
                 out = score_attend(

@@ -36,6 +36,7 @@ import dataclasses
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from transformer_xl.model.attention import (
@@ -44,6 +45,7 @@ from transformer_xl.model.attention import (
     attention_mask,
     distance_matrix,
     relative_distances,
+    score_columns,
     sinusoid,
 )
 from transformer_xl.segment import SegmentSettings, resolve
@@ -73,6 +75,7 @@ def build_geometry(counts, mem, qlen, *, window, clamp_len, device) -> KeyGeomet
         dist = dist.clamp(max=clamp_len)
     klen = mem + qlen
     by_distance = relative_distances(klen, clamp_len, device).clamp(max=max(klen - 1, 0))
+    by_distance = F.pad(by_distance, (0, score_columns(klen) - klen - 1))  # [N]
     return KeyGeometry(mask, ~mask, by_distance, dist[-1])
 
 
