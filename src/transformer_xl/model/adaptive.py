@@ -175,7 +175,9 @@ def adaptive_log_probs(
     return torch.cat(parts, dim=-1)
 
 
-ROW_CHUNK = 256  # rows per float32 log-softmax block: bounds the float32 temporaries
+ROW_CHUNK = 128  # rows per float32 log-softmax block: bounds the float32 temporaries (and
+# keeps them nearer the cache: at V 20k on a 2-core AMD EPYC, 128-row blocks of product plus
+# log-softmax ran 5-25% faster than 256-row ones, 64 and 32 slower again)
 
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
