@@ -107,13 +107,17 @@ class KeyValueWindow:
         if self.end + qlen <= self.capacity:
             return
         start = self.end - self.length
-        keep = self.buf[..., start : self.end, :]
         if self.length + qlen > self.capacity:
+            keep = self.buf[..., start : self.end, :]
             shape = (*self.buf.shape[:-2], self.length + qlen, self.buf.shape[-1])
             self.buf = self.buf.new_zeros(shape)
-        elif start < self.length:  # source and destination overlap: through a copy
-            keep = keep.clone()
-        self.buf[..., : self.length, :] = keep
+            self.buf[..., : self.length, :] = keep
+        else:
+            # front to back in pieces of ``start`` slots: each piece's source lies after its
+            # destination and has not been overwritten yet, so the move is one pass, no clone
+            for lo in range(0, self.length, start):
+                hi = min(lo + start, self.length)
+                self.buf[..., lo:hi, :] = self.buf[..., start + lo : start + hi, :]
         self.end = self.length
 
     def keys_values(self, layer: int, new: Tensor) -> Tensor:
