@@ -28,17 +28,25 @@ from transformer_xl.bench import (
 from transformer_xl.cli import main
 
 
-def test_flop_formula_matches_pytorchs_flop_counter():
+@pytest.mark.parametrize("T,M", [(7, 5), (40, 60)])
+def test_flop_formula_matches_pytorchs_flop_counter(T, M):
+    """The formula counts the model's math; from K + 1 = 64 distances on, the model also
+    multiplies against score_columns' padding columns, counted here on top."""
+    from transformer_xl.model.attention import score_columns
+
     cfg = TransformerXLConfig(
         vocab_size=300, n_layer=2, n_head=3, d_model=24, d_head=8, d_inner=40, dropout=0.0
     )
-    B, T, M = 2, 7, 5
+    B = 2
     model = TransformerXLLM(cfg, attn_impl="eager").eval()
     mems = tuple(torch.zeros(B, M, cfg.d_model) for _ in range(cfg.n_layer))
     x = torch.randint(0, 300, (B, T))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x, labels=x, mems=mems, mem_len=M)
-    assert model_flops_per_token(cfg, T, M, B) * B * T == pytest.approx(
+    pad = score_columns(M + T) - (M + T + 1)
+    assert (pad > 0) == (M + T + 1 >= 64)
+    padding = cfg.n_layer * 2 * cfg.n_head * cfg.d_head * pad * B * T
+    assert model_flops_per_token(cfg, T, M, B) * B * T + padding == pytest.approx(
         counter.get_total_flops(), rel=1e-9
     )
 

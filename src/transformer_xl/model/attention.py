@@ -51,14 +51,14 @@ def relative_distances(klen: int, clamp_len: int, device: torch.device | None = 
 
 
 def score_columns(klen: int) -> int:
-    """Columns of a position-score matrix for ``klen`` keys: the ``K + 1`` distances rounded up
-    to a multiple of 16, and past a power of two. BLAS products whose leading dimension is odd
+    """Columns of a position-score matrix for ``klen`` keys: from 64 on, the ``K + 1`` distances
+    rounded up to a multiple of 16, and past a power of two. BLAS products whose leading dimension is odd
     or a power of two run slower on CPU (2-core AMD EPYC, ``[B*T, Dh] x [Dh, N]``: 97 GF/s at
     N = 257, 72 at 256, 143 at 272); the extra columns are dropped by :func:`rel_shift`."""
+    if klen + 1 < 64:  # small products: nothing to gain
+        return klen + 1
     n = -(-(klen + 1) // 16) * 16
-    while n & (n - 1) == 0:  # 16 and 32 included
-        n += 16
-    return n
+    return n + 16 if n & (n - 1) == 0 else n
 
 
 def rel_shift(scores: Tensor, klen: int | None = None) -> Tensor:
