@@ -188,14 +188,21 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
     return t.dtype
 
 
-def _packed(a: Tensor, b: Tensor | None, dtype: torch.dtype) -> Tensor:
+def _packed(a: Tensor, b: Tensor | None, dtype: torch.dtype, *, pad: float | None = None):
     """``a`` with ``b``'s rows appended (the head's tail-cluster rows), in ``dtype``, written in
-    one pass: the cast a bfloat16 matmul needs anyway, no separate concatenation."""
-    if b is None:
+    one pass: the cast a bfloat16 matmul needs anyway, no separate concatenation. With ``pad``
+    (where a copy is made) the rows are filled up to a multiple of 16 with that value: the
+    logits' leading dimension then suits BLAS (2-core AMD EPYC, float32, ``[512, 256] x
+    [256, V]``: 57 ms at V = 20016 against 73 ms at the head's 20002)."""
+    if b is None and (pad is None or a.dtype == dtype):
         return a.to(dtype)
-    out = torch.empty((a.shape[0] + b.shape[0], *a.shape[1:]), dtype=dtype, device=a.device)
+    rows = a.shape[0] + (0 if b is None else b.shape[0])
+    total = rows if pad is None else -(-rows // 16) * 16
+    out = torch.empty((total, *a.shape[1:]), dtype=dtype, device=a.device)
     out[: a.shape[0]].copy_(a)
-    out[a.shape[0] :].copy_(b)
+    if b is not None:
+        out[a.shape[0] : rows].copy_(b)
+    out[rows:].fill_(0.0 if pad is None else pad)
     return out
 
 
@@ -252,8 +259,10 @@ class _ClusterNLL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, weight, bias, extra_w, extra_b, col, in_place=True):
-        w, b = _packed(weight, extra_w, z.dtype), _packed(bias, extra_b, z.dtype)
-        logits = torch.addmm(b, z, w.t())  # [n, V_i (+ n_tail)]
+        # padding columns: weight rows 0 and bias -inf, so their softmax and gradient are 0
+        w = _packed(weight, extra_w, z.dtype, pad=0.0)
+        b = _packed(bias, extra_b, z.dtype, pad=float("-inf"))
+        logits = torch.addmm(b, z, w.t())  # [n, V_i (+ n_tail) (+ padding)]
         nll = _nll_blocks(logits, col)  # logits now hold the (log-)softmax
         # the parameters, not the packed copy ``w`` (for the head a second [V_0, d] table)
         ctx.save_for_backward(z, weight, extra_w, logits, col)
@@ -268,13 +277,14 @@ class _ClusterNLL(torch.autograd.Function):
         ctx.done = ctx.in_place
         z, weight, extra_w, kept, col = ctx.saved_tensors
         n0, w_dtype, b_dtype, has_extra = ctx.meta
-        grad = _logits_grad(kept, col, grad_nll, ctx.in_place)  # [n, V_i (+ n_tail)]
+        grad = _logits_grad(kept, col, grad_nll, ctx.in_place)  # [n, V_i (+ n_tail) (+ pad)]
+        n_real = n0 + (extra_w.shape[0] if has_extra else 0)
         if weight.dtype == z.dtype:  # the parameters as they are, columns split at n0
             grad_z = grad[:, :n0] @ weight
             if has_extra:
-                grad_z.addmm_(grad[:, n0:], extra_w)
+                grad_z.addmm_(grad[:, n0:n_real], extra_w)
         else:  # cast (and packed) again: a transient copy instead of one kept since forward
-            grad_z = grad @ _packed(weight, extra_w, z.dtype)
+            grad_z = grad[:, :n_real] @ _packed(weight, extra_w, z.dtype)
         # [V_i (+ n_tail), d_i], contiguous: the parameter's layout, so the gradient is taken
         # as it is (a transposed one is copied by autograd), and the faster orientation here
         grad_w = grad.t() @ z
@@ -282,8 +292,8 @@ class _ClusterNLL(torch.autograd.Function):
         # matmuls' outputs are); sum(dtype=float32) would first copy [n, V] to float32
         grad_b = grad.sum(0)
         gw, gb = grad_w[:n0].to(w_dtype), grad_b[:n0].to(b_dtype)
-        gxw = grad_w[n0:].to(w_dtype) if has_extra else None
-        gxb = grad_b[n0:].to(b_dtype) if has_extra else None
+        gxw = grad_w[n0:n_real].to(w_dtype) if has_extra else None
+        gxb = grad_b[n0:n_real].to(b_dtype) if has_extra else None
         return grad_z, gw, gb, gxw, gxb, None, None
 
 
