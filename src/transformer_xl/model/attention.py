@@ -70,22 +70,17 @@ def rel_shift(scores: Tensor, klen: int | None = None) -> Tensor:
     (``M = K - T``), shape ``[..., T, K]``.
 
     In a row-major ``[T, N]`` block that element sits at ``i * N + T - i + j = T + i*(N-1) + j``:
-    the block from offset ``T`` read with row stride ``N - 1`` (for ``N = K + 1``, the flat tail
-    viewed as ``[T, K]``). Entries with ``j > M + i`` (future keys) read padding columns or wrap
-    into the next row and must be masked by the caller.
+    the flat tail from offset ``T`` viewed as ``[T, N - 1]``, its first ``K`` columns. Entries
+    with ``j > M + i`` (future keys) read padding columns or wrap into the next row and must be
+    masked by the caller.
     """
     *lead, tlen, ncol = scores.shape
     klen = ncol - 1 if klen is None else klen
-    if ncol == klen + 1:
-        flat = scores.reshape(*lead, tlen * ncol)
-        return flat[..., tlen:].view(*lead, tlen, klen)
     if klen + 1 > ncol:
         raise ValueError(f"rel_shift: {ncol} columns cannot hold the {klen + 1} distances")
-    if scores.stride(-1) != 1 or scores.stride(-2) != ncol:
-        scores = scores.contiguous()
-    return scores.as_strided(
-        (*lead, tlen, klen), (*scores.stride()[:-2], ncol - 1, 1), scores.storage_offset() + tlen
-    )
+    flat = scores.reshape(*lead, tlen * ncol)  # a view when the last two dims are contiguous
+    shifted = flat[..., tlen:].view(*lead, tlen, ncol - 1)  # T + T * (N - 1) = T * N elements
+    return shifted if ncol == klen + 1 else shifted[..., :klen]
 
 
 def distance_matrix(mem: int, qlen: int, device: torch.device | None = None) -> Tensor:
