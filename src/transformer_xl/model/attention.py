@@ -332,8 +332,9 @@ class RelativeAttention(nn.Module):
                 scores = scores + pos.pos_bias.index_select(0, geo.by_distance).t()[:, None]
             pos_scores = rel_shift(scores, kv.shape[-2])  # [B, H, T, K], a view
             cq = add_bias(q, pos.content_bias).transpose(1, 2)
-            if q.device.type == "cpu" and qlen > 1:  # one pass fewer than SDPA's bias, and
-                # faster in bf16; one token at a time the fixed cost per call decides: SDPA
+            # on CPU score_attend makes one pass fewer than SDPA's bias and is faster in bf16;
+            # one token at a time its fixed cost per call decides, so SDPA there
+            if q.device.type == "cpu" and qlen > 1:
                 out = score_attend(
                     cq, kv[0], kv[1], pos_scores, geo.mask, scale=scale, dropout_p=0.0
                 )
