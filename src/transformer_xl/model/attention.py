@@ -51,10 +51,11 @@ def relative_distances(klen: int, clamp_len: int, device: torch.device | None = 
 
 
 def score_columns(klen: int) -> int:
-    """Columns of a position-score matrix for ``klen`` keys: from 64 on, the ``K + 1`` distances
-    rounded up to a multiple of 16, and past a power of two. BLAS products whose leading dimension is odd
-    or a power of two run slower on CPU (2-core AMD EPYC, ``[B*T, Dh] x [Dh, N]``: 97 GF/s at
-    N = 257, 72 at 256, 143 at 272); the extra columns are dropped by :func:`rel_shift`."""
+    """Columns of a position-score matrix for ``klen`` keys: from 64 on, the ``K + 1``
+    distances rounded up to a multiple of 16, and past a power of two. BLAS products whose
+    leading dimension is odd or a power of two run slower on CPU (2-core AMD EPYC,
+    ``[B*T, Dh] x [Dh, N]``: 97 GF/s at N = 257, 72 at 256, 143 at 272); the extra columns are
+    dropped by :func:`rel_shift`."""
     if klen + 1 < 64:  # small products: nothing to gain
         return klen + 1
     n = -(-(klen + 1) // 16) * 16
@@ -124,8 +125,8 @@ class KeyGeometry:
     mask ``[B, 1, T, K]`` (True = hidden) and its complement ``visible``; ``by_distance``
     ``[N]`` (:func:`score_columns`): the distance-table rows of the distances ``K, K-1, ..., 0``
     (clamped to ``clamp_len`` and to ``K - 1``, the largest a visible key has), in the order
-    :func:`rel_shift` reads, then row 0 as padding; ``from_end`` ``[K]``: each key's clamped distance from the last key
-    (attn_type 2/3).
+    :func:`rel_shift` reads, then row 0 as padding; ``from_end`` ``[K]``: each key's clamped
+    distance from the last key (attn_type 2/3).
     """
 
     mask: Tensor
@@ -325,9 +326,9 @@ class RelativeAttention(nn.Module):
                 q.transpose(1, 2), kv[0], kv[1], attn_mask=geo.visible, scale=scale
             )
         else:  # (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
-            keys = pos.pos_keys.index_select(0, geo.by_distance)  # [K+1, H, Dh], K .. 0
+            keys = pos.pos_keys.index_select(0, geo.by_distance)  # [N, H, Dh]: K .. 0, pad
             pq = add_bias(q, pos.pos_query_bias)
-            scores = torch.einsum("bihd,jhd->bhij", pq, keys).to(q.dtype)  # [B, H, T, K+1]
+            scores = torch.einsum("bihd,jhd->bhij", pq, keys).to(q.dtype)  # [B, H, T, N]
             if pos.pos_bias is not None:
                 scores = scores + pos.pos_bias.index_select(0, geo.by_distance).t()[:, None]
             pos_scores = rel_shift(scores, kv.shape[-2])  # [B, H, T, K], a view

@@ -31,7 +31,7 @@ from torch import Tensor
 class _ScoreAttend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, pos, mask, scale: float, dropout_p: float):
-        # q [B, H, T, Dh], k/v [B, H, K, Dh], pos [B, H, T, K] (any strides), mask [T, K]
+        # q [B, H, T, Dh], k/v [B, H, K, Dh], pos [B, H, T, K] (any strides), mask -> [B, H, T, K]
         bsz, n_head, qlen, d_head = q.shape
         klen = k.shape[2]
         with torch.autocast(q.device.type, enabled=False):
@@ -78,7 +78,8 @@ def score_attend(
 ) -> Tensor:
     """softmax(scale * (q.k + pos), masked) with dropout, @ v (see the module doc).
 
-    q: ``[B, H, T, Dh]``, k, v: ``[B, H, K, Dh]``, pos: ``[B, H, T, K]``, mask: ``[T, K]`` bool
-    (True = hidden; every row must keep one key). Returns ``[B, H, T, Dh]`` in q's dtype.
+    q: ``[B, H, T, Dh]``, k, v: ``[B, H, K, Dh]``, pos: ``[B, H, T, K]`` (any strides), mask:
+    bool, ``[T, K]`` or anything that broadcasts to ``[B, H, T, K]`` (True = hidden; every row
+    must keep one key). Returns ``[B, H, T, Dh]`` in q's dtype.
     """
     return _ScoreAttend.apply(q, k, v, pos, mask, scale, dropout_p)
