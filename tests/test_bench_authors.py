@@ -45,3 +45,26 @@ def test_runner_steps_and_fills_its_memory(clone, mode):
     assert r.mems[0].shape[0] == 64  # [mem_len, B, D]: full after the fill steps
     if mode == "train":
         assert all(p.grad is not None for p in r.model.parameters() if p.requires_grad)
+
+
+def _side_by_side_script():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "authors_side_by_side.py"
+    spec = importlib.util.spec_from_file_location("authors_side_by_side", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_authors_side_by_side_cases_take_any_preset_and_refuse_bad_ones(capsys):
+    sbs = _side_by_side_script()
+    assert sbs.parse_cases(None)[0] == ("tiny256", "train") and len(sbs.parse_cases(None)) == 5
+    assert sbs.parse_cases("wt_small:eval, tiny:train") == [("wt_small", "eval"), ("tiny", "train")]
+    assert sbs._label("wt_small").startswith("wt_small (")  # the preset's own note
+    for bad, says in (("wt_small:trian", "PRESET:train"), ("wt_small", "PRESET:train"),
+                      ("nope:train", "unknown bench preset 'nope'")):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            sbs.main(["--authors", "/nonexistent", "--cases", bad])
+        assert e.value.code == 2
+        assert says in capsys.readouterr().err
