@@ -261,18 +261,25 @@ def test_training_forward_and_backward_trace_whole_under_torch_compile():
     model = TransformerXLLM(cfg, attn_impl="sdpa").train()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     x = torch.randint(0, 40, (2, 81))
-    losses, grads = [], []
-    for m in (model, compiled):
-        mems, total = None, 0.0
-        for s in (0, 40):
-            out = m(x[:, s : s + 40], labels=x[:, s + 1 : s + 41], mems=mems)
-            mems, total = out.mems, total + out.loss
-        model.zero_grad()
-        total.backward()
-        losses.append(total.detach())
-        grads.append([p.grad.clone() for p in model.parameters()])
-    torch.testing.assert_close(losses[1], losses[0])
-    for a, b in zip(grads[1], grads[0], strict=True):
+    _assert_same_training(*(_two_segments_backward(m, model, x) for m in (model, compiled)))
+
+
+def _two_segments_backward(call, model, x, seed=None):
+    """Loss summed over two 40-token segments with memory, and every parameter's gradient."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    mems, total = None, 0.0
+    for s in (0, 40):
+        out = call(x[:, s : s + 40], labels=x[:, s + 1 : s + 41], mems=mems)
+        mems, total = out.mems, total + out.loss
+    model.zero_grad()
+    total.backward()
+    return total.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def _assert_same_training(want, got):
+    torch.testing.assert_close(got[0], want[0])
+    for a, b in zip(got[1], want[1], strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -291,15 +298,5 @@ def test_training_with_dropout_same_draws_eager_and_sdpa(attn_type):
     results = []
     for impl in ("eager", "sdpa"):
         model.attn_impl = impl
-        torch.manual_seed(7)
-        mems, total = None, 0.0
-        for s in (0, 40):
-            out = model(x[:, s : s + 40], labels=x[:, s + 1 : s + 41], mems=mems)
-            mems, total = out.mems, total + out.loss
-        model.zero_grad()
-        total.backward()
-        results.append((total.detach(), [p.grad.clone() for p in model.parameters()]))
-    (la, ga), (lb, gb) = results
-    torch.testing.assert_close(lb, la)
-    for a, b in zip(gb, ga, strict=True):
-        torch.testing.assert_close(a, b)
+        results.append(_two_segments_backward(model, model, x, seed=7))
+    _assert_same_training(*results)
