@@ -202,7 +202,8 @@ def _packed(a: Tensor, b: Tensor | None, dtype: torch.dtype, *, pad: float | Non
     out[: a.shape[0]].copy_(a)
     if b is not None:
         out[a.shape[0] : rows].copy_(b)
-    out[rows:].fill_(0.0 if pad is None else pad)
+    if pad is not None:
+        out[rows:].fill_(pad)
     return out
 
 

@@ -174,7 +174,8 @@ def attend(
     """softmax(scale * (q.k + pos_scores), masked) @ v.
 
     q: ``[B, H, T, Dh]`` (content bias already added), k, v: ``[B, H, K, Dh]``,
-    pos_scores: ``[B, H, T, K]`` or None, mask: ``[T, K]`` bool (True = hidden).
+    pos_scores: ``[B, H, T, K]`` or None, mask: bool, ``[T, K]`` or broadcasting to
+    ``[B, H, T, K]`` (True = hidden).
     Returns ``[B, H, T, Dh]``.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
@@ -190,7 +191,7 @@ def attend(
             # in the dtype SDPA computes in (autocast's, if on): no round trip of [B, H, T, K]
             dev = q.device.type
             dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else q.dtype
-            bias = (pos_scores * scale).to(dt).masked_fill(mask, float("-inf"))
+            bias = (pos_scores * scale).to(dt).masked_fill_(mask, float("-inf"))  # a new tensor
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale
         )
@@ -339,8 +340,7 @@ class RelativeAttention(nn.Module):
                 out = score_attend(
                     cq, kv[0], kv[1], pos_scores, geo.mask, scale=scale, dropout_p=0.0
                 )
-            else:
-                bias = (pos_scores * scale).masked_fill_(geo.mask, float("-inf"))
-                out = F.scaled_dot_product_attention(cq, kv[0], kv[1], attn_mask=bias, scale=scale)
+            else:  # no gradient here: attend's SDPA with the position bias
+                out = attend(cq, kv[0], kv[1], pos_scores, geo.mask, dropout_p=0.0)
         out = self.o(out.transpose(1, 2).reshape(bsz, qlen, -1))  # [B, T, D]
         return h + out if self.pre_lnorm else self.ln(h + out)
