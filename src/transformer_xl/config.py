@@ -21,6 +21,7 @@ from typing import Any
 
 from transformer_xl.fileio import atomic_write_text
 from transformer_xl.presets import preset
+from transformer_xl.schema import InputError, build, constructor_error, loads_json, read_text
 from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
 from transformer_xl.segment import SegmentSettings, window_keys_from_legacy
 
@@ -318,38 +319,31 @@ class TransformerXLConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TransformerXLConfig:
-        d = _legacy_fields(d)
-        version = d.pop("format_version", 1)
-        if version != 1:
-            raise ValueError(f"{source}: format_version={version!r} is not supported (expected 1)")
-        names = {f.name for f in dataclasses.fields(cls)} - {"_version"}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(names)}")
-        if "vocab_size" not in d:
-            raise ValueError(f"{source}: missing required field 'vocab_size'")
-        if d.get("cutoffs", ()) is None:
-            d.pop("cutoffs")
-        try:
-            return cls(**d)
-        except ValueError as e:
-            raise ValueError(f"{source}: {e}") from None
-        except TypeError as e:
-            raise ValueError(f"{source}: {e}") from None
+    def from_dict(
+        cls, d: dict[str, Any], source: str = "config", field: str = ""
+    ) -> TransformerXLConfig:
+        """From plain data (a JSON object): every field's type checked strictly and unknown
+        fields refused (:func:`transformer_xl.schema.build`), then the checks of the class;
+        errors name ``source`` and the field (under ``field``, e.g. ``model``)."""
+        if isinstance(d, dict):
+            try:
+                d = _legacy_fields(d)
+            except ValueError as e:
+                raise constructor_error(e, source, field) from None
+            version = d.pop("format_version", 1)
+            if version != 1 or isinstance(version, bool):
+                where = f"{field}.format_version" if field else "format_version"
+                raise InputError(source, where, version, "1")
+            if d.get("cutoffs", ()) is None:
+                d.pop("cutoffs")
+        return build(cls, d, source, field)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: str = "config") -> TransformerXLConfig:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{source}: not valid JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        return cls.from_dict(d, source=source)
+        return cls.from_dict(loads_json(text, source), source=source)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write JSON atomically (temporary file in the same folder, then rename)."""
@@ -357,12 +351,7 @@ class TransformerXLConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TransformerXLConfig:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ValueError(f"{path}: cannot read config ({e.strerror})") from None
-        return cls.from_json(text, source=str(path))
+        return cls.from_json(read_text(path), source=str(path))
 
     # ------------------------------------------------------------------ presets
     @classmethod

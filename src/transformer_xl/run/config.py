@@ -16,9 +16,11 @@ as ``config.json`` and is what ``--resume`` reads back.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,16 @@ from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.recipes import recipe
+from transformer_xl.schema import (
+    NOTHING,
+    InputError,
+    Raw,
+    build,
+    json_or_text,
+    read_document,
+    read_json,
+    validate_field,
+)
 from transformer_xl.segment import WINDOW_KEYS, SegmentSettings
 
 MAX_THREADS = 1024  # --threads above this only exhausts the machine's processes (torch crashes)
@@ -255,170 +267,113 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> RunConfig:
-        if d.get("format_version") != 1:
-            raise ValueError(f"{source}: format_version={d.get('format_version')!r}, expected 1")
-        model = TransformerXLConfig.from_dict(d["model"], source=f"{source} [model]")
-        return cls(d.get("preset"), model, make_train_config(d["train"], f"{source} [train]"))
+        """From a saved run config (``RUN/config.json``, the ``run`` of a checkpoint)."""
+        if not isinstance(d, dict):
+            raise InputError(source, "", d, "a mapping with format_version, preset, model, train")
+        unknown = sorted(set(d) - {"format_version", "preset", "model", "train"})
+        if unknown:
+            raise InputError(source, unknown[0], NOTHING, "an unknown field: expected "
+                             "format_version, preset, model and train")  # fmt: skip
+        version = d.get("format_version")
+        if version != 1 or isinstance(version, bool):
+            raise InputError(source, "format_version", version, "1")
+        preset = d.get("preset")
+        if preset is not None and not isinstance(preset, str):
+            raise InputError(source, "preset", preset, "a preset name or null")
+        model = TransformerXLConfig.from_dict(d.get("model"), source, "model")
+        return cls(preset, model, make_train_config(d.get("train"), source))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RunConfig:
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ValueError(f"{path}: cannot read the run config ({e.strerror})") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, str(path))
+        return cls.from_dict(read_json(path), str(path))
 
 
 def make_train_config(values: dict[str, Any], source: str) -> TrainConfig:
-    unknown = sorted(set(values) - TRAIN_FIELDS)
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown field(s) {unknown} of train; known: {sorted(TRAIN_FIELDS)}"
-        )
-    values = {k: check_value("train", k, v, source) for k, v in values.items()}
-    try:
-        return TrainConfig(**values)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: {e}") from None
+    """A :class:`TrainConfig` from plain data, each field's type checked strictly (errors name
+    ``source`` and ``train.FIELD``)."""
+    return build(TrainConfig, values, source, "train")
 
 
 # ---------------------------------------------------------------------------- layering
-def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """A YAML (``.yaml``/``.yml``) or TOML (``.toml``) file -> ``{"model": ..., "train": ...}``."""
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON file -> ``{"model": ...,
+    "train": ..., "preset": ...}`` (each section a mapping; an empty section may be left out
+    or written as nothing)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read config file ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"{path}: not UTF-8 text (byte {e.start}); save the config file as UTF-8"
-        ) from None
-    suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:  # one line: where, and the problem without the snippet
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-            what = getattr(e, "problem", None) or " ".join(str(e).split())
-            raise ValueError(f"{where}: not valid YAML ({what})") from None
-    elif suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: not valid TOML ({e})") from None
-    else:
-        raise ValueError(f"{path}: unknown config format {suffix!r}: expected .yaml, .yml or .toml")
+    data = read_document(path)
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
-    unknown = sorted(set(data) - {"model", "train", "preset"})
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown section(s) {unknown}: expected 'preset', 'model', 'train'"
-        )
+        raise InputError(path, "", data, "a mapping with 'preset', 'model' and 'train' sections")
+    for key in sorted(set(data) - {"model", "train", "preset"}):
+        near = [s for s in ("model", "train", "preset") if s[:2] == key[:2]]
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise InputError(path, key, NOTHING, f"unknown section: expected 'preset', 'model' or "
+                         f"'train'{hint}")  # fmt: skip
     out: dict[str, Any] = {}
     for section in ("model", "train"):
-        part = data.get(section) or {}
-        if not isinstance(part, dict):
-            raise ValueError(f"{path}: section {section!r} must be a mapping, got {part!r}")
-        out[section] = part
+        part = data.get(section)
+        if part is not None and not isinstance(part, dict):
+            raise InputError(path, section, part, "a mapping of fields (the section)")
+        out[section] = part or {}
     if "preset" in data:
+        if not isinstance(data["preset"], str):
+            raise InputError(path, "preset", data["preset"], "a preset name (a string)")
         out["preset"] = data["preset"]
     return out
 
 
 # ---------------------------------------------------------------------------- value grammar
 BOOL_WORDS = {"true": True, "false": False}  # the only spellings of a boolean (JSON's)
-_TYPES = {
-    "train": {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)},
-    "model": {f.name: str(f.type) for f in dataclasses.fields(TransformerXLConfig)},
-}
-_EXPECTED = {
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "str": "a string",
-    "tuple[int, ...]": "a list of integers (e.g. [2000, 10000])",
-    "tuple[bool, ...]": "a list of booleans (e.g. [false, true])",
-}
-
-
-def _is(kind: str, v: Any) -> bool:
-    if kind == "int":
-        return isinstance(v, int) and not isinstance(v, bool)
-    if kind == "float":
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if kind == "bool":
-        return isinstance(v, bool)
-    if kind == "str":
-        return isinstance(v, str)
-    item = kind[len("tuple[") : -len(", ...]")]
-    return isinstance(v, (list, tuple)) and all(_is(item, x) for x in v)
+_CLASSES = {"train": TrainConfig, "model": TransformerXLConfig}
 
 
 def check_value(section: str, name: str, value: Any, source: str) -> Any:
-    """``value`` if it has the type of field ``section.name``, else a ValueError naming the field,
-    the value and what was expected (lists become tuples where the field is a tuple)."""
-    kind = _TYPES[section][name]
-    optional = kind.endswith(" | None")
-    base = kind.removesuffix(" | None")
-    if value is None and optional:
-        return None
-    if _is(base, value):
-        if base == "float":
-            return float(value)
-        return tuple(value) if base.startswith("tuple") else value
-    expected = _EXPECTED.get(base, base) + (" or null" if optional else "")
-    raise ValueError(f"{source}: {section}.{name}={value!r} is invalid: expected {expected}")
+    """``value`` if it has the type of field ``section.name`` (lists become tuples where the
+    field is a tuple), else an :class:`InputError` naming ``source`` and the field."""
+    return validate_field(_CLASSES[section], name, value, source, section)
 
 
 def parse_value(section: str, name: str, raw: str, source: str) -> Any:
     """The text of ``--set KEY=TEXT`` as a value of field ``section.name``: JSON for numbers,
-    booleans (``true``/``false``), lists and ``null``; anything else is a string."""
+    booleans (``true``/``false``), lists and ``null``; anything else is a string, and a string
+    field takes the text as it is (``none``, ``123``)."""
     raw = raw.strip()
-    base = _TYPES[section][name].removesuffix(" | None")
-    if base == "bool" and raw.lower() in BOOL_WORDS:
+    field = dataclasses.fields(_CLASSES[section])
+    kind = next(str(f.type) for f in field if f.name == name).removesuffix(" | None")
+    if kind == "bool" and raw.lower() in BOOL_WORDS:
         return BOOL_WORDS[raw.lower()]
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    if base == "str" and not isinstance(value, str) and value is not None:
-        value = raw  # a string field takes the text as it is ("none", "123")
+    if kind == "str":
+        try:
+            value = json_or_text(raw, source, (section, name))
+        except InputError:  # "NaN" and the like are text in a text field
+            value = raw
+        value = value if isinstance(value, str) or value is None else raw
+    else:
+        value = json_or_text(raw, source, (section, name))
     return check_value(section, name, value, source)
 
 
 def parse_override(item: str) -> tuple[str, str, Any]:
     """``"model.dropout=0.2"`` -> ``("model", "dropout", 0.2)``; a bare key goes to ``train``
     when it is a train field, else to ``model``."""
+    source = f"--set {item!r}"
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        raise InputError(source, "", NOTHING, "expected KEY=VALUE")
     section, dot, name = key.partition(".")
     if not dot:
         name = key
         section = "train" if name in TRAIN_FIELDS else "model" if name in MODEL_FIELDS else ""
     fields = {"train": TRAIN_FIELDS, "model": MODEL_FIELDS}.get(section)
     if fields is None or name not in fields:
-        raise ValueError(
-            f"--set {item!r}: unknown field(s) [{key!r}]; expected a train field "
-            f"({', '.join(sorted(TRAIN_FIELDS))}) or model.FIELD"
+        known = [*TRAIN_FIELDS, *(f"model.{n}" for n in MODEL_FIELDS)]
+        near = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else "see `txl train --print-config`"
+        raise InputError(
+            source, key, Raw("an unknown field"), f"a train field or model.FIELD ({hint})"
         )
-    return section, name, parse_value(section, name, raw, f"--set {item!r}")
+    return section, name, parse_value(section, name, raw, source)
 
 
 # Model fields that change the shapes (or the set) of the weights: fixed by ``--init-from``.
@@ -493,15 +448,30 @@ def resolve_layers(
     if init_model is not None:
         _refuse_shape_changes(init_model, values["model"], origins)
     source = f"preset {preset!r} + overrides" if preset else "--init-from + overrides"
-    train = make_train_config(values["train"], source)
-    if vocab_size is not None:
-        values["model"]["vocab_size"] = vocab_size
-        origins["model.vocab_size"] = "data (its vocabulary)"
-    values["model"].update(tgt_len=train.tgt_len, mem_len=train.mem_len, ext_len=train.ext_len)
-    for k in ("tgt_len", "mem_len", "ext_len"):
-        origins[f"model.{k}"] = f"train.{k}"
-    model = TransformerXLConfig.from_dict(values["model"], source=f"{source} [model]")
+    try:
+        train = make_train_config(values["train"], source)
+        if vocab_size is not None:
+            values["model"]["vocab_size"] = vocab_size
+            origins["model.vocab_size"] = "data (its vocabulary)"
+        values["model"].update(tgt_len=train.tgt_len, mem_len=train.mem_len, ext_len=train.ext_len)
+        for k in ("tgt_len", "mem_len", "ext_len"):
+            origins[f"model.{k}"] = f"train.{k}"
+        model = TransformerXLConfig.from_dict(values["model"], source, "model")
+    except InputError as e:
+        raise _from_layer(e, origins) from None
     return RunConfig(preset, model, train), origins
+
+
+def _from_layer(e: InputError, origins: dict[str, str]) -> InputError:
+    """``e`` naming the layer its field's value came from (the config file, the ``--set``
+    item, the preset) instead of the merged layers."""
+    key = re.match(r"^\w+\.\w+", e.field)
+    where = origins.get(key[0], "default") if key else "default"
+    if where == "default":
+        return e
+    kind, _, what = where.partition(" ")
+    file = {"file": what, "--set": f"--set {what!r}"}.get(kind, where)
+    return InputError(file, e.field, e.got, e.expected)
 
 
 def _refuse_shape_changes(init: TransformerXLConfig, model: dict[str, Any], origins) -> None:
