@@ -6,8 +6,15 @@ import argparse
 
 import torch
 
-from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+from transformer_xl.commands.common import (
+    add_batch_size,
+    add_device,
+    add_precision,
+    add_threads,
+    add_verify_data,
+)
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.data.prepared import trusted_data
 from transformer_xl.devices import resolve_device
 from transformer_xl.evaluate import evaluate_model
 from transformer_xl.folders import find_model_folder
@@ -15,6 +22,11 @@ from transformer_xl.run.metrics import dumps
 
 
 def run(args) -> int:
+    with trusted_data(args.no_verify_data):
+        return _run(args)
+
+
+def _run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     flags = dict(
@@ -74,6 +86,7 @@ def register(sub, help: str) -> None:
     add_precision(p)
     add_threads(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_verify_data(p)
     p.add_argument(
         "--backend",
         choices=["torch", "tf"],

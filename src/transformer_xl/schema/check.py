@@ -131,7 +131,8 @@ def validate(schema: type[BaseModel], data: Any, file: Any, prefix: str = "") ->
     infinity = bool(schema.model_config.get("allow_inf_nan"))
     check_plain(data, file, (prefix,) if prefix else (), infinity=infinity)
     if not isinstance(data, dict):
-        raise InputError(file, field_path((prefix,)), _kind(data), "a mapping of fields")
+        field = field_path((prefix,)) if prefix else ""
+        raise InputError(file, field, _kind(data), "a mapping of fields (a JSON object)")
     try:
         return schema.model_validate_json(json.dumps(data))
     except ValidationError as e:

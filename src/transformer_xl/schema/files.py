@@ -102,6 +102,8 @@ class Split(BaseModel):
     sha256: Sha256
     sentences: SentenceFile | None = None
     shards: list[Shard] | None = None
+    unknown_tokens: Count | None = None  # words read as the unknown token
+    unknown_examples: list[str] | None = None  # the most frequent of them
 
 
 class PreparedMeta(BaseModel):
