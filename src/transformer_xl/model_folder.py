@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.fileio import atomic_output
+from transformer_xl.schema.tensors import read_header
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -98,6 +99,7 @@ def read_model_folder(
 ) -> tuple[TransformerXLConfig, dict[str, torch.Tensor], str]:
     """``(config, tensors, weights path)`` of a model folder, with clear errors."""
     config, wpath = open_model_folder(directory)
+    read_header(wpath)  # a named error for a damaged header, before the library reads it
     try:
         tensors = load_file(str(wpath), device=str(map_location))
     except (SafetensorError, OSError, json.JSONDecodeError) as e:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from transformer_xl.convert.safe_pickle import load_torch_pickle
+from transformer_xl.schema.tensors import read_header
 
 HF_SAFETENSORS = "model.safetensors"
 HF_BIN = "pytorch_model.bin"
@@ -41,6 +42,7 @@ def read_hf_weights(directory: Path) -> dict[str, Tensor]:
 
     def load(path: Path) -> dict[str, Tensor]:
         if path.suffix == ".safetensors":
+            read_header(path)  # a named error for a damaged header
             try:
                 return load_file(str(path))
             except (SafetensorError, OSError) as e:

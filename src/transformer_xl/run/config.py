@@ -414,12 +414,8 @@ def resolve_layers(
     file or override may change only fields that leave the weight shapes as they are.
     """
     file_part = read_config_file(config_file) if config_file else {"model": {}, "train": {}}
+    base = _recipe_layer(preset, file_part.get("preset"), config_file, init_model is not None)
     preset = preset if preset is not None else file_part.get("preset")
-    if preset is None and init_model is None:
-        raise ValueError(
-            "no recipe given: pass --preset NAME or put 'preset: NAME' in the config file"
-        )
-    base = recipe(preset) if preset is not None else {"model": {}, "train": {}}
     origins: dict[str, str] = {f"train.{k}": "default" for k in TRAIN_FIELDS}
     origins.update({f"model.{k}": "default" for k in MODEL_FIELDS})
     if init_model is not None:
@@ -460,6 +456,25 @@ def resolve_layers(
     except InputError as e:
         raise _from_layer(e, origins) from None
     return RunConfig(preset, model, train), origins
+
+
+def _recipe_layer(given: str | None, in_file: str | None, config_file, init: bool) -> dict:
+    """The recipe named by ``--preset`` (else by the config file's ``preset``); none at all is
+    fine only with ``--init-from``. A bad name is blamed on where it was written."""
+    name = given if given is not None else in_file
+    if name is None:
+        if init:
+            return {"model": {}, "train": {}}
+        expected = "pass --preset NAME or put 'preset: NAME' in the config file"
+        if config_file:
+            raise InputError(config_file, "preset", Raw("nothing"), f"a recipe name ({expected})")
+        raise ValueError(f"no recipe given: {expected}")
+    try:
+        return recipe(name)
+    except ValueError as e:
+        if given is not None:
+            raise
+        raise InputError(config_file, "preset", name, str(e).partition("expected ")[2]) from None
 
 
 def _from_layer(e: InputError, origins: dict[str, str]) -> InputError:

@@ -132,7 +132,7 @@ def validate(schema: type[BaseModel], data: Any, file: Any, prefix: str = "") ->
     check_plain(data, file, (prefix,) if prefix else (), infinity=infinity)
     if not isinstance(data, dict):
         field = field_path((prefix,)) if prefix else ""
-        raise InputError(file, field, _kind(data), "a mapping of fields (a JSON object)")
+        raise InputError(file, field, _kind(data), "a JSON object (a mapping of fields)")
     try:
         return schema.model_validate_json(json.dumps(data))
     except ValidationError as e:
@@ -156,7 +156,7 @@ def _input_error(e: ValidationError, file: Any, prefix: tuple, schema) -> InputE
         return InputError(file, field, Raw("nothing"), "a value (the field is required)")
     ctx = err.get("ctx") or {}
     if kind in _BOUNDS:
-        expected = f"a number {_BOUNDS[kind]} {next(iter(ctx.values()))}"
+        expected = f"{_BOUNDS[kind]} {next(iter(ctx.values()))}"
     elif kind == "literal_error":
         expected = f"one of {ctx.get('expected')}"
     elif kind == "value_error":

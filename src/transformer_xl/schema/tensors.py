@@ -47,7 +47,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
                 raise InputError(
                     path, "", Raw("a file of 8 bytes or fewer" if n is None else f"a header of "
                                   f"{n:,} bytes in a file of {size:,}"),
-                    "a safetensors file (8-byte length, then a JSON header within the file)",
+                    "a readable safetensors file (an 8-byte length, then a JSON header within the file)",
                 )  # fmt: skip
             text = f.read(n)
     except OSError as e:

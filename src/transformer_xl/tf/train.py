@@ -45,7 +45,6 @@ from transformer_xl.run.evaluation import run_of
 from transformer_xl.run.folder import (
     WRITE_ERRORS,
     RunFolder,
-    read_json,
     write_json,
 )
 from transformer_xl.run.metrics import (
@@ -57,6 +56,9 @@ from transformer_xl.run.metrics import (
     score_text,
 )
 from transformer_xl.run.schedule import DevPerf, scheduled_lr
+from transformer_xl.schema import read_file
+from transformer_xl.schema.files import TFTrainerState
+from transformer_xl.schema.tensors import read_header
 from transformer_xl.tf.data import read_meta, read_split, train_segments
 from transformer_xl.tf.distribute import (
     STRATEGIES,
@@ -298,8 +300,9 @@ class TFRun:
         _, tensors = read_folder(found.path / RunFolder.MODEL)
         load_state(self.model, tensors, str(found.path / RunFolder.MODEL))
         state = found.path / STATE
+        read_header(state)  # a named error for a damaged header
         self.trainer.load_state_arrays(load_file(str(state)), str(state))
-        saved = read_json(found.path / RunFolder.TRAINER)
+        saved = read_file(found.path / RunFolder.TRAINER, TFTrainerState).model_dump()
         self.progress.update({k: saved[k] for k in self.progress if k in saved})
         self.dev_perf = DevPerf(saved.get("dev_scale", 1.0), saved.get("dev_best", math.inf),
                                 saved.get("dev_bad", 0))  # fmt: skip

@@ -17,6 +17,7 @@ from safetensors.numpy import load_file, save_file
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.fileio import atomic_output
 from transformer_xl.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_state, open_model_folder
+from transformer_xl.schema.tensors import read_header
 
 # copied beside the weights: a model folder carries its vocabulary
 TOKENIZER_FILES = ("vocab.json", "tokenizer.json")
@@ -60,6 +61,7 @@ def load_state(model, tensors: Mapping[str, np.ndarray], source: str) -> None:
 def read_folder(directory: str | os.PathLike) -> tuple[TransformerXLConfig, dict[str, np.ndarray]]:
     """The config and the weights (numpy) of a model folder, with clear errors."""
     config, wpath = open_model_folder(directory)
+    read_header(wpath)  # a named error for a damaged header, before the library reads it
     try:
         tensors = load_file(str(wpath))
     except (SafetensorError, OSError, json.JSONDecodeError) as e:

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.fileio import atomic_output
 from transformer_xl.run.folder import MANIFEST, Found, RunFolder, read_json, write_json  # noqa: F401
+from transformer_xl.schema.tensors import read_header
 from transformer_xl.weights import CONFIG_NAME, WEIGHTS_NAME
 
 FORMAT_VERSION = 1
@@ -38,6 +39,7 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    read_header(path)  # a named error for a damaged header, before the library reads it
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, json.JSONDecodeError) as e:
@@ -46,6 +48,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def check_tensors(path: Path) -> None:
     """``path`` opens as a safetensors file whose header covers the file (read nothing else)."""
+    read_header(path)
     try:
         with safe_open(str(path), framework="pt"):
             pass

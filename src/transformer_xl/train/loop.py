@@ -28,6 +28,8 @@ from transformer_xl.progress import Progress as ProgressBar
 from transformer_xl.run.config import RunConfig
 from transformer_xl.run.folder import MANIFEST, WRITE_ERRORS, RunFolder
 from transformer_xl.run.schedule import DevPerf, scheduled_lr
+from transformer_xl.schema import read_file
+from transformer_xl.schema.files import TorchTrainerState
 from transformer_xl.train import checkpoint as ckpt
 from transformer_xl.train import state as st
 from transformer_xl.train.distributed import (
@@ -366,7 +368,7 @@ class Trainer:
         for msg in found.skipped:
             self.note(f"warning: {msg}")
         path = found.path
-        trainer = ckpt.read_json(path / RunFolder.TRAINER)
+        trainer = read_file(path / RunFolder.TRAINER, TorchTrainerState).model_dump()
         if trainer["world_size"] != self.env.world_size:
             raise ValueError(
                 f"{path}: written by {trainer['world_size']} processes; resume with the same "
