@@ -157,6 +157,9 @@ def _input_error(e: ValidationError, file: Any, prefix: tuple, schema) -> InputE
     ctx = err.get("ctx") or {}
     if kind in _BOUNDS:
         expected = f"{_BOUNDS[kind]} {next(iter(ctx.values()))}"
+    elif kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length" if kind == "too_short" else "max_length")
+        expected = f"{'at least' if kind == 'too_short' else 'at most'} {bound} item(s)"
     elif kind == "literal_error":
         expected = f"one of {ctx.get('expected')}"
     elif kind == "value_error":
