@@ -18,7 +18,6 @@ cached snapshot (:mod:`transformer_xl.hub`). The run layout is owned by
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from transformer_xl.hub import resolve_model as resolve_hub
 from transformer_xl.run.folder import MANIFEST, RunFolder, verify
+from transformer_xl.schema import read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -74,8 +74,8 @@ def _json_object(path: Path) -> dict[str, Any] | None:
     """``path`` as a JSON object, or None when it is absent or not one (callers that need it
     report the reason through the loader that owns the format)."""
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        obj = read_json(path)  # strict: deep nesting or NaN is "not one" here, named later
+    except ValueError:
         return None
     return obj if isinstance(obj, dict) else None
 
