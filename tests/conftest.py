@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -16,6 +17,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )  # fmt: skip
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# txl's own cache (the record of prepared folders already verified) starts empty in every test
+# session, so that no test depends on what an earlier session left there
+os.environ["TXL_CACHE"] = tempfile.mkdtemp(prefix="txl-test-cache-")
 
 # Without a GPU the Triton kernels run in Triton's interpreter; the flag must be set before
 # anything imports triton, so it is set here, before any test module is collected.

@@ -186,7 +186,7 @@ def test_sentence_offsets_are_checked_before_use(tmp_path, offsets, message):
 
 
 def test_checksums_are_verified_on_first_use_only(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TXL_CACHE", str(tmp_path / "cache"))
     data = _sentences(tmp_path / "d")
     lines: list[str] = []
     ds = load_prepared(data, verify=False)
@@ -208,7 +208,7 @@ def test_checksums_are_verified_on_first_use_only(tmp_path, monkeypatch):
 def test_a_read_only_cache_still_verifies(tmp_path, monkeypatch):
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache folder would be")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setenv("TXL_CACHE", str(blocker / "txl"))
     ds = load_prepared(_sentences(tmp_path / "d"), verify=False)
     lines: list[str] = []
     assert verified_once(ds, log=lines.append) and verified_once(ds, log=lines.append)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -439,11 +440,14 @@ def trusted_data(trusted: bool = True) -> Iterator[None]:
 
 
 def stamp_path(ds: PreparedDataset) -> Path:
-    """Where the record of a folder's verification is kept: the user's cache, never the data
+    """Where the record of a folder's verification is kept: the user's cache (``TXL_CACHE``,
+    else ``$XDG_CACHE_HOME/transformer_xl``, else ``~/.cache/transformer_xl``), never the data
     folder (which may be read-only, and is an input that is never changed)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("TXL_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "transformer_xl"
+    )
     key = hashlib.sha256(str(ds.path.resolve()).encode("utf-8")).hexdigest()[:32]
-    return Path(base) / "transformer_xl" / "verified" / f"{key}.json"
+    return Path(base) / "verified" / f"{key}.json"
 
 
 def _fingerprint(ds: PreparedDataset) -> dict:
@@ -456,11 +460,14 @@ def _fingerprint(ds: PreparedDataset) -> dict:
     return out
 
 
+QUIET_BELOW = 0.5  # seconds: a verification quicker than this is not worth a line on stderr
+
+
 def verified_once(ds: PreparedDataset, *, always: bool = False, log=None) -> bool:
     """Verify the checksums of ``ds`` unless a stamp (:func:`stamp_path`) shows these very files
-    (sizes and modification times) were verified before; report the cost on ``log`` (default:
-    standard error) and record the stamp. Returns whether it hashed anything."""
-    log = log or (lambda line: print(line, file=sys.stderr))
+    (sizes and modification times) were verified before, and record the stamp. The cost is
+    reported on ``log`` (default: standard error, when it took :data:`QUIET_BELOW` seconds or
+    more). Returns whether it hashed anything."""
     stamp, seen = stamp_path(ds), _fingerprint(ds)
     if not always:
         with contextlib.suppress(OSError, ValueError):
@@ -468,12 +475,16 @@ def verified_once(ds: PreparedDataset, *, always: bool = False, log=None) -> boo
                 return False
     started = time.perf_counter()
     ds.verify()
-    total = sum(size for size, _ in seen.values())
+    seconds = time.perf_counter() - started
     where = "recorded"
     try:
         atomic_write_text(stamp, json.dumps(seen) + "\n")
     except OSError:
         where = "not recorded (cache not writable): it will be verified again next time"
-    log(f"verified the checksums of {ds.path} ({total / 1e6:,.1f} MB in "
-        f"{time.perf_counter() - started:.1f} s; {where}; --no-verify-data skips this)")  # fmt: skip
+    if log is None and seconds >= QUIET_BELOW:
+        log = functools.partial(print, file=sys.stderr)
+    if log is not None:
+        total = sum(size for size, _ in seen.values())
+        log(f"verified the checksums of {ds.path} ({total / 1e6:,.1f} MB in {seconds:.1f} s; "
+            f"{where}; --no-verify-data skips this)")  # fmt: skip
     return True
