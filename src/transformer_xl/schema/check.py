@@ -118,9 +118,12 @@ def validate_field(cls: type, name: str, value: Any, file: Any, prefix: str = ""
     loc = (prefix, name) if prefix else (name,)
     check_plain(value, file, loc)
     try:
-        return _field_adapter(cls, name).validate_json(json.dumps(value))
+        out = _field_adapter(cls, name).validate_json(json.dumps(value))
     except ValidationError as e:
         raise _input_error(e, file, loc, model_for(cls).model_fields[name].annotation) from None
+    if isinstance(out, BaseModel) and hasattr(type(out), "__dataclass__"):
+        return type(out).__dataclass__(**_kwargs(out))  # a nested config dataclass
+    return out
 
 
 # ---------------------------------------------------------------------------- any schema
