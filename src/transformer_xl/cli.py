@@ -39,6 +39,10 @@ COMMANDS: dict[str, Command] = {
         "convert",
     ),
     "generate": Command("sample from a saved model, streaming tokens to stdout", "generate"),
+    "score": Command(
+        "score lines of text or rescore n-best lists (JSON lines), with memory across lines",
+        "score",
+    ),
     "bench": Command("measure speed, memory and FLOPs (optionally against HF's port)", "bench"),
     "lm-eval": Command(
         "run lm-evaluation-harness tasks on a model (perplexity with memory)", "lm_eval"
