@@ -130,8 +130,12 @@ class Scorer:
         if len(set(rows)) != len(rows):
             raise ValueError(f"streams {rows}: a stream may be named only once per call")
         per_row: list[Sequence[int]] = [()] * self.streams
+        vocab = self.model.config.vocab_size
         for r, seq in zip(rows, sequences, strict=True):
             per_row[r] = [int(t) for t in seq]
+            bad = [t for t in per_row[r] if not 0 <= t < vocab]
+            if bad:
+                raise ValueError(f"stream {r}: token id {bad[0]} is outside [0, {vocab})")
         scored = self._read(per_row)
         return [scored[r] for r in rows]
 
@@ -148,8 +152,8 @@ class Scorer:
                 f"input_ids must be [streams={self.streams}, T], got {tuple(ids.shape)}"
             )
         lens = _lengths(ids.shape, lengths, mask)
-        rows = ids.tolist()
-        scored = self._read([row[:n] for row, n in zip(rows, lens, strict=True)])
+        rows = [row[:n] for row, n in zip(ids.tolist(), lens, strict=True)]
+        scored = self.score(rows)
         out = torch.zeros(ids.shape, dtype=torch.float32)
         for r, lp in enumerate(scored):
             out[r, : len(lp)] = lp

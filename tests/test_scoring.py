@@ -1,0 +1,268 @@
+"""transformer_xl.scoring and ``txl score`` (issue 21): a stateful scorer over N streams whose
+ragged batches score as each sequence alone, ``select`` / ``reset``; the CLI against ``txl
+eval`` of the same text prepared as one stream; n-best rescoring with a briefly trained model;
+bad input answered with exit 2 naming the line."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from convert_helpers import one_thread  # noqa: F401  (autouse fixture: one thread)
+from transformer_xl import Scorer, TransformerXLConfig, TransformerXLLM
+from transformer_xl.cli import main
+from transformer_xl.data import load_prepared
+from transformer_xl.data.vocab import Vocab
+from transformer_xl.segment import SegmentSettings
+
+V = 40
+
+
+def txl(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def records(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = TransformerXLConfig(
+        vocab_size=V, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0,
+        tgt_len=8, mem_len=8, cutoffs=[10], div_val=2,
+    )  # fmt: skip
+    return TransformerXLLM(cfg).eval()
+
+
+def seqs(rng, lengths) -> list[list[int]]:
+    return [rng.integers(0, V, n).tolist() for n in lengths]
+
+
+# ---------------------------------------------------------------------------- the scorer
+@pytest.mark.parametrize("mem_len", [3, 64])  # shorter and longer than the sequences
+@pytest.mark.parametrize("same_length", [False, True])
+def test_a_ragged_batch_scores_each_sequence_as_alone(model, mem_len, same_length):
+    rng = np.random.default_rng(mem_len)
+    s = SegmentSettings(mem_len=mem_len, same_length=same_length)
+    batch = Scorer(model, 4, s, start_ids=[0])
+    alone = [Scorer(model, 1, s, start_ids=[0]) for _ in range(4)]
+    # round 1 from empty memory; later rounds with memory, some streams idle, one reset
+    rounds = [[7, 1, 12, 4], [2, 9, 0, 5], [11, 3, 6, 0]]
+    for r, lengths in enumerate(rounds):
+        if r == 2:
+            batch.reset([1])
+            alone[1].reset()
+        streams = [k for k, n in enumerate(lengths) if n]
+        given = seqs(rng, [lengths[k] for k in streams])
+        got = batch.score(given, streams=streams)
+        for k, g, lp in zip(streams, given, got, strict=True):
+            want = alone[k].score([g])[0]
+            assert lp.shape == (len(g),)
+            torch.testing.assert_close(lp, want, atol=1e-5, rtol=0)
+        assert batch.memory_lengths == [a.memory_lengths[0] for a in alone]
+
+
+def test_scores_equal_the_model_reading_everything_at_once(model):
+    """Independent of the cached path: ``model(start + tokens)`` with full context."""
+    rng = np.random.default_rng(1)
+    a, b = seqs(rng, [9, 6])
+    scorer = Scorer(model, 1, start_ids=[3], mem_len=100)
+    got = torch.cat([scorer.score([a])[0], scorer.score([b])[0]])
+    ids = torch.tensor([[3, *a, *b]])
+    out = model(ids[:, :-1], labels=ids[:, 1:], mem_len=100)
+    torch.testing.assert_close(got, -out.token_nll[0], atol=1e-5, rtol=0)
+
+
+def test_select_forks_and_reorders_streams(model):
+    rng = np.random.default_rng(2)
+    hist = seqs(rng, [5, 8, 3])
+    scorer = Scorer(model, 3, start_ids=[0], mem_len=6)
+    scorer.score(hist)
+    scorer.select([1, 1, 0, 2])
+    assert scorer.streams == 4
+    nxt = seqs(rng, [4, 2, 6, 3])
+    got = scorer.score(nxt)
+    for k, src in enumerate([1, 1, 0, 2]):
+        ref = Scorer(model, 1, start_ids=[0], mem_len=6)
+        ref.score([hist[src]])
+        torch.testing.assert_close(got[k], ref.score([nxt[k]])[0], atol=1e-5, rtol=0)
+
+
+def test_reset_and_clone(model):
+    rng = np.random.default_rng(3)
+    a, b = seqs(rng, [6, 5])
+    scorer = Scorer(model, 2, start_ids=[0])
+    fresh = scorer.score([a, a])
+    twin = scorer.clone()
+    scorer.reset([0])
+    again = scorer.score([a, b])
+    torch.testing.assert_close(again[0], fresh[0], atol=1e-6, rtol=0)
+    # the clone kept the state of the moment: its stream 1 reads b after a, as the original did
+    torch.testing.assert_close(twin.score([b], streams=[1])[0], again[1], atol=1e-6, rtol=0)
+    # read so far: start + a[:-1] (6 tokens), then a[-1] + b[:-1] (5 more; mem_len 8)
+    assert twin.memory_lengths == [6, 8]
+
+
+def test_score_padded_with_lengths_or_a_mask(model):
+    rng = np.random.default_rng(4)
+    ids = torch.tensor(rng.integers(0, V, (3, 7)))
+    lengths = [7, 0, 4]
+    mask = torch.arange(7)[None] < torch.tensor(lengths)[:, None]
+    by_len = Scorer(model, 3, start_ids=[0]).score_padded(ids, lengths)
+    by_mask = Scorer(model, 3, start_ids=[0]).score_padded(ids, mask=mask)
+    lists = Scorer(model, 3, start_ids=[0]).score([ids[0].tolist(), [], ids[2, :4].tolist()])
+    torch.testing.assert_close(by_len, by_mask)
+    assert (by_len[~mask] == 0).all()
+    for r, lp in enumerate(lists):
+        torch.testing.assert_close(by_len[r, : lengths[r]], lp, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="prefix"):
+        Scorer(model, 3, start_ids=[0]).score_padded(ids, mask=~mask)
+
+
+def test_bf16_weights_cast_once(model):
+    rng = np.random.default_rng(5)
+    given = seqs(rng, [9, 4])
+    want = Scorer(model, 2, start_ids=[0]).score(given)
+    low = TransformerXLLM(model.config).eval()
+    low.load_state_dict(model.state_dict())
+    low = low.to(torch.bfloat16)
+    scorer = Scorer(low, 2, start_ids=[0])
+    got = scorer.score(given)
+    assert scorer.state.kv.buf.dtype == torch.bfloat16
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, atol=0.15, rtol=0.05)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: Scorer(m, 2, start_ids=[]), "start_ids"),
+        (lambda m: Scorer(m, 2, start_ids=[V]), "start_ids"),
+        (lambda m: Scorer(m, 2, start_ids=[0]).score([[1]], streams=[2]), "outside the 2"),
+        (lambda m: Scorer(m, 2, start_ids=[0]).score([[1], [2]], streams=[1, 1]), "only once"),
+        (lambda m: Scorer(m, 2, start_ids=[0]).score([[1], [V]]), "outside"),
+        (lambda m: Scorer(m, 2, start_ids=[0]).score_padded([[1, 2], [3, 4]], [1, 3]), "lengths"),
+    ],
+)
+def test_bad_calls_are_refused(model, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(model)
+
+
+# ---------------------------------------------------------------------------- a trained model
+SUBJECTS = ["the cat", "the dog", "a bird", "the man", "a woman", "the child"]
+VERBS = ["sees", "chases", "likes", "finds", "follows"]
+OBJECTS = ["the ball", "a tree", "the house", "the car", "a box"]
+PLACES = ["in the park", "at home", "by the river", "near the school"]
+
+
+def sentence(rng: random.Random) -> str:
+    return " ".join(
+        [rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(PLACES), "."]
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A word-level model trained for a few hundred steps on sentences of a small grammar."""
+    rng = random.Random(0)
+    text = [sentence(rng) for _ in range(600)]
+    words = sorted({w for line in text for w in line.split()})
+    vocab = Vocab(["<eos>", "<unk>", *words], "word", eos_token="<eos>", unk_token="<unk>",
+                  special_tokens=["<eos>", "<unk>"])  # fmt: skip
+    ids = []
+    for line in text:
+        ids += [vocab.get(w) for w in line.split()] + [0]
+    data = torch.tensor(ids)
+    cfg = TransformerXLConfig(
+        vocab_size=len(vocab), n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64,
+        dropout=0.0, tgt_len=16, mem_len=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = TransformerXLLM(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rows = data[: len(data) // 8 * 8].view(8, -1)  # [8, L]
+    mems = None
+    for step in range(300):
+        s = step * 16 % (rows.shape[1] - 17)
+        if s < 16:
+            mems = None
+        out = model(rows[:, s : s + 16], labels=rows[:, s + 1 : s + 17], mems=mems)
+        mems = out.mems
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    folder = tmp_path_factory.mktemp("scoring") / "model"
+    model.save_pretrained(folder)
+    vocab.save(folder / "vocab.json")
+    return folder
+
+
+def corrupt(words: list[str], rng: random.Random) -> list[str]:
+    """A word swap, deletion or substitution (a word from another part of the sentence)."""
+    w = list(words[:-1])  # keep the final "."
+    kind = rng.choice(["swap", "delete", "substitute"])
+    i = rng.randrange(len(w) - 1)
+    if kind == "swap":
+        while w[i] == w[i + 1]:
+            i = rng.randrange(len(w) - 1)
+        w[i], w[i + 1] = w[i + 1], w[i]
+    elif kind == "delete":
+        del w[i]
+    else:
+        pool = [x for x in {*" ".join(VERBS + PLACES).split()} if x != w[i]]
+        w[i] = rng.choice(sorted(pool))
+    return [*w, "."]
+
+
+def nbest_file(path, n_utts: int, seed: int) -> dict[str, str]:
+    """Held-out n-best lists (another seed than the training text): the true sentence among
+    corrupted variants, shuffled; returns each utterance's true sentence."""
+    rng = random.Random(seed)
+    lines, truths = [], {}
+    for u in range(n_utts):
+        true = sentence(rng)
+        variants = {" ".join(corrupt(true.split(), rng)) for _ in range(6)} - {true}
+        hyps = [true, *sorted(variants)]
+        rng.shuffle(hyps)
+        lines += [f"utt{u:02d}\t{h}\t{rng.uniform(-1, 1):.3f}" for h in hyps]
+        truths[f"utt{u:02d}"] = true
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return truths
+
+
+def test_nbest_ranks_the_true_sentence_first(trained, tmp_path, capsys):
+    path = tmp_path / "nbest.tsv"
+    truths = nbest_file(path, 20, seed=123)
+    argv = ["score", trained, path, "--nbest", "--lm-weight", "2", "--length-penalty", "0.5"]
+    code, out, err = txl(capsys, *argv, "--batch-size", 5)
+    assert code == 0, err
+    got = records(out)
+    assert [g["id"] for g in got] == sorted(truths)
+    first = sum(g["hypotheses"][0]["text"] == truths[g["id"]] for g in got)
+    assert first >= 16, f"the true sentence ranked first for only {first} of 20"
+    for g in got:
+        scores = [h["score"] for h in g["hypotheses"]]
+        assert scores == sorted(scores, reverse=True)
+        for h in g["hypotheses"]:
+            assert h["tokens"] == len(h["text"].split()) + 1  # the words and the line end
+            want = h["am_score"] + 2 * h["lm_logprob"] + 0.5 * h["tokens"]
+            assert h["score"] == pytest.approx(want)
+    # the batch size changes no number beyond rounding
+    code, out1, _ = txl(capsys, *argv, "--batch-size", 1)
+    for a, b in zip(records(out1), got, strict=True):
+        for h, k in zip(a["hypotheses"], b["hypotheses"], strict=True):
+            assert h["text"] == k["text"]
+            assert h["lm_logprob"] == pytest.approx(k["lm_logprob"], abs=1e-4)
