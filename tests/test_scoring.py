@@ -266,3 +266,167 @@ def test_nbest_ranks_the_true_sentence_first(trained, tmp_path, capsys):
         for h, k in zip(a["hypotheses"], b["hypotheses"], strict=True):
             assert h["text"] == k["text"]
             assert h["lm_logprob"] == pytest.approx(k["lm_logprob"], abs=1e-4)
+
+
+# ---------------------------------------------------------------------------- txl score
+def held_out_text(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [sentence(rng) for _ in range(n)]
+
+
+def eval_stream_logprobs(model_dir, data, settings: SegmentSettings, tgt_len: int):
+    """Per-token log-probs of the prepared test split as ``txl eval`` reads it: one stream
+    (batch 1) in segments of ``tgt_len`` with the segment forward and its memory."""
+    model = TransformerXLLM.from_pretrained(model_dir).eval()
+    ids = torch.as_tensor(np.asarray(load_prepared(data).split("test"), dtype=np.int64))[None]
+    out, mems = [], None
+    with torch.no_grad():
+        for s in range(0, ids.shape[1] - 1, tgt_len):
+            e = min(s + tgt_len, ids.shape[1] - 1)
+            res = model(ids[:, s:e], labels=ids[:, s + 1 : e + 1], mems=mems, settings=settings)
+            mems = res.mems
+            out.append(-res.token_nll[0])
+    return ids[0], torch.cat(out)
+
+
+@pytest.mark.parametrize(
+    "flags, settings",
+    [  # each token sees the same mem_len tokens however the stream is cut, or everything
+        (["--mem-len", "12", "--same-length"], SegmentSettings(mem_len=12, same_length=True)),
+        (["--mem-len", "400", "--no-same-length"], SegmentSettings(mem_len=400)),
+    ],
+)
+def test_carry_memory_equals_eval_of_the_text_as_one_stream(
+    trained, tmp_path, capsys, flags, settings
+):
+    lines = held_out_text(25, seed=7)
+    text = tmp_path / "held_out.txt"
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # the eval stream: the text after one line end (the context of the first line's first word)
+    stream = tmp_path / "stream.txt"
+    stream.write_text("\n" + text.read_text(encoding="utf-8"), encoding="utf-8")
+    data = tmp_path / "prepared"
+    code, _, err = txl(capsys, "prepare", "text", "--train", text, "--valid", text, "--test",
+                       stream, "--vocab", trained, "--out", data)  # fmt: skip
+    assert code == 0, err
+    code, out, err = txl(capsys, "score", trained, text, "--carry-memory", "--per-token", *flags)
+    assert code == 0, err
+    got = records(out)
+    assert [r["id"] for r in got] == list(range(1, 26))
+    ids, want = eval_stream_logprobs(trained, data, settings, tgt_len=7)
+    per_token = torch.tensor([t for r in got for t in r["token_logprobs"]])
+    assert len(per_token) == len(ids) - 1 == sum(r["tokens"] for r in got)
+    torch.testing.assert_close(per_token, want, atol=1e-5, rtol=0)
+    code, out, err = txl(capsys, "eval", trained, "--data", data, "--split", "test",
+                         "--batch-size", 1, "--tgt-len", 7, *flags, "--json")  # fmt: skip
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["tokens"] == len(per_token)
+    assert info["loss"] * info["tokens"] == pytest.approx(-float(per_token.sum()), abs=1e-3)
+    for r in got:
+        assert r["logprob"] == pytest.approx(sum(r["token_logprobs"]), abs=1e-5)
+        assert r["ppl"] == pytest.approx(np.exp(-r["logprob"] / r["tokens"]))
+
+
+def test_mixed_lengths_in_a_batch_equal_one_at_a_time(trained, tmp_path, capsys):
+    rng = random.Random(11)
+    lines = [" ".join(sentence(rng).split()[: rng.randint(1, 9)]) for _ in range(13)]
+    lines[4] = ""  # an empty line is its line end alone
+    path = tmp_path / "mixed.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _, one, _ = txl(capsys, "score", trained, path, "--per-token", "--batch-size", 1)
+    code, many, err = txl(capsys, "score", trained, path, "--per-token", "--batch-size", 5)
+    assert code == 0, err
+    one, many = records(one), records(many)
+    assert [r["tokens"] for r in many] == [len(x.split()) + 1 for x in lines]
+    for a, b in zip(one, many, strict=True):
+        assert a["id"] == b["id"] and a["tokens"] == b["tokens"]
+        np.testing.assert_allclose(a["token_logprobs"], b["token_logprobs"], atol=1e-5)
+
+
+def test_reset_on_blank_documents_batched(trained, tmp_path, capsys):
+    docs = [held_out_text(k, seed=20 + k) for k in (3, 1, 4, 2)]
+    text = "\n\n".join("\n".join(d) for d in docs) + "\n"
+    path = tmp_path / "docs.txt"
+    path.write_text(text, encoding="utf-8")
+    argv = ["score", trained, path, "--carry-memory", "--reset-on-blank", "--per-token"]
+    _, batched, _ = txl(capsys, *argv, "--batch-size", 3)
+    batched = records(batched)
+    assert [r["id"] for r in batched] == list(range(1, text.count("\n") + 1))
+    blanks = [r for r in batched if r["tokens"] == 0]
+    assert len(blanks) == 3 and all(r["ppl"] is None for r in blanks)
+    # each document alone, with memory across its lines, gives the same numbers
+    scored = [r for r in batched if r["tokens"]]
+    k = 0
+    for d in docs:
+        alone = tmp_path / "alone.txt"
+        alone.write_text("\n".join(d) + "\n", encoding="utf-8")
+        _, out, _ = txl(capsys, "score", trained, alone, "--carry-memory", "--per-token")
+        for r in records(out):
+            np.testing.assert_allclose(r["token_logprobs"], scored[k]["token_logprobs"],
+                                       atol=1e-5)  # fmt: skip
+            k += 1
+    # and carrying the memory changes the numbers of later lines
+    _, reset, _ = txl(capsys, "score", trained, alone, "--per-token")
+    assert records(reset)[0]["logprob"] == pytest.approx(records(out)[0]["logprob"], abs=1e-5)
+    assert records(reset)[1]["logprob"] != pytest.approx(records(out)[1]["logprob"], abs=1e-3)
+
+
+def test_nbest_carry_memory_continues_the_chosen_hypothesis(trained, tmp_path, capsys):
+    path = tmp_path / "nbest.tsv"
+    nbest_file(path, 3, seed=5)
+    code, out, err = txl(capsys, "score", trained, path, "--nbest", "--carry-memory",
+                         "--per-token", "--batch-size", 2)  # fmt: skip
+    assert code == 0, err
+    groups = records(out)
+    # the chosen hypotheses as a text scored with memory reproduce every utterance's scores
+    chosen = [g["hypotheses"][0]["text"] for g in groups]
+    for u in (1, 2):
+        for h in groups[u]["hypotheses"]:
+            conv = tmp_path / "conv.txt"
+            conv.write_text("\n".join([*chosen[:u], h["text"]]) + "\n", encoding="utf-8")
+            _, lines, _ = txl(capsys, "score", trained, conv, "--carry-memory", "--per-token")
+            last = records(lines)[-1]
+            np.testing.assert_allclose(h["token_logprobs"], last["token_logprobs"], atol=1e-5)
+
+
+def test_unknown_words_are_unk_and_counted(trained, tmp_path, capsys):
+    path = tmp_path / "oov.txt"
+    path.write_text("the zebra sees a quokka .\nthe cat sees the ball .\n", encoding="utf-8")
+    code, out, err = txl(capsys, "score", trained, path)
+    assert code == 0, err
+    assert [r["unk"] for r in records(out)] == [2, 0]
+    assert [r["tokens"] for r in records(out)] == [7, 7]
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if ": error: " in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "content, nbest, expect",
+    [
+        (b"u1\tthe cat .\t1.0\nu1 the dog .\n", True, "line 2: expected UTT_ID<TAB>"),
+        (b"u1\tthe cat .\tabc\n", True, "line 1: am_score 'abc'"),
+        (b"u1\tthe cat .\tnan\n", True, "line 1: am_score 'nan'"),
+        (b"\tthe cat .\n", True, "line 1: expected UTT_ID<TAB>"),
+        (b"u1\ta\tb\tc\n", True, "line 1: expected UTT_ID<TAB>"),
+        (b"the cat .\nthe \xff dog\n", False, "line 2: not UTF-8"),
+        (b"u1\tthe cat\n\xc3(\n", True, "line 2: not UTF-8"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_line(trained, tmp_path, capsys, content, nbest, expect):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    code, _, err = txl(capsys, "score", trained, path, *(["--nbest"] if nbest else []))
+    assert code == 2
+    assert expect in error_line(err)
+
+
+def test_a_model_without_vocabulary_is_refused(tmp_path, capsys, model):
+    model.save_pretrained(tmp_path / "bare")
+    (tmp_path / "t.txt").write_text("a\n", encoding="utf-8")
+    code, _, err = txl(capsys, "score", tmp_path / "bare", tmp_path / "t.txt")
+    assert code == 2 and "no vocab.json" in error_line(err)
