@@ -5,8 +5,10 @@ bad input answered with exit 2 naming the line."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -430,3 +432,16 @@ def test_a_model_without_vocabulary_is_refused(tmp_path, capsys, model):
     (tmp_path / "t.txt").write_text("a\n", encoding="utf-8")
     code, _, err = txl(capsys, "score", tmp_path / "bare", tmp_path / "t.txt")
     assert code == 2 and "no vocab.json" in error_line(err)
+
+
+def test_stdin_and_bf16(trained, tmp_path, capsys, monkeypatch):
+    text = "the cat sees a tree in the park .\nthe dog finds the car at home .\n"
+    path = tmp_path / "two.txt"
+    path.write_text(text, encoding="utf-8")
+    _, out, _ = txl(capsys, "score", trained, path)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    code, piped, err = txl(capsys, "score", trained, "-", "--precision", "bf16")
+    assert code == 0, err
+    for a, b in zip(records(out), records(piped), strict=True):
+        assert a["tokens"] == b["tokens"]
+        assert b["logprob"] == pytest.approx(a["logprob"], rel=0.05)
