@@ -32,6 +32,7 @@ import json
 import math
 import random
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -154,9 +155,10 @@ def main() -> None:
     p.add_argument("--train-books", type=int, default=5)
     p.add_argument("--held-out-book", default=None)
     p.add_argument("--held-out", type=int, default=400, help="held-out verses")
-    p.add_argument("--nbest", type=int, default=150, help="held-out verses in the n-best test")
+    p.add_argument("--nbest", type=int, default=400, help="held-out verses in the n-best test")
     p.add_argument("--variants", type=int, default=8, help="corrupted copies per verse")
     p.add_argument("--mem-len", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--reuse-run", action="store_true", help="score WORK/run if it is there")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -164,7 +166,11 @@ def main() -> None:
     train_text, test_text = split_corpus(
         kjv_verses(args.corpus), args.train_books, args.held_out_book, args.held_out
     )
-    run = train_model(train_text, work, args.steps, args.threads)
+    started = time.monotonic()
+    run = work / "run"
+    if not (args.reuse_run and (run / "summary.json").is_file()):
+        run = train_model(train_text, work, args.steps, args.threads)
+    trained = time.monotonic()
     counts = Counter(w for line in train_text for w in line.split())
     unigram = (list(counts), list(counts.values()))
     lines = [Line(k + 1, t) for k, t in enumerate(test_text)]
@@ -181,11 +187,16 @@ def main() -> None:
                "nbest_carried": ranks(scoring, groups, truths, True, bonus)}  # fmt: skip
         rows.append(row)
     info = machine_info()
-    result = {"machine": info, "steps": args.steps, "train_lines": len(train_text),
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    seconds = {"train": trained - started, "score": time.monotonic() - trained}
+    result = {"machine": info, "steps": summary["step"], "valid_ppl": summary["test"]["ppl"],
+              "seconds": seconds, "train_lines": len(train_text),
               "held_out_lines": len(test_text), "nbest_utterances": len(groups),
               "variants": args.variants, "rows": rows}  # fmt: skip
     (work / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(describe(info))
+    print(f"{summary['step']} steps (valid ppl {summary['test']['ppl']:.1f}); wall seconds: "
+          f"train {seconds['train']:.0f}, score {seconds['score']:.0f}")  # fmt: skip
     print(f"train {len(train_text):,} lines, held out {len(test_text):,} lines, "
           f"n-best {len(groups)} utterances x {args.variants + 1} hypotheses")  # fmt: skip
     print("| mem_len | ppl reset per line | ppl carried | n-best top-1 reset | top-1 carried "
