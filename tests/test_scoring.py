@@ -19,6 +19,7 @@ from transformer_xl import Scorer, TransformerXLConfig, TransformerXLLM
 from transformer_xl.cli import main
 from transformer_xl.data import load_prepared
 from transformer_xl.data.vocab import Vocab
+from transformer_xl.model.incremental import StreamingLM
 from transformer_xl.segment import SegmentSettings
 
 V = 40
@@ -145,6 +146,14 @@ def test_bf16_weights_cast_once(model):
     for g, w in zip(got, want, strict=True):
         assert g.dtype == torch.float32
         torch.testing.assert_close(g, w, atol=0.15, rtol=0.05)
+
+
+def test_streaming_lm_checks_the_lengths_of_a_ragged_chunk(model):
+    stream = StreamingLM(model, 2)
+    for bad in ([1, 5], [1], [-1, 2], [0.5, 1]):
+        with pytest.raises(ValueError, match="lengths"):
+            stream.hidden(torch.zeros(2, 4, dtype=torch.long), bad)
+    assert stream.memory_lengths.tolist() == [0, 0]
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,9 @@ cache, the per-distance tables and the masks.
 
 Streams in a batch are independent: each row counts its own memory (``counts``), so one row can
 be reset while the others go on. Rows share one key window whose slots all sit at the same
-distance from the newest token; a row's slots older than its memory are masked.
+distance from the newest token; a row's slots older than its memory are masked. A chunk may
+hold rows of different lengths (``hidden(ids, lengths)``, padding at the end): afterwards each
+row's slots are gathered forward by its padding, so every row's memory ends at the newest slot.
 
 Notation (batch-first): ``B`` streams, ``T`` new tokens (the chunk), ``C`` memory slots in the
 window, ``K = C + T`` keys, ``H`` heads, ``Dh`` head width, ``D`` model width, ``U`` rows of a
