@@ -38,6 +38,7 @@ COMMANDS: dict[str, Command] = {
         "convert the authors' TF/PyTorch checkpoints and HF's to a model folder, or to HF",
         "convert",
     ),
+    "export": Command("export a model for another runtime (ONNX, fixed-size memory)", "export"),
     "generate": Command("sample from a saved model, streaming tokens to stdout", "generate"),
     "bench": Command("measure speed, memory and FLOPs (optionally against HF's port)", "bench"),
     "lm-eval": Command(
