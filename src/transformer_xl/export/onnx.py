@@ -170,6 +170,7 @@ def _trace_to(path: Path, step: SegmentStep, cfg, batch: int = 2) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         # the tracer warns at every Python branch on a size: fixed on purpose, see the module doc
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter is chosen on purpose
         torch.onnx.export(
             step, (ids, mems, length), str(path), dynamo=False, opset_version=OPSET,
             input_names=list(INPUTS), output_names=list(OUTPUTS), dynamic_axes=axes,
@@ -187,9 +188,22 @@ def _onnx():
 
 
 def _write_properties(path: Path, meta: dict[str, Any]) -> None:
-    """``meta`` as the model's ``metadata_props`` (strings as they are, the rest as JSON)."""
+    """``meta`` as the model's ``metadata_props`` (strings as they are, the rest as JSON), and
+    the outputs declared with their shapes (the tracer names the fixed axes of ``log_probs``
+    and ``new_mems`` after the ops that make them)."""
     onnx = _onnx()
     proto = onnx.load(str(path))
+    shapes = {
+        "log_probs": ("batch", "time", meta["vocab_size"]),
+        "new_mems": (meta["n_layer"], "batch", meta["mem_len"], meta["d_model"]),
+        "new_mem_length": ("batch",),
+    }
+    for out in proto.graph.output:
+        for dim, size in zip(out.type.tensor_type.shape.dim, shapes[out.name], strict=True):
+            if isinstance(size, int):
+                dim.dim_value = size
+            else:
+                dim.dim_param = size
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
