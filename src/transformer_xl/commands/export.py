@@ -28,8 +28,8 @@ def run(args) -> int:
         f"  segment: tgt_len {seg['tgt_len']}, mem_len {seg['mem_len']}, clamp_len "
         f"{seg['clamp_len']}, same_length {seg['same_length']} (keys: {seg['window_keys']})"
     )
-    kind = meta["tokenizer_kind"]
-    print(f"  tokenizer: {kind + ' (' + ', '.join(meta['tokenizer_files']) + ')' if kind else 'none'}")
+    kind, files = meta["tokenizer_kind"], ", ".join(meta["tokenizer_files"])
+    print(f"  tokenizer: {f'{kind} ({files})' if kind else 'none (no vocab.json in MODEL)'}")
     return 0
 
 

@@ -42,7 +42,21 @@ _HOMES = {
     "save_tokenizer": "tokenizer",
     "Vocab": "vocab",
 }
-__all__ = sorted(_HOMES)
+__all__ = [
+    "EvalStream",
+    "OrderedStream",
+    "PreparedDataset",
+    "Segment",
+    "SentenceStream",
+    "Tokenizer",
+    "Vocab",
+    "eval_stream",
+    "load_prepared",
+    "load_tokenizer",
+    "make_tokenizer",
+    "save_tokenizer",
+    "train_stream",
+]
 
 
 def __getattr__(name: str):
