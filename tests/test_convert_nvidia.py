@@ -3,7 +3,8 @@
 parameter names, their corpus ``Vocab`` object, optimizer/scheduler/random/AMP states), scored
 against a small reference written here from their parameter names and their model's arithmetic
 (time-major, their relative shift, their same-length mask, their adaptive softmax with tail
-clusters read from the end of the head)."""
+clusters read from the end of the head); and TorchScript archives of their inference model
+(tests/nvidia_jit.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from convert_helpers import one_thread, segment_log_probs  # noqa: F401  (autouse fixture)
+from nvidia_jit import MemTransformerLM
 from transformer_xl.cli import main
 from transformer_xl.convert.nvidia import load_nvidia, read_nvidia
 from transformer_xl.data.vocab import Vocab
@@ -344,7 +346,8 @@ def test_foreign_and_bad_files_exit_2(tmp_path, vocab_class, capsys):
     assert code == 2 and "mem_transformer.MemTransformerLM" in err
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "scripted.pt")
     code, err = convert(tmp_path / "scripted.pt")
-    assert code == 2 and "TorchScript program" in err
+    assert code == 2 and "a TorchScript program holding a RecursiveScriptModule" not in err
+    assert code == 2 and "TorchScript program holding a Linear, not their model" in err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     code, err = convert(tmp_path / "junk.pt")
     assert code == 2 and "junk.pt" in err
@@ -357,3 +360,24 @@ def test_foreign_and_bad_files_exit_2(tmp_path, vocab_class, capsys):
     torch.save(ck, path)
     code, err = convert(path)
     assert code == 2 and "layers.2" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_their_torchscript_program(tmp_path, name, capsys):
+    mc, state = model_config(name), their_state(model_config(name), seed=3)
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(MemTransformerLM(state, mc)), path)
+    out = tmp_path / "converted"
+    assert main(["convert", "--from", "nvidia", str(path), str(out), "--no-vocab"]) == 0
+    assert "dropout rates are not recorded" in capsys.readouterr().out
+    ours = load_pretrained(out).eval()
+    assert (ours.config.mem_len, ours.config.same_length) == (MEM, mc["same_length"])
+    ids = torch.randint(0, V, (B, SEGMENTS * T), generator=torch.Generator().manual_seed(7))
+    want = their_log_probs(state, mc, ids)
+    assert (segment_log_probs(ours, ids, tgt_len=T) - want).abs().max().item() <= 1e-5
+    if name == "wt103":  # a tied projection that is not the embedding's is refused
+        jit = MemTransformerLM(state, mc)
+        jit.crit.out_projs[2] = torch.zeros_like(jit.word_emb.emb_projs[2])
+        torch.jit.save(torch.jit.script(jit), tmp_path / "bad.pt")
+        code = main(["convert", "--from", "nvidia", str(tmp_path / "bad.pt"), str(tmp_path / "b")])
+        assert code == 2 and "crit.out_projs[2] is tied" in capsys.readouterr().err

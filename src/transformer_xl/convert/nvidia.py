@@ -21,10 +21,19 @@ With ``same_length`` their mask lets a query see ``mem_len + 1`` keys (``window_
 Mixed precision: with ``--fp16 --amp pytorch`` the weights are float32 and ``amp_state`` the
 ``GradScaler``'s; with ``--amp apex`` (opt level O2, their default) ``model_state`` holds
 float16 weights (layer norms included), converted to float32 here (the float32 master copy
-lives only in the optimizer and is not saved). Their TorchScript inference path
-(``eval.py --type torchscript``) loads these same checkpoints; a ``torch.jit.save`` archive is a
-program, not a checkpoint, and is refused. BPE checkpoints (``--vocab bpe``) pickle a
-``pytorch_transformers`` GPT-2 tokenizer as their vocabulary and are refused by name too.
+lives only in the optimizer and is not saved).
+
+TorchScript: their ``eval.py --type torchscript --save_torchscript FILE`` loads a checkpoint
+into ``inference/mem_transformer_jit.py``'s model and writes it with ``torch.jit.save``: an
+archive whose ``data.pkl`` holds the module tree, read here with every ``__torch__`` class an
+inert stand-in (the archive's program never runs). That model keeps the softmax's biases,
+weights and projections and the embedding's projections in plain lists
+(``crit.out_layers_biases[i]``, ``crit.out_projs[i]``, ``None`` where a cluster has none, tied
+entries the embedding's own tensors), its settings as attributes; the dropout rates are compiled
+into its code and read as 0. :func:`checkpoint_from_script` names its tensors as in a
+checkpoint, checking that tied entries are the embedding's. Such a file has no vocabulary (pass
+``--vocab-file``). BPE checkpoints (``--vocab bpe``) pickle a ``pytorch_transformers`` GPT-2
+tokenizer as their vocabulary and are refused by name.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from torch import Tensor
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.keymap import Rule, assemble, flip
-from transformer_xl.convert.safe_pickle import Record, load_torch_pickle
+from transformer_xl.convert.safe_pickle import Record, load_torch_pickle, load_torchscript_data
 from transformer_xl.convert.torch_layout import LAYER, n_tables, table_of
 from transformer_xl.convert.vocab_files import VocabInfo, vocab_info
 
@@ -94,10 +103,7 @@ def read_nvidia(path: str | os.PathLike) -> NvidiaCheckpoint:
     path = checkpoint_path(path)
     source = str(path)
     if _is_torchscript(path):
-        raise ValueError(
-            f"{source}: a TorchScript program (torch.jit.save), not a training checkpoint: "
-            "convert the checkpoint_best.pt / checkpoint_last.pt it was made from"
-        )
+        return checkpoint_from_script(load_torchscript_data(path), source)
     obj = load_torch_pickle(path, CHECKPOINT_CLASSES)
     if not isinstance(obj, Mapping) or any(k not in obj for k in REQUIRED):
         found = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
@@ -116,13 +122,96 @@ def read_nvidia(path: str | os.PathLike) -> NvidiaCheckpoint:
         ck.dataset = getattr(args, "dataset", None)
     if obj.get("vocab") is not None:
         ck.vocab = vocab_info(obj["vocab"], source)
+    amp = getattr(args, "amp", "apex") if isinstance(args, Record) else "apex"
+    _note_halves(ck, f"{amp} AMP weights")
+    return ck
+
+
+def _note_halves(ck: NvidiaCheckpoint, what: str) -> None:
     halves = sum(1 for t in ck.state.values() if t.dtype == torch.float16)
     if halves:
-        amp = getattr(args, "amp", "apex") if isinstance(args, Record) else "apex"
         ck.notes.append(
-            f"{halves} float16 tensors ({amp} AMP weights): converted to float32; the sinusoid "
+            f"{halves} float16 tensors ({what}): converted to float32; the sinusoid "
             "frequencies (pos_emb.inv_freq) are recomputed in float32, not read from the file"
         )
+
+
+def _module_tensors(m: Record, prefix: str = "") -> dict[str, Tensor]:
+    """The tensor attributes of a TorchScript module tree by dotted name (lists left out)."""
+    out: dict[str, Tensor] = {}
+    for name, value in m.__dict__.items():
+        if isinstance(value, Tensor):
+            out[prefix + name] = value
+        elif isinstance(value, Record):
+            out.update(_module_tensors(value, f"{prefix}{name}."))
+    return out
+
+
+def _listed(owner: Record, name: str, source: str) -> list:
+    value = getattr(owner, name, None)
+    if not isinstance(value, list):
+        raise ValueError(f"{source}: the TorchScript model has no list {name!r}")
+    return value
+
+
+def _same(a: Tensor | None, b: Tensor | None) -> bool:
+    return a is not None and b is not None and a.shape == b.shape and torch.equal(a, b)
+
+
+def _script_lists(m: Record, mcfg: dict[str, Any], source: str) -> dict[str, Tensor]:
+    """The list-held tensors of their TorchScript model, named as in a checkpoint: tied ones
+    left out after checking that they are the embedding's."""
+    emb, crit = m.word_emb, m.crit
+    children = emb.emb_layers.__dict__  # a ModuleList: its modules under "0", "1", ...
+    tables = [children[str(t)].weight for t in range(len(children)) if str(t) in children]
+    projs = _listed(emb, "emb_projs", source)
+    out: dict[str, Tensor] = {}
+    if mcfg["div_val"] > 1 or mcfg["d_embed"] != mcfg["d_model"]:  # else theirs is unused
+        out.update({f"word_emb.emb_projs.{t}": p for t, p in enumerate(projs)})
+    for t, b in enumerate(_listed(crit, "out_layers_biases", source)):
+        out[f"crit.out_layers_biases.{t}"] = b
+    for t, w in enumerate(_listed(crit, "out_layers_weights", source)):
+        if not mcfg["tie_weight"]:
+            out[f"crit.out_layers_weights.{t}"] = w
+        elif not _same(w, tables[t] if t < len(tables) else None):
+            raise ValueError(f"{source}: crit.out_layers_weights[{t}] is not the embedding's")
+    for i, p in enumerate(_listed(crit, "out_projs", source)):
+        if p is None:
+            continue
+        if not mcfg["tie_projs"][i]:
+            out[f"crit.out_projs.{i}"] = p
+        elif not any(_same(p, q) for q in projs):
+            raise ValueError(f"{source}: crit.out_projs[{i}] is tied but not the embedding's")
+    return out
+
+
+SCRIPT_SETTINGS = ("n_token", "n_layer", "n_head", "d_model", "d_head", "d_embed", "div_val",
+                   "tie_weight", "tie_projs", "tgt_len", "ext_len", "mem_len", "same_length",
+                   "clamp_len", "attn_type", "sample_softmax")  # fmt: skip
+
+
+def checkpoint_from_script(m: Any, source: str) -> NvidiaCheckpoint:
+    """A checkpoint's contents from their TorchScript model (see the module doc)."""
+    if not isinstance(m, Record) or type(m).__name__ != "MemTransformerLM":
+        found = type(m).__name__
+        raise ValueError(f"{source}: a TorchScript program holding a {found}, not their model")
+    missing = [k for k in SCRIPT_SETTINGS if not hasattr(m, k)]
+    if missing or not hasattr(m, "crit") or not hasattr(m, "word_emb"):
+        raise ValueError(f"{source}: not their TorchScript MemTransformerLM (no {missing})")
+    mcfg = {k: getattr(m, k) for k in SCRIPT_SETTINGS}
+    try:
+        layer0 = getattr(m.layers, "0")
+        mcfg.update(
+            cutoffs=list(m.word_emb.cutoffs)[:-1], d_inner=layer0.pos_ff.d_inner,
+            pre_lnorm=bool(layer0.dec_attn.pre_lnorm), dropout=0.0, dropatt=0.0,
+        )  # fmt: skip
+    except AttributeError as e:
+        raise ValueError(f"{source}: not their TorchScript MemTransformerLM ({e})") from None
+    state = _module_tensors(m)
+    state.update(_script_lists(m, mcfg, source))
+    ck = NvidiaCheckpoint(source, state, mcfg)
+    ck.notes.append("a TorchScript program: dropout rates are not recorded (set to 0)")
+    _note_halves(ck, "a float16 TorchScript model")
     return ck
 
 
