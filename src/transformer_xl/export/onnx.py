@@ -192,7 +192,9 @@ def _write_properties(path: Path, meta: dict[str, Any]) -> None:
     the outputs declared with their shapes (the tracer names the fixed axes of ``log_probs``
     and ``new_mems`` after the ops that make them)."""
     onnx = _onnx()
-    proto = onnx.load(str(path))
+    # the weights stay where the exporter put them: inside, or (past protobuf's 2 GB) in
+    # external-data files beside the graph, which the references kept here keep pointing to
+    proto = onnx.load(str(path), load_external_data=False)
     shapes = {
         "log_probs": ("batch", "time", meta["vocab_size"]),
         "new_mems": (meta["n_layer"], "batch", meta["mem_len"], meta["d_model"]),
@@ -208,8 +210,8 @@ def _write_properties(path: Path, meta: dict[str, Any]) -> None:
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path))
 
 
 def export_onnx(
