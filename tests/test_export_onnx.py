@@ -266,3 +266,8 @@ def test_bad_requests_exit_2(tmp_path, capsys):
     (tmp_path / "e" / "export.json").write_text('{"format": "other"}')
     with pytest.raises(ValueError, match="not an ONNX export"):
         OnnxLM(tmp_path / "e")
+    lm = OnnxLM(export(folder, tmp_path / "ok"))
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 256\): found 0..256"):
+        lm.step([[0, 256]], lm.start(1))
+    with pytest.raises(ValueError, match=r"expected \[batch=2, T >= 1\]"):
+        lm.step([[0, 1]], lm.start(2))

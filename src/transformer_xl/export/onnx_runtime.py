@@ -111,6 +111,9 @@ class OnnxLM:
             raise ValueError(
                 f"ids of shape {ids.shape}: expected [batch={state.mem_length.shape[0]}, T >= 1]"
             )
+        vocab = int(self.info["vocab_size"])
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"token ids must lie in [0, {vocab}): found {ids.min()}..{ids.max()}")
         feed = dict(zip(INPUTS, (ids, state.mems, state.mem_length), strict=True))
         log_probs, mems, length = self.session.run(None, feed)
         return log_probs, StreamState(mems, length)
