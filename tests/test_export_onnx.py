@@ -271,3 +271,19 @@ def test_bad_requests_exit_2(tmp_path, capsys):
         lm.step([[0, 256]], lm.start(1))
     with pytest.raises(ValueError, match=r"expected \[batch=2, T >= 1\]"):
         lm.step([[0, 1]], lm.start(2))
+
+
+@pytest.mark.parametrize("attn_type", [1, 2, 3])
+def test_the_other_attention_types(tmp_path, attn_type):
+    """The graph is the model's own layer loop, so the ablation's attention variants (learnable
+    relative tables, absolute positions) export too, their positions counted from the last key."""
+    folder, model = model_folder(tmp_path, "word", attn_type=attn_type)
+    lm = OnnxLM(export(folder, tmp_path / "onnx"))
+    ids = np.random.default_rng(4).integers(0, model.config.vocab_size, (2, sum(LENGTHS)))
+    want, _ = torch_segments(model, ids, LENGTHS)
+    state, got, s = lm.start(2), [], 0
+    for n in LENGTHS:
+        log_probs, state = lm.step(ids[:, s : s + n], state)
+        got.append(log_probs)
+        s += n
+    assert np.abs(np.concatenate(got, 1) - want).max() <= 1e-4

@@ -167,7 +167,7 @@ class TransformerXLLM(nn.Module):
                 pos_keys=self.r_emb[i][rows],
                 pos_bias=self.r_bias[i][rows],
             )
-        return PositionTerms(add=self.r_emb[i][rows].reshape(len(rows), cfg.d_model))
+        return PositionTerms(add=self.r_emb[i][rows].flatten(1))  # [N, H * Dh = D]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
