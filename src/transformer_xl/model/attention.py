@@ -9,7 +9,8 @@ For query ``i`` (absolute position ``M + i`` among the keys) and key ``j`` the p
 
 with ``q_i = W_q x_i``, ``k_j = W_k x_j`` and ``R`` the projected sinusoid of the distance.
 (a)+(c) = ``(q_i + u).k_j``; (b)+(d) = ``(q_i + v).R_{M+i-j}``, computed against the ``K + 1``
-distances ``K, K-1, ..., 0`` and moved into key order by :func:`rel_shift`.
+distances ``K, K-1, ..., 0`` and moved into key order by :func:`rel_shift`. The masked softmax
+and the product with the values are the attention kernel's (``model/kernels/registry.py``).
 """
 
 from __future__ import annotations
@@ -172,7 +173,9 @@ class RelativeAttention(nn.Module):
     Two ways to run it, one set of weights: :meth:`forward` reads a segment with a memory of
     hidden states (projected to keys and values again on every call; training, evaluation) and
     :meth:`step` reads a chunk against cached keys and values (incremental decoding). The position
-    terms come from outside as :class:`PositionTerms` (the model owns the position tables).
+    terms come from outside as :class:`PositionTerms` (the model owns the position tables), and
+    so does the attention kernel: the model's :class:`AttentionChoice` (``attn_impl``) names the
+    one each path runs (``model/kernels/registry.py``).
     """
 
     def __init__(self, cfg: TransformerXLConfig) -> None:
