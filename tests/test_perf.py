@@ -146,6 +146,7 @@ def test_cli_bench_writes_a_table_and_json(tmp_path, capsys):
     assert set(rows) == {("eval", "eager"), ("eval", "hf"), ("gen", "eager"), ("gen", "hf")}
     assert rows["eval", "eager"]["tokens_per_step"] == 2 * 64
     assert rows["gen", "eager"]["tokens_per_step"] == 1
+    assert rows["eval", "eager"]["attention"] == "eager" and rows["eval", "hf"]["attention"] is None
     assert rows["eval", "hf"]["speedup_vs_hf"] == pytest.approx(1.0)
     assert result["env"]["matmul_peak_flops"]["float32"] > 0
     env = result["env"]

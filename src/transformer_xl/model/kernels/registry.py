@@ -61,6 +61,7 @@ PATHS = {
     "step": "cached-key step of several tokens",
     "step1": "cached-key step of one token",
 }
+_PATH_INDEX = {p: i for i, p in enumerate(PATHS)}
 
 
 def segment_path() -> str:
@@ -158,7 +159,7 @@ class AttentionChoice:
     by_path: tuple[AttentionKernel, ...]  # one per PATHS entry, in its order
 
     def kernel(self, path: str) -> AttentionKernel:
-        return self.by_path[list(PATHS).index(path)]
+        return self.by_path[_PATH_INDEX[path]]
 
     def pick(self, path: str, *, device_type: str, dropout_p: float) -> AttentionKernel:
         """The kernel for ``path``, checked that it can serve it (``ValueError`` if not)."""
