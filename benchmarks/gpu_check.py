@@ -23,6 +23,7 @@ if not torch.cuda.is_available():
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM  # noqa: E402
 from transformer_xl.bench import Variant, format_table, run_benchmark  # noqa: E402
+from transformer_xl.bench.runner import hf_port_available  # noqa: E402
 from transformer_xl.fileio import atomic_write_text  # noqa: E402
 from transformer_xl.model.attention import attention_mask, rel_shift  # noqa: E402
 from transformer_xl.model.kernels.registry import KERNELS  # noqa: E402
@@ -189,15 +190,6 @@ def long_memory_eval(device: str, dtype: str, quick: bool) -> list[dict]:
     return rows
 
 
-def _has_transfoxl() -> bool:
-    """Whether HF's port can be a row: transformers 4.x has ``TransfoXLLMHeadModel``, 5 not."""
-    try:
-        from transformers import TransfoXLLMHeadModel  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", required=True)
@@ -252,7 +244,7 @@ def main() -> int:
         )
     print(f"correctness: {len(checks) - n_bad}/{len(checks)} passed ({time.time() - start:.0f}s)")
 
-    hf = ",hf" if _has_transfoxl() else ""  # transformers 5 has no TransfoXL: no HF rows
+    hf = ",hf" if hf_port_available() else ""  # transformers 5 has no TransfoXL: no HF rows
     if not hf:
         print("gpu_check: this transformers has no TransfoXL: HF's rows are left out")
     if args.quick:

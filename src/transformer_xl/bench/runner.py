@@ -46,6 +46,16 @@ def hf_config(cfg: TransformerXLConfig):
     return hcfg
 
 
+def hf_port_available() -> bool:
+    """Whether HF's port can be built: transformers 4.x has ``TransfoXLLMHeadModel``; 5 removed
+    it, and a machine may have no transformers at all."""
+    try:
+        from transformers import TransfoXLLMHeadModel  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def build_pair(cfg: TransformerXLConfig, *, seed: int = 0):
     """HF's model and ours with the same weights (ours loaded from HF's through the key map)."""
     from transformers import TransfoXLLMHeadModel
@@ -177,11 +187,15 @@ class Runner:
         device = case.device
         dtype = torch.bfloat16 if case.variant.bf16 else DTYPES[case.dtype]
         is_hf = case.variant.name == PEER
-        model = (
-            build_pair(cfg, seed=case.seed)[0 if is_hf else 1]
-            if same_weights
-            else build_one(cfg, is_hf)
-        )
+        if is_hf or hf_port_available():
+            model = (
+                build_pair(cfg, seed=case.seed)[0 if is_hf else 1]
+                if same_weights
+                else build_one(cfg, is_hf)
+            )
+        else:  # no HF port here (transformers 5, or none): ours at its own initialisation
+            torch.manual_seed(case.seed)
+            model = TransformerXLLM(cfg)
         if is_hf:
             model.reset_memory_length(mlen)
         model.to(device)
