@@ -86,13 +86,14 @@ def mutated(draw, valid: dict) -> dict:
         if not slots or op == "add":
             dicts = [doc] + [c[k] for c, k in slots if isinstance(c[k], dict)]
             target = draw(st.sampled_from(dicts))
-            target[draw(st.text(ALPHABET, max_size=10))] = draw(JSON_VALUES)
+            target[draw(st.text(ALPHABET, max_size=10))] = copy.deepcopy(draw(JSON_VALUES))
             continue
         container, key = draw(st.sampled_from(slots))
         if op == "drop":
             del container[key]
         else:
-            container[key] = draw(st.sampled_from(TRICKY) if op == "retype" else JSON_VALUES)
+            value = draw(st.sampled_from(TRICKY) if op == "retype" else JSON_VALUES)
+            container[key] = copy.deepcopy(value)  # TRICKY's lists are shared: never mutated
     return doc
 
 

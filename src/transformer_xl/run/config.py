@@ -20,7 +20,6 @@ import difflib
 import json
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from transformer_xl.schema import (
     InputError,
     Raw,
     build,
+    field_path,
     json_or_text,
     read_document,
     read_json,
@@ -307,7 +307,8 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     for key in sorted(set(data) - {"model", "train", "preset"}):
         near = [s for s in ("model", "train", "preset") if s[:2] == key[:2]]
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise InputError(path, key, NOTHING, f"unknown section: expected 'preset', 'model' or "
+        raise InputError(path, field_path((key,)), NOTHING, "unknown section: expected 'preset', "
+                         f"'model' or "
                          f"'train'{hint}")  # fmt: skip
     out: dict[str, Any] = {}
     for section in ("model", "train"):
@@ -371,8 +372,9 @@ def parse_override(item: str) -> tuple[str, str, Any]:
         near = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean {near[0]!r}?" if near else "see `txl train --print-config`"
         raise InputError(
-            source, key, Raw("an unknown field"), f"a train field or model.FIELD ({hint})"
-        )
+            source, field_path(key.split(".")), Raw("an unknown field"),
+            f"a train field or model.FIELD ({hint})",
+        )  # fmt: skip
     return section, name, parse_value(section, name, raw, source)
 
 
@@ -480,8 +482,13 @@ def _recipe_layer(given: str | None, in_file: str | None, config_file, init: boo
 def _from_layer(e: InputError, origins: dict[str, str]) -> InputError:
     """``e`` naming the layer its field's value came from (the config file, the ``--set``
     item, the preset) instead of the merged layers."""
-    key = re.match(r"^\w+\.\w+", e.field)
-    where = origins.get(key[0], "default") if key else "default"
+    where = "default"
+    for key, origin in origins.items():
+        section, _, name = key.partition(".")
+        path = field_path((section, name))
+        if e.field == path or e.field.startswith((f"{path}.", f"{path}[")):
+            where = origin
+            break
     if where == "default":
         return e
     kind, _, what = where.partition(" ")

@@ -148,9 +148,14 @@ def _kind(value: Any) -> Any:
     return value
 
 
+# pydantic's own steps in an error location (not fields): "function-after[_relative(), str]"
+_TAG = re.compile(r"\[key\]|(function-(after|before|wrap|plain)|lax-or-strict|json-or-python|"
+                  r"tagged-union|chain|nullable|default)\[.*\]")  # fmt: skip
+
+
 def _input_error(e: ValidationError, file: Any, prefix: tuple, schema) -> InputError:
     err = e.errors(include_url=False)[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or "-" in p))]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and _TAG.fullmatch(p))]
     field = field_path([*prefix, *loc])
     kind, got = err["type"], err.get("input", NOTHING)
     if kind == "extra_forbidden":

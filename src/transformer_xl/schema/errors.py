@@ -48,7 +48,7 @@ class InputError(ValueError):
             text = f"{where}: {expected}"
         else:
             text = f"{where}: got {got if isinstance(got, Raw) else show(got)}, expected {expected}"
-        super().__init__(text)
+        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))  # always one line
 
     def within(self, prefix: str) -> InputError:
         """The same error with ``prefix`` put before its field (``train`` + ``lr``)."""

@@ -33,7 +33,15 @@ def _relative(path: str) -> str:
     return path
 
 
+def _version_one(v: int) -> int:
+    if v != 1:
+        raise ValueError("1 (the only format version)")
+    return v
+
+
 FileName = Annotated[str, AfterValidator(_file_name)]
+# not Literal[1], which takes ``true`` (Python's True == 1): a strict integer that must be 1
+Version = Annotated[int, AfterValidator(_version_one)]
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -47,7 +55,7 @@ class Manifest(BaseModel):
     """``MANIFEST.json``: size and SHA-256 of every other file of a checkpoint."""
 
     model_config = STRICT
-    format_version: Literal[1]
+    format_version: Version
     files: dict[Annotated[str, AfterValidator(_relative)], ManifestEntry] = Field(min_length=1)
 
 
@@ -56,7 +64,7 @@ class TorchTrainerState(BaseModel):
     trainer's ``Progress``; the optimizer's JSON part is a skeleton of its state)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=True)
-    format_version: Literal[1]
+    format_version: Version
     progress: dict[str, Any]
     optimizer: dict[str, Any]
     scaler: dict[str, Any] | None
@@ -111,7 +119,7 @@ class PreparedMeta(BaseModel):
     and ``remapped`` record where the data came from (free-form plain data)."""
 
     model_config = STRICT
-    format_version: Literal[1]
+    format_version: Version
     dtype: Literal["uint8", "uint16", "uint32"]
     splits: dict[str, Split]
     vocab_size: Positive
@@ -128,7 +136,7 @@ class VocabFile(BaseModel):
     """``vocab.json`` (see :mod:`transformer_xl.data.vocab`)."""
 
     model_config = STRICT
-    format_version: Literal[1]
+    format_version: Version
     kind: Literal["word", "char", "byte", "bpe"]
     tokens: list[str] = Field(min_length=1)
     unk_token: str | None = None
