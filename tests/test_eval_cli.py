@@ -77,11 +77,12 @@ def test_eval_model_folder_needs_matching_data(trained, tmp_path, capsys):
 def test_eval_bf16_casts_the_weights_once_and_scores_like_fp32(trained, monkeypatch):
     """``--precision bf16``: the weights cast once (no autocast around the pass)."""
     root, n_labels, _ = trained
-    opened = []
+    opened, real = [], torch.autocast
 
-    def no_autocast(*a, **k):
-        opened.append(a)
-        raise AssertionError("txl eval --precision bf16 must not open an autocast region")
+    def no_autocast(*a, **k):  # the kernels' own autocast(enabled=False) regions are fine
+        if k.get("enabled", True):
+            opened.append(a)
+        return real(*a, **k)
 
     fp32 = txl_json(str(root / "run"))
     monkeypatch.setattr(torch, "autocast", no_autocast)
