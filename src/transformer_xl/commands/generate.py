@@ -92,6 +92,6 @@ def register(sub, help: str) -> None:
     p.add_argument("--stop-at-eos", action="store_true", help="stop at the end-of-sentence token")
     p.add_argument("--ids", action="store_true", help="print token ids instead of text")
     add_device(p)
-    add_precision(p)
+    add_precision(p, how="weights cast once")
     add_threads(p)
     p.set_defaults(func=run)
