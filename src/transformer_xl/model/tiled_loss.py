@@ -76,8 +76,9 @@ def _target_logit(z: Tensor, parts: Sequence[Part], col: Tensor, acc) -> Tensor:
     """``z_r . W[col_r] + b[col_r]`` ``[n]`` in ``acc``: the target's logit from its own weight
     row (a gathered ``[n, d]`` block), not picked out of the tiles."""
     logit = torch.zeros(z.shape[0], dtype=acc, device=z.device)
+    zf = z.to(acc)
     for (w, b), (inside, idx) in zip(parts, _target_rows(parts, col), strict=True):
-        dot = (z.to(acc) * w.index_select(0, idx).to(acc)).sum(1) + b.index_select(0, idx).to(acc)
+        dot = (zf * w.index_select(0, idx).to(acc)).sum(1) + b.index_select(0, idx).to(acc)
         logit = torch.where(inside, dot, logit)
     return logit
 
