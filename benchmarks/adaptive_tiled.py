@@ -29,8 +29,8 @@ import torch
 from transformer_xl.bench.memory import rss_peak_growth
 from transformer_xl.bench.presets import bench_preset
 from transformer_xl.bench.runner import zipf_tokens
+from transformer_xl.devices import cast_for_inference
 from transformer_xl.model import TransformerXLLM
-from transformer_xl.precision import cast_for_inference
 
 KERNELS = {"tiled": True, "blocks": False}
 

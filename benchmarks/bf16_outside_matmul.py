@@ -16,7 +16,7 @@ products (``mm``, ``bmm``, ``addmm``, ``baddbmm``, ``linear``, ``matmul``, ...),
 kernels (SDPA/flash: products and softmax in one op, kept apart) and everything else. Steps are
 the package's own: training under bf16 autocast (forward, backward, clipping, Adam), evaluation
 as ``txl eval --precision bf16`` runs it in the tree being measured (weights cast once with
-``precision.cast_for_inference`` where that module exists; autocast around the pass before it),
+``devices.cast_for_inference`` where it exists; autocast around the pass before it),
 with cached keys where ``evaluate.use_cached_keys`` says so.
 
 Configurations: ``tiny256`` and ``wt103_small`` (``txl bench`` presets), ``wt103_base`` (the
@@ -134,7 +134,7 @@ def eval_step(shape: Shape):
     torch.manual_seed(0)
     model = TransformerXLLM(shape.config).eval()
     try:
-        from transformer_xl.precision import cast_for_inference
+        from transformer_xl.devices import cast_for_inference
     except ImportError:  # before: autocast around the pass
         region = torch.autocast("cpu", torch.bfloat16)
     else:

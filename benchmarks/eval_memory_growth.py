@@ -1,6 +1,6 @@
 """Resident memory segment after segment in evaluation, the way a user wraps a plain call:
 ``torch.no_grad()`` + ``torch.autocast`` around each ``model(...)`` (``autocast``), the same in
-float32 (``fp32``), or the weights cast once (``cast``, ``precision.cast_for_inference``).
+float32 (``fp32``), or the weights cast once (``cast``, ``devices.cast_for_inference``).
 
     PYTHONPATH=src python benchmarks/eval_memory_growth.py --segments 100 --modes fp32,autocast,cast
 
@@ -8,7 +8,7 @@ Each mode runs in a fresh process and prints the resident size and its high-wate
 ``/proc/self/status``) after every segment, then the first and last. Issue 23 saw the peak
 climb from 330 to 950 MB over 100 ``wt103_small`` segments with per-call autocast and uniform
 ids on an AMX machine. To run it against older code, put that tree's ``src`` first on
-``PYTHONPATH`` (``cast`` needs ``transformer_xl.precision``).
+``PYTHONPATH`` (``cast`` needs ``devices.cast_for_inference``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run(mode: str, args) -> list[tuple[int, int]]:
     torch.manual_seed(0)
     model = TransformerXLLM(cfg).eval()
     if mode == "cast":
-        from transformer_xl.precision import cast_for_inference
+        from transformer_xl.devices import cast_for_inference
 
         cast_for_inference(model, "bf16")
     tlen, mlen, batch = bp.eval_tgt_len, bp.eval_mem_len, args.batch or bp.batch

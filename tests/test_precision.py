@@ -13,8 +13,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.cli import main
+from transformer_xl.devices import cast_for_inference
 from transformer_xl.evaluate import evaluate
-from transformer_xl.precision import cast_for_inference
 
 CFG = dict(
     n_layer=2, d_model=64, d_head=16, d_inner=128, dropout=0.0, vocab_size=2000,

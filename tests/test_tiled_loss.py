@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
+from transformer_xl.devices import cast_for_inference
 from transformer_xl.model import adaptive as A
 from transformer_xl.model.tiled_loss import tiled_nll
-from transformer_xl.precision import cast_for_inference
 
 CONFIGS = [
     dict(),  # one cluster

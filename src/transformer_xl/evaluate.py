@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 
 from transformer_xl.data import Vocab
+from transformer_xl.devices import cast_for_inference
 from transformer_xl.model import TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
-from transformer_xl.precision import cast_for_inference
 from transformer_xl.progress import Progress
 from transformer_xl.run.evaluation import eval_output, eval_plan
 from transformer_xl.segment import SegmentSettings, resolve
@@ -86,7 +86,8 @@ def use_cached_keys(model, settings: SegmentSettings, qlen: int) -> bool:
     more with longer memory); only for
     a plain (unwrapped, unsharded) :class:`TransformerXLLM` (in full precision or under
     ``autocast``), and where the model supports it (not attn_type 2/3 with pre_lnorm).
-    Otherwise (shorter memory, wrapped models) the segment forward."""
+    Otherwise (shorter memory, wrapped models) the segment forward. This picks the path, not the
+    kernel: both run the attention kernel the model's ``attn_impl`` names."""
     if type(model) is not TransformerXLLM or settings.mem_len < qlen or settings.mem_len == 0:
         return False  # FSDP2's fully_shard swaps in a subclass; DDP and compile wrap the model
     if any(hasattr(p, "device_mesh") for p in model.parameters()):

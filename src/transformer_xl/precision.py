@@ -1,43 +1,31 @@
-"""Inference in a lower precision: the weights cast once, not autocast around every call.
-
-``torch.autocast`` around ``model(...)`` keeps float32 weights and casts each one to bfloat16 at
-every matrix product of every call (its cache lives only as long as the autocast region, and
-it skips views such as the query rows of ``qkv.weight`` or a cluster's rows of a ``div_val == 1``
-table), and it runs layer norms in float32, so the residual stream goes back and forth between
-float32 and bfloat16 around every product. That is right for training (float32 master weights
-change every step) and wasteful for inference, where the weights never change.
-
-:func:`cast_for_inference` casts every floating parameter and buffer to the precision's dtype
-once; a forward pass then runs in that dtype end to end with no casts of weights or of
-activations. Where numerics need float32 they keep it inside the kernels: layer norm and
-softmax accumulate in float32 for half-precision inputs (PyTorch's CPU and CUDA kernels), the
-adaptive softmax takes its log-softmax and loss in float32 (``model/adaptive.py``), and the
-evaluator sums the loss in float64. The entry points that read a model without training it
-(``txl eval``, ``txl generate``, the scorer) call it once after loading.
+"""Precision names, the one table of them: ``--precision`` of every command, ``train.precision``
+and ``txl bench``. Each name stands for the dtype of the same name in torch and TensorFlow
+(``torch.bfloat16``, ``tf.bfloat16``); in training ``bf16`` and ``fp16`` mean autocast (PyTorch)
+or that compute dtype (TensorFlow) over float32 weights; PyTorch inference (``txl eval``,
+``generate``, ``score``) casts the weights once (``devices.cast_for_inference``). No framework
+is imported here.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from transformer_xl.devices import check_precision
-
-INFERENCE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+PRECISIONS = tuple(DTYPE_NAMES)
+PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 
 
-def inference_dtype(precision: str) -> torch.dtype:
-    """The weight dtype of ``precision`` (``fp32``, ``bf16``, ``fp16`` or an accepted alias)."""
-    return INFERENCE_DTYPES[check_precision(precision)]
+def check_precision(text: str, flag: str = "--precision") -> str:
+    """The canonical precision name for ``text`` (``fp32``, ``bf16``, ``fp16``)."""
+    name = PRECISION_ALIASES.get(text.strip().lower(), text.strip().lower())
+    if name not in PRECISIONS:
+        raise ValueError(
+            f"{flag} {text!r}: expected one of {', '.join(PRECISIONS)} "
+            f"(or {', '.join(PRECISION_ALIASES)})"
+        )
+    return name
 
 
-def cast_for_inference(model: nn.Module, precision: str) -> nn.Module:
-    """Cast ``model``'s floating-point parameters and buffers to ``precision``'s dtype, once and
-    in place (like ``model.to(dtype)``), put it in eval mode and return it. ``fp32`` leaves
-    the weights as they are. Not for a model that will be trained afterwards: its float32
-    weights are gone (train with autocast instead, which keeps float32 master weights)."""
-    dtype = inference_dtype(precision)
-    model.eval()
-    if dtype == torch.float32:
-        return model
-    return model.to(dtype)  # integer buffers (token ids, counts) keep their dtype
+def dtype_name(precision: str) -> str:
+    """``"bfloat16"`` for ``"bf16"``: the attribute of ``torch`` / ``tf`` that is the dtype."""
+    if precision not in DTYPE_NAMES:
+        raise ValueError(f"precision {precision!r} is unknown: expected one of {PRECISIONS}")
+    return DTYPE_NAMES[precision]

@@ -14,9 +14,8 @@ import torch
 
 from transformer_xl.commands.common import add_device, add_precision, add_threads
 from transformer_xl.continuation import open_model, read_into
-from transformer_xl.devices import resolve_device
+from transformer_xl.devices import cast_for_inference, resolve_device
 from transformer_xl.model.generate import Sampler
-from transformer_xl.precision import cast_for_inference
 from transformer_xl.prompt import encode_prompt, parse_ids, read_prompt_file
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from transformer_xl.continuation import open_model
-from transformer_xl.devices import check_precision, resolve_device
-from transformer_xl.precision import cast_for_inference
+from transformer_xl.devices import cast_for_inference, resolve_device
+from transformer_xl.precision import check_precision
 from transformer_xl.scoring.scorer import Scorer
 from transformer_xl.segment import SegmentSettings, resolve
 
