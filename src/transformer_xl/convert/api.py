@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.hf import HF_VOCAB_FILES, hf_state_from_ours, load_hf_folder
 from transformer_xl.convert.hf_export import write_hf5_folder
+from transformer_xl.convert.hf_files import HF_BIN, HF_CONFIG, HF_SAFETENSORS
 from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
 from transformer_xl.convert.original import load_original
 from transformer_xl.convert.tf import load_tf_checkpoint, read_corpus_info
@@ -42,8 +43,8 @@ from transformer_xl.convert.vocab_files import (
 from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text, honour_umask, make_parent, named_error
-from transformer_xl.hub import resolve_model
 from transformer_xl.presets import EVAL_SETTINGS, PRESETS
+from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.weights import load_pretrained
 
 SOURCES = ("tf", "original", "hf")
@@ -184,7 +185,7 @@ def convert_checkpoint(
             notes += info.notes
             dataset = dataset or info.dataset
         else:
-            notes.append("no vocabulary file found: no vocab.json written (see --vocab-file)")
+            notes.append(f"no vocabulary file found: no {VOCAB_NAME} written (see --vocab-file)")
 
     def adjust(cfg: TransformerXLConfig) -> TransformerXLConfig:
         return with_eval_settings(cfg, dataset, notes)
@@ -268,7 +269,7 @@ def export_hf(
     if weights not in ("safetensors", "bin"):
         raise ValueError(f"weights={weights!r}: expected 'safetensors' or 'bin'")
 
-    src = resolve_model(src)  # a model folder or a Hub repo id
+    src = find_model_folder(src)  # a model, run or checkpoint folder or a Hub repo id
     model = load_pretrained(src)
     vocab = None
     if (src / VOCAB_NAME).is_file():
@@ -318,21 +319,21 @@ def _export_legacy(src: Path, out, model, vocab, weights: str) -> ConvertResult:
         notes.append("sample_softmax dropped: HF's model cannot train with it")
     if vocab is not None and vocab.kind != "word":
         notes.append(
-            f"{vocab.kind} vocabulary: written as tokenizer.json for PreTrainedTokenizerFast "
+            f"{vocab.kind} vocabulary: written as {HF_TOKENIZER_NAME} for PreTrainedTokenizerFast "
             "(HF's TransfoXLTokenizer knows only words)"
         )
 
     def fill(tmp: Path) -> None:
         if vocab is not None:
             _write_legacy_tokenizer(tmp, vocab, src)
-        atomic_write_text(tmp / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
+        atomic_write_text(tmp / HF_CONFIG, json.dumps(hf_cfg, indent=2) + "\n")
         tensors = {k: v.contiguous() for k, v in state.items()}
         if weights == "safetensors":
-            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            honour_umask(tmp / "model.safetensors")  # the Rust writer makes it 0600
+            save_file(tensors, str(tmp / HF_SAFETENSORS), metadata={"format": "pt"})
+            honour_umask(tmp / HF_SAFETENSORS)  # the Rust writer makes it 0600
         else:
             try:
-                torch.save(tensors, tmp / "pytorch_model.bin")
+                torch.save(tensors, tmp / HF_BIN)
             except RuntimeError as e:  # torch's zip writer reports a full disk so, not OSError
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise ValueError(
