@@ -43,6 +43,8 @@ from transformer_xl.convert.vocab_files import (
 from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text, honour_umask, make_parent, named_error
+from transformer_xl.model.saved import torch_weights
+from transformer_xl.model_folder import write_model_folder
 from transformer_xl.presets import EVAL_SETTINGS, PRESETS
 from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.weights import load_pretrained
@@ -92,12 +94,28 @@ def with_eval_settings(cfg: TransformerXLConfig, dataset: str | None, notes: lis
     )  # fmt: skip
 
 
-def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
-    """Create folder ``out`` through ``fill(tmp)`` on a temporary sibling, then rename it into
-    place; ``out`` must not exist or be empty. On any error nothing is left behind."""
-    out = Path(out)
+def _check_new(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: already exists and is not an empty folder; choose a new one")
+
+
+def write_model_out(out: str | os.PathLike, model, extra: Callable[[Path], None] | None) -> Path:
+    """Our model folder ``out`` (which must not exist or be empty) of the PyTorch ``model``,
+    through the one writer (``extra(tmp)``: the vocabulary files)."""
+    out = Path(out)
+    _check_new(out)
+    try:
+        return write_model_folder(out, model.config, torch_weights(model.state_dict()), extra=extra)
+    except SafetensorError as e:  # e.g. the disk is full: the Rust writer's own error type
+        raise ValueError(f"{out}: cannot write the weights ({e})") from None
+
+
+def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Create folder ``out`` (an HF folder) through ``fill(tmp)`` on a temporary sibling, then
+    rename it into place; ``out`` must not exist or be empty. On any error nothing is left
+    behind."""
+    out = Path(out)
+    _check_new(out)
     make_parent(out)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -199,12 +217,8 @@ def convert_checkpoint(
     cfg = model.config
     vocab = _vocab_for(info, cfg, dataset, str(src))
 
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        if vocab is not None:
-            write_vocab_json(tmp, vocab)
-
-    return ConvertResult(write_folder(out, fill), cfg, counts, vocab, notes)
+    extra = (lambda tmp: write_vocab_json(tmp, vocab)) if vocab is not None else None
+    return ConvertResult(write_model_out(out, model, extra), cfg, counts, vocab, notes)
 
 
 def _convert_hf_with_vocab_json(src: Path, out, dataset, notes) -> ConvertResult:
@@ -221,13 +235,13 @@ def _convert_hf_with_vocab_json(src: Path, out, dataset, notes) -> ConvertResult
             f"vocab_size={model.config.vocab_size}"
         )
 
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+    def extra(tmp: Path) -> None:
         vocab.save(tmp / VOCAB_NAME)
         if vocab.kind == "bpe":
             shutil.copyfile(src / HF_TOKENIZER_NAME, tmp / HF_TOKENIZER_NAME)
 
-    return ConvertResult(write_folder(out, fill), model.config, counts, vocab.to_dict(), notes)
+    folder = write_model_out(out, model, extra)
+    return ConvertResult(folder, model.config, counts, vocab.to_dict(), notes)
 
 
 def hf_vocab_dict(vocab: dict[str, Any]) -> dict[str, Any]:

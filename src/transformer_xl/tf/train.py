@@ -286,7 +286,7 @@ class TFRun:
     def save(self) -> Path:
         """``checkpoints/step-N``: assembled hidden, sealed by its manifest, renamed in place."""
         with self.folder.writing_checkpoint(self.step) as tmp:
-            save_pretrained(self.model, tmp / RunFolder.MODEL, tokenizer_dir=_local(self.data))
+            save_pretrained(self.model, RunFolder.model_dir(tmp), tokenizer_dir=_local(self.data))
             with atomic_output(RunFolder.tf_state_file(tmp)) as f:
                 save_file(self.trainer.state_arrays(), str(f))
             record = TrainerRecord("tf", self.progress, 1, self.run.to_dict(),
@@ -307,8 +307,9 @@ class TFRun:
         found = self.folder.resume_point(unsealed=self.folder.legacy_tf())
         for msg in found.skipped:
             self.log(f"warning: {msg}")
-        _, tensors = read_folder(found.path / RunFolder.MODEL)
-        load_state(self.model, tensors, str(found.path / RunFolder.MODEL))
+        model_dir = RunFolder.model_dir(found.path)
+        _, tensors = read_folder(model_dir)
+        load_state(self.model, tensors, str(model_dir))
         state = RunFolder.tf_state_file(found.path)
         self.trainer.load_state_arrays(load_file(str(state)), str(state))
         saved = read_trainer(found.path)

@@ -23,8 +23,8 @@ from torch import Tensor
 from transformer_xl.evaluate import EvalResult, evaluate
 from transformer_xl.memory import Mems
 from transformer_xl.model import TransformerXLLM
-from transformer_xl.model.saved import save_model
-from transformer_xl.model_folder import check_state, weights_path
+from transformer_xl.model.saved import load_state, read_model_folder, save_model
+from transformer_xl.model_folder import weights_path
 from transformer_xl.progress import Progress as ProgressBar
 from transformer_xl.run.config import RunConfig
 from transformer_xl.run.folder import WRITE_ERRORS, RunFolder
@@ -77,11 +77,9 @@ def oom_message(run: RunConfig, world: int) -> str:
 
 def load_weights(model: TransformerXLLM, model_dir: Path) -> None:
     """The weights of the model folder ``model_dir`` into ``model`` (same names and shapes)."""
-    tensors = ckpt.read_tensors(weights_path(model_dir))
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_state(expected, tensors, str(model_dir))
+    _, tensors, source = read_model_folder(model_dir)
     with torch.no_grad():
-        model.load_state_dict(tensors, strict=True)
+        load_state(model, tensors, source)
 
 
 def with_progress(batches, total: int, desc: str, stream):
