@@ -30,9 +30,13 @@ def save_model(
     config: TransformerXLConfig,
     state: Mapping[str, torch.Tensor],
     tokenizer_dir: str | os.PathLike | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a model folder of ``config`` and the tensors ``state``."""
-    return write_model_folder(directory, config, torch_weights(state), tokenizer_dir=tokenizer_dir)
+    """Write a model folder of ``config`` and the tensors ``state`` (see
+    :func:`~transformer_xl.model_folder.write_model_folder`)."""
+    return write_model_folder(
+        directory, config, torch_weights(state), tokenizer_dir=tokenizer_dir, extra=extra
+    )
 
 
 def read_tensors(path: str | os.PathLike, map_location="cpu") -> dict[str, torch.Tensor]:

@@ -9,13 +9,19 @@ Layout (every name below is spelled here and nowhere else)::
     RUN/summary.json            final numbers
     RUN/best/                   model folder of the best validation loss (+ valid.json)
     RUN/tensorboard/            event files
-    RUN/checkpoints/step-N/     one checkpoint, sealed by MANIFEST.json (written last)
+    RUN/checkpoints/step-N/     one checkpoint, sealed by MANIFEST.json (written last):
+        model/                  a model folder (transformer_xl.model_folder)
+        trainer.json            the loop state and the backend's JSON state (run.policy)
+        optimizer.safetensors   PyTorch: optimizer tensors
+        rank-N.safetensors/json PyTorch: each rank's RNG states, memory, data position
+        state.safetensors       TensorFlow: optimizer, loss scale, training memory
+    RUN/data/                   the built-in corpus, prepared on first use
 
 A checkpoint is assembled in ``checkpoints/.tmp-step-N`` and renamed into place once sealed, so a
 kill at any moment leaves the whole checkpoint or none; on resume each candidate is verified
-against its manifest, newest first, and a damaged one is reported and skipped. What a checkpoint
-holds besides ``model/`` and ``trainer.json`` is the trainer's business (tensors differ by
-framework); the manifest covers every file in it.
+against its manifest, newest first, and a damaged one is reported and skipped. What those files
+hold is the trainers' business (tensors differ by framework); their names are spelled here, and
+the manifest covers every file.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -378,21 +384,20 @@ class RunFolder:
         self.remove_stale_temporaries()
 
     def remove_stale_temporaries(self) -> None:
-        """Delete what atomic writes of ``config.json``/``summary.json`` cut by a kill left."""
-        for name in (self.config.name, self.summary.name):
+        """Delete what atomic writes of ``config.json``/``summary.json``/``best/`` cut by a kill
+        left."""
+        for name in (self.CONFIG, self.SUMMARY, self.BEST):
             for p in self.path.glob(f".{name}.*.tmp"):
-                p.unlink(missing_ok=True)
+                if p.is_dir():
+                    _rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
 
     # -------------------------------------------------------------- best model
-    def new_best(self) -> Path:
-        tmp = self.path / f".{self.BEST}.tmp"
-        _rmtree(tmp)
-        return tmp
-
-    def replace_best(self, tmp: Path, step: int, loss: float) -> None:
-        """Put the model folder ``tmp`` at ``best/`` with its ``valid.json``."""
-        write_json(tmp / self.VALID, {"step": step, "loss": loss})
-        replace_dir(tmp, self.best)
+    def best_record(self, step: int, loss: float) -> Callable[[Path], None]:
+        """What ``best/`` holds besides the model folder: its ``valid.json`` (the ``extra`` of
+        :func:`~transformer_xl.model_folder.write_model_folder`, which writes ``best/``)."""
+        return lambda tmp: write_json(Path(tmp) / self.VALID, {"step": step, "loss": loss})
 
 
 def describe_error(e: BaseException) -> str:

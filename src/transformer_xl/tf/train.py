@@ -296,10 +296,9 @@ class TFRun:
         return self.folder.checkpoint(self.step)
 
     def save_best(self, loss: float) -> None:
-        tmp = self.folder.new_best()
         try:
-            save_pretrained(self.model, tmp, tokenizer_dir=_local(self.data))
-            self.folder.replace_best(tmp, self.step, loss)
+            save_pretrained(self.model, self.folder.best, tokenizer_dir=_local(self.data),
+                            extra=self.folder.best_record(self.step, loss))  # fmt: skip
         except WRITE_ERRORS as e:
             raise ValueError(f"{self.folder.best}: cannot write the best model ({e})") from None
 

@@ -23,13 +23,13 @@ def state_dict(model) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(v.numpy()) for name, v in model.params.items()}
 
 
-def save_pretrained(model, directory: str | os.PathLike, *, tokenizer_dir=None) -> None:
-    """Write the model folder ``directory`` (:func:`write_model_folder`), with the vocabulary
-    files of ``tokenizer_dir`` when given."""
+def save_pretrained(model, directory: str | os.PathLike, *, tokenizer_dir=None, extra=None) -> None:
+    """Write the model folder ``directory`` (:func:`write_model_folder`: the vocabulary files of
+    ``tokenizer_dir`` when given, ``extra(tmp)`` writes any other file)."""
     arrays = state_dict(model)
     write_model_folder(
         directory, model.config, lambda path: save_file(arrays, str(path), metadata=METADATA),
-        tokenizer_dir=tokenizer_dir,
+        tokenizer_dir=tokenizer_dir, extra=extra,
     )  # fmt: skip
 
 

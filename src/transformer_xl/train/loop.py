@@ -359,10 +359,10 @@ class Trainer:
         """Copy the current weights to ``RUN/best`` (a model folder)."""
         model_sd, _ = self._state_dicts()
         if self.env.is_main:
-            tmp = self.folder.new_best()
+            p, folder = self.progress, self.folder
             try:
-                save_model(tmp, self.run.model, model_sd, self.data.tokenizer_dir)
-                self.folder.replace_best(tmp, self.progress.step, self.progress.best_valid)
+                save_model(folder.best, self.run.model, model_sd, self.data.tokenizer_dir,
+                           extra=folder.best_record(p.step, p.best_valid))  # fmt: skip
             except WRITE_ERRORS as e:
                 raise ValueError(f"{self.folder.best}: cannot write the best model ({e})") from None
         barrier(self.env)
