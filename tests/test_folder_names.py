@@ -6,8 +6,15 @@ may name the files; code (messages included) may not."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import stat
 from pathlib import Path
+
+import pytest
+
+from transformer_xl.config import TransformerXLConfig
+from transformer_xl.model_folder import is_model_folder, load_config, write_model_folder
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "transformer_xl"
 RUN, MODEL, PREPARED, HF = (
@@ -90,3 +97,27 @@ def test_the_check_sees_a_stray_name():
     assert _strays(RUN, ast.parse('T = "trainer.json"')) == []
     assert _strays("evaluate.py", ast.parse('"""Reads vocab.json."""')) == []
     assert _strays("convert/api.py", ast.parse('name = "tokenizer_config.json"')) == []
+
+
+def test_the_one_model_folder_writer_replaces_a_folder_in_one_rename(tmp_path):
+    cfg = TransformerXLConfig(vocab_size=11, n_layer=1, n_head=2, d_model=8, d_head=4, d_inner=16)
+    out = tmp_path / "m"
+    old = os.umask(0o027)
+    try:
+        write_model_folder(out, cfg, lambda p: p.write_bytes(b"first"), extra=lambda t: None)
+    finally:
+        os.umask(old)
+    assert is_model_folder(out) and load_config(out) == cfg
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750  # the umask, not mkdtemp's 0700
+    (out / "vocab.json").write_text("{}")  # saved there by someone else: kept on a rewrite
+    write_model_folder(out, cfg, lambda p: p.write_bytes(b"first"))
+    assert (out / "vocab.json").read_text() == "{}"
+
+    def fails(path):
+        path.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_model_folder(out, cfg.replace(vocab_size=12), fails)
+    assert (out / "model.safetensors").read_bytes() == b"first" and load_config(out) == cfg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # nothing left beside it

@@ -70,7 +70,8 @@ def write_model_folder(
     ``write_weights(path)`` writes the safetensors file (each framework's own writer);
     ``tokenizer_dir``: a folder whose ``vocab.json`` / ``tokenizer.json`` are copied beside;
     ``extra(tmp)``: writes any other file (a converter's vocabulary) into the folder being
-    assembled. A failed write leaves ``directory`` as it was."""
+    assembled. Files of an existing ``directory`` that none of these write (a tokenizer saved
+    there first, a README) are kept. A failed write leaves ``directory`` as it was."""
     directory = Path(directory)
     tmp = fresh_sibling(directory)
     try:
@@ -84,11 +85,24 @@ def write_model_folder(
                     shutil.copyfile(src, ftmp)
         if extra is not None:
             extra(tmp)
+        _keep_others(directory, tmp)
         replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _keep_others(directory: Path, tmp: Path) -> None:
+    """Copy into ``tmp`` what ``directory`` holds and ``tmp`` does not."""
+    for entry in directory.iterdir() if directory.is_dir() else ():
+        target = tmp / entry.name
+        if target.exists():
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, target)
+        else:
+            shutil.copy2(entry, target)
 
 
 def check_state(expected: Mapping[str, tuple[int, ...]], tensors: Mapping, source: str) -> None:
