@@ -81,7 +81,8 @@ def use_cached_keys(model, settings: SegmentSettings, qlen: int) -> bool:
     more with longer memory); only for
     a plain (unwrapped, unsharded) :class:`TransformerXLLM` (in full precision or under
     ``autocast``), and where the model supports it (not attn_type 2/3 with pre_lnorm).
-    Otherwise (shorter memory, wrapped models) the segment forward."""
+    Otherwise (shorter memory, wrapped models) the segment forward. This picks the path, not the
+    kernel: both run the attention kernel the model's ``attn_impl`` names."""
     if type(model) is not TransformerXLLM or settings.mem_len < qlen or settings.mem_len == 0:
         return False  # FSDP2's fully_shard swaps in a subclass; DDP and compile wrap the model
     if any(hasattr(p, "device_mesh") for p in model.parameters()):
@@ -191,7 +192,7 @@ def token_by_token_nll(
     return torch.cat(out, dim=1)
 
 
-# ---------------------------------------------------------------------------- txl eval
+# ---------------------------------------------------------------------------- the vocabulary
 def check_vocab(model_dir: Path, vocab_size: int, prepared) -> None:
     """The model must read the ids of ``prepared`` (a :class:`PreparedDataset`): same size and,
     when the model folder has a vocabulary, the same one."""

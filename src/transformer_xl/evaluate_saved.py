@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from transformer_xl.devices import autocast_dtype
 from transformer_xl.evaluate import EvalResult, check_vocab, evaluate
 from transformer_xl.progress import Progress
 from transformer_xl.run.evaluation import eval_output, eval_plan
@@ -49,9 +50,8 @@ def evaluate_model(
     check_vocab(model_dir, model.config.vocab_size, ds.dataset)
     ds.check_ids([split])
     autocast = None
-    if precision != "fp32":
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        autocast = torch.autocast(dev.type, dtype=dtype)
+    if autocast_dtype(precision) is not None:
+        autocast = torch.autocast(dev.type, dtype=autocast_dtype(precision))
     targets = ds.dataset.num_tokens(split) - 1
     if s["batch_size"] > max(targets, 1):  # every stream needs a token to predict
         raise ValueError(
