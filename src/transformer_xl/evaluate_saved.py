@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from transformer_xl.devices import autocast_dtype
+from transformer_xl.devices import cast_for_inference
 from transformer_xl.evaluate import EvalResult, check_vocab, evaluate
 from transformer_xl.progress import Progress
 from transformer_xl.run.evaluation import eval_output, eval_plan
@@ -45,13 +43,11 @@ def evaluate_model(
     )
     model_dir, data, s = eval_plan(model_path, data, given)
     dev = pick_device(device, 0)
-    model = load_pretrained(model_dir, map_location=dev)
+    # half precision: the weights cast once (no autocast: no casts per product and segment)
+    model = cast_for_inference(load_pretrained(model_dir, map_location=dev), precision)
     ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
     check_vocab(model_dir, model.config.vocab_size, ds.dataset)
     ds.check_ids([split])
-    autocast = None
-    if autocast_dtype(precision) is not None:
-        autocast = torch.autocast(dev.type, dtype=autocast_dtype(precision))
     targets = ds.dataset.num_tokens(split) - 1
     if s["batch_size"] > max(targets, 1):  # every stream needs a token to predict
         raise ValueError(
@@ -69,7 +65,6 @@ def evaluate_model(
             clamp_len=s["clamp_len"],
             same_length=s["same_length"],
             device=dev,
-            autocast=autocast,
             bits=ds.bits,
         )
     info = eval_output(
