@@ -40,7 +40,7 @@ from transformer_xl.run.config import (
 from transformer_xl.run.folder import verify, write_manifest
 from transformer_xl.run.metrics import read_metrics
 from transformer_xl.schema import InputError, read_file
-from transformer_xl.schema.files import TFTrainerState, TorchTrainerState
+from transformer_xl.schema.files import TFTrainerState, TorchTrainerState, TrainerState
 from transformer_xl.schema.tensors import read_header
 
 # ---------------------------------------------------------------------------- strategies
@@ -318,12 +318,14 @@ TORCH_TRAINER = {
     "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]},
     "progress": {"step": 2, "tokens": 32, "best_valid": 3.5, "dev_perf": {"best": 1.0}},
 }  # fmt: skip
+TRAINER = {"format_version": 2, "backend": "torch", "world_size": 1, "run": RUN,
+           "progress": {"step": 2, "best_valid": 3.5}, "state": {"scaler": None}}  # fmt: skip
 TF_TRAINER = {"step": 2, "tokens": 32, "segment": 2, "best_valid": 3.5, "best_step": 2,
               "dev_scale": 1.0, "dev_best": 3.5, "dev_bad": 0}  # fmt: skip
 
 
-@pytest.mark.parametrize("schema, valid", [(TorchTrainerState, TORCH_TRAINER),
-                                           (TFTrainerState, TF_TRAINER)])  # fmt: skip
+@pytest.mark.parametrize("schema, valid", [(TrainerState, TRAINER), (TorchTrainerState,
+                         TORCH_TRAINER), (TFTrainerState, TF_TRAINER)])  # fmt: skip
 @given(data=st.data())
 def test_trainer_state(scratch, schema, valid, data):
     doc = data.draw(st.one_of(mutated(valid), JSON_VALUES, damaged_text(dumps(valid))))

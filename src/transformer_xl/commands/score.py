@@ -2,7 +2,7 @@
 
     {"id": LINE_NUMBER, "tokens": N, "logprob": SUM, "ppl": PPL, "unk": UNKNOWN}
 
-A line is scored with its line end (<eos> for word vocabularies), as `txl prepare` encodes a
+A line is scored with its line end (<eos> for word vocabularies), as txl prepare encodes a
 corpus; logprob is in nats. --carry-memory: each line continues from the memory of the lines
 before (a document, a dialogue); --reset-on-blank: blank lines start over.
 

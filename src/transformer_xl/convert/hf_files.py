@@ -16,6 +16,8 @@ from transformer_xl.convert.safe_pickle import load_torch_pickle
 from transformer_xl.schema import read_json
 from transformer_xl.schema.tensors import read_header
 
+# the file names of an HF folder (HF's layout: the same names as ours for config and weights)
+HF_CONFIG = "config.json"
 HF_SAFETENSORS = "model.safetensors"
 HF_BIN = "pytorch_model.bin"
 

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.hub import resolve_model
 from transformer_xl.memory import Mems, memory_length, update_mems
 from transformer_xl.model.adaptive import (
     AdaptiveEmbedding,
@@ -30,7 +29,8 @@ from transformer_xl.model.dropout import relu_dropout
 from transformer_xl.model.generate import generate
 from transformer_xl.model.init import init_weights
 from transformer_xl.model.kernels.registry import AttentionChoice, resolve_attention
-from transformer_xl.model_folder import load_state, read_model_folder, write_model_folder
+from transformer_xl.model.saved import load_state, read_model_folder, save_model
+from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.segment import SegmentSettings, resolve
 
 
@@ -321,13 +321,16 @@ class TransformerXLLM(nn.Module):
     # ------------------------------------------------------------------ weights
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
-        write_model_folder(directory, self.config, self.state_dict())
+        save_model(directory, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "auto", **hub):
-        """A model folder (``config.json`` + ``model.safetensors``) or a Hub repo id
-        (``hub``: ``revision=``, ``cache_dir=``) -> the model."""
-        config, tensors, source = read_model_folder(resolve_model(directory, **hub), map_location)
+        """A model, run or checkpoint folder or a Hub repo id (``hub``: ``revision=``,
+        ``cache_dir=``), resolved by :func:`~transformer_xl.run.resolve.resolve_model` -> the
+        model."""
+        config, tensors, source = read_model_folder(
+            find_model_folder(directory, **hub), map_location
+        )
         with torch.device("meta"):
             model = cls(config, attn_impl=attn_impl)
         model = model.to_empty(device=map_location)

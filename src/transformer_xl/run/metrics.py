@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.fileio import atomic_write_text
+from transformer_xl.run.folder import RunFolder
 from transformer_xl.schema import InputError, loads_json, validate
 from transformer_xl.schema.files import MetricsRecord
-
-METRICS = "metrics.jsonl"  # RunFolder.METRICS (folder imports nothing from here)
 
 
 def score_fields(loss: float, bits: bool) -> dict[str, float]:
@@ -86,7 +85,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     by a kill is left out."""
     path = Path(path)
     if path.is_dir():
-        path = path / METRICS
+        path = RunFolder(path).metrics
     if not path.is_file():
         return []
     out = []

@@ -72,6 +72,33 @@ class TorchTrainerState(BaseModel):
     run: dict[str, Any]
 
 
+def _version_two(v: int) -> int:
+    if v != 2:
+        raise ValueError("2 (the current format; 1 for earlier PyTorch runs)")
+    return v
+
+
+class TrainerState(BaseModel):
+    """``trainer.json`` of both trainers (format 2): the loop's progress, the world size, the
+    run config and the framework's own state (a skeleton of its optimizer's, etc.)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=True)
+    format_version: Annotated[int, AfterValidator(_version_two)]
+    backend: Literal["torch", "tf"]
+    progress: dict[str, Any]
+    world_size: Positive
+    run: dict[str, Any] | None = None
+    state: dict[str, Any] = {}
+
+
+def trainer_schema(d: Any) -> type[BaseModel]:
+    """The schema of a ``trainer.json`` document by its version: format 2, an earlier PyTorch
+    one (format 1) or an earlier TensorFlow one (no version: one flat record)."""
+    if isinstance(d, dict) and "format_version" not in d:
+        return TFTrainerState
+    return TorchTrainerState if isinstance(d, dict) and d["format_version"] == 1 else TrainerState
+
+
 Loss = Annotated[float, Field(ge=0)]  # +Infinity allowed: "no validation yet"
 
 

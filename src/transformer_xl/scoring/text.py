@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from transformer_xl.continuation import open_model
 from transformer_xl.devices import cast_for_inference, resolve_device
+from transformer_xl.model_folder import VOCAB_NAME
 from transformer_xl.precision import check_precision
 from transformer_xl.scoring.scorer import Scorer
 from transformer_xl.segment import SegmentSettings, resolve
@@ -92,7 +93,7 @@ def open_scorer(
     opened = open_model(path, device=resolve_device(device))
     if opened.tokenizer is None:
         raise ValueError(
-            f"{opened.location.model_dir}: the model folder has no vocab.json, so text cannot "
+            f"{opened.location.model_dir}: the model folder has no {VOCAB_NAME}, so text cannot "
             "be scored (use transformer_xl.scoring.Scorer with token ids)"
         )
     model = cast_for_inference(opened.model, precision)
