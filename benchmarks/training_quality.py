@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from transformer_xl.train.config import resolve
+from transformer_xl.run.config import resolve
 from transformer_xl.train.data import open_data
 from transformer_xl.train.distributed import init_distributed
 from transformer_xl.train.loop import Trainer

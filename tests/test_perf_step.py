@@ -8,7 +8,7 @@ import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.train import optim
-from transformer_xl.train.config import TrainConfig
+from transformer_xl.run.config import TrainConfig
 from transformer_xl.train.optim import Lamb, build_optimizer, fast_impl
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from transformer_xl.recipes import RECIPES, recipe
 from transformer_xl.segment import SegmentSettings
-from transformer_xl.train.config import RunConfig, TrainConfig, parse_override, resolve
+from transformer_xl.run.config import RunConfig, TrainConfig, parse_override, resolve
 
 
 def test_recipes_follow_the_authors_scripts():

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from transformer_xl.memory import Mems
     from transformer_xl.model import LMOutput, TransformerXLLM
     from transformer_xl.model.generate import StreamingLM, generate
+    from transformer_xl.presets import preset_config
+    from transformer_xl.segment import SegmentSettings
 
 __version__ = "0.1.0"
 
@@ -25,15 +27,19 @@ _HOMES = {
     "TransformerXLLM": "transformer_xl.model",
     "StreamingLM": "transformer_xl.model.generate",
     "generate": "transformer_xl.model.generate",
+    "SegmentSettings": "transformer_xl.segment",
+    "preset_config": "transformer_xl.presets",
 }
 __all__ = [
     "LMOutput",
     "Mems",
+    "SegmentSettings",
     "StreamingLM",
     "TransformerXLConfig",
     "TransformerXLLM",
     "__version__",
     "generate",
+    "preset_config",
 ]
 
 

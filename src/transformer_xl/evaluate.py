@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from transformer_xl.model import TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
 from transformer_xl.progress import Progress
 from transformer_xl.run.evaluation import eval_output, eval_plan
-from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.segment import SegmentSettings, settings_or
 from transformer_xl.train.data import open_data
 from transformer_xl.train.distributed import DistEnv, pick_device
 from transformer_xl.weights import load_pretrained
@@ -100,11 +100,6 @@ def evaluate(
     batches: Iterable,
     settings: SegmentSettings | None = None,
     *,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length: bool | None = None,
-    window_keys: str | None = None,
-    same_length_keys: str | None = None,
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
     max_tokens: int = 0,
@@ -114,9 +109,8 @@ def evaluate(
 ) -> EvalResult:
     """Score the labels of ``batches`` with memory carried across them.
 
-    ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default the model config's;
-    the loose ``mem_len=...`` keywords change single fields) give the memory, clamp and
-    same-length window; ``ext_len`` is always 0 here. ``max_tokens`` > 0 stops after the batch
+    ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default the model config's)
+    give the memory, clamp and same-length window; ``ext_len`` is always 0 here. ``max_tokens`` > 0 stops after the batch
     that reaches that many scored labels (a quick validation during training). ``reduce`` (a
     function summing a tensor over ranks) combines the counts of a sharded evaluation.
 
@@ -125,11 +119,7 @@ def evaluate(
     short: ``mem_len >= tgt_len`` and a plain model), else with the segment
     forward. ``cached_keys`` True/False forces one way.
     """
-    base = _unwrap(model).config.segment
-    s = resolve(
-        base, settings, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
-        window_keys=window_keys, same_length_keys=same_length_keys,
-    ).replace(ext_len=0)  # fmt: skip
+    s = settings_or(_unwrap(model).config.segment, settings).replace(ext_len=0)
     was_training = model.training
     model.eval()
     nll = torch.zeros((), dtype=torch.float64, device=device)
@@ -174,18 +164,11 @@ def token_by_token_nll(
     model: torch.nn.Module,
     ids: Tensor,
     settings: SegmentSettings | None = None,
-    *,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length_keys: str | None = None,
 ) -> Tensor:
     """Reference: feed ``ids`` ``[B, N]`` one token at a time with the memory and clamp of
     ``settings`` (default the config's) and ``same_length`` on; returns the ``[B, N-1]`` NLL of
     each next token. Slow; for tests."""
-    s = resolve(
-        model.config.segment, settings, mem_len=mem_len, clamp_len=clamp_len,
-        same_length_keys=same_length_keys,
-    ).replace(same_length=True, ext_len=0)  # fmt: skip
+    s = settings_or(model.config.segment, settings).replace(same_length=True, ext_len=0)
     model.eval()
     mems, out = None, []
     for t in range(ids.shape[1] - 1):
@@ -201,27 +184,19 @@ def evaluate_model(
     *,
     data: str | None,
     split: str,
-    tgt_len: int | None = None,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length: bool | None = None,
+    changes: Mapping[str, Any] | None = None,
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
     progress=None,
 ) -> tuple[EvalResult, dict[str, Any]]:
-    """``txl eval``: unset settings come from the run's evaluation settings, else from the
-    model's config (batch size 10); see :func:`transformer_xl.run.evaluation.eval_plan`.
+    """``txl eval``: ``changes`` (segment settings by name) and ``batch_size`` over the run's
+    evaluation settings, else the model's config (batch size 10); see
+    :func:`transformer_xl.run.evaluation.eval_plan`.
     Returns the result and the JSON record (:func:`~transformer_xl.run.evaluation.eval_output`)
     ``txl eval --json`` prints for either backend."""
-    given = dict(
-        tgt_len=tgt_len,
-        mem_len=mem_len,
-        clamp_len=clamp_len,
-        same_length=same_length,
-        batch_size=batch_size,
-    )
-    model_dir, data, s = eval_plan(model_path, data, given)
+    plan = eval_plan(model_path, data, changes, batch_size)
+    model_dir, data, s = plan.model_dir, plan.data, plan.settings
     dev = pick_device(device, 0)
     model = load_pretrained(model_dir, map_location=dev)
     ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
@@ -232,28 +207,26 @@ def evaluate_model(
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         autocast = torch.autocast(dev.type, dtype=dtype)
     targets = ds.dataset.num_tokens(split) - 1
-    if s["batch_size"] > max(targets, 1):  # every stream needs a token to predict
+    if plan.batch_size > max(targets, 1):  # every stream needs a token to predict
         raise ValueError(
-            f"batch size {s['batch_size']:,}: more parallel streams than the {targets:,} "
+            f"batch size {plan.batch_size:,}: more parallel streams than the {targets:,} "
             f"tokens to predict in {data} ({split}); expected at most {max(targets, 1):,}"
         )
     batches = ds.eval_batches(
-        split, batch_size=s["batch_size"], tgt_len=s["tgt_len"], rank=0, world_size=1
+        split, batch_size=plan.batch_size, tgt_len=s.tgt_len, rank=0, world_size=1
     )
     with Progress(ds.dataset.num_tokens(split) - 1, f"eval {split}", stream=progress) as bar:
         res = evaluate(
             model,
             _counted(batches, bar),
-            mem_len=s["mem_len"],
-            clamp_len=s["clamp_len"],
-            same_length=s["same_length"],
+            s,
             device=dev,
             autocast=autocast,
             bits=ds.bits,
         )
     info = eval_output(
         res.nll_sum, res.tokens, res.bits, model_dir=model_dir, data=str(ds.dataset.path),
-        split=split, settings=s, precision=precision, backend="torch",
+        split=split, settings=plan.record(), precision=precision, backend="torch",
     )  # fmt: skip
     return res, info
 
