@@ -36,6 +36,7 @@ import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
+from transformer_xl.segment import SegmentSettings
 
 
 def sync(device: torch.device) -> None:
@@ -59,10 +60,7 @@ def per_token(fn, n: int, device: torch.device, warmup: int = 1) -> float:
 
 def build(args, attn_type: int, device: torch.device) -> TransformerXLLM:
     cfg = TransformerXLConfig(
-        vocab_size=args.vocab, n_layer=args.n_layer, n_head=args.n_head, d_model=args.d_model,
-        d_head=args.d_head, d_inner=args.d_inner, dropout=0.0, attn_type=attn_type,
-        tgt_len=args.segment_len, mem_len=max(args.lengths),
-    )  # fmt: skip
+        vocab_size=args.vocab, n_layer=args.n_layer, n_head=args.n_head, d_model=args.d_model, d_head=args.d_head, d_inner=args.d_inner, dropout=0.0, attn_type=attn_type, segment=SegmentSettings(tgt_len=args.segment_len, mem_len=max(args.lengths)))  # fmt: skip
     torch.manual_seed(0)
     return TransformerXLLM(cfg).to(device).eval()
 

@@ -26,6 +26,7 @@ from transformer_xl.bench import Variant, format_table, run_benchmark  # noqa: E
 from transformer_xl.fileio import atomic_write_text  # noqa: E402
 from transformer_xl.model.attention import attend, attention_mask, rel_shift  # noqa: E402
 from transformer_xl.model.kernels import relative_attention  # noqa: E402
+from transformer_xl.segment import SegmentSettings
 
 TOL = {"float32": 2e-4, "bfloat16": 3e-2}  # max |error| / max |reference|
 
@@ -107,10 +108,7 @@ def check_kernels(device: str, dtype: str, shapes: list[tuple], train: bool) -> 
 def check_models(device: str, dtype: str, impls: list[str], train: bool) -> list[dict]:
     """A small model, two segments with memory: loss and gradients against float64 CPU eager."""
     cfg = TransformerXLConfig(
-        vocab_size=97, n_layer=2, n_head=4, d_model=64, d_head=16, d_inner=128, dropout=0.0,
-        cutoffs=(20, 50), div_val=2, tie_projs=(False, True, True), tgt_len=24, mem_len=20,
-        same_length=True,
-    )  # fmt: skip
+        vocab_size=97, n_layer=2, n_head=4, d_model=64, d_head=16, d_inner=128, dropout=0.0, cutoffs=(20, 50), div_val=2, tie_projs=(False, True, True), segment=SegmentSettings(tgt_len=24, mem_len=20, same_length=True))  # fmt: skip
     torch.manual_seed(0)
     ref = TransformerXLLM(cfg, attn_impl="eager").double()
     x = torch.randint(0, 97, (3, 49))

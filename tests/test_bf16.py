@@ -59,8 +59,8 @@ def test_evaluate_under_bf16_autocast_matches_fp32():
     g = torch.Generator().manual_seed(3)
     data = torch.randint(0, 2000, (3, 4 * 16 + 1), generator=g)
     batches = [(data[:, s : s + 16], data[:, s + 1 : s + 17]) for s in range(0, 64, 16)]
-    fp32 = evaluate(model, batches, mem_len=32)
-    bf16 = evaluate(model, batches, mem_len=32, autocast=torch.autocast("cpu", torch.bfloat16))
+    fp32 = evaluate(model, batches, settings=model.config.segment.replace(mem_len=32))
+    bf16 = evaluate(model, batches, settings=model.config.segment.replace(mem_len=32), autocast=torch.autocast("cpu", torch.bfloat16))
     assert fp32.tokens == bf16.tokens == 3 * 64
     assert abs(bf16.loss - fp32.loss) <= 0.01 * fp32.loss
     assert bf16.loss != fp32.loss  # bf16 really ran

@@ -26,8 +26,7 @@ def test_every_sample_starts_from_the_prompt_memory(opened):
     prompted = read_into(loaded, prompt, mem_len=16, as_text=False)
     first = "".join(prompted.sample(12, Sampler(0.9, 20, 1.0, 7)))
     again = "".join(prompted.sample(12, Sampler(0.9, 20, 1.0, 7)))
-    want = generate(model, prompt.ids, 12, seed=7, temperature=0.9, top_k=20, mem_len=16,
-                    prompt_chunk_len=8)  # fmt: skip
+    want = generate(model, prompt.ids, 12, settings=model.config.segment.replace(mem_len=16), seed=7, temperature=0.9, top_k=20, prompt_chunk_len=8)  # fmt: skip
     assert first == again == " ".join(str(t) for t in want[0].tolist())
     text = "".join(read_into(loaded, prompt, mem_len=16).sample(12, Sampler(0.9, 20, 1.0, 7)))
     assert text == loaded.tokenizer.decode(want[0].tolist())

@@ -13,17 +13,7 @@ from transformer_xl.evaluate import EvalResult, evaluate, token_by_token_nll
 def tiny_model(seed=0, **kw):
     torch.manual_seed(seed)
     cfg = TransformerXLConfig(
-        vocab_size=50,
-        n_layer=2,
-        n_head=2,
-        d_model=32,
-        d_head=16,
-        d_inner=64,
-        dropout=0.0,
-        tgt_len=8,
-        mem_len=8,
-        **kw,
-    )
+        vocab_size=50, n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64, dropout=0.0, segment=SegmentSettings(tgt_len=8, mem_len=8), **kw)
     return TransformerXLLM(cfg, attn_impl="eager").eval()
 
 
@@ -43,16 +33,9 @@ def test_segmented_eval_with_same_length_equals_token_by_token(keys, tgt_len, me
     model = tiny_model(untie_r=True)
     ids = torch.randint(0, 50, (2, 30))
     ref = token_by_token_nll(
-        model, ids, mem_len=mem_len, clamp_len=clamp_len, same_length_keys=keys
-    )
+        model, ids, settings=model.config.segment.replace(mem_len=mem_len, clamp_len=clamp_len, window_keys={"tf": "mem_len+1", "torch": "mem_len"}[keys]))
     res = evaluate(
-        model,
-        segments(ids, tgt_len),
-        mem_len=mem_len,
-        clamp_len=clamp_len,
-        same_length=True,
-        same_length_keys=keys,
-    )
+        model, segments(ids, tgt_len), settings=model.config.segment.replace(mem_len=mem_len, clamp_len=clamp_len, same_length=True, window_keys={"tf": "mem_len+1", "torch": "mem_len"}[keys]))
     assert res.tokens == ref.numel() == 2 * 29
     assert res.nll_sum == pytest.approx(ref.double().sum().item(), rel=1e-5)
 
@@ -60,8 +43,8 @@ def test_segmented_eval_with_same_length_equals_token_by_token(keys, tgt_len, me
 def test_full_memory_without_same_length_sees_the_whole_past():
     model = tiny_model()
     ids = torch.randint(0, 50, (3, 25))
-    ref = token_by_token_nll(model, ids, mem_len=100)
-    res = evaluate(model, segments(ids, 6), mem_len=100)
+    ref = token_by_token_nll(model, ids, settings=model.config.segment.replace(mem_len=100))
+    res = evaluate(model, segments(ids, 6), settings=model.config.segment.replace(mem_len=100))
     assert res.nll_sum == pytest.approx(ref.double().sum().item(), rel=1e-5)
 
 
@@ -69,15 +52,15 @@ def test_mask_counts_only_real_tokens_and_max_tokens_stops_early():
     model = tiny_model()
     ids = torch.randint(0, 50, (2, 21))
     segs = segments(ids, 5)
-    ref = token_by_token_nll(model, ids, mem_len=50)  # [2, 20]
+    ref = token_by_token_nll(model, ids, settings=model.config.segment.replace(mem_len=50))  # [2, 20]
     mask_last = torch.tensor([[True] * 5, [True, True, False, False, False]])
     batches = [(x, y, torch.ones_like(x, dtype=torch.bool)) for x, y in segs[:-1]]
     batches.append((*segs[-1], mask_last))
-    res = evaluate(model, batches, mem_len=50)
+    res = evaluate(model, batches, settings=model.config.segment.replace(mem_len=50))
     expected = ref[:, :15].sum() + ref[0, 15:].sum() + ref[1, 15:17].sum()
     assert res.tokens == 2 * 15 + 5 + 2
     assert res.nll_sum == pytest.approx(expected.item(), rel=1e-5)
-    early = evaluate(model, segs, mem_len=50, max_tokens=15)
+    early = evaluate(model, segs, settings=model.config.segment.replace(mem_len=50), max_tokens=15)
     assert early.tokens == 20  # two whole batches of [2, 5]
 
 
@@ -93,7 +76,7 @@ def model_is_untouched():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
-    evaluate(model, segments(torch.randint(0, 50, (1, 12)), 4), mem_len=30)
+    evaluate(model, segments(torch.randint(0, 50, (1, 12)), 4), settings=model.config.segment.replace(mem_len=30))
     return model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -126,7 +109,7 @@ def test_cached_key_evaluation_equals_the_segment_path(kw, attn_type):
     slow = evaluate(model, batches, **kw, cached_keys=False)
     assert fast.tokens == slow.tokens == 2 * 39
     assert fast.nll_sum == pytest.approx(slow.nll_sum, rel=1e-5)
-    assert fast.nll_sum != pytest.approx(evaluate(model, batches, mem_len=2).nll_sum, rel=1e-3)
+    assert fast.nll_sum != pytest.approx(evaluate(model, batches, settings=model.config.segment.replace(mem_len=2)).nll_sum, rel=1e-3)
 
 
 def test_segment_path_is_kept_where_memory_is_not_longer():
@@ -154,12 +137,12 @@ def test_cached_key_evaluation_under_bf16_autocast(attn_type):
     ids = torch.randint(0, 50, (2, 40))
     batches = segments(ids, 4)
     bf16 = torch.autocast("cpu", torch.bfloat16)
-    fast = evaluate(model, batches, mem_len=12, autocast=bf16)
-    slow = evaluate(model, batches, mem_len=12, autocast=bf16, cached_keys=False)
-    full = evaluate(model, batches, mem_len=12)
+    fast = evaluate(model, batches, settings=model.config.segment.replace(mem_len=12), autocast=bf16)
+    slow = evaluate(model, batches, settings=model.config.segment.replace(mem_len=12), autocast=bf16, cached_keys=False)
+    full = evaluate(model, batches, settings=model.config.segment.replace(mem_len=12))
     assert fast.tokens == slow.tokens == full.tokens == 2 * 39
     assert fast.nll_sum == pytest.approx(full.nll_sum, rel=2e-2)
     assert fast.nll_sum == pytest.approx(slow.nll_sum, rel=2e-2)
     with bf16:
-        stream = StreamingLM(model, 2, mem_len=12)
+        stream = StreamingLM(model, 2, settings=model.config.segment.replace(mem_len=12))
     assert stream.kv.buf.dtype == torch.bfloat16

@@ -15,6 +15,7 @@ from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.cli import main
 from transformer_xl.data import load_prepared, load_tokenizer
 from transformer_xl.data.vocab import Vocab
+from transformer_xl.segment import SegmentSettings
 
 TF_WT103 = Path(__file__).parent / "fixtures" / "tf" / "tf_wt103"
 
@@ -51,9 +52,7 @@ def word_model(tmp_path):
     softmax with a cutoff."""
     symbols = ["<eos>", *KNOWN[:10], "<unk>", *KNOWN[10:]]
     cfg = TransformerXLConfig(
-        vocab_size=len(symbols), n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
-        dropout=0.0, tgt_len=8, mem_len=8, cutoffs=[8], div_val=1,
-    )  # fmt: skip
+        vocab_size=len(symbols), n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0, cutoffs=[8], div_val=1, segment=SegmentSettings(tgt_len=8, mem_len=8))  # fmt: skip
     torch.manual_seed(0)
     folder = tmp_path / "wt103-txl"
     TransformerXLLM(cfg).save_pretrained(folder)

@@ -37,7 +37,7 @@ def trace() -> list[float]:
         losses, mems = [], None
         for step in range(20):
             s = step * 32
-            out = model(data[:, s : s + 32], labels=data[:, s + 1 : s + 33], mems=mems, mem_len=32)
+            out = model(data[:, s : s + 32], settings=model.config.segment.replace(mem_len=32), labels=data[:, s + 1 : s + 33], mems=mems)
             mems = out.mems
             opt.zero_grad()
             out.loss.backward()

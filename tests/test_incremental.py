@@ -40,7 +40,7 @@ def reference_log_probs(model, ids, cuts, **run) -> torch.Tensor:
     mems, out, s = None, [], 0
     with torch.no_grad():
         for c in cuts:
-            o = model(ids[:, s : s + c], mems=mems, ext_len=0, return_log_probs=True, **run)
+            o = model(ids[:, s : s + c], settings=model.config.segment.replace(ext_len=0), mems=mems, return_log_probs=True, **run)
             mems, s = o.mems, s + c
             out.append(o.log_probs)
     return torch.cat(out, dim=1)
@@ -189,7 +189,7 @@ def test_rows_reset_independently():
     equals its own reference run."""
     model = tiny_model(same_length=True)
     ids = torch.randint(0, 40, (3, 30), generator=torch.Generator().manual_seed(3))
-    stream = StreamingLM(model, 3, mem_len=6)
+    stream = StreamingLM(model, 3, settings=model.config.segment.replace(mem_len=6))
     parts = [stream.log_probs(ids[:, :11])]
     stream.reset([1])
     assert stream.memory_lengths.tolist() == [6, 0, 6]
@@ -212,7 +212,7 @@ def test_rows_reset_independently():
 def test_reorder_and_clone():
     model = tiny_model()
     ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(4))
-    stream = StreamingLM(model, 2, mem_len=5)
+    stream = StreamingLM(model, 2, settings=model.config.segment.replace(mem_len=5))
     stream.feed(ids[:, :8])
     copy = stream.clone()
     stream.reorder([1, 1, 0])
@@ -229,7 +229,7 @@ def test_concat_joins_streams_of_different_lengths():
     lengths = [9, 2, 4]  # memories: full, short, short
     parts = []
     for row, n in enumerate(lengths):
-        s = StreamingLM(model, 1, mem_len=5)
+        s = StreamingLM(model, 1, settings=model.config.segment.replace(mem_len=5))
         s.feed(ids[row : row + 1, :n])
         parts.append(s)
     joined = StreamingLM.concat(parts)
@@ -239,20 +239,20 @@ def test_concat_joins_streams_of_different_lengths():
         ref = reference_log_probs(model, ids[row : row + 1, : n + 6], [n, 6], mem_len=5)
         assert max_diff(got[row], ref[0, n:]) <= TOL
     with pytest.raises(ValueError, match="same model"):
-        StreamingLM.concat([parts[0], StreamingLM(model, 1, mem_len=4)])
+        StreamingLM.concat([parts[0], StreamingLM(model, 1, settings=model.config.segment.replace(mem_len=4))])
 
 
 def test_score_equals_model_nll_and_memory_stays_bounded():
     model = tiny_model(cutoffs=(10, 25), div_val=2)
     data = torch.randint(0, 40, (2, 61), generator=torch.Generator().manual_seed(5))
     x, y = data[:, :-1], data[:, 1:]
-    stream = StreamingLM(model, 2, mem_len=7)
+    stream = StreamingLM(model, 2, settings=model.config.segment.replace(mem_len=7))
     got = stream.score(x, y, chunk_len=1)
     assert got.shape == (2, 60)
     mems, ref = None, []
     with torch.no_grad():
         for s in range(60):
-            o = model(x[:, s : s + 1], labels=y[:, s : s + 1].contiguous(), mems=mems, mem_len=7)
+            o = model(x[:, s : s + 1], settings=model.config.segment.replace(mem_len=7), labels=y[:, s : s + 1].contiguous(), mems=mems)
             mems = o.mems
             ref.append(-o.token_nll)
     assert max_diff(got, torch.cat(ref, dim=1)) <= TOL
@@ -274,9 +274,9 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="labels shape"):
         stream.score(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="mem_len >= 1"):
-        StreamingLM(model, 1, mem_len=0, same_length=True, same_length_keys="torch")
+        StreamingLM(model, 1, settings=model.config.segment.replace(mem_len=0, same_length=True, window_keys="mem_len"))
     with pytest.raises(ValueError, match="clamp_len"):
-        StreamingLM(model, 1, clamp_len=0)
+        StreamingLM(model, 1, settings=model.config.segment.replace(clamp_len=0))
     with pytest.raises(ValueError, match="pre_lnorm"):
         StreamingLM(tiny_model(attn_type=2, pre_lnorm=True), 1)
     assert stream.memory_lengths.tolist() == [0, 0]  # nothing was half-read

@@ -18,6 +18,7 @@ from transformer_xl.model.attention import attend, attention_mask, rel_shift  # 
 from transformer_xl.model.kernels import attend_kernel, relative_attention  # noqa: E402
 from transformer_xl.model.kernels import flex as flex_mod  # noqa: E402
 from transformer_xl.model.kernels.reference import distance_index, position_scores  # noqa: E402
+from transformer_xl.segment import SegmentSettings
 
 needs_triton = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None,
@@ -167,9 +168,7 @@ def test_unknown_relative_impl_is_a_clear_error():
 def test_whole_model_with_kernel_equals_eager(impl):
     """Two segments with memory: losses and every gradient match the eager model."""
     cfg = TransformerXLConfig(
-        vocab_size=50, n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64, dropout=0.0,
-        tgt_len=12, mem_len=10, same_length=True,
-    )  # fmt: skip
+        vocab_size=50, n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64, dropout=0.0, segment=SegmentSettings(tgt_len=12, mem_len=10, same_length=True))  # fmt: skip
     torch.manual_seed(0)
     ref = TransformerXLLM(cfg, attn_impl="eager")
     fast = TransformerXLLM(cfg, attn_impl=impl)

@@ -6,6 +6,7 @@ import torch
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.memory import update_mems
 from transformer_xl.model.attention import PositionTerms, relative_distances, sinusoid
+from transformer_xl.segment import SegmentSettings
 
 
 def make(**kw):
@@ -106,12 +107,12 @@ def test_memory_update_with_ext_len():
 def test_memory_is_detached_and_capped():
     model = make().train()
     x = torch.randint(0, 60, (2, 5))
-    out = model(x, labels=x, mem_len=3)
+    out = model(x, settings=model.config.segment.replace(mem_len=3), labels=x)
     assert [m.shape for m in out.mems] == [torch.Size([2, 3, 16])] * 2
     assert not any(m.requires_grad for m in out.mems)
-    out2 = model(x, labels=x, mems=out.mems, mem_len=3)
+    out2 = model(x, settings=model.config.segment.replace(mem_len=3), labels=x, mems=out.mems)
     out2.loss.backward()  # no gradient into the previous segment's graph
-    assert model(x, mem_len=0).mems == ()
+    assert model(x, settings=model.config.segment.replace(mem_len=0)).mems == ()
 
 
 def test_bad_memory_is_reported():
@@ -192,7 +193,7 @@ def test_run_settings_are_not_written_onto_the_model():
     model = make()
     x = torch.randint(0, 60, (1, 4))
     before = model.config
-    model(x, mem_len=2, clamp_len=1, same_length=True, same_length_keys="torch")
+    model(x, settings=model.config.segment.replace(mem_len=2, clamp_len=1, same_length=True, window_keys="mem_len"))
     assert model.config is before and model.config.mem_len == 6
 
 
@@ -254,9 +255,7 @@ def test_training_forward_and_backward_trace_whole_under_torch_compile():
     the attention function), forward and backward traced (aot_eager), the same loss and
     gradients as eager; memory on the second segment, position scores padded (K + 1 >= 64)."""
     cfg = TransformerXLConfig(
-        vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0,
-        tgt_len=40, mem_len=40,
-    )  # fmt: skip
+        vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0, segment=SegmentSettings(tgt_len=40, mem_len=40))  # fmt: skip
     torch.manual_seed(0)
     model = TransformerXLLM(cfg, attn_impl="sdpa").train()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -289,9 +288,7 @@ def test_training_with_dropout_same_draws_eager_and_sdpa(attn_type):
     position scores) draws the same masks as the eager reference, so the losses and every
     gradient over two segments with memory agree."""
     cfg = TransformerXLConfig(
-        vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.2,
-        dropatt=0.3, tgt_len=40, mem_len=40, attn_type=attn_type, clamp_len=50,
-    )  # fmt: skip
+        vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.2, dropatt=0.3, attn_type=attn_type, segment=SegmentSettings(tgt_len=40, mem_len=40, clamp_len=50))  # fmt: skip
     torch.manual_seed(0)
     model = TransformerXLLM(cfg, attn_impl="eager").train()
     x = torch.randint(0, 40, (2, 81))

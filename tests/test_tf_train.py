@@ -204,7 +204,7 @@ def test_training_steps_equal_pytorch(tmp_path):
     mems = None
     for k, seg in enumerate(train_segments(tf.constant(ids, tf.int32), 4, 6).take(3)):
         x, y = (torch.from_numpy(seg[n].numpy()).long() for n in ("input_ids", "labels"))
-        out = tm(x, labels=y, mems=mems, mem_len=5)
+        out = tm(x, settings=tm.config.segment.replace(mem_len=5), labels=y, mems=mems)
         out.loss.backward()
         tnorm = torch.nn.utils.clip_grad_norm_(tm.parameters(), 0.05).item()
         topt.step()
@@ -267,7 +267,7 @@ def test_run_folder_interchanges_with_pytorch_and_resumes_exactly(tmp_path, caps
     total, count, mems = 0.0, 0, None
     with torch.no_grad():
         for seg in EvalStream(load_prepared(data).split("test"), 3, 8):
-            out = tm(seg.input_ids, labels=seg.labels, mems=mems, mem_len=8)
+            out = tm(seg.input_ids, settings=tm.config.segment.replace(mem_len=8), labels=seg.labels, mems=mems)
             mems = out.mems
             total += float(out.token_nll[seg.loss_mask].double().sum())
             count += seg.n_tokens

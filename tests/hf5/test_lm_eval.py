@@ -20,6 +20,7 @@ lm_eval = pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 
 from transformer_xl.hf.harness import TransformerXLHarness  # noqa: E402
+from transformer_xl.segment import SegmentSettings
 
 WORDS = [f"w{i}" for i in range(30)]
 DOCS = [" ".join(WORDS[(7 * k + 3 * i) % 30] for i in range(n)) for k, n in enumerate([23, 9, 40])]
@@ -29,8 +30,7 @@ DOCS = [" ".join(WORDS[(7 * k + 3 * i) % 30] for i in range(n)) for k, n in enum
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmeval")
     torch.manual_seed(0)
-    cfg = TransformerXLConfig(vocab_size=32, n_layer=2, n_head=2, d_model=16, d_head=8,
-                              d_inner=32, tgt_len=6, mem_len=8, dropout=0.0)  # fmt: skip
+    cfg = TransformerXLConfig(vocab_size=32, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0, segment=SegmentSettings(tgt_len=6, mem_len=8))  # fmt: skip
     model = TransformerXLLM(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -64,7 +64,7 @@ def txl_eval_word_ppl(model, folder):
         ids = torch.tensor([[tok.vocab.eos_id, *tok.encode(doc)]])
         segs = [(ids[:, s : s + 6], ids[:, s + 1 : s + 7]) for s in range(0, ids.shape[1] - 1, 6)]
         segs[-1] = (segs[-1][0][:, : segs[-1][1].shape[1]], segs[-1][1])
-        res = evaluate(model, segs, mem_len=8)
+        res = evaluate(model, segs, settings=model.config.segment.replace(mem_len=8))
         nll, n = nll + res.nll_sum, n + res.tokens
     assert n == sum(len(d.split()) for d in DOCS)
     return math.exp(nll / n)
