@@ -29,13 +29,14 @@ import numpy as np
 import tensorflow as tf
 import torch
 
-from transformer_xl import TransformerXLConfig, TransformerXLLM
+from transformer_xl import TransformerXLLM
+from transformer_xl.presets import preset_config
 from transformer_xl.tf import TFTransformerXLLM
 from transformer_xl.tf.train import TFTrainer, TFTrainSettings
 
 
 def parity(segments: int, batch: int, tgt_len: int, mem_len: int) -> dict:
-    cfg = TransformerXLConfig.from_preset("wt103_base", dropout=0.0)
+    cfg = preset_config("wt103_base", dropout=0.0)
     torch.manual_seed(0)
     tm = TransformerXLLM(cfg).eval()
     with tempfile.TemporaryDirectory() as d:
@@ -85,7 +86,7 @@ def tf_speed(cfg, x, y, *, xla: bool, steps: int) -> tuple[float, float]:
 
 
 def speed(batch: int, tgt_len: int, steps: int) -> dict:
-    cfg = TransformerXLConfig.from_preset("tiny", dropout=0.0)
+    cfg = preset_config("tiny", dropout=0.0)
     rng = np.random.default_rng(1)
     x = rng.integers(0, cfg.vocab_size, (batch, tgt_len))
     y = rng.integers(0, cfg.vocab_size, (batch, tgt_len))

@@ -8,12 +8,22 @@ import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.evaluate import EvalResult, evaluate, token_by_token_nll
+from transformer_xl.segment import SegmentSettings
 
 
 def tiny_model(seed=0, **kw):
     torch.manual_seed(seed)
     cfg = TransformerXLConfig(
-        vocab_size=50, n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64, dropout=0.0, segment=SegmentSettings(tgt_len=8, mem_len=8), **kw)
+        vocab_size=50,
+        n_layer=2,
+        n_head=2,
+        d_model=32,
+        d_head=16,
+        d_inner=64,
+        dropout=0.0,
+        segment=SegmentSettings(tgt_len=8, mem_len=8),
+        **kw,
+    )
     return TransformerXLLM(cfg, attn_impl="eager").eval()
 
 
@@ -27,15 +37,15 @@ def segments(ids, tgt_len):
 
 
 @pytest.mark.parametrize(
-    "keys, tgt_len, mem_len, clamp_len", [("tf", 5, 8, -1), ("torch", 3, 6, 4), ("tf", 7, 7, 3)]
+    "keys, tgt_len, mem_len, clamp_len",
+    [("mem_len+1", 5, 8, -1), ("mem_len", 3, 6, 4), ("mem_len+1", 7, 7, 3)],
 )
 def test_segmented_eval_with_same_length_equals_token_by_token(keys, tgt_len, mem_len, clamp_len):
     model = tiny_model(untie_r=True)
     ids = torch.randint(0, 50, (2, 30))
-    ref = token_by_token_nll(
-        model, ids, settings=model.config.segment.replace(mem_len=mem_len, clamp_len=clamp_len, window_keys={"tf": "mem_len+1", "torch": "mem_len"}[keys]))
-    res = evaluate(
-        model, segments(ids, tgt_len), settings=model.config.segment.replace(mem_len=mem_len, clamp_len=clamp_len, same_length=True, window_keys={"tf": "mem_len+1", "torch": "mem_len"}[keys]))
+    run = SegmentSettings(mem_len=mem_len, clamp_len=clamp_len, same_length=True, window_keys=keys)
+    ref = token_by_token_nll(model, ids, run)
+    res = evaluate(model, segments(ids, tgt_len), run)
     assert res.tokens == ref.numel() == 2 * 29
     assert res.nll_sum == pytest.approx(ref.double().sum().item(), rel=1e-5)
 
@@ -52,7 +62,9 @@ def test_mask_counts_only_real_tokens_and_max_tokens_stops_early():
     model = tiny_model()
     ids = torch.randint(0, 50, (2, 21))
     segs = segments(ids, 5)
-    ref = token_by_token_nll(model, ids, settings=model.config.segment.replace(mem_len=50))  # [2, 20]
+    ref = token_by_token_nll(
+        model, ids, settings=model.config.segment.replace(mem_len=50)
+    )  # [2, 20]
     mask_last = torch.tensor([[True] * 5, [True, True, False, False, False]])
     batches = [(x, y, torch.ones_like(x, dtype=torch.bool)) for x, y in segs[:-1]]
     batches.append((*segs[-1], mask_last))
@@ -76,7 +88,11 @@ def model_is_untouched():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
-    evaluate(model, segments(torch.randint(0, 50, (1, 12)), 4), settings=model.config.segment.replace(mem_len=30))
+    evaluate(
+        model,
+        segments(torch.randint(0, 50, (1, 12)), 4),
+        settings=model.config.segment.replace(mem_len=30),
+    )
     return model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -95,7 +111,6 @@ def model_is_untouched():
 def test_cached_key_evaluation_equals_the_segment_path(kw, attn_type):
     """mem_len >= tgt_len: evaluate() reads with cached keys/values; same numbers."""
     from transformer_xl.evaluate import use_cached_keys
-    from transformer_xl.segment import SegmentSettings
 
     model = tiny_model(attn_type=attn_type)
     with torch.no_grad():  # sharper attention than the init's, so that the memory matters
@@ -104,17 +119,19 @@ def test_cached_key_evaluation_equals_the_segment_path(kw, attn_type):
                 p.copy_(torch.randn_like(p) * 0.3)
     ids = torch.randint(0, 50, (2, 40))
     batches = segments(ids, 4)
-    assert use_cached_keys(model, SegmentSettings(**kw), 4)
-    fast = evaluate(model, batches, **kw)
-    slow = evaluate(model, batches, **kw, cached_keys=False)
+    run = model.config.segment.replace(**kw)
+    assert use_cached_keys(model, run, 4)
+    fast = evaluate(model, batches, run)
+    slow = evaluate(model, batches, run, cached_keys=False)
     assert fast.tokens == slow.tokens == 2 * 39
     assert fast.nll_sum == pytest.approx(slow.nll_sum, rel=1e-5)
-    assert fast.nll_sum != pytest.approx(evaluate(model, batches, settings=model.config.segment.replace(mem_len=2)).nll_sum, rel=1e-3)
+    assert fast.nll_sum != pytest.approx(
+        evaluate(model, batches, settings=model.config.segment.replace(mem_len=2)).nll_sum, rel=1e-3
+    )
 
 
 def test_segment_path_is_kept_where_memory_is_not_longer():
     from transformer_xl.evaluate import use_cached_keys
-    from transformer_xl.segment import SegmentSettings
 
     model = tiny_model()
     assert not use_cached_keys(model, SegmentSettings(mem_len=7), 8)
@@ -137,8 +154,16 @@ def test_cached_key_evaluation_under_bf16_autocast(attn_type):
     ids = torch.randint(0, 50, (2, 40))
     batches = segments(ids, 4)
     bf16 = torch.autocast("cpu", torch.bfloat16)
-    fast = evaluate(model, batches, settings=model.config.segment.replace(mem_len=12), autocast=bf16)
-    slow = evaluate(model, batches, settings=model.config.segment.replace(mem_len=12), autocast=bf16, cached_keys=False)
+    fast = evaluate(
+        model, batches, settings=model.config.segment.replace(mem_len=12), autocast=bf16
+    )
+    slow = evaluate(
+        model,
+        batches,
+        settings=model.config.segment.replace(mem_len=12),
+        autocast=bf16,
+        cached_keys=False,
+    )
     full = evaluate(model, batches, settings=model.config.segment.replace(mem_len=12))
     assert fast.tokens == slow.tokens == full.tokens == 2 * 39
     assert fast.nll_sum == pytest.approx(full.nll_sum, rel=2e-2)

@@ -140,12 +140,33 @@ def test_num_samples_batches_and_eos():
 def test_ragged_prompts_and_the_model_method():
     model = tiny_model(std=0.2)
     prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [5, 3], [5, 8, 9, 7]]
-    together = generate(model, prompts, 10, settings=model.config.segment.replace(mem_len=5), temperature=0, prompt_chunk_len=3)
+    together = generate(
+        model,
+        prompts,
+        10,
+        settings=model.config.segment.replace(mem_len=5),
+        temperature=0,
+        prompt_chunk_len=3,
+    )
     for row, p in enumerate(prompts):
-        alone = generate(model, p, 10, settings=model.config.segment.replace(mem_len=5), temperature=0, prompt_chunk_len=3)
+        alone = generate(
+            model,
+            p,
+            10,
+            settings=model.config.segment.replace(mem_len=5),
+            temperature=0,
+            prompt_chunk_len=3,
+        )
         assert torch.equal(together[row], alone[0])
     assert torch.equal(
-        model.generate(prompts, 10, settings=prompts.config.segment.replace(mem_len=5), temperature=0, prompt_chunk_len=3), together
+        model.generate(
+            prompts,
+            10,
+            settings=prompts.config.segment.replace(mem_len=5),
+            temperature=0,
+            prompt_chunk_len=3,
+        ),
+        together,
     )
 
 
@@ -156,7 +177,9 @@ def test_memory_is_bounded_while_generating():
         stream.feed(torch.tensor([[t % 40]]))
         assert int(stream.memory_lengths[0]) == min(t + 1, 9)
     assert stream.kv.capacity <= 9 + 128
-    assert generate(model, list(range(30)), 300, settings=model.config.segment.replace(mem_len=9), seed=0).shape == (1, 300)
+    assert generate(
+        model, list(range(30)), 300, settings=model.config.segment.replace(mem_len=9), seed=0
+    ).shape == (1, 300)
 
 
 # ---------------------------------------------------------------------- text

@@ -40,7 +40,13 @@ def reference_log_probs(model, ids, cuts, **run) -> torch.Tensor:
     mems, out, s = None, [], 0
     with torch.no_grad():
         for c in cuts:
-            o = model(ids[:, s : s + c], settings=model.config.segment.replace(ext_len=0), mems=mems, return_log_probs=True, **run)
+            o = model(
+                ids[:, s : s + c],
+                settings=model.config.segment.replace(ext_len=0),
+                mems=mems,
+                return_log_probs=True,
+                **run,
+            )
             mems, s = o.mems, s + c
             out.append(o.log_probs)
     return torch.cat(out, dim=1)
@@ -239,7 +245,9 @@ def test_concat_joins_streams_of_different_lengths():
         ref = reference_log_probs(model, ids[row : row + 1, : n + 6], [n, 6], mem_len=5)
         assert max_diff(got[row], ref[0, n:]) <= TOL
     with pytest.raises(ValueError, match="same model"):
-        StreamingLM.concat([parts[0], StreamingLM(model, 1, settings=model.config.segment.replace(mem_len=4))])
+        StreamingLM.concat(
+            [parts[0], StreamingLM(model, 1, settings=model.config.segment.replace(mem_len=4))]
+        )
 
 
 def test_score_equals_model_nll_and_memory_stays_bounded():
@@ -252,7 +260,12 @@ def test_score_equals_model_nll_and_memory_stays_bounded():
     mems, ref = None, []
     with torch.no_grad():
         for s in range(60):
-            o = model(x[:, s : s + 1], settings=model.config.segment.replace(mem_len=7), labels=y[:, s : s + 1].contiguous(), mems=mems)
+            o = model(
+                x[:, s : s + 1],
+                settings=model.config.segment.replace(mem_len=7),
+                labels=y[:, s : s + 1].contiguous(),
+                mems=mems,
+            )
             mems = o.mems
             ref.append(-o.token_nll)
     assert max_diff(got, torch.cat(ref, dim=1)) <= TOL
@@ -274,7 +287,13 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="labels shape"):
         stream.score(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="mem_len >= 1"):
-        StreamingLM(model, 1, settings=model.config.segment.replace(mem_len=0, same_length=True, window_keys="mem_len"))
+        StreamingLM(
+            model,
+            1,
+            settings=model.config.segment.replace(
+                mem_len=0, same_length=True, window_keys="mem_len"
+            ),
+        )
     with pytest.raises(ValueError, match="clamp_len"):
         StreamingLM(model, 1, settings=model.config.segment.replace(clamp_len=0))
     with pytest.raises(ValueError, match="pre_lnorm"):

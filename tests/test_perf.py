@@ -120,7 +120,9 @@ def test_hf_peer_and_ours_compute_the_same_function():
     with torch.no_grad():
         hf.reset_memory_length(M)
         theirs = hf(input_ids=x, labels=x).losses  # [B, T-1]: HF shifts labels itself
-        mine = ours(x[:, :-1], settings=ours.config.segment.replace(mem_len=M), labels=x[:, 1:], mems=mems).token_nll
+        mine = ours(
+            x[:, :-1], settings=ours.config.segment.replace(mem_len=M), labels=x[:, 1:], mems=mems
+        ).token_nll
     torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
 
 

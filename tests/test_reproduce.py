@@ -119,7 +119,9 @@ def test_per_context_losses_are_exact_contexts():
                 x = torch.as_tensor(data[t - c_eff : t], dtype=torch.int64)[None]
                 y = torch.as_tensor(data[t - c_eff + 1 : t + 1], dtype=torch.int64)[None]
                 with torch.no_grad():
-                    ref = model(x, settings=model.config.segment.replace(mem_len=0), labels=y).token_nll[0, -1]
+                    ref = model(
+                        x, settings=model.config.segment.replace(mem_len=0), labels=y
+                    ).token_nll[0, -1]
                 assert losses[k, p] == pytest.approx(float(ref), abs=1e-5)
 
 

@@ -267,7 +267,12 @@ def test_run_folder_interchanges_with_pytorch_and_resumes_exactly(tmp_path, caps
     total, count, mems = 0.0, 0, None
     with torch.no_grad():
         for seg in EvalStream(load_prepared(data).split("test"), 3, 8):
-            out = tm(seg.input_ids, settings=tm.config.segment.replace(mem_len=8), labels=seg.labels, mems=mems)
+            out = tm(
+                seg.input_ids,
+                settings=tm.config.segment.replace(mem_len=8),
+                labels=seg.labels,
+                mems=mems,
+            )
             mems = out.mems
             total += float(out.token_nll[seg.loss_mask].double().sum())
             count += seg.n_tokens
