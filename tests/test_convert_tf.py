@@ -271,8 +271,11 @@ def test_eval_settings_of_the_matching_preset(preset, dataset):
     from transformer_xl.convert.api import matching_preset, with_eval_settings
     from transformer_xl.presets import preset as preset_row
 
-    cfg = preset_config(preset, layer_norm_eps=1e-12,
-                        segment=SegmentSettings(tgt_len=7, mem_len=7, window_keys="mem_len+1"))  # fmt: skip
+    cfg = preset_config(
+        preset,
+        layer_norm_eps=1e-12,
+        segment=SegmentSettings(tgt_len=7, mem_len=7, window_keys="mem_len+1"),
+    )
     assert matching_preset(cfg, dataset) == preset
     assert matching_preset(cfg.replace(n_layer=3), dataset) is None
     notes: list[str] = []

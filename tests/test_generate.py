@@ -86,17 +86,17 @@ def test_sampler_rejects_bad_settings(kwargs, match):
 
 
 # ---------------------------------------------------------------------- generation
-def reference_generation(model, prompt, n, sampler, *, chunk, **run):
+def reference_generation(model, prompt, n, sampler, *, chunk, settings):
     """Recompute with ``model(...)``: prompt in chunks of ``chunk``, then one token at a time."""
     mems, x = None, torch.tensor([prompt])
     with torch.no_grad():
         for s in range(0, x.shape[1], chunk):
-            out = model(x[:, s : s + chunk], mems=mems, return_log_probs=True, **run)
+            out = model(x[:, s : s + chunk], mems=mems, settings=settings, return_log_probs=True)
             mems = out.mems
         tokens = []
         for _ in range(n):
             tokens.append(sampler(out.log_probs[:, -1]))
-            out = model(tokens[-1][:, None], mems=mems, return_log_probs=True, **run)
+            out = model(tokens[-1][:, None], mems=mems, settings=settings, return_log_probs=True)
             mems = out.mems
     return torch.stack(tokens, dim=1)
 
@@ -107,9 +107,11 @@ def reference_generation(model, prompt, n, sampler, *, chunk, **run):
 def test_generation_equals_recomputation_with_a_long_prompt(sampling):
     model = tiny_model(std=0.2, same_length=True, clamp_len=8)
     prompt = torch.randint(0, 40, (37,), generator=torch.Generator().manual_seed(2)).tolist()
-    run = dict(mem_len=6, same_length=True, clamp_len=8)
-    got = generate(model, prompt, 25, seed=3, prompt_chunk_len=4, **run, **sampling)
-    ref = reference_generation(model, prompt, 25, Sampler(seed=3, **sampling), chunk=4, **run)
+    run = model.config.segment.replace(mem_len=6, same_length=True, clamp_len=8)
+    got = generate(model, prompt, 25, settings=run, seed=3, prompt_chunk_len=4, **sampling)
+    ref = reference_generation(
+        model, prompt, 25, Sampler(seed=3, **sampling), chunk=4, settings=run
+    )
     assert torch.equal(got, ref)
     if sampling["temperature"] > 0:  # (greedy decoding of random weights repeats one token)
         assert len(set(got[0].tolist())) > 5
@@ -162,7 +164,7 @@ def test_ragged_prompts_and_the_model_method():
         model.generate(
             prompts,
             10,
-            settings=prompts.config.segment.replace(mem_len=5),
+            settings=model.config.segment.replace(mem_len=5),
             temperature=0,
             prompt_chunk_len=3,
         ),
@@ -299,8 +301,8 @@ def test_cli_prompt_ids_without_tokenizer(tmp_path, capsys):
         (["--prompt-ids", "1 x"], "--prompt-ids"),
         (["--prompt-ids", "1 99"], "outside"),
         (["--prompt-ids", "1", "--top-p", "2"], "top_p"),
-        (["--prompt-ids", "1", "--mem-len", "-1"], "mem_len"),
-        (["--prompt-ids", "1", "--tgt-len", "0"], "prompt_chunk_len"),
+        (["--prompt-ids", "1", "--mem-len", "-1"], "--mem-len=-1"),
+        (["--prompt-ids", "1", "--tgt-len", "0"], "--tgt-len=0"),
         (["--prompt-file", "missing.txt"], "missing.txt"),
     ],
 )

@@ -53,9 +53,9 @@ def _has_backward(impl: str) -> bool:
     return impl != "flex"  # PyTorch's FlexAttention has no backward on CPU
 
 
-MASKS = {
-    "causal": dict(same_length=False, mem_len=21),
-    "same_length": dict(same_length=True, mem_len=12),
+MASKS = {  # the window of the same-length rule (mem_len 12 + 1 keys); None: causal only
+    "causal": dict(window=None),
+    "same_length": dict(window=SegmentSettings(mem_len=12, same_length=True).window),
 }
 
 
@@ -69,7 +69,7 @@ def test_distance_index_matches_a_loop():
 def test_position_scores_equal_the_models_relative_shift():
     t = _inputs(dtype=torch.float64)
     T, K = t["q"].shape[2], t["k"].shape[2]
-    mask = attention_mask(T, K - T, same_length=False, mem_len=0)
+    mask = attention_mask(T, K - T)
     got = position_scores(t["pq"], t["r"], K, K - T)
     want = _model_pos_scores(t["pq"], t["r"])
     torch.testing.assert_close(got.masked_fill(mask, 0), want.masked_fill(mask, 0))
@@ -144,7 +144,7 @@ def test_relative_attention_computes_the_position_term_itself(impl, mask_kind, m
 @pytest.mark.parametrize("impl", IMPLS)
 def test_kernels_refuse_attention_dropout(impl):
     t = _inputs()
-    mask = attention_mask(19, 21, same_length=False, mem_len=21)
+    mask = attention_mask(19, 21)
     with pytest.raises(ValueError, match="dropatt"):
         attend_kernel(impl, t["q"], t["k"], t["v"], None, mask, dropout_p=0.1, scale=0.2)
 
@@ -168,7 +168,15 @@ def test_unknown_relative_impl_is_a_clear_error():
 def test_whole_model_with_kernel_equals_eager(impl):
     """Two segments with memory: losses and every gradient match the eager model."""
     cfg = TransformerXLConfig(
-        vocab_size=50, n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64, dropout=0.0, segment=SegmentSettings(tgt_len=12, mem_len=10, same_length=True))  # fmt: skip
+        vocab_size=50,
+        n_layer=2,
+        n_head=2,
+        d_model=32,
+        d_head=16,
+        d_inner=64,
+        dropout=0.0,
+        segment=SegmentSettings(tgt_len=12, mem_len=10, same_length=True),
+    )
     torch.manual_seed(0)
     ref = TransformerXLLM(cfg, attn_impl="eager")
     fast = TransformerXLLM(cfg, attn_impl=impl)

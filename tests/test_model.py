@@ -269,7 +269,15 @@ def test_training_forward_and_backward_trace_whole_under_torch_compile():
     the attention function), forward and backward traced (aot_eager), the same loss and
     gradients as eager; memory on the second segment, position scores padded (K + 1 >= 64)."""
     cfg = TransformerXLConfig(
-        vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0, segment=SegmentSettings(tgt_len=40, mem_len=40))  # fmt: skip
+        vocab_size=40,
+        n_layer=2,
+        n_head=2,
+        d_model=16,
+        d_head=8,
+        d_inner=32,
+        dropout=0.0,
+        segment=SegmentSettings(tgt_len=40, mem_len=40),
+    )
     torch.manual_seed(0)
     model = TransformerXLLM(cfg, attn_impl="sdpa").train()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -302,7 +310,17 @@ def test_training_with_dropout_same_draws_eager_and_sdpa(attn_type):
     position scores) draws the same masks as the eager reference, so the losses and every
     gradient over two segments with memory agree."""
     cfg = TransformerXLConfig(
-        vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.2, dropatt=0.3, attn_type=attn_type, segment=SegmentSettings(tgt_len=40, mem_len=40, clamp_len=50))  # fmt: skip
+        vocab_size=40,
+        n_layer=2,
+        n_head=2,
+        d_model=16,
+        d_head=8,
+        d_inner=32,
+        dropout=0.2,
+        dropatt=0.3,
+        attn_type=attn_type,
+        segment=SegmentSettings(tgt_len=40, mem_len=40, clamp_len=50),
+    )
     torch.manual_seed(0)
     model = TransformerXLLM(cfg, attn_impl="eager").train()
     x = torch.randint(0, 40, (2, 81))

@@ -182,9 +182,6 @@ class TFTrainer:
 
 
 # ---------------------------------------------------------------------------- the run
-TFTrainSettings = TrainConfig  # the older name: one configuration serves both trainers
-
-
 class TFRun:
     """A TensorFlow training run in a run folder: ``fit`` / ``validate`` / ``save``.
 
