@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "transformer_xl"
 # in-function imports allowed: optional dependencies, heavy or not always installed
 OPTIONAL = {"tensorflow", "triton", "transformers", "matplotlib", "tokenizers", "lm_eval",
-            "huggingface_hub"}  # fmt: skip
+            "huggingface_hub", "onnx", "onnxruntime", "x_transformers", "loguru"}  # fmt: skip
 
 LOADED = """
 import sys

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from transformer_xl.model import LMOutput, TransformerXLLM
     from transformer_xl.model.generate import StreamingLM, generate
     from transformer_xl.presets import preset_config
+    from transformer_xl.scoring import Scorer
     from transformer_xl.segment import SegmentSettings
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ _HOMES = {
     "LMOutput": "transformer_xl.model",
     "TransformerXLLM": "transformer_xl.model",
     "StreamingLM": "transformer_xl.model.generate",
+    "Scorer": "transformer_xl.scoring",
     "generate": "transformer_xl.model.generate",
     "SegmentSettings": "transformer_xl.segment",
     "preset_config": "transformer_xl.presets",
@@ -33,6 +35,7 @@ _HOMES = {
 __all__ = [
     "LMOutput",
     "Mems",
+    "Scorer",
     "SegmentSettings",
     "StreamingLM",
     "TransformerXLConfig",

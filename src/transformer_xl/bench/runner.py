@@ -113,6 +113,7 @@ class Case:
     device: str = "cpu"
     seed: int = 0
     batch: int | None = None  # None: the preset's
+    ids: str = "zipf"  # the token law: "zipf" (word-like, default) or "uniform" (a stress row)
 
 
 def _lengths(bp: BenchPreset, mode: str) -> tuple[int, int, int]:
@@ -128,6 +129,22 @@ def zipf_tokens(vocab: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` ids from the log-uniform law ``P(k) = log((k+2)/(k+1)) / log(V+1)`` (word-like)."""
     u = torch.rand(n, generator=generator, dtype=torch.float64)
     return (torch.exp(u * math.log(vocab + 1)) - 1).floor().long().clamp(0, vocab - 1)
+
+
+ID_LAWS = ("zipf", "uniform")
+
+
+def bench_tokens(case: Case, vocab: int, batch: int, tlen: int) -> torch.Tensor:
+    """The timed token ids ``[batch, tlen * 8 + 1]`` for ``case``: word-like (:func:`zipf_tokens`,
+    which sends most rows to an adaptive softmax's head cluster) or uniform (every cluster as
+    often as its width: the stress row). The same ids for every runner of a case's seed."""
+    if case.ids not in ID_LAWS:
+        raise ValueError(f"token law {case.ids!r}: expected one of {ID_LAWS}")
+    g = torch.Generator().manual_seed(case.seed + 1)
+    n = batch * (tlen * 8 + 1)
+    if case.ids == "uniform":
+        return torch.randint(0, vocab, (n,), generator=g).view(batch, -1)
+    return zipf_tokens(vocab, n, g).view(batch, -1)
 
 
 def next_segment(data: torch.Tensor, pos: int, tlen: int):
@@ -182,10 +199,7 @@ class Runner:
             if dtype != torch.float32
             else nullcontext()
         )
-        g = torch.Generator().manual_seed(case.seed + 1)
-        self.data = (
-            zipf_tokens(cfg.vocab_size, batch * (tlen * 8 + 1), g).view(batch, -1).to(device)
-        )
+        self.data = bench_tokens(case, cfg.vocab_size, batch, tlen).to(device)
         self.pos, self.tlen = 0, tlen
         if is_hf:
             self.mems = None  # HF starts from mem_len zero vectors by itself

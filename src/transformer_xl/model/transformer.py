@@ -167,7 +167,7 @@ class TransformerXLLM(nn.Module):
                 pos_keys=self.r_emb[i][rows],
                 pos_bias=self.r_bias[i][rows],
             )
-        return PositionTerms(add=self.r_emb[i][rows].reshape(len(rows), cfg.d_model))
+        return PositionTerms(add=self.r_emb[i][rows].flatten(1))  # [N, H * Dh = D]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -215,13 +215,22 @@ class TransformerXLLM(nn.Module):
         )
 
     def _layers(
-        self, h: Tensor, mems: Mems | None, mlen: int, s: SegmentSettings
+        self,
+        h: Tensor,
+        mems: Mems | None,
+        mlen: int,
+        s: SegmentSettings,
+        key_mask: Tensor | None = None,
     ) -> tuple[list[Tensor], Tensor]:
         """Run every layer on the embedded segment ``h`` ``[B, T, D]``; return each layer's
-        input (the next memory) and the last layer's output."""
+        input (the next memory) and the last layer's output. ``key_mask`` ``[B, K]`` (True =
+        hidden) hides keys of some streams on top of the causal mask: the memory rows that hold
+        no state yet in a fixed-size memory (the ONNX export)."""
         cfg = self.config
         klen = mlen + h.shape[1]
         mask = attention_mask(h.shape[1], mlen, window=s.window, device=h.device)  # [T, K]
+        if key_mask is not None:
+            mask = mask | key_mask[:, None, None, :]  # [B, 1, T, K]
         dist = relative_distances(klen, s.clamp_len, h.device)  # [K+1]: K, ..., 0
         enc = None
         if cfg.attn_type in (0, 2):
