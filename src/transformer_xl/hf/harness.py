@@ -17,6 +17,9 @@ and ``revision``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
@@ -132,13 +135,12 @@ class TransformerXLHarness(LM):
 
 def evaluate_tasks(
     model: str, tasks: list[str], *, include_path: str | None = None, limit: int | None = None,
-    revision: str | None = None, **settings: int | None,
+    revision: str | None = None, changes: Mapping[str, Any] | None = None,
 ) -> dict:  # fmt: skip
     """lm-eval's results (task -> metrics) for ``tasks`` on ``model``, a model folder or Hub
-    repo id. ``settings`` are ``tgt_len``, ``mem_len``, ``clamp_len``; None keeps the model's."""
-    lm = TransformerXLHarness(
-        model, revision=revision, **{k: v for k, v in settings.items() if v is not None}
-    )
+    repo id. ``changes``: segment settings by name (``tgt_len``, ``mem_len``, ``clamp_len``,
+    ``same_length``) over the model's, as lm-eval's ``model_args`` give them."""
+    lm = TransformerXLHarness(model, revision=revision, **dict(changes or {}))
     manager = TaskManager(include_path=include_path) if include_path else TaskManager()
     known = set(manager.all_tasks)
     unknown = [t for t in tasks if t not in known]
