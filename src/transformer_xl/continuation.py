@@ -2,7 +2,7 @@
 ``txl generate``.
 
     opened = open_model("runs/tiny")                       # model + tokenizer, eval mode
-    prompted = read_into(opened, encode_prompt(...), mem_len=..., ...)
+    prompted = read_into(opened, encode_prompt(...), settings)    # settings: SegmentSettings
     for piece in prompted.sample(100, Sampler(0.8, 40, 1.0, seed=0)):
         print(piece, end="")
 

@@ -18,14 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from transformer_xl.continuation import open_model
-from transformer_xl.devices import check_precision, resolve_device
+from transformer_xl.devices import resolve_device, torch_dtype
+from transformer_xl.precision import check_precision
 from transformer_xl.scoring.scorer import Scorer
 from transformer_xl.segment import SegmentSettings, with_flags
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -91,7 +88,7 @@ def open_scorer(
     on ``device`` (``auto``, ``cpu``, ``cuda:N``...), its weights cast once to ``precision``
     (fp32, bf16, fp16). The run settings are the model config's with ``changes`` (segment
     settings by name, as the ``--mem-len`` ... flags give them) applied."""
-    dtype = DTYPES[check_precision(precision)]
+    dtype = torch_dtype(check_precision(precision))
     opened = open_model(path, device=resolve_device(device))
     if opened.tokenizer is None:
         raise ValueError(
