@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from transformer_xl.data import Vocab
-from transformer_xl.devices import autocast_dtype
+from transformer_xl.devices import cast_for_inference
 from transformer_xl.model import TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
 from transformer_xl.progress import Progress
@@ -200,13 +200,11 @@ def evaluate_model(
     plan = eval_plan(model_path, data, changes, batch_size)
     model_dir, data, s = plan.model_dir, plan.data, plan.settings
     dev = pick_device(device, 0)
-    model = load_pretrained(model_dir, map_location=dev)
+    # half precision: the weights cast once (no autocast: no casts per product and segment)
+    model = cast_for_inference(load_pretrained(model_dir, map_location=dev), precision)
     ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
     check_vocab(model_dir, model.config.vocab_size, ds.dataset)
     ds.check_ids([split])
-    autocast = None
-    if autocast_dtype(precision) is not None:
-        autocast = torch.autocast(dev.type, dtype=autocast_dtype(precision))
     targets = ds.dataset.num_tokens(split) - 1
     if plan.batch_size > max(targets, 1):  # every stream needs a token to predict
         raise ValueError(
@@ -222,7 +220,6 @@ def evaluate_model(
             _counted(batches, bar),
             s,
             device=dev,
-            autocast=autocast,
             bits=ds.bits,
         )
     info = eval_output(

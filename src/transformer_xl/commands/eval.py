@@ -69,7 +69,7 @@ def register(sub, help: str) -> None:
     )
     add_batch_size(p, "parallel streams (default: the run's, else 10)")
     add_device(p)
-    add_precision(p)
+    add_precision(p, how="weights cast once")
     add_threads(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(

@@ -78,6 +78,6 @@ def register(sub, help: str) -> None:
                    help="every token attends to the same number of keys (default: config)")  # fmt: skip
     add_batch_size(p, "lines, documents or hypotheses scored together (default 32)", default=32)
     add_device(p)
-    add_precision(p)
+    add_precision(p, how="weights cast once")
     add_threads(p)
     p.set_defaults(func=run)

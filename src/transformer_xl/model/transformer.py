@@ -52,10 +52,12 @@ class FeedForward(nn.Module):
         return x + y if self.pre_lnorm else self.ln(x + y)
 
     def step(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, T, D]
-        """:meth:`forward` without dropout (incremental decoding)."""
+        """:meth:`forward` without dropout (incremental decoding, no gradient): the ReLU and
+        the residual sum in place on the products' fresh outputs (no ``[B, T, d_inner]`` or
+        ``[B, T, D]`` temporary; the same values)."""
         y = self.ln(x) if self.pre_lnorm else x
-        y = self.fc2(torch.relu(self.fc1(y)))
-        return x + y if self.pre_lnorm else self.ln(x + y)
+        y = self.fc2(torch.relu_(self.fc1(y))).add_(x)  # [B, T, D]
+        return y if self.pre_lnorm else self.ln(y)
 
 
 def count_parameters(cfg: TransformerXLConfig) -> int:

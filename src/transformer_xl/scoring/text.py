@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from transformer_xl.continuation import open_model
-from transformer_xl.devices import resolve_device, torch_dtype
+from transformer_xl.devices import cast_for_inference, resolve_device
 from transformer_xl.precision import check_precision
 from transformer_xl.scoring.scorer import Scorer
 from transformer_xl.segment import SegmentSettings, with_flags
@@ -88,14 +88,14 @@ def open_scorer(
     on ``device`` (``auto``, ``cpu``, ``cuda:N``...), its weights cast once to ``precision``
     (fp32, bf16, fp16). The run settings are the model config's with ``changes`` (segment
     settings by name, as the ``--mem-len`` ... flags give them) applied."""
-    dtype = torch_dtype(check_precision(precision))
+    check_precision(precision)  # a bad name fails before the model is loaded
     opened = open_model(path, device=resolve_device(device))
     if opened.tokenizer is None:
         raise ValueError(
             f"{opened.location.model_dir}: the model folder has no vocab.json, so text cannot "
             "be scored (use transformer_xl.scoring.Scorer with token ids)"
         )
-    model = opened.model.to(dtype)
+    model = cast_for_inference(opened.model, precision)
     s = with_flags(model.config.segment, dict(changes or {}))
     start = line_end_trimmed(opened.tokenizer, opened.tokenizer.encode("\n"))
     if not start:
