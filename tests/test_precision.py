@@ -46,12 +46,9 @@ def test_cast_for_inference_casts_every_weight_and_fp32_changes_nothing():
 @pytest.mark.parametrize("mem_len", [32, 8], ids=["cached_keys", "segment_forward"])
 def test_bf16_evaluation_is_close_to_fp32(mem_len):
     model = _model()
-    fp32 = evaluate(model, _batches(), settings=model.config.segment.replace(mem_len=mem_len))
-    bf16 = evaluate(
-        cast_for_inference(model, "bf16"),
-        _batches(),
-        settings=cast_for_inference(model, "bf16").config.segment.replace(mem_len=mem_len),
-    )
+    memory = model.config.segment.replace(mem_len=mem_len)
+    fp32 = evaluate(model, _batches(), memory)
+    bf16 = evaluate(cast_for_inference(model, "bf16"), _batches(), memory)
     assert fp32.tokens == bf16.tokens == 3 * 64
     assert abs(bf16.loss - fp32.loss) <= 0.01 * fp32.loss
     assert bf16.loss != fp32.loss  # bf16 really ran
