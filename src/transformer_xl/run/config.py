@@ -11,6 +11,13 @@ A file has two sections::
 field first, then a model field); values are read as JSON where they parse (``1e-3``, ``true``,
 ``[1, 2]``, ``null``) and as strings otherwise. The resolved config is written to the run folder
 as ``config.json`` and is what ``--resume`` reads back.
+
+Segment settings are :class:`~transformer_xl.segment.SegmentSettings` values: ``train.segment``
+(training), ``train.eval_segment`` (evaluation) and ``model.segment`` (the saved model's
+defaults). Every source spells a field of them either nested (``train: {segment: {mem_len:
+64}}``, ``--set train.segment.mem_len=64``) or flat, as the documented short names
+(``train.mem_len``, ``train.eval_mem_len``, ``model.clamp_len``): :func:`field_path` maps the
+short names, in one place, for files, ``--set`` and saved run configs of earlier versions alike.
 """
 
 from __future__ import annotations
@@ -33,13 +40,13 @@ from transformer_xl.schema import (
     InputError,
     Raw,
     build,
-    field_path,
     json_or_text,
     read_document,
     read_json,
-    validate_field,
 )
-from transformer_xl.segment import WINDOW_KEYS, SegmentSettings
+from transformer_xl.schema import field_path as schema_path
+from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
+from transformer_xl.segment import SegmentSettings
 
 MAX_THREADS = 1024  # --threads above this only exhausts the machine's processes (torch crashes)
 
@@ -63,8 +70,8 @@ class TrainConfig:
         batch_size: parallel streams per optimizer step, summed over all ranks.
         batch_chunk: split each rank's batch into this many chunks whose gradients are
             accumulated (the authors' ``batch_chunk``; the result equals the unsplit batch).
-        tgt_len, mem_len, ext_len, clamp_len, same_length: training segment settings
-            (:meth:`segment_settings`; validated by :class:`SegmentSettings`).
+        segment: training segment settings (:class:`SegmentSettings`; in a run, its
+            ``window_keys`` is the model's).
         optimizer: ``adam``, ``adamw``, ``sgd``, ``adagrad`` or ``lamb``.
         lr: peak learning rate. weight_decay, beta1, beta2, eps, momentum: optimizer knobs.
         scheduler: ``cosine`` (linear warm-up then cosine to ``lr_min``), ``inv_sqrt``,
@@ -75,8 +82,9 @@ class TrainConfig:
         max_steps: optimizer steps to run. max_tokens: stop after this many training tokens
             (0 = no limit). max_time: stop after this many seconds of training (0 = no limit).
         eval_interval: evaluate on the validation split every this many steps (0 = only at the
-            end). eval_*: evaluation segment settings (``None`` = the training value; see
-            :meth:`eval_segment_settings`) and batch size (:attr:`eval_batch`);
+            end). eval_segment: evaluation segment settings (``None``: ``segment`` with
+            ``ext_len`` 0; evaluation scores every label once, with no extended context).
+            eval_batch_size: streams per evaluation batch (:attr:`eval_batch`);
             eval_max_tokens: cap on the validation tokens scored during training (0 = all).
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast + gradient scaler).
         compile: wrap the model in ``torch.compile`` (``compile_backend``).
@@ -97,11 +105,7 @@ class TrainConfig:
     data: str | None = None
     batch_size: int = 16
     batch_chunk: int = 1
-    tgt_len: int = 64
-    mem_len: int = 64
-    ext_len: int = 0
-    clamp_len: int = -1
-    same_length: bool = False
+    segment: SegmentSettings = SegmentSettings(tgt_len=64, mem_len=64)
     optimizer: str = "adam"
     lr: float = 2.5e-4
     weight_decay: float = 0.0
@@ -119,10 +123,7 @@ class TrainConfig:
     max_tokens: int = 0
     max_time: float = 0.0
     eval_interval: int = 500
-    eval_tgt_len: int | None = None
-    eval_mem_len: int | None = None
-    eval_clamp_len: int | None = None
-    eval_same_length: bool | None = None
+    eval_segment: SegmentSettings | None = None
     eval_batch_size: int | None = None
     eval_max_tokens: int = 0
     precision: str = "fp32"
@@ -169,7 +170,14 @@ class TrainConfig:
         v = self.eval_batch_size
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             fail("eval_batch_size", "a positive integer or null (= the training value)")
-        self.eval_segment_settings()  # validates the segment fields (SegmentSettings does)
+        if not isinstance(self.segment, SegmentSettings):
+            fail("segment", "a SegmentSettings")
+        if self.eval_segment is None:
+            object.__setattr__(self, "eval_segment", self.segment.replace(ext_len=0))
+        if not isinstance(self.eval_segment, SegmentSettings):
+            fail("eval_segment", "a SegmentSettings or null (= segment with ext_len 0)")
+        if self.eval_segment.ext_len != 0:
+            fail("eval_segment", "ext_len 0 (evaluation scores every label once)")
         if self.batch_chunk > self.batch_size:
             fail("batch_chunk", f"at most batch_size={self.batch_size}")
         if self.keep_checkpoints < 1:
@@ -213,46 +221,126 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def segment_settings(self, window_keys: str = WINDOW_KEYS[0]) -> SegmentSettings:
-        """The training segment settings; ``window_keys`` (not a train field) is the model
-        config's. A bad field is named as ``train.FIELD``."""
-        try:
-            return SegmentSettings(
-                tgt_len=self.tgt_len, mem_len=self.mem_len, ext_len=self.ext_len,
-                clamp_len=self.clamp_len, same_length=self.same_length, window_keys=window_keys,
-            )  # fmt: skip
-        except ValueError as e:  # SegmentSettings' message starts with the field's name
-            raise ValueError(f"train.{e}") from None
-
-    def eval_segment_settings(self, window_keys: str = WINDOW_KEYS[0]) -> SegmentSettings:
-        """The evaluation segment settings: the ``eval_*`` fields, ``None`` = the training
-        value; ``ext_len`` is 0 (evaluation scores every label once, with no extended
-        context). A bad field is named as ``train.eval_FIELD``."""
-        s = self.segment_settings(window_keys).replace(ext_len=0)
-        for name in ("tgt_len", "mem_len", "clamp_len", "same_length"):
-            try:  # one field at a time, so that a refusal names its own field
-                s = s.replace(**{name: getattr(self, f"eval_{name}")})
-            except ValueError as e:  # SegmentSettings' message starts with the field's name
-                raise ValueError(f"train.eval_{e}") from None
-        return s
-
     @property
     def eval_batch(self) -> int:
         """Streams per evaluation batch: ``eval_batch_size``, else ``batch_size``."""
         return self.batch_size if self.eval_batch_size is None else self.eval_batch_size
 
 
-TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-MODEL_FIELDS = {f.name for f in dataclasses.fields(TransformerXLConfig)} - {"_version"}
+# ---------------------------------------------------------------------------- field paths
+# A field of a section is named by its path: a plain field (``lr``) or a field of one of the
+# section's SegmentSettings (``segment.mem_len``, ``eval_segment.mem_len``).
+NESTED = {"train": ("segment", "eval_segment"), "model": ("segment",)}
+_CLASSES = {"train": TrainConfig, "model": TransformerXLConfig}
+FIELDS = {
+    section: ({f.name for f in dataclasses.fields(cls)} - set(NESTED[section]))
+    | {f"{n}.{k}" for n in NESTED[section] for k in SEGMENT_FIELDS}
+    for section, cls in _CLASSES.items()
+}
+TRAIN_FIELDS, MODEL_FIELDS = FIELDS["train"], FIELDS["model"]
+# The documented short names of segment fields, in config files, ``--set`` and the saved run
+# configs of earlier versions (``train.mem_len``, ``train.eval_mem_len``, ``model.clamp_len``).
+SHORT_NAMES = {
+    "train": {
+        **{k: f"segment.{k}" for k in ("tgt_len", "mem_len", "ext_len", "clamp_len", "same_length")},
+        **{f"eval_{k}": f"eval_segment.{k}" for k in ("tgt_len", "mem_len", "clamp_len", "same_length")},
+    },
+    "model": {k: f"segment.{k}" for k in SEGMENT_FIELDS},
+}  # fmt: skip
+
+
+def field_path(section: str, name: str) -> str | None:
+    """The path of field ``name`` (a path or a short name) of ``section``; None if unknown."""
+    path = SHORT_NAMES[section].get(name, name)
+    return path if path in FIELDS[section] else None
+
+
+def flatten(section: str, part: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A section as a source spells it (nested segment objects, paths or short names) ->
+    ``{path: value}``, each value checked against its field's type. The one place where the
+    short names become paths."""
+    items: list[tuple[str, Any]] = []
+    for k, v in part.items():
+        if k in NESTED[section] and (v is None or isinstance(v, Mapping)):
+            items += [(f"{k}.{sub}", x) for sub, x in (v or {}).items()]
+        else:
+            items.append((k, v))
+    unknown = [k for k, _ in items if field_path(section, k) is None]
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown field(s) {unknown} of {section}; known: {sorted(FIELDS[section])} "
+            f"(or the short names {sorted(SHORT_NAMES[section])})"
+        )
+    out = {}
+    for k, v in items:
+        path = field_path(section, k)
+        out[path] = check_value(section, path, v, source)
+    return out
+
+
+def _settings(section, name, flat, base: SegmentSettings, source: str) -> SegmentSettings:
+    """The SegmentSettings ``name`` of ``section`` from ``flat`` paths over ``base`` (a None
+    value: the base's)."""
+    changes = {p.split(".", 1)[1]: v for p, v in flat.items() if p.startswith(f"{name}.")}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return SegmentSettings.from_dict(changes, source=f"{source}: {section}.{name}", base=base)
+
+
+def build_train(flat: Mapping[str, Any], source: str) -> TrainConfig:
+    """A :class:`TrainConfig` from ``{path: value}``; the evaluation settings not given are the
+    training ones (``ext_len`` 0)."""
+    segment = _settings("train", "segment", flat, TrainConfig.segment, source)
+    eval_segment = _settings("train", "eval_segment", flat, segment.replace(ext_len=0), source)
+    plain = {k: v for k, v in flat.items() if "." not in k}
+    both = {"segment": segment.to_dict(), "eval_segment": eval_segment.to_dict()}
+    return build(TrainConfig, {**plain, **both}, source, "train")  # strict types, one error
+
+
+def build_model(flat: Mapping[str, Any], source: str) -> TransformerXLConfig:
+    """A :class:`TransformerXLConfig` from ``{path: value}``."""
+    plain = {k: v for k, v in flat.items() if "." not in k}
+    segment = _settings("model", "segment", flat, SegmentSettings(), source)
+    return TransformerXLConfig.from_dict({**plain, "segment": segment.to_dict()}, source, "model")
+
+
+def make_train_config(values: Mapping[str, Any], source: str) -> TrainConfig:
+    """A :class:`TrainConfig` from a train section in any spelling (see :func:`flatten`)."""
+    return build_train(flatten("train", values, source), source)
+
+
+def make_model_config(values: Mapping[str, Any], source: str) -> TransformerXLConfig:
+    """A :class:`TransformerXLConfig` from a model section in any spelling (see
+    :func:`flatten`); ``format_version`` is ignored (this is not a ``config.json``)."""
+    values = {k: v for k, v in values.items() if k != "format_version"}
+    return build_model(flatten("model", values, source), source)
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """The value at ``path`` (``"lr"``, ``"segment.mem_len"``) of a config."""
+    for name in path.split("."):
+        obj = getattr(obj, name)
+    return obj
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A resolved run: the recipe it started from, the architecture and the job settings."""
+    """A resolved run: the recipe it started from, the architecture and the job settings.
+    The same-length rule of the training and evaluation settings (``window_keys``) is the
+    model's: set here, where the two meet."""
 
     preset: str | None
     model: TransformerXLConfig
     train: TrainConfig
+
+    def __post_init__(self) -> None:
+        keys = self.model.segment.window_keys
+        t = self.train
+        if (t.segment.window_keys, t.eval_segment.window_keys) != (keys, keys):
+            aligned = t.replace(
+                segment=t.segment.replace(window_keys=keys),
+                eval_segment=t.eval_segment.replace(window_keys=keys),
+            )
+            object.__setattr__(self, "train", aligned)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -267,31 +355,16 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> RunConfig:
-        """From a saved run config (``RUN/config.json``, the ``run`` of a checkpoint)."""
-        if not isinstance(d, dict):
-            raise InputError(source, "", d, "a mapping with format_version, preset, model, train")
-        unknown = sorted(set(d) - {"format_version", "preset", "model", "train"})
-        if unknown:
-            raise InputError(source, unknown[0], NOTHING, "an unknown field: expected "
-                             "format_version, preset, model and train")  # fmt: skip
-        version = d.get("format_version")
-        if version != 1 or isinstance(version, bool):
-            raise InputError(source, "format_version", version, "1")
-        preset = d.get("preset")
-        if preset is not None and not isinstance(preset, str):
-            raise InputError(source, "preset", preset, "a preset name or null")
-        model = TransformerXLConfig.from_dict(d.get("model"), source, "model")
-        return cls(preset, model, make_train_config(d.get("train"), source))
+        """Either layout of the sections (the segment settings nested, or flat as earlier
+        versions wrote them)."""
+        if d.get("format_version") != 1:
+            raise ValueError(f"{source}: format_version={d.get('format_version')!r}, expected 1")
+        model = TransformerXLConfig.from_dict(d["model"], source=f"{source} [model]")
+        return cls(d.get("preset"), model, make_train_config(d["train"], f"{source} [train]"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RunConfig:
         return cls.from_dict(read_json(path), str(path))
-
-
-def make_train_config(values: dict[str, Any], source: str) -> TrainConfig:
-    """A :class:`TrainConfig` from plain data, each field's type checked strictly (errors name
-    ``source`` and ``train.FIELD``)."""
-    return build(TrainConfig, values, source, "train")
 
 
 # ---------------------------------------------------------------------------- layering
@@ -307,7 +380,7 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     for key in sorted(set(data) - {"model", "train", "preset"}):
         near = [s for s in ("model", "train", "preset") if s[:2] == key[:2]]
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise InputError(path, field_path((key,)), NOTHING, "unknown section: expected 'preset', "
+        raise InputError(path, schema_path((key,)), NOTHING, "unknown section: expected 'preset', "
                          f"'model' or "
                          f"'train'{hint}")  # fmt: skip
     out: dict[str, Any] = {}
@@ -325,30 +398,70 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- value grammar
 BOOL_WORDS = {"true": True, "false": False}  # the only spellings of a boolean (JSON's)
-_CLASSES = {"train": TrainConfig, "model": TransformerXLConfig}
+_SEGMENT_TYPES = {f.name: str(f.type) for f in dataclasses.fields(SegmentSettings)}
+# The type of every field path; an evaluation setting may be null (= the training value).
+_TYPES = {
+    section: {
+        **{f.name: str(f.type) for f in dataclasses.fields(cls) if f.name not in NESTED[section]},
+        **{f"{n}.{k}": t + (" | None" if n == "eval_segment" else "")
+           for n in NESTED[section] for k, t in _SEGMENT_TYPES.items()},
+    }
+    for section, cls in _CLASSES.items()
+}  # fmt: skip
+_EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "tuple[int, ...]": "a list of integers (e.g. [2000, 10000])",
+    "tuple[bool, ...]": "a list of booleans (e.g. [false, true])",
+}
+
+
+def _is(kind: str, v: Any) -> bool:
+    if kind == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind == "float":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "str":
+        return isinstance(v, str)
+    item = kind[len("tuple[") : -len(", ...]")]
+    return isinstance(v, (list, tuple)) and all(_is(item, x) for x in v)
 
 
 def check_value(section: str, name: str, value: Any, source: str) -> Any:
-    """``value`` if it has the type of field ``section.name`` (lists become tuples where the
-    field is a tuple), else an :class:`InputError` naming ``source`` and the field."""
-    return validate_field(_CLASSES[section], name, value, source, section)
+    """``value`` if it has the type of field ``section.name``, else a ValueError naming the field,
+    the value and what was expected (lists become tuples where the field is a tuple)."""
+    kind = _TYPES[section][name]
+    optional = kind.endswith(" | None")
+    base = kind.removesuffix(" | None")
+    if value is None and optional:
+        return None
+    if _is(base, value):
+        if base == "float":
+            return float(value)
+        return tuple(value) if base.startswith("tuple") else value
+    expected = _EXPECTED.get(base, base) + (" or null" if optional else "")
+    raise InputError(source, f"{section}.{name}", value, expected)
 
 
 def parse_value(section: str, name: str, raw: str, source: str) -> Any:
     """The text of ``--set KEY=TEXT`` as a value of field ``section.name``: JSON for numbers,
-    booleans (``true``/``false``), lists and ``null``; anything else is a string, and a string
-    field takes the text as it is (``none``, ``123``)."""
+    booleans (``true``/``false``), lists and ``null``, read strictly (no NaN/Infinity, no huge
+    integers: :mod:`transformer_xl.schema`); anything else is a string."""
     raw = raw.strip()
-    field = dataclasses.fields(_CLASSES[section])
-    kind = next(str(f.type) for f in field if f.name == name).removesuffix(" | None")
-    if kind == "bool" and raw.lower() in BOOL_WORDS:
+    base = _TYPES[section][name].removesuffix(" | None")
+    if base == "bool" and raw.lower() in BOOL_WORDS:
         return BOOL_WORDS[raw.lower()]
-    if kind == "str":
+    if base == "str":
         try:
             value = json_or_text(raw, source, (section, name))
         except InputError:  # "NaN" and the like are text in a text field
             value = raw
-        value = value if isinstance(value, str) or value is None else raw
+        if not isinstance(value, str) and value is not None:
+            value = raw  # a string field takes the text as it is ("none", "123")
     else:
         value = json_or_text(raw, source, (section, name))
     return check_value(section, name, value, source)
@@ -356,26 +469,27 @@ def parse_value(section: str, name: str, raw: str, source: str) -> Any:
 
 def parse_override(item: str) -> tuple[str, str, Any]:
     """``"model.dropout=0.2"`` -> ``("model", "dropout", 0.2)``; a bare key goes to ``train``
-    when it is a train field, else to ``model``."""
-    source = f"--set {item!r}"
+    when it is a train field, else to ``model``; a short name becomes its path
+    (``"eval_mem_len=64"`` -> ``("train", "eval_segment.mem_len", 64)``)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise InputError(source, "", NOTHING, "expected KEY=VALUE")
-    section, dot, name = key.partition(".")
-    if not dot:
-        name = key
-        section = "train" if name in TRAIN_FIELDS else "model" if name in MODEL_FIELDS else ""
-    fields = {"train": TRAIN_FIELDS, "model": MODEL_FIELDS}.get(section)
-    if fields is None or name not in fields:
-        known = [*TRAIN_FIELDS, *(f"model.{n}" for n in MODEL_FIELDS)]
+        raise InputError(f"--set {item!r}", "", NOTHING, "expected KEY=VALUE")
+    head, _, rest = key.partition(".")
+    if head in FIELDS:
+        section, path = head, field_path(head, rest)
+    else:
+        section = "train" if field_path("train", key) else "model"
+        path = field_path(section, key)
+    if path is None:
+        known = [*TRAIN_FIELDS, *SHORT_NAMES["train"], *(f"model.{n}" for n in MODEL_FIELDS)]
         near = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean {near[0]!r}?" if near else "see `txl train --print-config`"
         raise InputError(
-            source, field_path(key.split(".")), Raw("an unknown field"),
+            f"--set {item!r}", schema_path(key.split(".")), Raw("an unknown field"),
             f"a train field or model.FIELD ({hint})",
         )  # fmt: skip
-    return section, name, parse_value(section, name, raw, source)
+    return section, path, parse_value(section, path, raw, f"--set {item!r}")
 
 
 # Model fields that change the shapes (or the set) of the weights: fixed by ``--init-from``.
@@ -418,12 +532,10 @@ def resolve_layers(
     file_part = read_config_file(config_file) if config_file else {"model": {}, "train": {}}
     base = _recipe_layer(preset, file_part.get("preset"), config_file, init_model is not None)
     preset = preset if preset is not None else file_part.get("preset")
-    origins: dict[str, str] = {f"train.{k}": "default" for k in TRAIN_FIELDS}
-    origins.update({f"model.{k}": "default" for k in MODEL_FIELDS})
+    origins: dict[str, str] = {f"{s}.{k}": "default" for s in FIELDS for k in FIELDS[s]}
     if init_model is not None:
         base["model"] = init_model.to_dict()
         base["model"].pop("format_version", None)
-        base["model"].pop("_version", None)
     layers = [
         (
             "init-from model" if init_model is not None else f"preset {preset}",
@@ -436,7 +548,7 @@ def resolve_layers(
     ]
     values: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
     for where, part, section in layers:
-        for k, v in part.items():
+        for k, v in flatten(section, part, where).items():
             values[section][k] = v
             origins[f"{section}.{k}"] = where
     for item in overrides:
@@ -447,14 +559,14 @@ def resolve_layers(
         _refuse_shape_changes(init_model, values["model"], origins)
     source = f"preset {preset!r} + overrides" if preset else "--init-from + overrides"
     try:
-        train = make_train_config(values["train"], source)
+        train = build_train(values["train"], source)
         if vocab_size is not None:
             values["model"]["vocab_size"] = vocab_size
             origins["model.vocab_size"] = "data (its vocabulary)"
-        values["model"].update(tgt_len=train.tgt_len, mem_len=train.mem_len, ext_len=train.ext_len)
         for k in ("tgt_len", "mem_len", "ext_len"):
-            origins[f"model.{k}"] = f"train.{k}"
-        model = TransformerXLConfig.from_dict(values["model"], source, "model")
+            values["model"][f"segment.{k}"] = getattr(train.segment, k)
+            origins[f"model.segment.{k}"] = f"train.segment.{k}"
+        model = build_model(values["model"], source=source)
     except InputError as e:
         raise _from_layer(e, origins) from None
     return RunConfig(preset, model, train), origins
@@ -485,7 +597,7 @@ def _from_layer(e: InputError, origins: dict[str, str]) -> InputError:
     where = "default"
     for key, origin in origins.items():
         section, _, name = key.partition(".")
-        path = field_path((section, name))
+        path = schema_path(tuple(key.split(".")))
         if e.field == path or e.field.startswith((f"{path}.", f"{path}[")):
             where = origin
             break
@@ -525,7 +637,7 @@ def resume_config(
     changes: dict[str, Any] = {}
     for item in overrides:
         section, name, value = parse_override(item)
-        saved_value = getattr(saved.train if section == "train" else saved.model, name)
+        saved_value = get_path(saved.train if section == "train" else saved.model, name)
         if saved_value == value:
             continue
         if section != "train" or name not in RESUME_FIELDS:
@@ -544,9 +656,13 @@ def format_layers(run: RunConfig, origins: dict[str, str]) -> str:
     lines = [f"preset: {run.preset}"]
     for section, obj in (("model", run.model.to_dict()), ("train", run.train.to_dict())):
         lines.append(f"{section}:")
+        obj.pop("format_version", None)
         for k in sorted(obj):
-            if k == "format_version":
+            if k not in NESTED[section]:
+                lines.append(f"  {k}: {json.dumps(obj[k])}  # {origins.get(f'{section}.{k}')}")
                 continue
-            where = origins.get(f"{section}.{k}", "default")
-            lines.append(f"  {k}: {json.dumps(obj[k])}  # {where}")
+            lines.append(f"  {k}:")
+            for sub in SEGMENT_FIELDS:
+                where = origins.get(f"{section}.{k}.{sub}", "default")
+                lines.append(f"    {sub}: {json.dumps(obj[k][sub])}  # {where}")
     return "\n".join(lines)
