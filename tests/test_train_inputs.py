@@ -64,11 +64,14 @@ def test_run_layer_imports_neither_framework():
         ("seed=abc", ["train.seed", "an integer"]),
         ("keep_checkpoints=abc", ["train.keep_checkpoints", "an integer"]),
         ("cutoffs=abc", ["model.cutoffs", "a list of integers"]),
-        ("cutoffs=3", ["model.cutoffs=3", "a list of integers"]),
-        ("tie_projs=1", ["model.tie_projs=1", "a list of booleans", "or null"]),
-        ("compile=yes", ["train.compile='yes'", "true or false"]),
-        ("same_length=maybe", ["train.segment.same_length='maybe'", "true or false"]),
-        ("model.same_length=maybe", ["model.segment.same_length='maybe'", "true or false"]),
+        ("cutoffs=3", ["field model.cutoffs: got 3,", "a list of integers"]),
+        ("tie_projs=1", ["field model.tie_projs: got 1,", "a list of booleans", "or null"]),
+        ("compile=yes", ["field train.compile: got 'yes',", "true or false"]),
+        ("same_length=maybe", ["field train.segment.same_length: got 'maybe'", "true or false"]),
+        (
+            "model.same_length=maybe",
+            ["field model.segment.same_length: got 'maybe'", "true or false"],
+        ),
     ],
 )
 def test_bad_set_values_name_the_field(tmp_path, capsys, item, names):

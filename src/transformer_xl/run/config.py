@@ -27,6 +27,7 @@ import difflib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,17 +290,34 @@ def _settings(section, name, flat, base: SegmentSettings, source: str) -> Segmen
 def build_train(flat: Mapping[str, Any], source: str) -> TrainConfig:
     """A :class:`TrainConfig` from ``{path: value}``; the evaluation settings not given are the
     training ones (``ext_len`` 0)."""
-    segment = _settings("train", "segment", flat, TrainConfig.segment, source)
-    eval_segment = _settings("train", "eval_segment", flat, segment.replace(ext_len=0), source)
+    try:
+        segment = _settings("train", "segment", flat, TrainConfig.segment, source)
+        eval_segment = _settings("train", "eval_segment", flat, segment.replace(ext_len=0), source)
+    except ValueError as e:
+        raise _segment_error(e, source) from None
     plain = {k: v for k, v in flat.items() if "." not in k}
     both = {"segment": segment.to_dict(), "eval_segment": eval_segment.to_dict()}
     return build(TrainConfig, {**plain, **both}, source, "train")  # strict types, one error
 
 
+def _segment_error(e: ValueError, source: str) -> InputError:
+    """A segment setting's refusal (``...: train.segment.mem_len=-1 is invalid: expected ...``)
+    as the one input error."""
+    if isinstance(e, InputError):
+        return e
+    m = re.search(r"([\w.]+)=(.+?) is invalid: expected (.+)$", str(e), re.S)
+    if m is None:
+        return InputError(source, "", NOTHING, str(e).removeprefix(f"{source}: "))
+    return InputError(source, m[1], Raw(m[2]), m[3])
+
+
 def build_model(flat: Mapping[str, Any], source: str) -> TransformerXLConfig:
     """A :class:`TransformerXLConfig` from ``{path: value}``."""
     plain = {k: v for k, v in flat.items() if "." not in k}
-    segment = _settings("model", "segment", flat, SegmentSettings(), source)
+    try:
+        segment = _settings("model", "segment", flat, SegmentSettings(), source)
+    except ValueError as e:
+        raise _segment_error(e, source) from None
     return TransformerXLConfig.from_dict({**plain, "segment": segment.to_dict()}, source, "model")
 
 
@@ -357,10 +375,22 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any], source: str) -> RunConfig:
         """Either layout of the sections (the segment settings nested, or flat as earlier
         versions wrote them)."""
-        if d.get("format_version") != 1:
-            raise ValueError(f"{source}: format_version={d.get('format_version')!r}, expected 1")
-        model = TransformerXLConfig.from_dict(d["model"], source=f"{source} [model]")
-        return cls(d.get("preset"), model, make_train_config(d["train"], f"{source} [train]"))
+        if not isinstance(d, dict):
+            raise InputError(source, "", d, "a mapping with format_version, preset, model, train")
+        for key in sorted(set(d) - {"format_version", "preset", "model", "train"}):
+            raise InputError(source, schema_path((key,)), Raw("an unknown field"),
+                             "format_version, preset, model or train")  # fmt: skip
+        version = d.get("format_version")
+        if version != 1 or isinstance(version, bool):
+            raise InputError(source, "format_version", version, "1")
+        preset = d.get("preset")
+        if preset is not None and not isinstance(preset, str):
+            raise InputError(source, "preset", preset, "a preset name or null")
+        train = d.get("train")
+        if not isinstance(train, dict):
+            raise InputError(source, "train", train, "a mapping of fields (the section)")
+        model = TransformerXLConfig.from_dict(d.get("model"), source, "model")
+        return cls(preset, model, make_train_config(train, source))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RunConfig:
