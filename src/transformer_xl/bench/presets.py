@@ -71,6 +71,16 @@ BENCH_PRESETS: Mapping[str, BenchPreset] = MappingProxyType({
     "wt103_small": _wt103_small(eval_mem_len=64),
     "wt103_small_m640": _wt103_small(eval_mem_len=640),
     "wt103_base": _named("wt103_base", "the authors' WikiText-103 base recipe (GPU)"),
+    "wt103_base_b2": BenchPreset(
+        2, 150, 150, 64, 640, 640, config=_hf_compatible(preset("wt103_base").config),
+        note="the authors' WikiText-103 base (16L, d 410, 267,735 words, div_val 1) at batch 2, "
+        "tgt = mem = 150; eval tgt 64, mem 640 (CPU)",
+    ),
+    "enwik8_base_b2": BenchPreset(
+        2, 512, 512, 80, 2100, 2100, config=_hf_compatible(preset("enwik8_base").config),
+        note="the authors' enwik8 base (12L, d 512, bytes) at batch 2, tgt = mem = 512; eval "
+        "tgt 80, mem 2100 (CPU)",
+    ),
     "nv_base": BenchPreset(
         32, 192, 192, 64, 640, 640,
         config=_hf_compatible(preset("wt103_base").config.replace(
