@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from transformer_xl import __version__
+from transformer_xl import __version__, signals, stdio
 
 
 class Command(NamedTuple):
@@ -84,22 +84,47 @@ def error_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``txl ARGS``. Exit codes: 0 done; 1 training failed (its message says why); 2 bad input
+    (one line naming the file, field or flag); 130/143 stopped by SIGINT/SIGTERM; 141 standard
+    output closed; 74 standard output could not be written (e.g. a full disk)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(full=[chosen_command(argv)]).parse_args(argv)
+    stdio.occupy_closed_descriptors()
+    saved = sys.stdout
     try:
-        return int(args.func(args) or 0)
-    except BrokenPipeError:  # the reader went away (``txl presets | head``): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
-        return 141  # 128 + SIGPIPE, what a shell reports for a pipe writer that was cut off
+        with signals.handled():
+            stdio.guard()
+            return _run(argv)
+    finally:
+        sys.stdout = saved
+
+
+def _run(argv: list[str]) -> int:
+    command = chosen_command(argv)
+    prog = f"txl {command}" if command else "txl"
+    try:
+        try:
+            args = build_parser(full=[chosen_command(argv)]).parse_args(argv)
+        except SystemExit:  # --help, --version, a usage error: flush what argparse printed
+            sys.stdout.flush()
+            raise
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a full disk shows here, not in the interpreter's exit
+        return code
+    except stdio.OutputFailed as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return e.exit_code
     except (ValueError, OSError) as e:
         if os.environ.get("TXL_DEBUG"):
             raise
-        print(f"txl {args.command}: error: {error_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"txl {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except signals.Stopped as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt as e:
+        how = f" by {signals.name(e.signum)}" if isinstance(e, signals.Interrupted) else ""
+        print(f"{prog}: interrupted{how}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

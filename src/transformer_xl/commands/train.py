@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
+from transformer_xl import stdio
 from transformer_xl.commands.common import (
     add_batch_size,
     add_device,
@@ -11,6 +13,7 @@ from transformer_xl.commands.common import (
     add_threads,
     shared_settings,
 )
+from transformer_xl.run import lock
 from transformer_xl.run.metrics import dumps
 from transformer_xl.train.loop import TrainingError
 from transformer_xl.train.run import print_config, train
@@ -31,13 +34,17 @@ def run(args) -> int:
     if args.print_config:
         print(print_config(**layers))
         return 0
-    if args.backend == "tf":
-        return run_tf(args, out, layers)
-    try:
-        train(out=out, resume=args.resume, **layers)
-    except TrainingError as e:
-        print(f"txl train: {e}", file=sys.stderr)
-        return 1
+    # the run folder holds what matters: a closed standard output must not end the run
+    stdio.keep_going(f"training goes on; its progress is in {out}/metrics.jsonl")
+    # one writer per run folder; with torchrun only rank 0 holds the lock
+    with lock.hold(out, writer=os.environ.get("RANK", "0") in ("", "0")):
+        if args.backend == "tf":
+            return run_tf(args, out, layers)
+        try:
+            train(out=out, resume=args.resume, **layers)
+        except TrainingError as e:
+            print(f"txl train: {e}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from transformer_xl import signals
 from transformer_xl.evaluate import EvalResult, evaluate
 from transformer_xl.memory import Mems
 from transformer_xl.model import TransformerXLLM
@@ -425,8 +426,12 @@ class Trainer:
             reason = f"max_tokens={cfg.max_tokens:,}"
         elif cfg.max_time and p.train_seconds + (time.time() - started) >= cfg.max_time:
             reason = f"max_time={cfg.max_time:g}s"
+        elif signals.pending() is not None:
+            reason = signals.name(signals.pending())
         # every rank must stop together: rank 0's clock decides
-        return reason if broadcast_flag(reason is not None, self.env) else None
+        return (
+            (reason or "rank 0 stopped") if broadcast_flag(reason is not None, self.env) else None
+        )
 
     def _eta(self, steps_done: int, seconds: float, used: float) -> float:
         """Seconds left: ``steps_done`` steps took ``seconds`` in this session; ``used`` seconds
@@ -492,6 +497,7 @@ class Trainer:
         window_t, window_tokens = time.time(), 0
         ckpt_every = cfg.checkpoint_interval or cfg.eval_interval
         stop = self._should_stop(started)
+        signals.defer()  # a signal stops the loop at the next step boundary (see _should_stop)
         try:
             while stop is None:
                 seg = next(self.stream)
@@ -518,7 +524,9 @@ class Trainer:
                     if stop is not None:  # nothing to choose by: the final weights are the best
                         p.best_step = p.step
                         self.save_best()
-                elif at_eval or (stop is not None and p.last_valid_step != p.step):
+                elif signals.pending() is None and (
+                    at_eval or (stop is not None and p.last_valid_step != p.step)
+                ):
                     self._after_eval(self.validate())
                 due = (ckpt_every and p.step % ckpt_every == 0) or stop is not None
                 if due and p.bad_in_row == 0:  # never checkpoint in the middle of a bad streak
@@ -529,6 +537,10 @@ class Trainer:
             if _is_oom(e):
                 raise TrainingError(oom_message(self.run, self.env.world_size)) from e
             raise
+        finally:
+            signals.undefer()
+        if signals.pending() is not None:
+            raise signals.Stopped(self._resume_hint(), signals.pending())
         self.note(
             f"stopped at step {p.step:,} ({stop}); {p.tokens:,} tokens in "
             f"{format_duration(p.train_seconds)}"
@@ -541,6 +553,16 @@ class Trainer:
             "skipped_steps": p.skipped_steps,
             "train_seconds": p.train_seconds,
         }
+
+    def _resume_hint(self) -> str:
+        """The one line printed when a signal stopped the run: what was kept, how to go on."""
+        p, found = self.progress, self.folder.latest_valid()
+        kept = f"checkpoint {found.path} kept" if found else "no checkpoint was written yet"
+        again = "--resume" if found else "(the same command again)"
+        return (
+            f"stopped by {signals.name(signals.pending())} at step {p.step:,}; {kept}; "
+            f"continue with: txl train --out {self.run_dir} {again}"
+        )
 
     def close(self) -> None:
         if self.log is not None:
