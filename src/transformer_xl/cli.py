@@ -83,6 +83,34 @@ def error_line(e: BaseException) -> str:
     return str(e)
 
 
+# the flags whose values size the tensors of a command, as argparse stores them
+SIZING_FLAGS = ("batch_size", "tgt_len", "mem_len", "num_samples", "max_new_tokens", "modes")
+
+
+def _memory(e: BaseException) -> bool:
+    """An allocation failed: our own :class:`~transformer_xl.allocation.AllocationError` (it has
+    ``sizes``) or the allocator's (torch's out-of-memory text; Python's ``MemoryError``)."""
+    if hasattr(e, "sizes") or isinstance(e, MemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("allocate" in text or "out of memory" in text)
+
+
+def memory_line(e: BaseException, given: dict) -> str:
+    """``out of memory: ... needs N bytes; lower --mem-len 100000000`` with the flags of the
+    command that size the failed tensor (those named by the error first, else every sizing
+    flag given)."""
+    from transformer_xl.allocation import from_allocator  # torch is loaded already
+
+    if not hasattr(e, "sizes"):
+        e = from_allocator(e, "a tensor")
+    named = [k for k in e.sizes if given.get(k) is not None] or [
+        k for k in SIZING_FLAGS if isinstance(given.get(k), int) and given.get(k) is not True
+    ]
+    flags = ", ".join(f"--{k.replace('_', '-')} {given[k]}" for k in named)
+    return f"out of memory: {e}" + (f"; lower {flags}" if flags else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``txl ARGS``. Exit codes: 0 done; 1 training failed (its message says why); 2 bad input
     (one line naming the file, field or flag); 130/143 stopped by SIGINT/SIGTERM; 141 standard
@@ -113,10 +141,11 @@ def _run(argv: list[str]) -> int:
     except stdio.OutputFailed as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return e.exit_code
-    except (ValueError, OSError) as e:
-        if os.environ.get("TXL_DEBUG"):
+    except (ValueError, OSError, RuntimeError, MemoryError) as e:
+        if os.environ.get("TXL_DEBUG") or not (isinstance(e, ValueError | OSError) or _memory(e)):
             raise
-        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
+        line = memory_line(e, vars(args)) if _memory(e) else error_line(e)
+        print(f"{prog}: error: {line}", file=sys.stderr)
         return 2
     except signals.Stopped as e:
         print(f"{prog}: {e}", file=sys.stderr)
