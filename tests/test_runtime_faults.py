@@ -257,3 +257,98 @@ def test_training_survives_its_standard_output(tmp_path, where):
     assert (run / "summary.json").is_file()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "standard output" in lines[0] and "metrics.jsonl" in lines[0]
+
+
+# ---------------------------------------------------------------- temporaries of prepare, convert
+SLOW_PREPARE = """
+import sys, time
+from pathlib import Path
+from transformer_xl.data import prepared
+write = prepared.SplitWriter.write
+def slow(self, ids):
+    write(self, ids)
+    Path(sys.argv[1]).touch()
+    time.sleep(60)
+prepared.SplitWriter.write = slow
+from transformer_xl.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+SLOW_CONVERT = """
+import sys, time
+from pathlib import Path
+import transformer_xl.convert.api as api
+write_folder = api.write_folder
+def slow(out, fill):
+    def filled(tmp):
+        fill(tmp)
+        Path(sys.argv[1]).touch()
+        time.sleep(60)
+    return write_folder(out, filled)
+api.write_folder = slow
+from transformer_xl.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+RUN_FIXTURE = Path(__file__).parent / "fixtures" / "old_folders" / "pt_run"
+
+
+def _prepare_args(tmp_path: Path, out: Path) -> list[str]:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 400)
+    return ["prepare", "text", "--train", str(corpus), "--out", str(out), "--quiet"]
+
+
+def _convert_args(tmp_path: Path, out: Path) -> list[str]:
+    return ["convert", "--to", "hf", str(RUN_FIXTURE), str(out)]
+
+
+def _leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [(SLOW_PREPARE, _prepare_args), (SLOW_CONVERT, _convert_args)],
+    ids=["prepare", "convert"],
+)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_removes_the_temporaries(tmp_path, script, args, sig):
+    out, flag = tmp_path / "out" / "result", tmp_path / "writing"
+    argv = args(tmp_path, out)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(flag), *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)  # fmt: skip
+    try:
+        wait_for(flag.exists, proc)
+        assert _leftovers(out)  # something is being written beside OUT
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 128 + sig
+    assert err.strip().splitlines() == [f"txl {argv[0]}: interrupted by {signal.Signals(sig).name}"]
+    assert not out.exists() and _leftovers(out) == []
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [(SLOW_PREPARE, _prepare_args), (SLOW_CONVERT, _convert_args)],
+    ids=["prepare", "convert"],
+)
+def test_a_later_run_removes_what_a_killed_one_left(tmp_path, script, args):
+    out, flag = tmp_path / "out" / "result", tmp_path / "writing"
+    argv = args(tmp_path, out)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(flag), *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, text=True)  # fmt: skip
+    try:
+        wait_for(flag.exists, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    left = _leftovers(out)
+    assert left and all(str(proc.pid) in name for name in left)
+    live = out.parent / f".{out.name}.{os.getpid()}-live.tmp"  # a live writer's: kept
+    live.mkdir()
+    code, _, err = run_txl(*argv)
+    assert code == 0, err
+    assert _leftovers(out) == [live.name] and out.is_dir()

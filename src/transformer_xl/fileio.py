@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from transformer_xl import temporaries
 
 
 def current_umask() -> int:
@@ -66,7 +67,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     make_parent(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temporaries.make_file(path)
     except OSError as e:
         raise named_error(e, path) from None
     try:
@@ -91,7 +92,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     make_parent(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temporaries.make_file(path)
     except OSError as e:
         raise named_error(e, path) from None
     os.close(fd)

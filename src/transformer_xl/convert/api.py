@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from transformer_xl import temporaries
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.hf import HF_VOCAB_FILES, hf_state_from_ours, load_hf_folder
 from transformer_xl.convert.hf_export import write_hf5_folder
@@ -42,7 +42,7 @@ from transformer_xl.convert.vocab_files import (
 from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text, honour_umask, make_parent, named_error
-from transformer_xl.hub import resolve_model
+from transformer_xl.folders import find_model_folder
 from transformer_xl.presets import EVAL_SETTINGS, PRESETS
 from transformer_xl.weights import load_pretrained
 
@@ -99,7 +99,7 @@ def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
         raise ValueError(f"{out}: already exists and is not an empty folder; choose a new one")
     make_parent(out)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        tmp = temporaries.make_dir(out)
     except OSError as e:  # name the folder asked for, not the temporary beside it
         raise named_error(e, out) from None
     try:
@@ -268,7 +268,7 @@ def export_hf(
     if weights not in ("safetensors", "bin"):
         raise ValueError(f"weights={weights!r}: expected 'safetensors' or 'bin'")
 
-    src = resolve_model(src)  # a model folder or a Hub repo id
+    src = find_model_folder(src)  # a model, run or checkpoint folder, or a Hub repo id
     model = load_pretrained(src)
     vocab = None
     if (src / VOCAB_NAME).is_file():
