@@ -111,6 +111,28 @@ def memory_line(e: BaseException, given: dict) -> str:
     return f"out of memory: {e}" + (f"; lower {flags}" if flags else "")
 
 
+# optional packages: what they are, and the extra of this package that installs them
+OPTIONAL_PACKAGES = {
+    "tensorflow": ("TensorFlow", "tf"),
+    "matplotlib": ("matplotlib", "plot"),
+    "tokenizers": ("HF tokenizers", "bpe"),
+    "transformers": ("HF transformers", "hf"),
+    "huggingface_hub": ("huggingface_hub", "hf"),
+    "lm_eval": ("lm-evaluation-harness", "hf"),
+}
+
+
+def missing_line(e: ImportError, given: dict) -> str | None:
+    """``--backend tf needs TensorFlow, which is not installed: pip install ...`` for an
+    optional package that is missing (None for any other import error: a bug, re-raised)."""
+    top = (e.name or "").split(".")[0]
+    if top not in OPTIONAL_PACKAGES:
+        return None
+    what, extra = OPTIONAL_PACKAGES[top]
+    need = f"--backend {given['backend']} needs" if given.get("backend") == "tf" else "needs"
+    return f"{need} {what}, which is not installed: pip install 'transformer-xl[{extra}]'"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``txl ARGS``. Exit codes: 0 done; 1 training failed (its message says why); 2 bad input
     (one line naming the file, field or flag); 130/143 stopped by SIGINT/SIGTERM; 141 standard
@@ -141,6 +163,12 @@ def _run(argv: list[str]) -> int:
     except stdio.OutputFailed as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return e.exit_code
+    except ImportError as e:
+        line = missing_line(e, vars(args))
+        if line is None or os.environ.get("TXL_DEBUG"):
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        return 2
     except (ValueError, OSError, RuntimeError, MemoryError) as e:
         if os.environ.get("TXL_DEBUG") or not (isinstance(e, ValueError | OSError) or _memory(e)):
             raise

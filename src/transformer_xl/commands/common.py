@@ -48,6 +48,25 @@ def _count(text: str) -> int:
     return _integer(text, 0)
 
 
+def comma_list(choices: tuple[str, ...] | None = None):
+    """An argparse type: a comma-separated list of at least one item (each one of ``choices``
+    when given); an empty list is refused rather than read as "nothing to do"."""
+
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            expected = f"one or more of {', '.join(choices)}" if choices else "one or more names"
+            raise argparse.ArgumentTypeError(f"{text!r} is empty: expected {expected}")
+        for item in items:
+            if choices is not None and item not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"{item!r} is not one of {', '.join(choices)} (comma-separated)"
+                )
+        return items
+
+    return parse
+
+
 positive_int, count_int, device_name = _positive, _count, _device  # argparse types for commands
 
 

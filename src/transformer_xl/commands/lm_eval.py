@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from transformer_xl.commands.common import comma_list
+
 
 def run(args) -> int:
     try:
@@ -21,7 +23,7 @@ def run(args) -> int:
             "pip install 'transformer-xl[hf]'"
         ) from None
     results = evaluate_tasks(
-        args.model, [t for t in args.tasks.split(",") if t], include_path=args.include_path,
+        args.model, args.tasks, include_path=args.include_path,
         limit=args.limit, revision=args.revision, tgt_len=args.tgt_len, mem_len=args.mem_len,
         clamp_len=args.clamp_len,
     )  # fmt: skip
@@ -43,7 +45,9 @@ def register(sub, help: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="model folder or Hub repo id")
-    p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    p.add_argument(
+        "--tasks", type=comma_list(), required=True, help="comma-separated lm-eval task names"
+    )
     p.add_argument("--include-path", metavar="DIR", help="folder of extra task YAML files")
     p.add_argument("--limit", type=int, help="at most this many documents per task")
     p.add_argument("--revision", help="with a Hub repo id: branch, tag or commit")
