@@ -1,6 +1,7 @@
 """Faults at run time, with real processes (issue 20, items 3 and 5): one writer per run folder,
 SIGINT/SIGTERM during training and preparation, standard output closed or full."""
 
+import fcntl
 import json
 import os
 import signal
@@ -150,8 +151,22 @@ def test_lock_in_process_is_reentrant_and_cleans_an_unused_folder(tmp_path):
     assert not folder.exists()  # made here, nothing written: removed again
     folder.mkdir(parents=True)
     with lock.hold(folder):
-        pass
-    assert folder.is_dir()  # it existed before: kept
+        (folder / "kept").write_text("x")
+    assert sorted(p.name for p in folder.iterdir()) == ["kept"]  # as it was, plus what we wrote
+
+
+def test_a_lock_file_removed_while_waiting_is_not_shared(tmp_path):
+    """Process A holds; B has opened the file; A ends (removing it); C takes a new file: B must
+    not get the old, removed one as well."""
+    folder = tmp_path / "r"
+    with lock.hold(folder):
+        opened = os.open(folder / lock.LOCK_NAME, os.O_RDWR)  # B, before A ends
+    try:
+        with lock.hold(folder):  # C
+            fcntl.flock(opened, fcntl.LOCK_EX | fcntl.LOCK_NB)  # B gets the removed file...
+            assert not lock._same_file(opened, folder / lock.LOCK_NAME)  # ...and knows it
+    finally:
+        os.close(opened)
 
 
 def test_a_file_in_place_of_the_run_folder(tmp_path):

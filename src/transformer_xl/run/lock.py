@@ -4,8 +4,9 @@ The process that trains into a run folder (``txl train --out RUN``, ``--resume``
 with torchrun, rank 0 only) holds an exclusive ``flock`` on ``RUN/writer.lock`` for as long as it
 writes there, and writes into that file who it is: pid, host, the time it started and its command
 line. The kernel drops the lock when the process ends, however it ends (a kill, a crash, a power
-loss of the machine), so a lock is never stale and nothing has to clean it up: the file staying
-behind means nothing by itself, only a held lock does.
+loss of the machine), so a lock is never stale and nothing has to clean it up. A writer that
+ends normally removes the file; one killed outright leaves it, which means nothing by itself:
+only a held lock does.
 
 A second writer does not wait: it stops at once with :class:`RunFolderBusy` (a ``ValueError``, so
 exit 2 at the command line) naming the holder. Readers (``txl eval``, ``plot``, ``generate`` of a
@@ -120,12 +121,14 @@ def _acquire(folder: Path) -> tuple[int, bool]:
 
 
 def _release(folder: Path, fd: int, made: bool) -> None:
-    """Drop the lock; a folder this process made and left holding nothing but the lock file
-    (a run that failed before writing anything) is removed again."""
+    """Remove the lock file (still holding the lock: a process that opened it meanwhile finds
+    it gone once it gets the lock, and starts over, see :func:`_lock_file`), then drop the lock.
+    A folder this process made and left empty (a run that failed before writing anything) is
+    removed too: a refused or failed command leaves the file system as it found it."""
     try:
-        if made and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
-            (folder / LOCK_NAME).unlink()  # still locked: a waiting opener retries (_lock_file)
-            folder.rmdir()
+        (folder / LOCK_NAME).unlink()
+        if made:
+            folder.rmdir()  # only when empty
     except OSError:
         pass
     finally:
