@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from transformer_xl.devices import (
     DEVICES,
@@ -48,6 +49,34 @@ def _count(text: str) -> int:
     return _integer(text, 0)
 
 
+def _clamp(text: str) -> int:
+    value = _integer(text, -1)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected -1 (no clamp) or a positive distance")
+    return value
+
+
+def real(low: float, high: float, *, low_open: bool = False, high_open: bool = False):
+    """An argparse type: a finite number in ``[low, high]`` (an end excluded when ``*_open``);
+    NaN, infinities and anything else refused with the range expected."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
+            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected a number in {lo}{low:g}, {high:g}{hi}"
+            )
+        return value
+
+    return parse
+
+
 def comma_list(choices: tuple[str, ...] | None = None):
     """An argparse type: a comma-separated list of at least one item (each one of ``choices``
     when given); an empty list is refused rather than read as "nothing to do"."""
@@ -67,7 +96,8 @@ def comma_list(choices: tuple[str, ...] | None = None):
     return parse
 
 
-positive_int, count_int, device_name = _positive, _count, _device  # argparse types for commands
+# argparse types for commands
+positive_int, count_int, clamp_int, device_name = _positive, _count, _clamp, _device
 
 
 def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:

@@ -11,6 +11,7 @@ from transformer_xl.commands.common import (
     add_device,
     add_precision,
     add_threads,
+    positive_int,
     shared_settings,
 )
 from transformer_xl.run import lock
@@ -75,7 +76,7 @@ def register(sub, help: str) -> None:
         metavar="KEY=VALUE",
         help="override a setting: lr=1e-3, model.n_layer=6 (repeatable)",
     )
-    p.add_argument("--max-steps", type=int, help="shortcut for --set max_steps=N")
+    p.add_argument("--max-steps", type=positive_int, help="shortcut for --set max_steps=N")
     add_device(p, default=None)
     add_precision(p, default=None)
     add_batch_size(p, "shortcut for --set batch_size=N")
