@@ -31,13 +31,29 @@ def _precision(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--precision ")) from None
 
 
+LARGEST = 2**31 - 1  # lengths, counts and sizes: anything larger cannot be a tensor dimension
+
+
 def _integer(text: str, lowest: int) -> int:
     try:
         value = int(text)
     except ValueError:
         value = lowest - 1
-    if value < lowest:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {lowest}")
+    if not lowest <= value <= LARGEST:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected an integer from {lowest} to {LARGEST:,}"
+        )
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A random seed: any integer torch accepts (0 .. 2**63 - 1, or negative down to -2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer seed within 64 bits")
     return value
 
 

@@ -19,6 +19,7 @@ from transformer_xl.commands.common import (
     count_int,
     positive_int,
     real,
+    seed_int,
 )
 from transformer_xl.continuation import open_model, read_into
 from transformer_xl.devices import resolve_device
@@ -88,7 +89,7 @@ def register(sub, help: str) -> None:
         default=1.0,
         help="nucleus sampling mass (1 = off)",
     )
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: unseeded)")
+    p.add_argument("--seed", type=seed_int, default=None, help="random seed (default: unseeded)")
     p.add_argument(
         "--num-samples", type=positive_int, default=1, help="continuations of the same prompt"
     )
