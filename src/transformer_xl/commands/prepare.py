@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from transformer_xl.commands.common import count_int, positive_int, real
+from transformer_xl.commands.common import real
 from transformer_xl.data.corpora import NAMES, prepare_benchmark
 from transformer_xl.data.text import TOKENIZERS, prepare_text
 
@@ -132,12 +132,12 @@ def register(sub, help: str) -> None:
     build = t.add_argument_group("building a vocabulary (not with --vocab)")
     build.add_argument("--tokenizer", choices=TOKENIZERS, help="byte (default), char, word, bpe")
     build.add_argument(
-        "--min-freq", type=count_int, help="drop tokens seen fewer times (char/word/bpe; default 0)"
+        "--min-freq", type=int, help="drop tokens seen fewer times (char/word/bpe; default 0)"
     )
     build.add_argument(
-        "--max-size", type=positive_int, help="keep at most this many counted tokens (char/word)"
+        "--max-size", type=int, help="keep at most this many counted tokens (char/word)"
     )
-    build.add_argument("--vocab-size", type=positive_int, help="BPE vocabulary size (default 8192)")
+    build.add_argument("--vocab-size", type=int, help="BPE vocabulary size (default 8192)")
     build.add_argument(
         "--lower-case", action="store_true", default=None, help="lower-case the text (char/word)"
     )
