@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "transformer_xl"
 # in-function imports allowed: optional dependencies, heavy or not always installed
 OPTIONAL = {"tensorflow", "triton", "transformers", "matplotlib", "tokenizers", "lm_eval",
-            "huggingface_hub"}  # fmt: skip
+            "huggingface_hub", "onnx", "onnxruntime", "x_transformers", "loguru"}  # fmt: skip
 
 LOADED = """
 import sys
@@ -141,7 +141,7 @@ LEFT = {  # (file, imported module): why the import stays inside a function
     ("commands/eval.py", "transformer_xl.tf.evaluate"): "imports tensorflow",
     ("commands/train.py", "transformer_xl.tf.train"): "imports tensorflow",
     ("commands/lm_eval.py", "transformer_xl.hf.harness"): "imports lm_eval",
-    ("model/kernels/__init__.py", "transformer_xl.model.kernels.triton_attn"): "imports triton",
+    ("model/kernels/registry.py", "transformer_xl.model.kernels.triton_attn"): "imports triton",
     ("model/kernels/flex.py", "torch.nn.attention.flex_attention"): "compiles on first use",
     ("run/config.py", "tomllib"): "Python 3.11+ only (else tomli)",
     ("run/config.py", "tomli"): "the TOML reader before Python 3.11",

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "docs/model.md"]
+DOCS = ["README.md", "docs/model.md", "docs/scoring.md"]
 
 
 def blocks(name):

@@ -304,6 +304,7 @@ def test_main_job_on_the_builtin_corpus_smoke(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "data " + str(tmp_path / "run" / "data") in out and "sample:" in out
+    assert "attention: auto on cpu -> score_attend (" in out  # what attn_impl resolved to
     meta = json.loads((tmp_path / "run" / "data" / "meta.json").read_text())
     sizes = {k: v["tokens"] for k, v in meta["splits"].items()}
     total = sum(sizes.values())

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from transformer_xl.memory import Mems
     from transformer_xl.model import LMOutput, TransformerXLLM
     from transformer_xl.model.generate import StreamingLM, generate
+    from transformer_xl.scoring import Scorer
 
 __version__ = "0.1.0"
 
@@ -24,11 +25,13 @@ _HOMES = {
     "LMOutput": "transformer_xl.model",
     "TransformerXLLM": "transformer_xl.model",
     "StreamingLM": "transformer_xl.model.generate",
+    "Scorer": "transformer_xl.scoring",
     "generate": "transformer_xl.model.generate",
 }
 __all__ = [
     "LMOutput",
     "Mems",
+    "Scorer",
     "StreamingLM",
     "TransformerXLConfig",
     "TransformerXLLM",

@@ -35,10 +35,15 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("evaluate a model (run folder or model folder) on a split", "eval"),
     "plot": Command("draw a run's loss and learning-rate curves to a PNG", "plot"),
     "convert": Command(
-        "convert the authors' TF/PyTorch checkpoints and HF's to a model folder, or to HF",
+        "convert the authors' TF/PyTorch, NVIDIA's and HF's checkpoints to a model folder, or to HF",
         "convert",
     ),
+    "export": Command("export a model for another runtime (ONNX, fixed-size memory)", "export"),
     "generate": Command("sample from a saved model, streaming tokens to stdout", "generate"),
+    "score": Command(
+        "score lines of text or rescore n-best lists (JSON lines), with memory across lines",
+        "score",
+    ),
     "bench": Command("measure speed, memory and FLOPs (optionally against HF's port)", "bench"),
     "lm-eval": Command(
         "run lm-evaluation-harness tasks on a model (perplexity with memory)", "lm_eval"

@@ -1,8 +1,8 @@
 """The device and precision a command runs on, named the same way by every command.
 
 ``--device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-``--precision``: ``fp32``, ``bf16`` or ``fp16`` (``float32``, ``bfloat16``, ``float16`` are
-accepted spellings of the same).
+``--precision``: the names of :mod:`transformer_xl.precision`; :func:`torch_dtype` and
+:func:`autocast_dtype` turn them into torch dtypes.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import re
 
 import torch
 
+from transformer_xl.precision import dtype_name
 from transformer_xl.run.config import MAX_THREADS  # noqa: F401  (devices.MAX_THREADS)
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-PRECISIONS = ("fp32", "bf16", "fp16")
-PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -27,15 +26,14 @@ def check_device_name(text: str, flag: str = "--device") -> str:
     return name
 
 
-def check_precision(text: str, flag: str = "--precision") -> str:
-    """The canonical precision name for ``text`` (``fp32``, ``bf16``, ``fp16``)."""
-    name = PRECISION_ALIASES.get(text.strip().lower(), text.strip().lower())
-    if name not in PRECISIONS:
-        raise ValueError(
-            f"{flag} {text!r}: expected one of {', '.join(PRECISIONS)} "
-            f"(or {', '.join(PRECISION_ALIASES)})"
-        )
-    return name
+def torch_dtype(precision: str) -> torch.dtype:
+    """``torch.bfloat16`` for ``"bf16"`` (see :mod:`transformer_xl.precision`)."""
+    return getattr(torch, dtype_name(precision))
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype to autocast to for ``precision``; None for ``fp32`` (no autocast)."""
+    return None if precision == "fp32" else torch_dtype(precision)
 
 
 def resolve_device(name: str, flag: str = "--device"):

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from transformer_xl.data import Vocab
+from transformer_xl.devices import autocast_dtype
 from transformer_xl.model import TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
 from transformer_xl.progress import Progress
@@ -85,7 +86,8 @@ def use_cached_keys(model, settings: SegmentSettings, qlen: int) -> bool:
     more with longer memory); only for
     a plain (unwrapped, unsharded) :class:`TransformerXLLM` (in full precision or under
     ``autocast``), and where the model supports it (not attn_type 2/3 with pre_lnorm).
-    Otherwise (shorter memory, wrapped models) the segment forward."""
+    Otherwise (shorter memory, wrapped models) the segment forward. This picks the path, not the
+    kernel: both run the attention kernel the model's ``attn_impl`` names."""
     if type(model) is not TransformerXLLM or settings.mem_len < qlen or settings.mem_len == 0:
         return False  # FSDP2's fully_shard swaps in a subclass; DDP and compile wrap the model
     if any(hasattr(p, "device_mesh") for p in model.parameters()):
@@ -228,9 +230,8 @@ def evaluate_model(
     check_vocab(model_dir, model.config.vocab_size, ds.dataset)
     ds.check_ids([split])
     autocast = None
-    if precision != "fp32":
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        autocast = torch.autocast(dev.type, dtype=dtype)
+    if autocast_dtype(precision) is not None:
+        autocast = torch.autocast(dev.type, dtype=autocast_dtype(precision))
     targets = ds.dataset.num_tokens(split) - 1
     if s["batch_size"] > max(targets, 1):  # every stream needs a token to predict
         raise ValueError(

@@ -38,7 +38,7 @@ def save_pretrained(model, directory: str | os.PathLike) -> None:
 
 
 def load_pretrained(
-    directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "sdpa", **hub
+    directory: str | os.PathLike, *, map_location="cpu", attn_impl: str = "auto", **hub
 ):
     """A model folder or a Hub repo id (``hub``: ``revision``, ``cache_dir``) ->
     :class:`TransformerXLLM` (names and shapes checked both ways)."""

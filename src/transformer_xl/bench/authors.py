@@ -34,7 +34,7 @@ from transformer_xl.bench.memory import (
     run_memory_child,
 )
 from transformer_xl.bench.presets import bench_preset
-from transformer_xl.bench.runner import DTYPES, Case, _lengths, next_segment, zipf_tokens
+from transformer_xl.bench.runner import DTYPES, Case, _lengths, bench_tokens, next_segment
 from transformer_xl.config import TransformerXLConfig
 
 AUTHORS = "authors"
@@ -112,14 +112,14 @@ class AuthorsRunner:
             3 if case.mode == "train" else 1
         )
         with bool_masks():
-            self.model = authors_model(load_authors(clone), cfg, tlen, mlen)
+            self.model = authors_model(load_authors(clone), cfg, tlen, mlen).to(case.device)
         self.model.train(case.mode == "train")
         dtype = torch.bfloat16 if bf16 else DTYPES[case.dtype]
+        device_type = torch.device(case.device).type
         self.autocast = (
-            torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else nullcontext()
+            torch.autocast(device_type, dtype=dtype) if dtype != torch.float32 else nullcontext()
         )
-        g = torch.Generator().manual_seed(case.seed + 1)
-        self.data = zipf_tokens(cfg.vocab_size, batch * (tlen * 8 + 1), g).view(batch, -1)
+        self.data = bench_tokens(case, cfg.vocab_size, batch, tlen).to(case.device)
         self.pos, self.tlen, self.mems = 0, tlen, ()
         self.fill_steps = max(1, math.ceil(mlen / tlen))
         self.opt = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -91,3 +92,30 @@ def describe(info: dict) -> str:
         if load
         else ""
     )
+
+
+def matmul_rate(dtype: torch.dtype, *, rows=(512, 1024, 2048, 4096), width: int = 1024) -> float:
+    """This machine's best ``torch.mm`` rate in FLOP/s for ``dtype`` on the current thread count:
+    ``[rows, width] @ [width, width]`` at each row count, with the right factor stored as is and
+    transposed (``F.linear``'s layout; some CPUs' bf16 kernels are fast in one layout only), a
+    warm-up call then the best of 3 timed calls; the best of all. The ceiling a benchmark row's
+    achieved FLOP/s is reported against (a share of it, per dtype)."""
+    best = 0.0
+    for n in rows:
+        a = torch.randn(n, width).to(dtype)
+        w = torch.randn(width, width).to(dtype)
+        for b in (w, w.t()):
+            torch.mm(a, b)
+            for _ in range(3):
+                t0 = time.perf_counter()
+                torch.mm(a, b)
+                best = max(best, 2.0 * n * width * width / (time.perf_counter() - t0))
+    return best
+
+
+def matmul_rates() -> dict[str, float]:
+    """:func:`matmul_rate` in float32 and bfloat16 (GFLOP/s), for a results file's header."""
+    return {
+        name: round(matmul_rate(dtype) / 1e9, 1)
+        for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))
+    }

@@ -6,13 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from transformer_xl.devices import (
-    DEVICES,
-    MAX_THREADS,
-    PRECISIONS,
-    check_device_name,
-    check_precision,
-)
+from transformer_xl.devices import DEVICES, MAX_THREADS, check_device_name
+from transformer_xl.precision import PRECISIONS, check_precision
 
 
 def _device(text: str) -> str:

@@ -3,6 +3,8 @@
 txl convert --from tf SRC OUT        the authors' TensorFlow checkpoints (no TF needed)
 txl convert --from original SRC OUT  the authors' PyTorch model.pt or state dict
 txl convert --from hf SRC OUT        an HF TransfoXL folder
+txl convert --from nvidia SRC OUT    NVIDIA DeepLearningExamples' checkpoint_best.pt /
+                                     checkpoint_last.pt (or their training folder)
 txl convert --to hf SRC OUT          one of our model folders, for transformers 5 (AutoModel);
                                      --hf-format legacy: HF's TransfoXL of transformers 4.x
 txl convert --remap-data --model MODEL DATA OUT
@@ -89,7 +91,7 @@ def register(sub, help: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     way = p.add_mutually_exclusive_group(required=True)
-    way.add_argument("--from", dest="source", choices=["tf", "original", "hf"],
+    way.add_argument("--from", dest="source", choices=["tf", "original", "hf", "nvidia"],
                      help="the format of SRC")  # fmt: skip
     way.add_argument("--to", choices=["hf"], help="write our model folder SRC in this format")
     way.add_argument(

@@ -29,6 +29,7 @@ from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.hf import HF_VOCAB_FILES, hf_state_from_ours, load_hf_folder
 from transformer_xl.convert.hf_export import write_hf5_folder
 from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
+from transformer_xl.convert.nvidia import load_nvidia, read_nvidia
 from transformer_xl.convert.original import load_original
 from transformer_xl.convert.tf import load_tf_checkpoint, read_corpus_info
 from transformer_xl.convert.tf_bundle import resolve_prefix
@@ -46,7 +47,7 @@ from transformer_xl.folders import find_model_folder
 from transformer_xl.presets import EVAL_SETTINGS, PRESETS
 from transformer_xl.weights import load_pretrained
 
-SOURCES = ("tf", "original", "hf")
+SOURCES = ("tf", "original", "hf", "nvidia")
 ARCH_FIELDS = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "div_val", "cutoffs")
 DATASET_ALIASES = {"wikitext103": "wt103", "onebillionword": "lm1b"}  # `txl prepare` names
 
@@ -146,10 +147,12 @@ def convert_checkpoint(
     cutoffs: Sequence[int] | None = None,
     with_vocab: bool = True,
 ) -> ConvertResult:
-    """Convert a ``source`` ("tf", "original", "hf") checkpoint at ``src`` into folder ``out``.
+    """Convert a ``source`` ("tf", "original", "hf", "nvidia") checkpoint at ``src`` into folder
+    ``out``.
 
     vocab_file: the vocabulary (TF ``cache.pkl``, PyTorch ``cache.pt``, HF ``vocab.pkl``);
-    found automatically in the released TF layout and in HF folders.
+    found automatically in the released TF layout and in HF folders; NVIDIA's checkpoints
+    hold theirs.
     corpus_info: the TF ``corpus-info.json`` (found automatically in the released layout).
     dataset: overrides the dataset named in the files (vocabulary kind, evaluation settings).
     cutoffs: for plain state dicts with ``div_val == 1``, whose shapes do not record them.
@@ -174,17 +177,16 @@ def convert_checkpoint(
         if with_vocab and vocab_file is None and (src / VOCAB_NAME).is_file():
             return _convert_hf_with_vocab_json(src, out, dataset, notes)
         auto_vocab = [src / name for name in HF_VOCAB_FILES]
+    elif source == "nvidia":
+        ck = read_nvidia(src)
+        notes += ck.notes
+        dataset = dataset or ck.dataset
 
-    info: VocabInfo | None = None
+    info = None
     if with_vocab:
-        path = Path(vocab_file) if vocab_file else _first_file(auto_vocab)
-        if path is not None:
-            # HF's converter decoded the authors' Python 2 strings as Latin-1
-            info = read_vocab_pickle(path, latin1_strings=source == "hf")
-            notes += info.notes
-            dataset = dataset or info.dataset
-        else:
-            notes.append("no vocabulary file found: no vocab.json written (see --vocab-file)")
+        inside = ck.vocab if source == "nvidia" and not vocab_file else None
+        info = inside or _read_vocab(vocab_file, auto_vocab, source, notes)
+        dataset = dataset or (info and info.dataset)
 
     def adjust(cfg: TransformerXLConfig) -> TransformerXLConfig:
         return with_eval_settings(cfg, dataset, notes)
@@ -193,6 +195,8 @@ def convert_checkpoint(
         model, counts = load_tf_checkpoint(prefix, cinfo, adjust)
     elif source == "original":
         model, counts = load_original(src, cutoffs=cutoffs, adjust=adjust)
+    elif source == "nvidia":
+        model, counts = load_nvidia(ck, adjust)
     else:
         model, counts = load_hf_folder(src, adjust)
     cfg = model.config
@@ -204,6 +208,20 @@ def convert_checkpoint(
             write_vocab_json(tmp, vocab)
 
     return ConvertResult(write_folder(out, fill), cfg, counts, vocab, notes)
+
+
+def _read_vocab(
+    vocab_file: str | os.PathLike | None, auto: Sequence[Path], source: str, notes: list[str]
+) -> VocabInfo | None:
+    """The vocabulary of ``--vocab-file``, else of the first file of ``auto`` that exists."""
+    path = Path(vocab_file) if vocab_file else _first_file(auto)
+    if path is None:
+        notes.append("no vocabulary file found: no vocab.json written (see --vocab-file)")
+        return None
+    # HF's converter decoded the authors' Python 2 strings as Latin-1
+    info = read_vocab_pickle(path, latin1_strings=source == "hf")
+    notes += info.notes
+    return info
 
 
 def _convert_hf_with_vocab_json(src: Path, out, dataset, notes) -> ConvertResult:

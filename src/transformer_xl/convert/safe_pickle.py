@@ -9,6 +9,8 @@ pickled state and does nothing else. Anything not on the list is refused with it
   written by Python 2, so its ``str`` values arrive as ``bytes``).
 * :func:`load_torch_pickle`: a ``torch.save`` file (zip or legacy format), through
   ``torch.load(weights_only=True)`` with the stand-ins registered under the authors' names.
+* :func:`load_torchscript_data`: the object tree of a ``torch.jit.save`` archive (its
+  ``data.pkl``), every ``__torch__`` class an inert stand-in: the program (``code/``) never runs.
 """
 
 from __future__ import annotations
@@ -305,3 +307,63 @@ def _unreadable(source: str, e: Exception) -> ValueError:
     """The error for a file that does not parse; the parser's words quoted, short, on one line
     (they may hold the file's raw bytes)."""
     return ValueError(f"{source}: not a readable torch file ({type(e).__name__}: {str(e)[:60]!r})")
+
+
+def _restore_type_tag(value: Any, _type_name: Any) -> Any:
+    """``torch.jit._pickle.restore_type_tag``: the value; the TorchScript type is not needed."""
+    return value
+
+
+SCRIPT_GLOBALS: dict[str, Any] = {
+    **{f"torch.jit._pickle.build_{k}list": list for k in ("tensor", "int", "double", "bool")},
+    "torch.jit._pickle.restore_type_tag": _restore_type_tag,
+}
+
+
+class _ScriptUnpickler(_RestrictedUnpickler):
+    """:class:`Record` stand-ins for every TorchScript class (``__torch__.*``) of the archive."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__torch__" or module.startswith("__torch__."):
+            key = f"{module}.{name}"
+            if key not in self.allowed:
+                self.allowed[key] = record_class(key)
+            return self.allowed[key]
+        return super().find_class(module, name)
+
+
+def load_torchscript_data(path: str | os.PathLike) -> Any:
+    """The object tree of a TorchScript archive: modules as :class:`Record` stand-ins with their
+    attributes (parameters, buffers, lists and settings as TorchScript kept them), tensors read
+    from the archive's ``data/`` records."""
+    source = str(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            pkl = next((n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")), None)
+            if pkl is None:
+                raise ValueError(f"{source}: no data.pkl: not a TorchScript archive")
+            root = pkl.split("/", 1)[0]
+
+            def persistent_load(pid: Any) -> Any:
+                if not isinstance(pid, tuple) or len(pid) != 5 or _text(pid[0]) != "storage":
+                    raise pickle.UnpicklingError(f"{source}: unexpected persistent id {pid!r}")
+                _, storage_type, key, _location, _numel = pid
+                if not isinstance(storage_type, _StorageType):
+                    raise pickle.UnpicklingError(f"{source}: storage of {storage_type!r}")
+                data = z.read(f"{root}/data/{_text(key)}")
+                raw = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8) if data else None
+                return torch.storage.TypedStorage(
+                    wrap_storage=raw if raw is not None else torch.UntypedStorage(0),
+                    dtype=storage_type.dtype, _internal=True,
+                )  # fmt: skip
+
+            allowed = {**PLAIN_GLOBALS, **TORCH_GLOBALS, **SCRIPT_GLOBALS}
+            with z.open(pkl) as f:
+                return _ScriptUnpickler(f, allowed, source, persistent_load).load()
+    except (DisallowedGlobal, ValueError):
+        raise
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{source}: cannot read the archive ({e})") from None
+    except Exception as e:  # noqa: BLE001 - any failure to parse is a bad file
+        raise _unreadable(source, e) from None

@@ -61,6 +61,12 @@ def read_vocab_pickle(path: str | os.PathLike, *, latin1_strings: bool = False) 
         obj = load_torch_pickle(path, VOCAB_CLASSES)
     else:
         obj = load_plain_pickle(path, VOCAB_CLASSES)
+    return vocab_info(obj, path, latin1_strings=latin1_strings)
+
+
+def vocab_info(obj: Any, path: str | os.PathLike, *, latin1_strings: bool = False) -> VocabInfo:
+    """The vocabulary of an unpickled corpus, ``Vocab`` :class:`Record` or attribute dict
+    (``path`` names the file in errors), e.g. the ``vocab`` entry of NVIDIA's checkpoints."""
     dataset = None
     if isinstance(obj, Record) and hasattr(obj, "vocab"):  # a Corpus
         dataset = _text(getattr(obj, "dataset", None))

@@ -23,7 +23,9 @@ cache, the per-distance tables and the masks.
 
 Streams in a batch are independent: each row counts its own memory (``counts``), so one row can
 be reset while the others go on. Rows share one key window whose slots all sit at the same
-distance from the newest token; a row's slots older than its memory are masked.
+distance from the newest token; a row's slots older than its memory are masked. A chunk may
+hold rows of different lengths (``hidden(ids, lengths)``, padding at the end): afterwards each
+row's slots are gathered forward by its padding, so every row's memory ends at the newest slot.
 
 Notation (batch-first): ``B`` streams, ``T`` new tokens (the chunk), ``C`` memory slots in the
 window, ``K = C + T`` keys, ``H`` heads, ``Dh`` head width, ``D`` model width, ``U`` rows of a
@@ -49,6 +51,7 @@ from transformer_xl.model.attention import (
     score_columns,
     sinusoid,
 )
+from transformer_xl.model.kernels.registry import step_path
 from transformer_xl.segment import SegmentSettings, resolve
 
 __all__ = ["KeyValueWindow", "StreamingLM", "chunk_mask", "distance_matrix", "position_tables"]
@@ -67,17 +70,19 @@ def chunk_mask(valid: Tensor, mem: int, qlen: int, *, window: int | None) -> Ten
     return (hidden[None] | stale[:, None, :])[:, None]
 
 
-def build_geometry(counts, mem, qlen, *, window, clamp_len, device) -> KeyGeometry:
+def build_geometry(counts, mem, qlen, *, window, clamp_len, device, pad: bool) -> KeyGeometry:
     """The :class:`KeyGeometry` of a chunk of ``qlen`` after ``mem`` slots (rows hold
-    ``counts`` real positions)."""
+    ``counts`` real positions); ``pad``: the distance rows padded to :func:`score_columns` (for
+    the fast kernels, not the eager reference)."""
     mask = chunk_mask(torch.tensor(counts, device=device), mem, qlen, window=window)
     dist = distance_matrix(mem, qlen, device)  # [T, K]
     if clamp_len > 0:
         dist = dist.clamp(max=clamp_len)
     klen = mem + qlen
     by_distance = relative_distances(klen, clamp_len, device).clamp(max=max(klen - 1, 0))
-    by_distance = F.pad(by_distance, (0, score_columns(klen) - klen - 1))  # [N]
-    return KeyGeometry(mask, ~mask, by_distance, dist[-1])
+    if pad:
+        by_distance = F.pad(by_distance, (0, score_columns(klen) - klen - 1))  # [N]
+    return KeyGeometry(mask, by_distance, dist[-1])
 
 
 class KeyValueWindow:
@@ -142,11 +147,29 @@ class KeyValueWindow:
         self.buf[layer, ..., self.end : self.end + qlen, :] = new
         return self.buf[layer, ..., self.end - self.length : self.end + qlen, :]
 
-    def advance(self, qlen: int) -> None:
-        """Take the ``qlen`` slots written by :meth:`keys_values` into the memory (capped)."""
+    def advance(self, qlen: int, lengths: list[int] | None = None) -> None:
+        """Take the ``qlen`` slots written by :meth:`keys_values` into the memory (capped).
+
+        ``lengths`` (``[B]``, each ``<= qlen``): row ``b`` wrote only its first ``lengths[b]``
+        slots for real, the rest is padding. Each row's slots are then moved ``qlen -
+        lengths[b]`` towards the newest end (a gather), so the padding leaves the memory and the
+        row's real positions end at the newest slot, as if it had read them alone."""
         self.end += qlen
-        self.length = min(self.length + qlen, self.mem_len)
-        self.counts = [min(c + qlen, self.mem_len) for c in self.counts]
+        if lengths is None:
+            self.length = min(self.length + qlen, self.mem_len)
+            self.counts = [min(c + qlen, self.mem_len) for c in self.counts]
+            return
+        self.counts = [min(c + n, self.mem_len) for c, n in zip(self.counts, lengths, strict=True)]
+        self.length = max(self.counts, default=0)
+        pads = [qlen - n for n in lengths]
+        if not any(pads):
+            return
+        lo = max(self.end - self.length - max(pads), 0)  # the oldest slot a kept slot comes from
+        region = self.buf[..., lo : self.end, :]  # [L, 2, B, H, S, Dh]
+        slots = torch.arange(self.end - lo, device=self.buf.device)
+        src = (slots[None, :] - torch.tensor(pads, device=self.buf.device)[:, None]).clamp(min=0)
+        index = src[None, None, :, None, :, None].expand_as(region)  # [L, 2, B, H, S, Dh]
+        self.buf[..., lo : self.end, :] = region.gather(4, index)
 
     def reset(self, rows: list[int]) -> None:
         """Forget the memory of ``rows``."""
@@ -302,9 +325,17 @@ class StreamingLM:
 
     # ------------------------------------------------------------------ reading
     @torch.no_grad()
-    def hidden(self, input_ids: Tensor) -> Tensor:
-        """Read ``input_ids`` ``[B, T]``; return the final hidden states ``[B, T, D]``."""
+    def hidden(self, input_ids: Tensor, lengths: list[int] | None = None) -> Tensor:
+        """Read ``input_ids`` ``[B, T]``; return the final hidden states ``[B, T, D]``.
+
+        ``lengths`` (``[B]`` ints in ``0 .. T``): row ``b`` holds ``lengths[b]`` real tokens
+        followed by padding; the padding is neither seen by the real tokens (it comes after
+        them) nor kept in the memory, so each row's real outputs and memory are those of reading
+        its real tokens alone (a row of length 0 keeps its memory unchanged). The outputs at
+        padded positions are meaningless."""
         input_ids = self._check_ids(input_ids)
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, input_ids.shape[1])
         model, kv = self.model, self.kv
         qlen, mem = input_ids.shape[1], kv.length
         self._ensure_tables(mem + qlen)
@@ -313,8 +344,8 @@ class StreamingLM:
         h = model.word_emb(input_ids)  # [B, T, D]
         for i, layer in enumerate(model.layers):
             store = functools.partial(kv.keys_values, i)
-            h = layer.step(h, store, geometry, self._tables[i])
-        kv.advance(qlen)
+            h = layer.step(h, store, geometry, self._tables[i], attention=model.attention)
+        kv.advance(qlen, lengths)
         return h
 
     @torch.no_grad()
@@ -352,13 +383,15 @@ class StreamingLM:
     def _geometry(self, mem: int, qlen: int) -> KeyGeometry:
         """Mask and distances of a chunk; cached, since they repeat once memory is full."""
         counts = self.kv.counts
-        key = (mem, qlen, len(counts), None if all(c == mem for c in counts) else tuple(counts))
+        pad = self.model.attention.kernel(step_path(qlen)).pad_scores
+        rows = None if all(c == mem for c in counts) else tuple(counts)
+        key = (mem, qlen, len(counts), rows, pad)
         if key not in self._geometries:
             if len(self._geometries) >= 8:
                 self._geometries.clear()
             self._geometries[key] = build_geometry(
                 counts, mem, qlen, window=self.window, clamp_len=self.clamp_len,
-                device=self.kv.buf.device,
+                device=self.kv.buf.device, pad=pad,
             )  # fmt: skip
         return self._geometries[key]
 
@@ -376,6 +409,17 @@ class StreamingLM:
         if bad.numel():
             raise ValueError(f"token id {int(bad[0])} is outside [0, vocab_size={vocab})")
         return ids.long()
+
+    def _check_lengths(self, lengths, qlen: int) -> list[int]:
+        out = torch.as_tensor(lengths).reshape(-1)
+        if out.dtype.is_floating_point or out.dtype == torch.bool or len(out) != self.batch_size:
+            raise ValueError(
+                f"lengths must be {self.batch_size} integers (one per row), got {lengths!r}"
+            )
+        out = out.tolist()
+        if any(not 0 <= n <= qlen for n in out):
+            raise ValueError(f"lengths {out} must each lie in 0 .. {qlen} (the chunk length)")
+        return out
 
     def _ensure_tables(self, klen: int) -> None:
         """Position tables covering distances ``0 .. klen-1`` (or up to ``clamp_len``)."""

@@ -19,7 +19,6 @@ from transformer_xl.model.adaptive import (
     sampled_nll,
 )
 from transformer_xl.model.attention import (
-    ATTN_IMPLS,
     KeyGeometry,
     PositionTerms,
     RelativeAttention,
@@ -30,6 +29,7 @@ from transformer_xl.model.attention import (
 from transformer_xl.model.dropout import relu_dropout
 from transformer_xl.model.generate import generate
 from transformer_xl.model.init import init_weights
+from transformer_xl.model.kernels.registry import AttentionChoice, resolve_attention
 from transformer_xl.model_folder import load_state, read_model_folder, write_model_folder
 from transformer_xl.segment import SegmentSettings, resolve
 
@@ -75,12 +75,15 @@ class DecoderLayer(nn.Module):
         self.ff = FeedForward(cfg)
 
     def forward(
-        self, h: Tensor, mem: Tensor | None, mask: Tensor, pos: PositionTerms, *, impl: str
-    ) -> Tensor:
-        return self.ff(self.attn(h, mem, mask, pos, impl=impl))
+        self, h: Tensor, mem: Tensor | None, mask: Tensor, pos: PositionTerms, *,
+        attention: AttentionChoice,
+    ) -> Tensor:  # fmt: skip
+        return self.ff(self.attn(h, mem, mask, pos, attention=attention))
 
-    def step(self, h: Tensor, store, geo: KeyGeometry, pos: PositionTerms) -> Tensor:
-        return self.ff.step(self.attn.step(h, store, geo, pos))
+    def step(
+        self, h: Tensor, store, geo: KeyGeometry, pos: PositionTerms, *, attention: AttentionChoice
+    ) -> Tensor:
+        return self.ff.step(self.attn.step(h, store, geo, pos, attention=attention))
 
 
 @dataclass
@@ -105,16 +108,18 @@ class LMOutput:
 class TransformerXLLM(nn.Module):
     """Transformer-XL language model.
 
-    ``attn_impl`` picks the attention kernel by name (``"sdpa"`` or ``"eager"``, the plain
-    reference); it changes speed, never results.
+    ``attn_impl`` names the attention kernel (``model/kernels/registry.py``: ``eager``, the plain
+    reference, ``sdpa``, ``score_attend``, ``chunked``, ``flex``, ``triton``) or ``auto`` (the
+    fastest per device); it changes speed, never results. It is resolved when the model is built
+    and again when it moves to another device type (``.to()``); :attr:`attention` holds the
+    choice (``attention.describe()`` says which kernel each path runs) and
+    :meth:`set_attn_impl` changes it.
     """
 
-    def __init__(self, config: TransformerXLConfig, *, attn_impl: str = "sdpa") -> None:
+    def __init__(self, config: TransformerXLConfig, *, attn_impl: str = "auto") -> None:
         super().__init__()
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f"attn_impl={attn_impl!r} is unknown: expected one of {ATTN_IMPLS}")
         self.config = cfg = config
-        self.attn_impl = attn_impl
+        self._attn_impl = attn_impl
         self.word_emb = AdaptiveEmbedding(cfg)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layer))
         self.crit = AdaptiveSoftmaxParams(cfg)
@@ -135,6 +140,32 @@ class TransformerXLLM(nn.Module):
             else None
         )
         init_weights(self, cfg)
+        self.attention: AttentionChoice = self._resolve_attention(attn_impl)
+
+    # ------------------------------------------------------------------ attention kernel
+    @property
+    def attn_impl(self) -> str:
+        """The requested attention kernel name (see :attr:`attention` for what runs)."""
+        return self._attn_impl
+
+    def set_attn_impl(self, name: str) -> None:
+        """Use the attention kernel ``name`` from now on (``ValueError`` if unknown or missing)."""
+        self.attention = self._resolve_attention(name)
+        self._attn_impl = name
+
+    def _resolve_attention(self, name: str) -> AttentionChoice:
+        first = next(self.parameters())
+        return resolve_attention(
+            name, device_type=first.device.type, position_term=self.config.attn_type in (0, 1)
+        )
+
+    def _apply(self, fn, recurse=True):
+        """``.to()``, ``.cuda()``, ``.to_empty()`` ...: choose ``auto``'s kernels again when the
+        weights land on another device type."""
+        out = super()._apply(fn, recurse)
+        if self.attention.device_type != next(self.parameters()).device.type:
+            self.attention = self._resolve_attention(self._attn_impl)
+        return out
 
     # ------------------------------------------------------------------ helpers
     def _layer_bias(self, bias: Tensor | None, i: int) -> Tensor | None:
@@ -167,7 +198,7 @@ class TransformerXLLM(nn.Module):
                 pos_keys=self.r_emb[i][rows],
                 pos_bias=self.r_bias[i][rows],
             )
-        return PositionTerms(add=self.r_emb[i][rows].reshape(len(rows), cfg.d_model))
+        return PositionTerms(add=self.r_emb[i][rows].flatten(1))  # [N, H * Dh = D]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -226,13 +257,22 @@ class TransformerXLLM(nn.Module):
         )
 
     def _layers(
-        self, h: Tensor, mems: Mems | None, mlen: int, s: SegmentSettings
+        self,
+        h: Tensor,
+        mems: Mems | None,
+        mlen: int,
+        s: SegmentSettings,
+        key_mask: Tensor | None = None,
     ) -> tuple[list[Tensor], Tensor]:
         """Run every layer on the embedded segment ``h`` ``[B, T, D]``; return each layer's
-        input (the next memory) and the last layer's output."""
+        input (the next memory) and the last layer's output. ``key_mask`` ``[B, K]`` (True =
+        hidden) hides keys of some streams on top of the causal mask: the memory rows that hold
+        no state yet in a fixed-size memory (the ONNX export)."""
         cfg = self.config
         klen = mlen + h.shape[1]
         mask = attention_mask(h.shape[1], mlen, window=s.window, device=h.device)  # [T, K]
+        if key_mask is not None:
+            mask = mask | key_mask[:, None, None, :]  # [B, 1, T, K]
         dist = relative_distances(klen, s.clamp_len, h.device)  # [K+1]: K, ..., 0
         enc = None
         if cfg.attn_type in (0, 2):
@@ -247,7 +287,7 @@ class TransformerXLLM(nn.Module):
                 add = pos.add[1:]  # [K, D]
                 h = h + add[mlen:]
                 mem = None if mem is None else mem + add[:mlen]
-            h = layer(h, mem, mask, pos, impl=self.attn_impl)
+            h = layer(h, mem, mask, pos, attention=self.attention)
         return hiddens, h
 
     def label_nll(self, hidden: Tensor, labels: Tensor) -> Tensor:
@@ -282,7 +322,7 @@ class TransformerXLLM(nn.Module):
         write_model_folder(directory, self.config, self.state_dict())
 
     @classmethod
-    def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "sdpa", **hub):
+    def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "auto", **hub):
         """A model folder (``config.json`` + ``model.safetensors``) or a Hub repo id
         (``hub``: ``revision=``, ``cache_dir=``) -> the model."""
         config, tensors, source = read_model_folder(resolve_model(directory, **hub), map_location)

@@ -9,10 +9,11 @@ import os
 import sys
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.precision import PRECISIONS
 from transformer_xl.run.config import TrainConfig, parse_override
 from transformer_xl.run.metrics import dumps
 from transformer_xl.tf.distribute import STRATEGIES
-from transformer_xl.tf.evaluate import PRECISIONS, evaluate_tf
+from transformer_xl.tf.evaluate import evaluate_tf
 from transformer_xl.tf.train import train_tf, train_tf_layers
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from transformer_xl import signals
+from transformer_xl.devices import autocast_dtype
 from transformer_xl.evaluate import EvalResult, evaluate
 from transformer_xl.memory import Mems
 from transformer_xl.model import TransformerXLLM
@@ -178,7 +179,7 @@ class Trainer:
             self.forward_model = torch.compile(self.dist_model, backend=cfg.compile_backend)
         self.optimizer = build_optimizer(self.dist_model, cfg)
         dev_type = env.device.type
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.autocast_dtype = autocast_dtype(cfg.precision)
         self.scaler = torch.amp.GradScaler(dev_type) if cfg.precision == "fp16" else None
         self.stream = data.train_stream(
             batch_size=cfg.batch_size,
@@ -208,6 +209,7 @@ class Trainer:
         )
         if resume:
             self._resume()
+        self.note(f"attention: {self.model.attention.describe()}")
 
     # ------------------------------------------------------------------ small helpers
     def autocast(self):
