@@ -83,6 +83,8 @@ def inputs(tmp_path_factory):
     for name in ("pt_run", "data", "model_torch_window"):
         shutil.copytree(FIX / name, root / name)
     (root / "corpus.txt").write_text("the cat sat on the mat\nand the dog ran\n" * 80)
+    (root / "lines.txt").write_text("the cat\nsat on\n")
+    (root / "nbest.tsv").write_text("u1\tthe cat\t-1.5\nu1\tthe mat\t-2.0\nu2\tsat on\t-0.5\n")
     return root
 
 
@@ -142,6 +144,23 @@ def test_generate_prompt_ids(inputs, capsys, ids):
             "--max-new-tokens", "2", "--device", "cpu"]  # fmt: skip
     code, _, err = run(argv, capsys)
     check(code, err, ("--prompt-ids", "prompt", "token id"))
+    assert same()
+
+
+# ---------------------------------------------------------------- score
+SCORE_FLAGS = ["--lm-weight", "--length-penalty", "--mem-len", "--clamp-len", "--batch-size"]
+
+
+@CLI
+@given(flag=st.sampled_from(SCORE_FLAGS), value=numbers(), nbest=st.booleans())
+def test_score_flags(inputs, capsys, flag, value, nbest):
+    same = _unchanged(inputs)
+    argv = ["score", str(inputs / "pt_run"), str(inputs / ("nbest.tsv" if nbest else "lines.txt")),
+            "--device", "cpu", *(["--nbest"] if nbest else []), flag, value]  # fmt: skip
+    code, out, err = run(argv, capsys)
+    check(code, err, (flag, flag[2:].replace("-", "_")))
+    if code == 0:
+        assert out.strip()
     assert same()
 
 
