@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from transformer_xl.precision import dtype_name
+from transformer_xl.precision import check_precision, dtype_name
 from transformer_xl.run.config import MAX_THREADS  # noqa: F401  (devices.MAX_THREADS)
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -34,6 +34,26 @@ def torch_dtype(precision: str) -> torch.dtype:
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The dtype to autocast to for ``precision``; None for ``fp32`` (no autocast)."""
     return None if precision == "fp32" else torch_dtype(precision)
+
+
+def cast_for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """Cast ``model``'s floating-point parameters and buffers to ``precision``'s dtype, once and
+    in place (like ``model.to(dtype)``), put it in eval mode and return it; ``fp32`` leaves the
+    weights as they are. The one helper of every inference entry point (``txl eval``,
+    ``txl generate``, the scorer) for bf16/fp16.
+
+    ``torch.autocast`` around ``model(...)`` keeps float32 weights and casts each to bf16 at
+    every product of every call (its cache lives one region and skips views such as the query
+    rows of ``qkv.weight``), and runs layer norms in float32, so the residual stream goes back
+    and forth between float32 and bf16 around every product: right for training (the float32
+    master weights change every step), waste for inference. With the weights cast once a pass
+    runs in bf16 end to end; where numerics need float32 it stays inside the kernels (layer
+    norm and softmax accumulate in float32 for half inputs, the adaptive softmax's
+    log-sum-exp and loss are float32, the evaluator sums in float64). Not for a model that is
+    trained afterwards: its float32 weights are gone."""
+    dtype = torch_dtype(check_precision(precision))
+    model.eval()
+    return model if dtype == torch.float32 else model.to(dtype)
 
 
 def resolve_device(name: str, flag: str = "--device"):

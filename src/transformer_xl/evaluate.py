@@ -21,15 +21,10 @@ import torch
 from torch import Tensor
 
 from transformer_xl.data import Vocab
-from transformer_xl.devices import autocast_dtype
 from transformer_xl.model import TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
-from transformer_xl.progress import Progress
-from transformer_xl.run.evaluation import eval_output, eval_plan
-from transformer_xl.segment import SegmentSettings, resolve
-from transformer_xl.train.data import open_data
-from transformer_xl.train.distributed import DistEnv, pick_device
-from transformer_xl.weights import load_pretrained
+from transformer_xl.model_folder import vocab_path
+from transformer_xl.segment import SegmentSettings, settings_or
 
 
 @dataclass(frozen=True)
@@ -102,11 +97,6 @@ def evaluate(
     batches: Iterable,
     settings: SegmentSettings | None = None,
     *,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length: bool | None = None,
-    window_keys: str | None = None,
-    same_length_keys: str | None = None,
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
     max_tokens: int = 0,
@@ -116,9 +106,8 @@ def evaluate(
 ) -> EvalResult:
     """Score the labels of ``batches`` with memory carried across them.
 
-    ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default the model config's;
-    the loose ``mem_len=...`` keywords change single fields) give the memory, clamp and
-    same-length window; ``ext_len`` is always 0 here. ``max_tokens`` > 0 stops after the batch
+    ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default the model config's)
+    give the memory, clamp and same-length window; ``ext_len`` is always 0 here. ``max_tokens`` > 0 stops after the batch
     that reaches that many scored labels (a quick validation during training). ``reduce`` (a
     function summing a tensor over ranks) combines the counts of a sharded evaluation.
 
@@ -127,11 +116,7 @@ def evaluate(
     short: ``mem_len >= tgt_len`` and a plain model), else with the segment
     forward. ``cached_keys`` True/False forces one way.
     """
-    base = _unwrap(model).config.segment
-    s = resolve(
-        base, settings, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
-        window_keys=window_keys, same_length_keys=same_length_keys,
-    ).replace(ext_len=0)  # fmt: skip
+    s = settings_or(_unwrap(model).config.segment, settings).replace(ext_len=0)
     was_training = model.training
     model.eval()
     nll = torch.zeros((), dtype=torch.float64, device=device)
@@ -176,18 +161,11 @@ def token_by_token_nll(
     model: torch.nn.Module,
     ids: Tensor,
     settings: SegmentSettings | None = None,
-    *,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length_keys: str | None = None,
 ) -> Tensor:
     """Reference: feed ``ids`` ``[B, N]`` one token at a time with the memory and clamp of
     ``settings`` (default the config's) and ``same_length`` on; returns the ``[B, N-1]`` NLL of
     each next token. Slow; for tests."""
-    s = resolve(
-        model.config.segment, settings, mem_len=mem_len, clamp_len=clamp_len,
-        same_length_keys=same_length_keys,
-    ).replace(same_length=True, ext_len=0)  # fmt: skip
+    s = settings_or(model.config.segment, settings).replace(same_length=True, ext_len=0)
     model.eval()
     mems, out = None, []
     for t in range(ids.shape[1] - 1):
@@ -197,74 +175,7 @@ def token_by_token_nll(
     return torch.cat(out, dim=1)
 
 
-# ---------------------------------------------------------------------------- txl eval
-def evaluate_model(
-    model_path,
-    *,
-    data: str | None,
-    split: str,
-    tgt_len: int | None = None,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length: bool | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    progress=None,
-) -> tuple[EvalResult, dict[str, Any]]:
-    """``txl eval``: unset settings come from the run's evaluation settings, else from the
-    model's config (batch size 10); see :func:`transformer_xl.run.evaluation.eval_plan`.
-    Returns the result and the JSON record (:func:`~transformer_xl.run.evaluation.eval_output`)
-    ``txl eval --json`` prints for either backend."""
-    given = dict(
-        tgt_len=tgt_len,
-        mem_len=mem_len,
-        clamp_len=clamp_len,
-        same_length=same_length,
-        batch_size=batch_size,
-    )
-    model_dir, data, s = eval_plan(model_path, data, given)
-    dev = pick_device(device, 0)
-    model = load_pretrained(model_dir, map_location=dev)
-    ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
-    check_vocab(model_dir, model.config.vocab_size, ds.dataset)
-    ds.check_ids([split])
-    autocast = None
-    if autocast_dtype(precision) is not None:
-        autocast = torch.autocast(dev.type, dtype=autocast_dtype(precision))
-    targets = ds.dataset.num_tokens(split) - 1
-    if s["batch_size"] > max(targets, 1):  # every stream needs a token to predict
-        raise ValueError(
-            f"batch_size {s['batch_size']:,}: more parallel streams than the {targets:,} "
-            f"tokens to predict in {data} ({split}); expected at most {max(targets, 1):,}"
-        )
-    batches = ds.eval_batches(
-        split, batch_size=s["batch_size"], tgt_len=s["tgt_len"], rank=0, world_size=1
-    )
-    with Progress(ds.dataset.num_tokens(split) - 1, f"eval {split}", stream=progress) as bar:
-        res = evaluate(
-            model,
-            _counted(batches, bar),
-            mem_len=s["mem_len"],
-            clamp_len=s["clamp_len"],
-            same_length=s["same_length"],
-            device=dev,
-            autocast=autocast,
-            bits=ds.bits,
-        )
-    info = eval_output(
-        res.nll_sum, res.tokens, res.bits, model_dir=model_dir, data=str(ds.dataset.path),
-        split=split, settings=s, precision=precision, backend="torch",
-    )  # fmt: skip
-    return res, info
-
-
-def _counted(batches, bar):
-    for batch in batches:
-        yield batch
-        bar.update(int(batch[2].sum()))
-
-
+# ---------------------------------------------------------------------------- the vocabulary
 def check_vocab(model_dir: Path, vocab_size: int, prepared) -> None:
     """The model must read the ids of ``prepared`` (a :class:`PreparedDataset`): same size and,
     when the model folder has a vocabulary, the same one."""
@@ -273,7 +184,7 @@ def check_vocab(model_dir: Path, vocab_size: int, prepared) -> None:
             f"{model_dir}: the model has {vocab_size:,} tokens but the data "
             f"{prepared.path} has {len(prepared.vocab):,}"
         )
-    vpath = Path(model_dir) / "vocab.json"
+    vpath = vocab_path(model_dir)
     if vpath.is_file() and Vocab.load(vpath).fingerprint() != prepared.vocab.fingerprint():
         raise ValueError(
             f"{vpath}: not the vocabulary of {prepared.path} (same size, other tokens or order)"

@@ -1,7 +1,9 @@
 """Precision names, the one table of them: ``--precision`` of every command, ``train.precision``
 and ``txl bench``. Each name stands for the dtype of the same name in torch and TensorFlow
-(``torch.bfloat16``, ``tf.bfloat16``); ``bf16`` and ``fp16`` mean autocast (PyTorch) or that
-compute dtype (TensorFlow) over float32 weights. No framework is imported here.
+(``torch.bfloat16``, ``tf.bfloat16``); in training ``bf16`` and ``fp16`` mean autocast (PyTorch)
+or that compute dtype (TensorFlow) over float32 weights; PyTorch inference (``txl eval``,
+``generate``, ``score``) casts the weights once (``devices.cast_for_inference``). No framework
+is imported here.
 """
 
 from __future__ import annotations

@@ -120,10 +120,11 @@ def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> N
 
 
 def add_precision(
-    p: argparse.ArgumentParser, *, default: str | None = "fp32", old: str | None = None
-) -> None:
+    p: argparse.ArgumentParser, *, default: str | None = "fp32", old: str | None = None,
+    how: str = "by autocast",
+) -> None:  # fmt: skip
     p.add_argument("--precision", type=_precision, default=default,
-                   help=f"{', '.join(PRECISIONS)} (bf16/fp16 by autocast)")  # fmt: skip
+                   help=f"{', '.join(PRECISIONS)} (bf16/fp16 {how})")  # fmt: skip
     if old:
         p.add_argument(old, dest="precision", type=_precision, help=argparse.SUPPRESS)
 

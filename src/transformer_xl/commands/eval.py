@@ -15,11 +15,12 @@ from transformer_xl.commands.common import (
     count_int,
     positive_int,
 )
-from transformer_xl.config import TransformerXLConfig
 from transformer_xl.devices import resolve_device
-from transformer_xl.evaluate import evaluate_model
-from transformer_xl.folders import find_model_folder
+from transformer_xl.evaluate_saved import evaluate_model
+from transformer_xl.model_folder import load_config
 from transformer_xl.run.metrics import dumps
+from transformer_xl.run.resolve import find_model_folder
+from transformer_xl.segment import given_flags
 
 
 def run(args) -> int:
@@ -27,10 +28,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     flags = dict(
         split=args.split,
-        tgt_len=args.tgt_len,
-        mem_len=args.mem_len,
-        clamp_len=args.clamp_len,
-        same_length=args.same_length,
+        changes=given_flags(args),
         batch_size=args.batch_size,
         precision=args.precision,
     )
@@ -38,7 +36,7 @@ def run(args) -> int:
         if args.device not in ("auto", "cpu"):
             raise ValueError("--backend tf places the model itself: leave --device at auto")
         # the model's config checked before TensorFlow's import prints its own lines
-        TransformerXLConfig.load(find_model_folder(args.model) / "config.json")
+        load_config(find_model_folder(args.model))
         from transformer_xl.tf.evaluate import evaluate_tf  # optional: needs tensorflow
 
         info = evaluate_tf(args.model, args.data, **flags)
@@ -79,7 +77,7 @@ def register(sub, help: str) -> None:
     )
     add_batch_size(p, "parallel streams (default: the run's, else 10)")
     add_device(p)
-    add_precision(p)
+    add_precision(p, how="weights cast once")
     add_threads(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(

@@ -13,10 +13,12 @@ import argparse
 
 from transformer_xl.commands.common import positive_int
 from transformer_xl.export.onnx import export_model_folder
+from transformer_xl.model_folder import VOCAB_NAME
+from transformer_xl.segment import given_flags
 
 
 def run(args) -> int:
-    meta = export_model_folder(args.model, args.out, mem_len=args.mem_len, tgt_len=args.tgt_len)
+    meta = export_model_folder(args.model, args.out, changes=given_flags(args))
     print(f"txl export --format onnx: wrote {args.out}")
     print(
         f"  graph: input_ids [B, T], mems [{meta['n_layer']}, B, {meta['mem_len']}, "
@@ -29,7 +31,7 @@ def run(args) -> int:
         f"{seg['clamp_len']}, same_length {seg['same_length']} (keys: {seg['window_keys']})"
     )
     kind, files = meta["tokenizer_kind"], ", ".join(meta["tokenizer_files"])
-    print(f"  tokenizer: {f'{kind} ({files})' if kind else 'none (no vocab.json in MODEL)'}")
+    print(f"  tokenizer: {f'{kind} ({files})' if kind else f'none (no {VOCAB_NAME} in MODEL)'}")
     return 0
 
 

@@ -14,6 +14,7 @@ import torch
 
 from transformer_xl.commands.common import (
     add_device,
+    add_precision,
     add_threads,
     clamp_int,
     count_int,
@@ -22,9 +23,10 @@ from transformer_xl.commands.common import (
     seed_int,
 )
 from transformer_xl.continuation import open_model, read_into
-from transformer_xl.devices import resolve_device
+from transformer_xl.devices import cast_for_inference, resolve_device
 from transformer_xl.model.generate import Sampler
 from transformer_xl.prompt import encode_prompt, parse_ids, read_prompt_file
+from transformer_xl.segment import given_flags, with_flags
 
 
 def run(args) -> int:
@@ -40,6 +42,7 @@ def run(args) -> int:
     ids = None if args.prompt_ids is None else parse_ids(args.prompt_ids)
     text = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
     opened = open_model(args.model, device=device)
+    cast_for_inference(opened.model, args.precision)  # weights cast once (no autocast)
     prompt = encode_prompt(
         opened.model.config.vocab_size, opened.tokenizer, text=text, ids=ids,
         model=opened.location.model_dir,
@@ -50,10 +53,10 @@ def run(args) -> int:
             f"and became {opened.tokenizer.vocab.unk_token}",
             file=sys.stderr,
         )
+    settings = with_flags(opened.model.config.segment, given_flags(args))
     prompted = read_into(
-        opened, prompt, tgt_len=args.tgt_len, mem_len=args.mem_len, clamp_len=args.clamp_len,
-        same_length=args.same_length, as_text=not args.ids, stop_at_eos=args.stop_at_eos,
-    )  # fmt: skip
+        opened, prompt, settings, as_text=not args.ids, stop_at_eos=args.stop_at_eos
+    )
     out = sys.stdout
     for k in range(args.num_samples):
         if args.num_samples > 1:
@@ -109,5 +112,6 @@ def register(sub, help: str) -> None:
     p.add_argument("--stop-at-eos", action="store_true", help="stop at the end-of-sentence token")
     p.add_argument("--ids", action="store_true", help="print token ids instead of text")
     add_device(p)
+    add_precision(p, how="weights cast once")
     add_threads(p)
     p.set_defaults(func=run)

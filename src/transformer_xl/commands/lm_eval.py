@@ -12,6 +12,7 @@ import argparse
 import json
 
 from transformer_xl.commands.common import clamp_int, comma_list, count_int, positive_int
+from transformer_xl.segment import given_flags
 
 
 def run(args) -> int:
@@ -24,8 +25,7 @@ def run(args) -> int:
         ) from None
     results = evaluate_tasks(
         args.model, args.tasks, include_path=args.include_path,
-        limit=args.limit, revision=args.revision, tgt_len=args.tgt_len, mem_len=args.mem_len,
-        clamp_len=args.clamp_len,
+        limit=args.limit, revision=args.revision, changes=given_flags(args),
     )  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=2, default=str))

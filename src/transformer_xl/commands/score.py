@@ -31,6 +31,7 @@ from transformer_xl.commands.common import (
 from transformer_xl.progress import Progress
 from transformer_xl.run.metrics import dumps
 from transformer_xl.scoring import open_scorer, read_groups, read_lines, rescore, score_lines
+from transformer_xl.segment import given_flags
 
 
 def run(args) -> int:
@@ -39,9 +40,8 @@ def run(args) -> int:
     if args.nbest and args.reset_on_blank:
         raise ValueError("--reset-on-blank does not apply to --nbest (utterances are groups)")
     scoring = open_scorer(
-        args.model, device=args.device, precision=args.precision, mem_len=args.mem_len,
-        clamp_len=args.clamp_len, same_length=args.same_length,
-    )  # fmt: skip
+        args.model, device=args.device, precision=args.precision, changes=given_flags(args)
+    )
     lines = read_lines(args.file)
     if args.nbest:
         records = rescore(
@@ -86,6 +86,6 @@ def register(sub, help: str) -> None:
                    help="every token attends to the same number of keys (default: config)")  # fmt: skip
     add_batch_size(p, "lines, documents or hypotheses scored together (default 32)", default=32)
     add_device(p)
-    add_precision(p)
+    add_precision(p, how="weights cast once")
     add_threads(p)
     p.set_defaults(func=run)

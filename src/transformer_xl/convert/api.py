@@ -28,6 +28,7 @@ from transformer_xl import temporaries
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.hf import HF_VOCAB_FILES, hf_state_from_ours, load_hf_folder
 from transformer_xl.convert.hf_export import write_hf5_folder
+from transformer_xl.convert.hf_files import HF_BIN, HF_CONFIG, HF_SAFETENSORS
 from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
 from transformer_xl.convert.nvidia import load_nvidia, read_nvidia
 from transformer_xl.convert.original import load_original
@@ -43,8 +44,10 @@ from transformer_xl.convert.vocab_files import (
 from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text, honour_umask, make_parent, named_error
-from transformer_xl.folders import find_model_folder
-from transformer_xl.presets import EVAL_SETTINGS, PRESETS
+from transformer_xl.model.saved import torch_weights
+from transformer_xl.model_folder import write_model_folder
+from transformer_xl.presets import TABLE, preset
+from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.weights import load_pretrained
 
 SOURCES = ("tf", "original", "hf", "nvidia")
@@ -66,12 +69,11 @@ def matching_preset(cfg: TransformerXLConfig, dataset: str | None) -> str | None
     if not dataset:
         return None
     dataset = DATASET_ALIASES.get(dataset.lower().replace("-", ""), dataset)
-    for name, fields in PRESETS.items():
+    for name, row in TABLE.items():
         if not name.startswith(dataset + "_") and name != dataset:
             continue
-        preset = TransformerXLConfig(**fields)
-        if preset.vocab_size == cfg.vocab_size and all(
-            getattr(preset, f) == getattr(cfg, f) for f in ARCH_FIELDS
+        if row.config.vocab_size == cfg.vocab_size and all(
+            getattr(row.config, f) == getattr(cfg, f) for f in ARCH_FIELDS
         ):
             return name
     return None
@@ -85,19 +87,39 @@ def with_eval_settings(cfg: TransformerXLConfig, dataset: str | None, notes: lis
             notes.append(f"architecture matches no '{dataset}' preset: run defaults kept")
         return cfg
     notes.append(f"architecture of preset '{name}': its evaluation settings are the defaults")
-    fields = PRESETS[name]
-    return cfg.replace(
-        **EVAL_SETTINGS[name], dropout=fields.get("dropout", cfg.dropout),
-        dropatt=fields.get("dropatt", cfg.dropatt),
-    )  # fmt: skip
+    row = preset(name)
+    ev = row.eval
+    segment = cfg.segment.replace(
+        tgt_len=ev.tgt_len,
+        mem_len=ev.mem_len,
+        clamp_len=ev.clamp_len,
+        same_length=ev.same_length,
+    )  # fmt: skip (the model's window_keys kept)
+    return cfg.replace(segment=segment, dropout=row.config.dropout, dropatt=row.config.dropatt)
+
+
+def _check_new(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out}: already exists and is not an empty folder; choose a new one")
+
+
+def write_model_out(out: str | os.PathLike, model, extra: Callable[[Path], None] | None) -> Path:
+    """Our model folder ``out`` (which must not exist or be empty) of the PyTorch ``model``,
+    through the one writer (``extra(tmp)``: the vocabulary files)."""
+    out = Path(out)
+    _check_new(out)
+    try:
+        return write_model_folder(out, model.config, torch_weights(model.state_dict()), extra=extra)
+    except SafetensorError as e:  # e.g. the disk is full: the Rust writer's own error type
+        raise ValueError(f"{out}: cannot write the weights ({e})") from None
 
 
 def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
-    """Create folder ``out`` through ``fill(tmp)`` on a temporary sibling, then rename it into
-    place; ``out`` must not exist or be empty. On any error nothing is left behind."""
+    """Create folder ``out`` (an HF folder) through ``fill(tmp)`` on a temporary sibling, then
+    rename it into place; ``out`` must not exist or be empty. On any error nothing is left
+    behind."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out}: already exists and is not an empty folder; choose a new one")
+    _check_new(out)
     make_parent(out)
     try:
         tmp = temporaries.make_dir(out)
@@ -202,12 +224,8 @@ def convert_checkpoint(
     cfg = model.config
     vocab = _vocab_for(info, cfg, dataset, str(src))
 
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        if vocab is not None:
-            write_vocab_json(tmp, vocab)
-
-    return ConvertResult(write_folder(out, fill), cfg, counts, vocab, notes)
+    extra = (lambda tmp: write_vocab_json(tmp, vocab)) if vocab is not None else None
+    return ConvertResult(write_model_out(out, model, extra), cfg, counts, vocab, notes)
 
 
 def _read_vocab(
@@ -216,7 +234,7 @@ def _read_vocab(
     """The vocabulary of ``--vocab-file``, else of the first file of ``auto`` that exists."""
     path = Path(vocab_file) if vocab_file else _first_file(auto)
     if path is None:
-        notes.append("no vocabulary file found: no vocab.json written (see --vocab-file)")
+        notes.append(f"no vocabulary file found: no {VOCAB_NAME} written (see --vocab-file)")
         return None
     # HF's converter decoded the authors' Python 2 strings as Latin-1
     info = read_vocab_pickle(path, latin1_strings=source == "hf")
@@ -238,13 +256,13 @@ def _convert_hf_with_vocab_json(src: Path, out, dataset, notes) -> ConvertResult
             f"vocab_size={model.config.vocab_size}"
         )
 
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+    def extra(tmp: Path) -> None:
         vocab.save(tmp / VOCAB_NAME)
         if vocab.kind == "bpe":
             shutil.copyfile(src / HF_TOKENIZER_NAME, tmp / HF_TOKENIZER_NAME)
 
-    return ConvertResult(write_folder(out, fill), model.config, counts, vocab.to_dict(), notes)
+    folder = write_model_out(out, model, extra)
+    return ConvertResult(folder, model.config, counts, vocab.to_dict(), notes)
 
 
 def hf_vocab_dict(vocab: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +304,7 @@ def export_hf(
     if weights not in ("safetensors", "bin"):
         raise ValueError(f"weights={weights!r}: expected 'safetensors' or 'bin'")
 
-    src = find_model_folder(src)  # a model, run or checkpoint folder, or a Hub repo id
+    src = find_model_folder(src)  # a model, run or checkpoint folder or a Hub repo id
     model = load_pretrained(src)
     vocab = None
     if (src / VOCAB_NAME).is_file():
@@ -312,21 +330,18 @@ def export_hf(
     return ConvertResult(folder, model.config, counts, vocab and vocab.to_dict(), [])
 
 
-RUN_SETTINGS = ("tgt_len", "mem_len", "ext_len", "clamp_len", "same_length", "same_length_keys")
-
-
 def _export_legacy(src: Path, out, model, vocab, weights: str) -> ConvertResult:
     cfg = model.config
     hf_cfg, state = hf_state_from_ours(model)
     # HF's config has no tgt_len and no same_length window: kept for `--from hf`
-    hf_cfg["txl_run_settings"] = {k: getattr(cfg, k) for k in RUN_SETTINGS}
+    hf_cfg["txl_run_settings"] = cfg.segment.to_dict()
     if vocab is not None and vocab.eos_id is not None:
         hf_cfg["eos_token_id"] = vocab.eos_id
     notes = []
-    if cfg.same_length and cfg.same_length_keys == "tf":
+    if cfg.segment.same_length and cfg.segment.window_keys == "mem_len+1":
         notes.append(
             "HF's same_length lets a query see mem_len keys (this model's default, "
-            "same_length_keys='tf', sees mem_len + 1): HF's scores differ slightly"
+            "window_keys='mem_len+1', sees mem_len + 1): HF's scores differ slightly"
         )
     if cfg.div_val > 1 and not cfg.proj_same_dim:
         notes.append("clusters without a projection got identity projections (HF needs one)")
@@ -336,21 +351,21 @@ def _export_legacy(src: Path, out, model, vocab, weights: str) -> ConvertResult:
         notes.append("sample_softmax dropped: HF's model cannot train with it")
     if vocab is not None and vocab.kind != "word":
         notes.append(
-            f"{vocab.kind} vocabulary: written as tokenizer.json for PreTrainedTokenizerFast "
+            f"{vocab.kind} vocabulary: written as {HF_TOKENIZER_NAME} for PreTrainedTokenizerFast "
             "(HF's TransfoXLTokenizer knows only words)"
         )
 
     def fill(tmp: Path) -> None:
         if vocab is not None:
             _write_legacy_tokenizer(tmp, vocab, src)
-        atomic_write_text(tmp / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
+        atomic_write_text(tmp / HF_CONFIG, json.dumps(hf_cfg, indent=2) + "\n")
         tensors = {k: v.contiguous() for k, v in state.items()}
         if weights == "safetensors":
-            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            honour_umask(tmp / "model.safetensors")  # the Rust writer makes it 0600
+            save_file(tensors, str(tmp / HF_SAFETENSORS), metadata={"format": "pt"})
+            honour_umask(tmp / HF_SAFETENSORS)  # the Rust writer makes it 0600
         else:
             try:
-                torch.save(tensors, tmp / "pytorch_model.bin")
+                torch.save(tensors, tmp / HF_BIN)
             except RuntimeError as e:  # torch's zip writer reports a full disk so, not OSError
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise ValueError(

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.hub import resolve_model
 from transformer_xl.memory import Mems, memory_length, update_mems
 from transformer_xl.model.adaptive import (
     AdaptiveEmbedding,
@@ -30,8 +29,9 @@ from transformer_xl.model.dropout import relu_dropout
 from transformer_xl.model.generate import generate
 from transformer_xl.model.init import init_weights
 from transformer_xl.model.kernels.registry import AttentionChoice, resolve_attention
-from transformer_xl.model_folder import load_state, read_model_folder, write_model_folder
-from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.model.saved import load_state, read_model_folder, save_model
+from transformer_xl.run.resolve import find_model_folder
+from transformer_xl.segment import SegmentSettings, settings_or
 
 
 class FeedForward(nn.Module):
@@ -52,10 +52,12 @@ class FeedForward(nn.Module):
         return x + y if self.pre_lnorm else self.ln(x + y)
 
     def step(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, T, D]
-        """:meth:`forward` without dropout (incremental decoding)."""
+        """:meth:`forward` without dropout (incremental decoding, no gradient): the ReLU and
+        the residual sum in place on the products' fresh outputs (no ``[B, T, d_inner]`` or
+        ``[B, T, D]`` temporary; the same values)."""
         y = self.ln(x) if self.pre_lnorm else x
-        y = self.fc2(torch.relu(self.fc1(y)))
-        return x + y if self.pre_lnorm else self.ln(x + y)
+        y = self.fc2(torch.relu_(self.fc1(y))).add_(x)  # [B, T, D]
+        return y if self.pre_lnorm else self.ln(y)
 
 
 def count_parameters(cfg: TransformerXLConfig) -> int:
@@ -212,27 +214,16 @@ class TransformerXLLM(nn.Module):
         settings: SegmentSettings | None = None,
         *,
         return_log_probs: bool = False,
-        mem_len: int | None = None,
-        ext_len: int | None = None,
-        clamp_len: int | None = None,
-        same_length: bool | None = None,
-        window_keys: str | None = None,
-        same_length_keys: str | None = None,
     ) -> LMOutput:
         """Score one segment.
 
         input_ids: ``[B, T]``; labels: ``[B, T]`` (the next tokens; no shifting is done here);
         mems: the memory returned by the previous call (None or ``()`` to start empty).
         settings: the :class:`~transformer_xl.segment.SegmentSettings` of this call (default:
-        ``config.segment``; ``tgt_len`` is not used here, the segment is ``input_ids``). The loose
-        keywords (``mem_len=...``, and ``same_length_keys`` of earlier versions) change single
-        fields of it; the result is validated either way.
+        ``config.segment``; ``tgt_len`` is not used here, the segment is ``input_ids``).
         """
         cfg = self.config
-        s = resolve(
-            cfg.segment, settings, mem_len=mem_len, ext_len=ext_len, clamp_len=clamp_len,
-            same_length=same_length, window_keys=window_keys, same_length_keys=same_length_keys,
-        )  # fmt: skip
+        s = settings_or(cfg.segment, settings)
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         bsz, qlen = input_ids.shape
@@ -319,13 +310,16 @@ class TransformerXLLM(nn.Module):
     # ------------------------------------------------------------------ weights
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
-        write_model_folder(directory, self.config, self.state_dict())
+        save_model(directory, self.config, self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "auto", **hub):
-        """A model folder (``config.json`` + ``model.safetensors``) or a Hub repo id
-        (``hub``: ``revision=``, ``cache_dir=``) -> the model."""
-        config, tensors, source = read_model_folder(resolve_model(directory, **hub), map_location)
+        """A model, run or checkpoint folder or a Hub repo id (``hub``: ``revision=``,
+        ``cache_dir=``), resolved by :func:`~transformer_xl.run.resolve.resolve_model` -> the
+        model."""
+        config, tensors, source = read_model_folder(
+            find_model_folder(directory, **hub), map_location
+        )
         with torch.device("meta"):
             model = cls(config, attn_impl=attn_impl)
         model = model.to_empty(device=map_location)

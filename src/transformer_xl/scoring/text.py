@@ -13,16 +13,17 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from transformer_xl.continuation import open_model
-from transformer_xl.devices import resolve_device, torch_dtype
+from transformer_xl.devices import cast_for_inference, resolve_device
+from transformer_xl.model_folder import VOCAB_NAME
 from transformer_xl.precision import check_precision
 from transformer_xl.scoring.scorer import Scorer
-from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.segment import SegmentSettings, with_flags
 
 
 @dataclass(frozen=True)
@@ -82,22 +83,21 @@ def count_unknown(tokenizer, text: str, ids: list[int]) -> int:
 
 def open_scorer(
     path: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32",
-    settings: SegmentSettings | None = None, mem_len: int | None = None,
-    clamp_len: int | None = None, same_length: bool | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> ScoringModel:  # fmt: skip
     """Load the model named by ``path`` (a model, run or checkpoint folder, or a Hub repo id)
     on ``device`` (``auto``, ``cpu``, ``cuda:N``...), its weights cast once to ``precision``
-    (fp32, bf16, fp16). The run settings default to the model config's."""
-    dtype = torch_dtype(check_precision(precision))
+    (fp32, bf16, fp16). The run settings are the model config's with ``changes`` (segment
+    settings by name, as the ``--mem-len`` ... flags give them) applied."""
+    check_precision(precision)  # a bad name fails before the model is loaded
     opened = open_model(path, device=resolve_device(device))
     if opened.tokenizer is None:
         raise ValueError(
-            f"{opened.location.model_dir}: the model folder has no vocab.json, so text cannot "
+            f"{opened.location.model_dir}: the model folder has no {VOCAB_NAME}, so text cannot "
             "be scored (use transformer_xl.scoring.Scorer with token ids)"
         )
-    model = opened.model.to(dtype)
-    s = resolve(model.config.segment, settings, mem_len=mem_len, clamp_len=clamp_len,
-                same_length=same_length)  # fmt: skip
+    model = cast_for_inference(opened.model, precision)
+    s = with_flags(model.config.segment, dict(changes or {}))
     start = line_end_trimmed(opened.tokenizer, opened.tokenizer.encode("\n"))
     if not start:
         raise ValueError(
