@@ -59,7 +59,7 @@ def test_a_huge_mem_len_equals_the_tokens_read(cuts, same_length):
     huge = stream_log_probs(model, ids, cuts, mem_len=10**8, same_length=same_length)
     ref = reference_log_probs(model, ids, cuts, mem_len=sum(cuts), same_length=same_length)
     assert max_diff(huge, ref) < TOL
-    stream = StreamingLM(model, 2, mem_len=10**8)
+    stream = StreamingLM(model, 2, model.config.segment.replace(mem_len=10**8))
     stream.log_probs(ids)
     assert stream.kv.capacity <= 2 * sum(cuts) + 128
     assert stream._table_rows <= 2 * sum(cuts) + 1
@@ -75,7 +75,7 @@ def test_a_window_too_big_for_memory_is_refused_with_its_sizes(batch):
 
 
 def test_growth_past_free_memory_is_refused(monkeypatch):
-    stream = StreamingLM(tiny_model(), 1, mem_len=10**8)
+    stream = StreamingLM(tiny_model(), 1, SegmentSettings(mem_len=10**8))
     stream.log_probs(torch.zeros(1, 10, dtype=torch.long))
     monkeypatch.setattr(allocation, "available_bytes", lambda device: 1000)
     with pytest.raises(AllocationError, match="mem_len=100,000,000"):
