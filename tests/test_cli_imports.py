@@ -40,7 +40,8 @@ def test_help_and_version_load_no_torch(argv):
     )  # fmt: skip
     heavy, ours = out.stdout.splitlines()[-2:]
     assert heavy == "", heavy
-    assert ours == "transformer_xl.cli", ours
+    # the command line itself: its parser, signal handling and guarded standard output
+    assert ours == "transformer_xl.cli,transformer_xl.signals,transformer_xl.stdio", ours
 
 
 def test_only_the_chosen_command_is_imported():
@@ -183,6 +184,7 @@ def test_the_cycle_checks_see_a_cycle():
 
 
 LEFT = {  # (file, imported module): why the import stays inside a function
+    ("cli.py", "transformer_xl.allocation"): "imports torch; only after an allocation failed",
     ("commands/eval.py", "transformer_xl.tf.evaluate"): "imports tensorflow",
     ("commands/train.py", "transformer_xl.tf.train"): "imports tensorflow",
     ("commands/lm_eval.py", "transformer_xl.hf.harness"): "imports lm_eval",
@@ -232,8 +234,9 @@ def test_the_run_layer_loads_neither_framework():
     assert out.stdout.splitlines()[-1] == "[]"
 
 
-def test_a_closed_pipe_ends_quietly():
-    """``txl presets | head -1``: no error line, no traceback when the reader goes away."""
+def test_a_closed_pipe_ends_in_one_line():
+    """``txl presets | head -1``: one line naming standard output, no traceback, when the
+    reader goes away."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "transformer_xl.cli", "presets"], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(SRC)},
@@ -241,4 +244,4 @@ def test_a_closed_pipe_ends_quietly():
     proc.stdout.close()  # the reader goes away before the output is written
     err = proc.stderr.read().decode()
     assert proc.wait() == 141
-    assert err == ""
+    assert err == "txl presets: standard output: Broken pipe\n"

@@ -116,7 +116,10 @@ def test_bad_text_inputs(tmp_path, capsys):
     assert prep("--train", tmp_path / "nope.txt", "--out", tmp_path / "o2") == 2
     assert "nope.txt: no such file" in capsys.readouterr().err
     tiny = tmp_path / "tiny.txt"
-    tiny.write_text("one line only\n")
+    tiny.write_text("one line only\n")  # cut between words now, but far too short
+    assert prep("--train", tiny, "--tokenizer", "word", "--out", tmp_path / "o3") == 2
+    assert "too little text" in capsys.readouterr().err
+    tiny.write_text("one\n")
     assert prep("--train", tiny, "--tokenizer", "word", "--out", tmp_path / "o3") == 2
     assert "would be empty" in capsys.readouterr().err
     assert not (tmp_path / "o3").exists()

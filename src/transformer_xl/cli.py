@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from transformer_xl import __version__
+from transformer_xl import __version__, signals, stdio
 
 
 class Command(NamedTuple):
@@ -88,23 +88,105 @@ def error_line(e: BaseException) -> str:
     return str(e)
 
 
+# the flags whose values size the tensors of a command, as argparse stores them
+SIZING_FLAGS = ("batch_size", "tgt_len", "mem_len", "num_samples", "max_new_tokens", "modes")
+
+
+def _memory(e: BaseException) -> bool:
+    """An allocation failed: our own :class:`~transformer_xl.allocation.AllocationError` (it has
+    ``sizes``) or the allocator's (torch's out-of-memory text; Python's ``MemoryError``)."""
+    if hasattr(e, "sizes") or isinstance(e, MemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("allocate" in text or "out of memory" in text)
+
+
+def memory_line(e: BaseException, given: dict) -> str:
+    """``out of memory: ... needs N bytes; lower --mem-len 100000000`` with the flags of the
+    command that size the failed tensor (those named by the error first, else every sizing
+    flag given)."""
+    from transformer_xl.allocation import from_allocator  # torch is loaded already
+
+    if not hasattr(e, "sizes"):
+        e = from_allocator(e, "a tensor")
+    named = [k for k in e.sizes if given.get(k) is not None] or [
+        k for k in SIZING_FLAGS if isinstance(given.get(k), int) and given.get(k) is not True
+    ]
+    flags = ", ".join(f"--{k.replace('_', '-')} {given[k]}" for k in named)
+    return f"out of memory: {e}" + (f"; lower {flags}" if flags else "")
+
+
+# optional packages: what they are, and the extra of this package that installs them
+OPTIONAL_PACKAGES = {
+    "tensorflow": ("TensorFlow", "tf"),
+    "matplotlib": ("matplotlib", "plot"),
+    "tokenizers": ("HF tokenizers", "bpe"),
+    "transformers": ("HF transformers", "hf"),
+    "huggingface_hub": ("huggingface_hub", "hf"),
+    "lm_eval": ("lm-evaluation-harness", "hf"),
+}
+
+
+def missing_line(e: ImportError, given: dict) -> str | None:
+    """``--backend tf needs TensorFlow, which is not installed: pip install ...`` for an
+    optional package that is missing (None for any other import error: a bug, re-raised)."""
+    top = (e.name or "").split(".")[0]
+    if top not in OPTIONAL_PACKAGES:
+        return None
+    what, extra = OPTIONAL_PACKAGES[top]
+    need = f"--backend {given['backend']} needs" if given.get("backend") == "tf" else "needs"
+    return f"{need} {what}, which is not installed: pip install 'transformer-xl[{extra}]'"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``txl ARGS``. Exit codes: 0 done; 1 training failed (its message says why); 2 bad input
+    (one line naming the file, field or flag); 130/143 stopped by SIGINT/SIGTERM; 141 standard
+    output closed; 74 standard output could not be written (e.g. a full disk)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(full=[chosen_command(argv)]).parse_args(argv)
+    stdio.occupy_closed_descriptors()
+    saved = sys.stdout
     try:
-        return int(args.func(args) or 0)
-    except BrokenPipeError:  # the reader went away (``txl presets | head``): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
-        return 141  # 128 + SIGPIPE, what a shell reports for a pipe writer that was cut off
-    except (ValueError, OSError) as e:
-        if os.environ.get("TXL_DEBUG"):
+        with signals.handled():
+            stdio.guard()
+            return _run(argv)
+    finally:
+        sys.stdout = saved
+
+
+def _run(argv: list[str]) -> int:
+    command = chosen_command(argv)
+    prog = f"txl {command}" if command else "txl"
+    try:
+        try:
+            args = build_parser(full=[chosen_command(argv)]).parse_args(argv)
+        except SystemExit:  # --help, --version, a usage error: flush what argparse printed
+            sys.stdout.flush()
             raise
-        print(f"txl {args.command}: error: {error_line(e)}", file=sys.stderr)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a full disk shows here, not in the interpreter's exit
+        return code
+    except stdio.OutputFailed as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return e.exit_code
+    except ImportError as e:
+        line = missing_line(e, vars(args))
+        if line is None or os.environ.get("TXL_DEBUG"):
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"txl {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except (ValueError, OSError, RuntimeError, MemoryError) as e:
+        if os.environ.get("TXL_DEBUG") or not (isinstance(e, ValueError | OSError) or _memory(e)):
+            raise
+        line = memory_line(e, vars(args)) if _memory(e) else error_line(e)
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        return 2
+    except signals.Stopped as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt as e:
+        how = f" by {signals.name(e.signum)}" if isinstance(e, signals.Interrupted) else ""
+        print(f"{prog}: interrupted{how}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def evaluate_model(
     targets = ds.dataset.num_tokens(split) - 1
     if plan.batch_size > max(targets, 1):  # every stream needs a token to predict
         raise ValueError(
-            f"batch size {plan.batch_size:,}: more parallel streams than the {targets:,} "
+            f"batch_size {plan.batch_size:,}: more parallel streams than the {targets:,} "
             f"tokens to predict in {data} ({split}); expected at most {max(targets, 1):,}"
         )
     batches = ds.eval_batches(

@@ -6,9 +6,10 @@ import contextlib
 import errno
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from transformer_xl import temporaries
 
 
 def current_umask() -> int:
@@ -67,7 +68,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     make_parent(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temporaries.make_file(path)
     except OSError as e:
         raise named_error(e, path) from None
     try:
@@ -92,7 +93,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     make_parent(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temporaries.make_file(path)
     except OSError as e:
         raise named_error(e, path) from None
     os.close(fd)
@@ -143,7 +144,7 @@ def fresh_sibling(path: Path) -> Path:
     path = Path(path)
     make_parent(path)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = temporaries.make_dir(path)  # named with the pid; dead processes' ones removed
     except OSError as e:  # name the folder asked for, not the temporary beside it
         raise named_error(e, path) from None
     honour_umask(tmp, directory=True)  # mkdtemp makes it 0700 whatever the umask

@@ -27,7 +27,7 @@ def parse_ids(text: str, flag: str = "--prompt-ids") -> list[int]:
 
 def read_prompt_file(path: str | os.PathLike) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not text
     except UnicodeDecodeError as e:
         raise ValueError(
             f"{path}: not UTF-8 text (byte {e.start}); expected a UTF-8 prompt"

@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from transformer_xl.bench import Variant, format_table, run_benchmark
-from transformer_xl.bench.runner import with_peer
+from transformer_xl.bench.runner import MODES, with_peer
 from transformer_xl.commands.common import (
     add_batch_size,
     add_device,
     add_precision,
     add_threads,
+    comma_list,
     count_int,
     positive_int,
 )
@@ -22,16 +23,12 @@ from transformer_xl.fileio import atomic_write_text, check_output_path
 from transformer_xl.precision import DTYPE_NAMES
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def run(args) -> int:
     if args.json:
         check_output_path(args.json)  # before minutes of measuring
-    variants = with_peer([Variant.parse(v) for v in _csv(args.variants)], args.compare)
+    variants = with_peer([Variant.parse(v) for v in args.variants], args.compare)
     result = run_benchmark(
-        _csv(args.preset), _csv(args.modes), variants, dtype=DTYPE_NAMES[args.precision],
+        args.preset, args.modes, variants, dtype=DTYPE_NAMES[args.precision],
         device=str(resolve_device(args.device)),
         threads=args.threads, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
         memory=args.memory, batch=args.batch_size, log=lambda s: print(s, file=sys.stderr, flush=True),
@@ -46,12 +43,17 @@ def register(sub, help: str) -> None:
     p = sub.add_parser("bench", help=help)
     p.add_argument(
         "--preset",
+        type=comma_list(),
         default="tiny",
         help="comma-separated: tiny, tiny256, wt_small, wt103_small, wt103_small_m640, wt103_base, nv_base",
     )
-    p.add_argument("--modes", default="train,eval,gen", help="comma-separated: train, eval, gen")
+    p.add_argument(
+        "--modes", type=comma_list(MODES), default="train,eval,gen",
+        help="comma-separated: train, eval, gen",
+    )  # fmt: skip
     p.add_argument(
         "--variants",
+        type=comma_list(),
         default="auto",
         help="comma-separated attention impls of ours (auto, eager, sdpa, score_attend, chunked, "
         "flex, triton) and 'hf', each optionally +compile, +bf16",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from transformer_xl.devices import DEVICES, MAX_THREADS, check_device_name
 from transformer_xl.precision import PRECISIONS, check_precision
@@ -25,13 +26,29 @@ def _precision(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--precision ")) from None
 
 
+LARGEST = 2**31 - 1  # lengths, counts and sizes: anything larger cannot be a tensor dimension
+
+
 def _integer(text: str, lowest: int) -> int:
     try:
         value = int(text)
     except ValueError:
         value = lowest - 1
-    if value < lowest:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {lowest}")
+    if not lowest <= value <= LARGEST:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected an integer from {lowest} to {LARGEST:,}"
+        )
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A random seed: any integer torch accepts (0 .. 2**63 - 1, or negative down to -2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer seed within 64 bits")
     return value
 
 
@@ -43,7 +60,55 @@ def _count(text: str) -> int:
     return _integer(text, 0)
 
 
-positive_int, count_int, device_name = _positive, _count, _device  # argparse types for commands
+def _clamp(text: str) -> int:
+    value = _integer(text, -1)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected -1 (no clamp) or a positive distance")
+    return value
+
+
+def real(low: float, high: float, *, low_open: bool = False, high_open: bool = False):
+    """An argparse type: a finite number in ``[low, high]`` (an end excluded when ``*_open``);
+    NaN, infinities and anything else refused with the range expected."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
+            lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected a number in {lo}{low:g}, {high:g}{hi}"
+            )
+        return value
+
+    return parse
+
+
+def comma_list(choices: tuple[str, ...] | None = None):
+    """An argparse type: a comma-separated list of at least one item (each one of ``choices``
+    when given); an empty list is refused rather than read as "nothing to do"."""
+
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            expected = f"one or more of {', '.join(choices)}" if choices else "one or more names"
+            raise argparse.ArgumentTypeError(f"{text!r} is empty: expected {expected}")
+        for item in items:
+            if choices is not None and item not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"{item!r} is not one of {', '.join(choices)} (comma-separated)"
+                )
+        return items
+
+    return parse
+
+
+# argparse types for commands
+positive_int, count_int, clamp_int, device_name = _positive, _count, _clamp, _device
 
 
 def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:

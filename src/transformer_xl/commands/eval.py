@@ -12,6 +12,9 @@ from transformer_xl.commands.common import (
     add_precision,
     add_threads,
     add_verify_data,
+    clamp_int,
+    count_int,
+    positive_int,
 )
 from transformer_xl.data.prepared import trusted_data
 from transformer_xl.devices import resolve_device
@@ -70,9 +73,9 @@ def register(sub, help: str) -> None:
     p.add_argument("model", help="a run folder (its best model), a model or a checkpoint folder")
     p.add_argument("--data", help="prepared dataset folder (default: the run's data)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--tgt-len", type=int, help="segment length")
-    p.add_argument("--mem-len", type=int, help="memory length")
-    p.add_argument("--clamp-len", type=int, help="clamp relative distances (-1: no clamp)")
+    p.add_argument("--tgt-len", type=positive_int, help="segment length")
+    p.add_argument("--mem-len", type=count_int, help="memory length")
+    p.add_argument("--clamp-len", type=clamp_int, help="clamp relative distances (-1: no clamp)")
     p.add_argument(
         "--same-length",
         action=argparse.BooleanOptionalAction,

@@ -12,7 +12,16 @@ import sys
 
 import torch
 
-from transformer_xl.commands.common import add_device, add_precision, add_threads
+from transformer_xl.commands.common import (
+    add_device,
+    add_precision,
+    add_threads,
+    clamp_int,
+    count_int,
+    positive_int,
+    real,
+    seed_int,
+)
 from transformer_xl.continuation import open_model, read_into
 from transformer_xl.devices import cast_for_inference, resolve_device
 from transformer_xl.model.generate import Sampler
@@ -72,18 +81,29 @@ def register(sub, help: str) -> None:
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompt-file", help="read the prompt text from this UTF-8 file")
     src.add_argument("--prompt-ids", help="prompt token ids, e.g. '12 7 99'")
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: unseeded)")
-    p.add_argument("--num-samples", type=int, default=1, help="continuations of the same prompt")
-    p.add_argument("--mem-len", type=int, default=None, help="memory length (default: config)")
+    p.add_argument("--max-new-tokens", type=count_int, default=100)
+    p.add_argument("--temperature", type=real(0, 1e6), default=1.0, help="0 = greedy (default 1.0)")
     p.add_argument(
-        "--tgt-len", type=int, default=None, help="prompt segment length (default: config)"
+        "--top-k", type=count_int, default=0, help="keep the k most likely tokens (0 = off)"
     )
     p.add_argument(
-        "--clamp-len", type=int, default=None, help="max relative distance (default: config)"
+        "--top-p",
+        type=real(0, 1, low_open=True),
+        default=1.0,
+        help="nucleus sampling mass (1 = off)",
+    )
+    p.add_argument("--seed", type=seed_int, default=None, help="random seed (default: unseeded)")
+    p.add_argument(
+        "--num-samples", type=positive_int, default=1, help="continuations of the same prompt"
+    )
+    p.add_argument(
+        "--mem-len", type=count_int, default=None, help="memory length (default: config)"
+    )
+    p.add_argument(
+        "--tgt-len", type=positive_int, default=None, help="prompt segment length (default: config)"
+    )
+    p.add_argument(
+        "--clamp-len", type=clamp_int, default=None, help="max relative distance (default: config)"
     )
     p.add_argument(
         "--same-length", action=argparse.BooleanOptionalAction, default=None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from transformer_xl.commands.common import clamp_int, comma_list, count_int, positive_int
 from transformer_xl.segment import given_flags
 
 
@@ -23,7 +24,7 @@ def run(args) -> int:
             "pip install 'transformer-xl[hf]'"
         ) from None
     results = evaluate_tasks(
-        args.model, [t for t in args.tasks.split(",") if t], include_path=args.include_path,
+        args.model, args.tasks, include_path=args.include_path,
         limit=args.limit, revision=args.revision, changes=given_flags(args),
     )  # fmt: skip
     if args.json:
@@ -44,12 +45,16 @@ def register(sub, help: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="model folder or Hub repo id")
-    p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    p.add_argument(
+        "--tasks", type=comma_list(), required=True, help="comma-separated lm-eval task names"
+    )
     p.add_argument("--include-path", metavar="DIR", help="folder of extra task YAML files")
-    p.add_argument("--limit", type=int, help="at most this many documents per task")
+    p.add_argument("--limit", type=positive_int, help="at most this many documents per task")
     p.add_argument("--revision", help="with a Hub repo id: branch, tag or commit")
-    p.add_argument("--tgt-len", type=int, help="segment length (default: the model's)")
-    p.add_argument("--mem-len", type=int, help="memory length (default: the model's)")
-    p.add_argument("--clamp-len", type=int, help="relative-distance clamp (default: the model's)")
+    p.add_argument("--tgt-len", type=positive_int, help="segment length (default: the model's)")
+    p.add_argument("--mem-len", type=count_int, help="memory length (default: the model's)")
+    p.add_argument(
+        "--clamp-len", type=clamp_int, help="relative-distance clamp (default: the model's)"
+    )
     p.add_argument("--json", action="store_true", help="print lm-eval's results as JSON")
     p.set_defaults(func=run)

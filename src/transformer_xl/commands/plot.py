@@ -1,4 +1,4 @@
-"""``txl plot``: draw a run's loss curves to a PNG."""
+"""``txl plot``: draw a run's loss curves to a PNG (or SVG, PDF: the suffix of --out)."""
 
 from __future__ import annotations
 
@@ -14,5 +14,5 @@ def run(args) -> int:
 def register(sub, help: str) -> None:
     p = sub.add_parser("plot", help=help)
     p.add_argument("run", help=f"run folder (holds {RunFolder.METRICS})")
-    p.add_argument("--out", help="PNG path (default RUN/curves.png)")
+    p.add_argument("--out", help="image path: .png, .svg or .pdf (default RUN/curves.png)")
     p.set_defaults(func=run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from transformer_xl.commands.common import real
 from transformer_xl.data.corpora import NAMES, prepare_benchmark
 from transformer_xl.data.prepared import META_NAME
 from transformer_xl.data.text import TOKENIZERS, prepare_text
@@ -143,7 +144,11 @@ def register(sub, help: str) -> None:
         "--lower-case", action="store_true", default=None, help="lower-case the text (char/word)"
     )
     build.add_argument("--unk-token", help="the unknown token (char/word; default <unk>)")
-    t.add_argument("--valid-fraction", type=float, default=0.05)
-    t.add_argument("--test-fraction", type=float, default=0.05)
+    t.add_argument(
+        "--valid-fraction", type=real(0, 0.5, low_open=True, high_open=True), default=0.05
+    )
+    t.add_argument(
+        "--test-fraction", type=real(0, 0.5, low_open=True, high_open=True), default=0.05
+    )
     t.add_argument("--name", default="text", help=f"dataset name recorded in {META_NAME}")
     t.set_defaults(func=run_text)

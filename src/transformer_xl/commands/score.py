@@ -19,7 +19,15 @@ import sys
 
 import torch
 
-from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+from transformer_xl.commands.common import (
+    add_batch_size,
+    add_device,
+    add_precision,
+    add_threads,
+    clamp_int,
+    count_int,
+    real,
+)
 from transformer_xl.progress import Progress
 from transformer_xl.run.metrics import dumps
 from transformer_xl.scoring import open_scorer, read_groups, read_lines, rescore, score_lines
@@ -69,11 +77,11 @@ def register(sub, help: str) -> None:
     p.add_argument("--reset-on-blank", action="store_true",
                    help="blank lines separate documents: the memory starts over")  # fmt: skip
     p.add_argument("--nbest", action="store_true", help="rescore n-best lists (see above)")
-    p.add_argument("--lm-weight", type=float, default=1.0, help="LM weight (default 1.0)")
-    p.add_argument("--length-penalty", type=float, default=0.0,
+    p.add_argument("--lm-weight", type=real(-1e6, 1e6), default=1.0, help="LM weight (default 1.0)")
+    p.add_argument("--length-penalty", type=real(-1e6, 1e6), default=0.0,
                    help="added per token of a hypothesis (default 0)")  # fmt: skip
-    p.add_argument("--mem-len", type=int, help="memory length (default: config)")
-    p.add_argument("--clamp-len", type=int, help="max relative distance (default: config)")
+    p.add_argument("--mem-len", type=count_int, help="memory length (default: config)")
+    p.add_argument("--clamp-len", type=clamp_int, help="max relative distance (default: config)")
     p.add_argument("--same-length", action=argparse.BooleanOptionalAction, default=None,
                    help="every token attends to the same number of keys (default: config)")  # fmt: skip
     add_batch_size(p, "lines, documents or hypotheses scored together (default 32)", default=32)

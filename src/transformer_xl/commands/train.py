@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
+from transformer_xl import stdio
 from transformer_xl.commands.common import (
     add_batch_size,
     add_device,
     add_precision,
     add_threads,
     add_verify_data,
+    positive_int,
     shared_settings,
 )
 from transformer_xl.data.prepared import trusted_data
+from transformer_xl.run import lock
 from transformer_xl.run.metrics import dumps
 from transformer_xl.train.loop import TrainingError
 from transformer_xl.train.run import print_config, train
@@ -38,13 +42,17 @@ def _run(args) -> int:
     if args.print_config:
         print(print_config(**layers))
         return 0
-    if args.backend == "tf":
-        return run_tf(args, out, layers)
-    try:
-        train(out=out, resume=args.resume, **layers)
-    except TrainingError as e:
-        print(f"txl train: {e}", file=sys.stderr)
-        return 1
+    # the run folder holds what matters: a closed standard output must not end the run
+    stdio.keep_going(f"training goes on; its progress is in {out}/metrics.jsonl")
+    # one writer per run folder; with torchrun only rank 0 holds the lock
+    with lock.hold(out, writer=os.environ.get("RANK", "0") in ("", "0")):
+        if args.backend == "tf":
+            return run_tf(args, out, layers)
+        try:
+            train(out=out, resume=args.resume, **layers)
+        except TrainingError as e:
+            print(f"txl train: {e}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -75,7 +83,7 @@ def register(sub, help: str) -> None:
         metavar="KEY=VALUE",
         help="override a setting: lr=1e-3, model.n_layer=6 (repeatable)",
     )
-    p.add_argument("--max-steps", type=int, help="shortcut for --set max_steps=N")
+    p.add_argument("--max-steps", type=positive_int, help="shortcut for --set max_steps=N")
     add_device(p, default=None)
     add_precision(p, default=None)
     add_batch_size(p, "shortcut for --set batch_size=N")

@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from transformer_xl import temporaries
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.hf import HF_VOCAB_FILES, hf_state_from_ours, load_hf_folder
 from transformer_xl.convert.hf_export import write_hf5_folder
@@ -122,7 +122,7 @@ def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     _check_new(out)
     make_parent(out)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        tmp = temporaries.make_dir(out)
     except OSError as e:  # name the folder asked for, not the temporary beside it
         raise named_error(e, out) from None
     try:

@@ -114,6 +114,9 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark
+
+
 @dataclass(frozen=True)
 class FileSource:
     """Regular files read one after another as one text; a file that does not end with a
@@ -142,11 +145,24 @@ class FileSource:
     def sizes(self) -> list[int]:
         return [f.stat().st_size for f in self.files]
 
+    def with_bom(self) -> list[Path]:
+        """The files that start with a UTF-8 byte-order mark (which :meth:`read_chunks` drops:
+        it marks the encoding, it is not text)."""
+        found = []
+        for f in self.files:
+            with open(f, "rb") as fh:
+                if fh.read(len(BOM)) == BOM:
+                    found.append(f)
+        return found
+
     def read_chunks(self, chunk: int = CHUNK) -> Iterator[tuple[str, bytes]]:
-        """``(file name, bytes)`` chunks, with the separating newlines."""
+        """``(file name, bytes)`` chunks, with the separating newlines; a UTF-8 byte-order mark
+        at the start of a file is left out."""
         for f in self.files:
             last = b"\n"
             with open(f, "rb") as fh:
+                if fh.read(len(BOM)) != BOM:
+                    fh.seek(0)
                 while block := fh.read(chunk):
                     last = block[-1:]
                     yield str(f), block

@@ -9,7 +9,9 @@ reports how many of its tokens did.
 
 Without ``valid`` / ``test`` files, the end of the training text is carved off: the last
 ``test_fraction`` of its bytes is the test split and the ``valid_fraction`` before it the
-validation split, each cut moved forward to the next line start.
+validation split, each cut moved forward to the next line start (or, where the text has no line
+break before the next cut, as in text8's single 100 MB line, to the next space or tab, else the
+next character start).
 
 With ``vocab=PATH`` (``--vocab``, for fine-tuning) no vocabulary is built: the text is encoded
 with the vocabulary of an existing model (a model, run or checkpoint folder), of a prepared
@@ -107,12 +109,13 @@ class _Split:
 
 def _check_and_cut(
     source: FileSource, need_utf8: bool, targets: list[int]
-) -> tuple[int, list[int]]:
+) -> tuple[int, list[tuple[int, ...]]]:
     """Check every file is text (no NUL; UTF-8 when ``need_utf8``) and find, for each target
-    byte position, the next line start (else the next character start). Returns the total size
-    and the cut positions."""
-    pos, cuts = 0, [None] * len(targets)
-    fallback = [None] * len(targets)
+    byte position, where a cut could go at or after it: the next line start, the next position
+    after an ASCII space or tab, the next character start. Returns the total size and, per
+    target, those candidates (``size`` where there is none)."""
+    pos = 0
+    found = [[None, None, None] for _ in targets]  # line start, after a space, character start
     dec_name, dec = None, None
     for name, block in source.read_chunks():
         if name != dec_name:
@@ -125,27 +128,55 @@ def _check_and_cut(
             check_no_nul(block, name, dec.offset)
             dec.offset += len(block)
         for k, t in enumerate(targets):
-            if cuts[k] is None and pos + len(block) > t:
-                i = block.find(b"\n", max(t - pos, 0))
-                if i >= 0:
-                    cuts[k] = pos + i + 1
-                if fallback[k] is None:
-                    arr = byte_values(block[max(t - pos, 0) :])
-                    starts = np.flatnonzero((arr & 0xC0) != 0x80)
-                    if len(starts):
-                        fallback[k] = max(t, pos) + int(starts[0])
+            if pos + len(block) > t:
+                _cut_candidates(block, pos, t, found[k])
         pos += len(block)
     if dec is not None and need_utf8:
         dec.decode(b"", final=True)
-    return pos, [
-        c if c is not None else (f if f is not None else pos)
-        for c, f in zip(cuts, fallback, strict=True)
-    ]
+    return pos, [tuple(pos if c is None else c for c in f) for f in found]
+
+
+def _cut_candidates(block: bytes, pos: int, target: int, found: list) -> None:
+    """Fill the missing ``found`` candidates (see :func:`_check_and_cut`) from ``block``, which
+    starts at byte ``pos`` of the text."""
+    lo = max(target - pos, 0)
+    for k, sep in enumerate((b"\n", b" ")):
+        if found[k] is None:
+            i = block.find(sep, lo)
+            j = block.find(b"\t", lo) if sep == b" " else -1
+            i = min(x for x in (i, j) if x >= 0) if max(i, j) >= 0 else -1
+            if i >= 0:
+                found[k] = pos + i + 1
+    if found[2] is None:
+        starts = np.flatnonzero((byte_values(block[lo:]) & 0xC0) != 0x80)
+        if len(starts):
+            found[2] = pos + lo + int(starts[0])
+
+
+def _note_boms(sources: list[FileSource], quiet: bool) -> None:
+    files = [f for s in sources for f in s.with_bom()]
+    if files:
+        more = f" and {len(files) - 1} more file(s)" if len(files) > 1 else ""
+        _log(f"note: left out the UTF-8 byte-order mark at the start of {files[0]}{more}", quiet)
+
+
+def _choose_cuts(candidates: list[tuple[int, ...]], total: int) -> tuple[list[int], list[str]]:
+    """Per target the first candidate (line start, word, character) that leaves the split after
+    it non-empty: a corpus of one long line (text8) is cut between words, not refused."""
+    cuts, how = [], []
+    names = ("line start", "space", "character")
+    for k, options in enumerate(candidates):
+        limit = candidates[k + 1][-1] if k + 1 < len(candidates) else total
+        pick = next((i for i, c in enumerate(options) if c < limit), len(options) - 1)
+        cuts.append(options[pick])
+        how.append(names[pick])
+    return cuts, how
 
 
 def _plan_splits(train, valid, test, fractions, need_utf8: bool, quiet: bool) -> dict[str, _Split]:
     src = FileSource.from_paths(train)
     given = {"valid": valid, "test": test}
+    _note_boms([src, *(FileSource.from_paths(g) for g in (valid, test) if g)], quiet)
     missing = [s for s in ("valid", "test") if not given[s]]
     vf, tf = fractions
     total = sum(src.sizes())
@@ -154,14 +185,16 @@ def _plan_splits(train, valid, test, fractions, need_utf8: bool, quiet: bool) ->
         targets.append(int(total * (1 - vf - (tf if "test" in missing else 0))))
     if "test" in missing:
         targets.append(int(total * (1 - tf)))
-    total, cuts = _check_and_cut(src, need_utf8, targets)
+    total, candidates = _check_and_cut(src, need_utf8, targets)
     if total == 0:
         raise ValueError(f"training text is empty ({', '.join(map(str, train))})")
+    cuts, how = _choose_cuts(candidates, total)
     bounds = [0, *cuts, total]
     plan = {"train": _Split(src, 0, bounds[1])}
     for k, s in enumerate(missing):
         plan[s] = _Split(src, bounds[k + 1], bounds[k + 2])
-        _log(f"{s}: bytes {bounds[k + 1]:,}..{bounds[k + 2]:,} of the training text", quiet)
+        at = "" if how[k] == "line start" else f" (cut at a {how[k]}: no line break after it)"
+        _log(f"{s}: bytes {bounds[k + 1]:,}..{bounds[k + 2]:,} of the training text{at}", quiet)
     for s in ("valid", "test"):
         if given[s]:
             fs = FileSource.from_paths(given[s])
@@ -291,6 +324,27 @@ def given_vocab(source: str | os.PathLike) -> GivenVocab:
     return GivenVocab(vocab, vocab_file, bpe)
 
 
+# the building options each tokenizer reads (BUILD_OPTIONS keys); any other one given is refused
+APPLIES = {
+    "byte": (),
+    "char": ("min_freq", "max_size", "lower_case", "unk_token"),
+    "word": ("min_freq", "max_size", "lower_case", "unk_token"),
+    "bpe": ("min_freq", "vocab_size"),
+}
+
+
+def _check_applies(kind: str, given: dict) -> None:
+    """Refuse, by name, an option given that the ``kind`` tokenizer would not read."""
+    for key, value in given.items():
+        if key != "tokenizer" and value is not None and key not in APPLIES[kind]:
+            flag = BUILD_OPTIONS[key][0]
+            users = [t for t, keys in APPLIES.items() if key in keys]
+            raise ValueError(
+                f"{flag} does not apply to --tokenizer {kind} (only to {', '.join(users)}): "
+                f"drop {flag} or choose another tokenizer"
+            )
+
+
 def build_settings(vocab: object, given: dict) -> dict:
     """The vocabulary-building options (``BUILD_OPTIONS`` keys, None where not given) with
     their defaults filled in and checked; with ``vocab`` (``--vocab``) any of them given is
@@ -308,6 +362,7 @@ def build_settings(vocab: object, given: dict) -> dict:
            for k, (_, default) in BUILD_OPTIONS.items()}  # fmt: skip
     if out["tokenizer"] not in TOKENIZERS:
         raise ValueError(f"tokenizer {out['tokenizer']!r} is not one of {', '.join(TOKENIZERS)}")
+    _check_applies(out["tokenizer"], given)
     check_vocab_limits(
         min_freq=out["min_freq"], max_size=out["max_size"], vocab_size=out["vocab_size"]
     )

@@ -214,37 +214,42 @@ def generate(model, prompt: Sequence[int] | Tensor, max_new_tokens: int = 100, *
 
 # ---------------------------------------------------------------------- text output
 class TextStreamer:
-    """Turns generated ids into printable text piece by piece.
+    """Turns generated ids into printable text piece by piece, in time linear in the length.
 
-    Each :meth:`push` decodes ``context + generated`` (``context``: the last prompt ids, so that
-    word separators come out right) and returns the text not returned before. Text ending in an
-    incomplete UTF-8 character (U+FFFD) is held back until the character completes or
-    :meth:`flush`.
+    Each :meth:`push` decodes only ``context + pending``: ``context`` the last few ids already
+    turned into text (at first the end of the prompt, so that word separators come out right),
+    ``pending`` the ids not yet returned; the new text is what lies beyond the text of
+    ``context``. Text ending in an incomplete UTF-8 character (U+FFFD) is held back (the ids stay
+    pending) until the character completes or :meth:`flush`. Decoding is prefix-stable for
+    every tokenizer here once incomplete characters are held back, so the pieces join to the
+    decoding of the whole continuation.
     """
+
+    CONTEXT = 8  # ids of context kept: enough for a separator and a multi-byte character
 
     def __init__(self, decode: Callable[[list[int]], str], context: Sequence[int] = ()) -> None:
         self.decode = decode
-        self.context = [int(t) for t in context][-8:]
-        self.base = decode(self.context) if self.context else ""
-        self.ids: list[int] = []
-        self.emitted = ""
+        self._set_context([int(t) for t in context])
+        self.pending: list[int] = []
+
+    def _set_context(self, ids: list[int]) -> None:
+        self.context = ids[-self.CONTEXT :]
+        self.base = self.decode(self.context) if self.context else ""
 
     def _text(self) -> str:
-        full = self.decode(self.context + self.ids)
-        return full[len(self.base) :] if full.startswith(self.base) else self.decode(self.ids)
+        """The text of the pending ids."""
+        full = self.decode(self.context + self.pending)
+        return full[len(self.base) :] if full.startswith(self.base) else self.decode(self.pending)
 
-    def _emit(self, text: str) -> str:
-        # decoding is prefix-stable for every tokenizer here once incomplete characters are held
-        # back, so the new text is what lies beyond the text already returned
-        if len(text) <= len(self.emitted):
-            return ""
-        new, self.emitted = text[len(self.emitted) :], text
-        return new
+    def _commit(self, text: str) -> str:
+        self._set_context(self.context + self.pending)
+        self.pending = []
+        return text
 
     def push(self, token: int) -> str:
-        self.ids.append(int(token))
+        self.pending.append(int(token))
         text = self._text()
-        return "" if text.endswith("\ufffd") else self._emit(text)
+        return "" if text.endswith("\ufffd") else self._commit(text)
 
     def flush(self) -> str:
-        return self._emit(self._text())
+        return self._commit(self._text()) if self.pending else ""

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from transformer_xl import allocation
 from transformer_xl.model.attention import (
     KeyGeometry,
     PositionTerms,
@@ -88,20 +89,28 @@ class KeyValueWindow:
     """Projected keys and values of the last ``<= mem_len`` positions of every layer.
 
     One buffer ``[L, 2, B, H, capacity, Dh]`` holds them in time order; the window is the slots
-    ``[end - length, end)``. New positions are written after ``end``; when there is no room, the
-    window is moved to the front (once every ``slack`` tokens when reading one at a time), so
-    appending costs ``O(d)`` per token amortised and the buffer never exceeds
-    ``mem_len + max(slack, chunk)`` slots.
+    ``[end - length, end)``. New positions are written after ``end``. The buffer is sized by the
+    positions actually read, not by ``mem_len``: it starts at ``slack`` slots and, when there is
+    no room, either doubles (up to ``mem_len + max(slack, chunk)`` slots) or, once that size is
+    reached, moves the window to the front (once every ``slack`` tokens when reading one at a
+    time). Appending costs ``O(d)`` per token amortised, and ``mem_len`` may be far larger than
+    anything read (``--mem-len 100000000`` with a short prompt allocates a few slots).
+    A buffer larger than the free memory raises
+    :class:`~transformer_xl.allocation.AllocationError` naming the sizes.
     """
 
     def __init__(self, n_layer, batch, n_head, d_head, mem_len, *, device, dtype, slack=128):
-        self.mem_len = mem_len
-        self.buf = torch.zeros(
-            n_layer, 2, batch, n_head, mem_len + slack, d_head, device=device, dtype=dtype
-        )
+        self.mem_len, self.slack = mem_len, slack
+        self.buf = self._zeros((n_layer, 2, batch, n_head, slack, d_head), device, dtype)
         self.end = 0
         self.length = 0  # slots in the window: the largest memory of any row
         self.counts = [0] * batch  # positions each row holds (kept on the host: no syncs)
+
+    def _zeros(self, shape, device, dtype) -> Tensor:
+        return allocation.zeros(
+            shape, dtype=dtype, device=device, what="the key/value memory",
+            sizes={"batch_size": shape[2], "mem_len": self.mem_len},
+        )  # fmt: skip
 
     @property
     def capacity(self) -> int:
@@ -111,19 +120,25 @@ class KeyValueWindow:
         """Make room for ``qlen`` new slots after the window."""
         if self.end + qlen <= self.capacity:
             return
-        start = self.end - self.length
-        if self.length + qlen > self.capacity:
-            keep = self.buf[..., start : self.end, :]
-            shape = (*self.buf.shape[:-2], self.length + qlen, self.buf.shape[-1])
-            self.buf = self.buf.new_zeros(shape)
-            self.buf[..., : self.length, :] = keep
+        need = self.length + qlen
+        limit = self.mem_len + max(self.slack, qlen)
+        if need > self.capacity or (need + self.slack > self.capacity and self.capacity < limit):
+            self._grow(min(limit, max(2 * self.capacity, need + self.slack)))
         else:
             # front to back in pieces of ``start`` slots: each piece's source lies after its
             # destination and has not been overwritten yet, so the move is one pass, no clone
+            start = self.end - self.length
             for lo in range(0, self.length, start):
                 hi = min(lo + start, self.length)
                 self.buf[..., lo:hi, :] = self.buf[..., start + lo : start + hi, :]
         self.end = self.length
+
+    def _grow(self, capacity: int) -> None:
+        """A buffer of ``capacity`` slots holding the window at its front."""
+        keep = self.buf[..., self.end - self.length : self.end, :]
+        shape = (*self.buf.shape[:-2], capacity, self.buf.shape[-1])
+        self.buf = self._zeros(shape, self.buf.device, self.buf.dtype)
+        self.buf[..., : self.length, :] = keep
 
     def keys_values(self, layer: int, new: Tensor) -> Tensor:
         """Store ``new`` ``[2, B, H, T, Dh]`` after the window; return window + new
@@ -184,7 +199,8 @@ class KeyValueWindow:
         batch = sum(w.buf.shape[2] for w in windows)
         other = object.__new__(KeyValueWindow)
         other.__dict__.update(first.__dict__)
-        other.buf = first.buf.new_zeros(lead[0], 2, batch, lead[3], length + slack, d_head)
+        shape = (lead[0], 2, batch, lead[3], length + slack, d_head)
+        other.buf = first._zeros(shape, first.buf.device, first.buf.dtype)
         row = 0
         for w in windows:
             n = w.buf.shape[2]
@@ -401,7 +417,7 @@ class StreamingLM:
         need = klen if self.clamp_len <= 0 else min(klen, self.clamp_len + 1)
         if need <= self._table_rows:
             return
-        rows = max(need, 2 * self._table_rows, self.mem_len + 1)
+        rows = max(need, min(2 * self._table_rows, self.mem_len + 1))  # grown with the reading
         if self.clamp_len > 0:
             rows = min(rows, self.clamp_len + 1)
         self._tables = position_tables(self.model, rows)

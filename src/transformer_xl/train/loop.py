@@ -11,6 +11,7 @@ over ranks makes it that of the global batch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from transformer_xl import signals
 from transformer_xl.devices import autocast_dtype
 from transformer_xl.evaluate import EvalResult, evaluate
 from transformer_xl.memory import Mems
@@ -371,8 +373,12 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _should_stop(self, clock: RunClock) -> str | None:
         reason = self.policy.stop_reason(self.progress, clock.seconds())
+        if reason is None and signals.pending() is not None:  # SIGINT/SIGTERM: stop here
+            reason = signals.name(signals.pending())
         # every rank must stop together: rank 0's clock decides
-        return reason if broadcast_flag(reason is not None, self.env) else None
+        return (
+            (reason or "rank 0 stopped") if broadcast_flag(reason is not None, self.env) else None
+        )
 
     def _eta(self, steps_done: int, seconds: float, used: float) -> float:
         """Seconds left: ``steps_done`` steps took ``seconds`` in this session; ``used`` seconds
@@ -434,6 +440,7 @@ class Trainer:
         session_start, start_step = time.time(), p.step
         window_t, window_tokens = time.time(), 0
         stop = self._should_stop(clock)
+        signals.defer()  # a signal stops the loop at the next step boundary (see _should_stop)
         try:
             while stop is None:
                 seg = next(self.stream)
@@ -461,6 +468,10 @@ class Trainer:
             if _is_oom(e):
                 raise TrainingError(oom_message(self.run, self.env.world_size)) from e
             raise
+        finally:
+            signals.undefer()
+        if signals.pending() is not None:
+            raise signals.Stopped(self._resume_hint(), signals.pending())
         self.note(
             f"stopped at step {p.step:,} ({stop}); {p.tokens:,} tokens in "
             f"{format_duration(p.train_seconds)}"
@@ -478,6 +489,8 @@ class Trainer:
         """Do what the policy decided after a step: validate (or keep the final weights as the
         best model), then checkpoint."""
         p = self.progress
+        if signals.pending() is not None:  # stopping on a signal: no validation pass first
+            decision = dataclasses.replace(decision, validate=False)
         if decision.validate:
             self._after_eval(self.validate())
         elif decision.keep_final:  # nothing to choose by: the final weights are the best
@@ -486,6 +499,16 @@ class Trainer:
         if decision.checkpoint:
             p.train_seconds = clock.bank()
             self.save()
+
+    def _resume_hint(self) -> str:
+        """The one line printed when a signal stopped the run: what was kept, how to go on."""
+        p, found = self.progress, self.folder.latest_valid()
+        kept = f"checkpoint {found.path} kept" if found else "no checkpoint was written yet"
+        again = "--resume" if found else "(the same command again)"
+        return (
+            f"stopped by {signals.name(signals.pending())} at step {p.step:,}; {kept}; "
+            f"continue with: txl train --out {self.run_dir} {again}"
+        )
 
     def close(self) -> None:
         if self.log is not None:

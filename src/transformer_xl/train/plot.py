@@ -28,8 +28,26 @@ def curves(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     return out
 
 
+FORMATS = ("png", "svg", "pdf")  # the image format is the suffix of the output path
+
+
+def image_format(out: Path) -> str:
+    """The format named by ``out``'s suffix (``.svg`` -> ``svg``); any other suffix refused."""
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"--out {out}: the suffix {out.suffix or '(none)'!r} names no image format; expected "
+            + ", ".join(f".{f}" for f in FORMATS)
+        )
+    return fmt
+
+
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Draw ``run_dir``'s curves to ``out`` (default ``RUN/curves.png``) in the format its
+    suffix names (PNG, SVG or PDF)."""
     run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "curves.png"
+    fmt = image_format(out)
     records = read_metrics(run_dir)
     if not records:
         raise ValueError(f"{run_dir}: no {RunFolder.METRICS} records to plot (is it a run folder?)")
@@ -57,8 +75,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     ax2.set(xlabel="step", ylabel="learning rate", title="learning rate")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(out) if out else run_dir / "curves.png"
     with atomic_output(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format=fmt, dpi=100)
     plt.close(fig)
     return out
