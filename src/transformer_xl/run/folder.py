@@ -131,6 +131,7 @@ class RunFolder:
     TENSORBOARD = "tensorboard"
     CHECKPOINTS = "checkpoints"
     DATA = "data"  # the built-in corpus, prepared on first use
+    WRITER_LOCK = "writer.lock"  # held by the one process writing the run (run/lock.py)
     # in a checkpoint folder
     TRAINER = "trainer.json"
     MODEL = "model"

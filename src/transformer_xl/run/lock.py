@@ -28,7 +28,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-LOCK_NAME = "writer.lock"
+from transformer_xl.run.folder import RunFolder
+
+LOCK_NAME = RunFolder.WRITER_LOCK  # the run folder names its files
 
 _held: dict[str, list] = {}  # real path of the folder -> [fd, made, depth]
 
