@@ -15,14 +15,22 @@ hypothesis of an utterance is the memory of the next. See docs/scoring.md.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import torch
 
-from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+from transformer_xl.commands.common import (
+    add_batch_size,
+    add_device,
+    add_precision,
+    add_threads,
+    count_int,
+)
 from transformer_xl.progress import Progress
 from transformer_xl.run.metrics import dumps
 from transformer_xl.scoring import open_scorer, read_groups, read_lines, rescore, score_lines
+from transformer_xl.scoring.nbest import NUMBER
 
 
 def run(args) -> int:
@@ -30,6 +38,9 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.nbest and args.reset_on_blank:
         raise ValueError("--reset-on-blank does not apply to --nbest (utterances are groups)")
+    for flag, value in (("--lm-weight", args.lm_weight), ("--length-penalty", args.length_penalty)):
+        if value is not None and not args.nbest:
+            raise ValueError(f"{flag} applies to --nbest only (it weighs the hypotheses' scores)")
     scoring = open_scorer(
         args.model, device=args.device, precision=args.precision, mem_len=args.mem_len,
         clamp_len=args.clamp_len, same_length=args.same_length,
@@ -37,8 +48,8 @@ def run(args) -> int:
     lines = read_lines(args.file)
     if args.nbest:
         records = rescore(
-            scoring, read_groups(lines), lm_weight=args.lm_weight,
-            length_penalty=args.length_penalty, carry_memory=args.carry_memory,
+            scoring, read_groups(lines), lm_weight=_or(args.lm_weight, 1.0),
+            length_penalty=_or(args.length_penalty, 0.0), carry_memory=args.carry_memory,
             batch_size=args.batch_size, per_token=args.per_token,
         )  # fmt: skip
     else:
@@ -56,6 +67,17 @@ def run(args) -> int:
     return 0
 
 
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _finite(text: str) -> float:
+    value = float(text) if NUMBER.fullmatch(text.strip()) else math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite decimal number")
+    return value
+
+
 def register(sub, help: str) -> None:
     p = sub.add_parser(
         "score", help=help, description=__doc__,
@@ -69,13 +91,14 @@ def register(sub, help: str) -> None:
     p.add_argument("--reset-on-blank", action="store_true",
                    help="blank lines separate documents: the memory starts over")  # fmt: skip
     p.add_argument("--nbest", action="store_true", help="rescore n-best lists (see above)")
-    p.add_argument("--lm-weight", type=float, default=1.0, help="LM weight (default 1.0)")
-    p.add_argument("--length-penalty", type=float, default=0.0,
-                   help="added per token of a hypothesis (default 0)")  # fmt: skip
-    p.add_argument("--mem-len", type=int, help="memory length (default: config)")
-    p.add_argument("--clamp-len", type=int, help="max relative distance (default: config)")
+    p.add_argument("--lm-weight", type=_finite, help="--nbest: LM weight (default 1.0)")
+    p.add_argument("--length-penalty", type=_finite,
+                   help="--nbest: added per token of a hypothesis (default 0)")  # fmt: skip
+    where = "default: as txl eval, the run's evaluation settings, else the model config's"
+    p.add_argument("--mem-len", type=count_int, help=f"memory length ({where})")
+    p.add_argument("--clamp-len", type=int, help=f"max relative distance, -1: none ({where})")
     p.add_argument("--same-length", action=argparse.BooleanOptionalAction, default=None,
-                   help="every token attends to the same number of keys (default: config)")  # fmt: skip
+                   help=f"every token attends to the same number of keys ({where})")  # fmt: skip
     add_batch_size(p, "lines, documents or hypotheses scored together (default 32)", default=32)
     add_device(p)
     add_precision(p)

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.folders import resolve_model
+from transformer_xl.folders import ModelLocation, resolve_model
 from transformer_xl.run.config import TRAIN_FIELDS, RunConfig, make_train_config
 from transformer_xl.run.folder import RunFolder, read_json
 from transformer_xl.run.metrics import eval_record
+from transformer_xl.segment import SegmentSettings
 
 SETTINGS = ("tgt_len", "mem_len", "clamp_len", "same_length", "batch_size")
 BUILTIN = "builtin:cpython-docs"
@@ -34,6 +35,20 @@ def run_of(path: Path) -> RunConfig | None:
     return None
 
 
+def run_of_location(loc: ModelLocation) -> RunConfig | None:
+    """The run config when ``loc`` lies in a run folder (its best model or a checkpoint), else
+    None: the run's evaluation settings are the defaults of ``txl eval`` and ``txl score``."""
+    path = loc.run_dir
+    return run_of(path) if path is not None and RunFolder(path).is_run() else None
+
+
+def eval_segment_defaults(loc: ModelLocation, config: TransformerXLConfig) -> SegmentSettings:
+    """The segment settings a model is evaluated with unless flags say otherwise: the run's
+    evaluation settings (a run folder) or the model config's."""
+    run = run_of_location(loc)
+    return run.train.eval_segment_settings(run.model.window_keys) if run else config.segment
+
+
 def eval_plan(
     model_path: str | os.PathLike, data: str | None, given: dict[str, Any]
 ) -> tuple[Path, str, dict[str, Any]]:
@@ -41,7 +56,7 @@ def eval_plan(
     unset) over the run's evaluation settings (a run folder) or the model config's (batch 10)."""
     loc = resolve_model(model_path)  # a model, run or checkpoint folder (or a Hub repo id)
     model_dir, path = loc.model_dir, loc.run_dir
-    run = run_of(path) if path is not None and RunFolder(path).is_run() else None
+    run = run_of_location(loc)
     if run is not None:
         e = run.train.eval_segment_settings(run.model.window_keys)
         defaults = {k: getattr(e, k) for k in SETTINGS if k != "batch_size"}

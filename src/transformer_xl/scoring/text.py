@@ -22,6 +22,7 @@ import torch
 
 from transformer_xl.continuation import open_model
 from transformer_xl.devices import check_precision, resolve_device
+from transformer_xl.run.evaluation import eval_segment_defaults
 from transformer_xl.scoring.scorer import Scorer
 from transformer_xl.segment import SegmentSettings, resolve
 
@@ -32,6 +33,15 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class Line:
     number: int  # 1-based, in the input
     text: str  # without its line end
+    source: str = "<input>"  # the file it was read from, for errors
+
+    @property
+    def where(self) -> str:
+        """``FILE: line N``, the start of every error about this line."""
+        return f"{self.source}: line {self.number}"
+
+    def error(self, what: str) -> ValueError:
+        return ValueError(f"{self.where}: {what}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ class ScoringModel:
         try:
             ids = line_end_trimmed(tok, tok.encode(line.text + "\n"))
         except ValueError as e:
-            raise ValueError(f"line {line.number}: {e}") from None
+            raise line.error(str(e)) from None
         return Encoded(ids, count_unknown(tok, line.text, ids))
 
 
@@ -90,7 +100,9 @@ def open_scorer(
 ) -> ScoringModel:  # fmt: skip
     """Load the model named by ``path`` (a model, run or checkpoint folder, or a Hub repo id)
     on ``device`` (``auto``, ``cpu``, ``cuda:N``...), its weights cast once to ``precision``
-    (fp32, bf16, fp16). The run settings default to the model config's."""
+    (fp32, bf16, fp16). Unset segment settings default to those ``txl eval`` uses: a run's
+    evaluation settings (``eval_mem_len``...) for a run or checkpoint folder, else the model
+    config's."""
     dtype = DTYPES[check_precision(precision)]
     opened = open_model(path, device=resolve_device(device))
     if opened.tokenizer is None:
@@ -99,7 +111,8 @@ def open_scorer(
             "be scored (use transformer_xl.scoring.Scorer with token ids)"
         )
     model = opened.model.to(dtype)
-    s = resolve(model.config.segment, settings, mem_len=mem_len, clamp_len=clamp_len,
+    default = eval_segment_defaults(opened.location, model.config)  # as ``txl eval`` resolves
+    s = resolve(default, settings, mem_len=mem_len, clamp_len=clamp_len,
                 same_length=same_length)  # fmt: skip
     start = line_end_trimmed(opened.tokenizer, opened.tokenizer.encode("\n"))
     if not start:
@@ -112,20 +125,29 @@ def open_scorer(
 
 # ---------------------------------------------------------------------------- input
 def read_lines(source: str | os.PathLike | IO[bytes]) -> Iterator[Line]:
-    """The lines of a UTF-8 file (``"-"``: standard input) without their line ends (``\\n``,
-    ``\\r\\n``); ``ValueError`` naming the line that is not UTF-8."""
+    """The lines of a UTF-8 text file (``"-"``: standard input) without their line ends
+    (``\\n``, ``\\r\\n``) and without a leading byte-order mark; the one reader of every
+    ``txl score`` mode. ``ValueError`` naming the file and line that is not UTF-8 text (invalid
+    bytes, or a NUL byte: a binary file)."""
     if source == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise ValueError("<stdin>: standard input is closed; expected text (or pass FILE)")
         yield from _lines(sys.stdin.buffer, "<stdin>")
         return
     if not isinstance(source, str | os.PathLike):
         yield from _lines(source, getattr(source, "name", "<input>"))
         return
-    with open(Path(source), "rb") as f:
+    path = Path(source)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected a text file (or - for standard input)")
+    with open(path, "rb") as f:
         yield from _lines(f, str(source))
 
 
 def _lines(f: IO[bytes], name: str) -> Iterator[Line]:
     for number, raw in enumerate(f, 1):
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not text
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -133,7 +155,12 @@ def _lines(f: IO[bytes], name: str) -> Iterator[Line]:
                 f"{name}: line {number}: not UTF-8 text (byte {e.start} of the line); "
                 "expected UTF-8"
             ) from None
-        yield Line(number, text.removesuffix("\n").removesuffix("\r"))
+        if "\0" in text:
+            raise ValueError(
+                f"{name}: line {number}: a NUL byte (at byte {raw.index(0)} of the line): a "
+                "binary file? expected UTF-8 text"
+            )
+        yield Line(number, text.removesuffix("\n").removesuffix("\r"), name)
 
 
 # ---------------------------------------------------------------------------- lines
