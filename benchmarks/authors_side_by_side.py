@@ -60,29 +60,30 @@ def _authors_bf16_error(case: Case, clone: str) -> str | None:
 
 
 def _runners(preset: str, mode: str, ids: str, args) -> tuple[dict, dict, str | None]:
-    """(runners to time, cases whose memory to measure, the authors' bf16 failure or None)."""
+    """(runners to time, cases whose memory to measure, the authors' bf16 failure or None) for
+    the precisions asked for (``--precisions``: float32 and/or bf16)."""
     case = Case(preset, mode, Variant("sdpa"), batch=args.batch, ids=ids, device=args.device)
-    bf16_case = dataclasses.replace(case, variant=Variant("sdpa", bf16=True))
-    runners = {"ours fp32": Runner(case), "ours bf16": Runner(bf16_case)}
-    memory = {"ours fp32": lambda: measure_memory(case),
-              "ours bf16": lambda: measure_memory(bf16_case)}  # fmt: skip
-    bf16_error = None
-    if args.authors:
-        bf16_error = _authors_bf16_error(dataclasses.replace(case, batch=1), args.authors)
-        runners["authors fp32"] = AuthorsRunner(case, args.authors)
-        memory["authors fp32"] = lambda: measure_authors_memory(case, args.authors)
-        if bf16_error is None:
-            runners["authors bf16"] = AuthorsRunner(case, args.authors, bf16=True)
-            memory["authors bf16"] = lambda: measure_authors_memory(case, args.authors, bf16=True)
-    if args.xtransformers:
-        runners["xt fp32"] = XTransformersRunner(case)
-        runners["xt bf16"] = XTransformersRunner(case, bf16=True)
-        memory["xt fp32"] = lambda: measure_xtransformers_memory(case)
-        memory["xt bf16"] = lambda: measure_xtransformers_memory(case, bf16=True)
-    if args.compile and mode == "train":  # where it pays (docs/performance.md)
-        for name, bf16 in (("ours fp32+compile", False), ("ours bf16+compile", True)):
+    runners, memory, bf16_error = {}, {}, None
+    want = set(args.precisions.split(","))
+    for p, bf16 in (("fp32", False), ("bf16", True)):
+        if p not in want:
+            continue
+        ours = dataclasses.replace(case, variant=Variant("sdpa", bf16=bf16))
+        runners[f"ours {p}"] = Runner(ours)
+        memory[f"ours {p}"] = lambda c=ours: measure_memory(c)
+        if args.authors and bf16:
+            bf16_error = _authors_bf16_error(dataclasses.replace(case, batch=1), args.authors)
+        if args.authors and not (bf16 and bf16_error):
+            runners[f"authors {p}"] = AuthorsRunner(case, args.authors, bf16=bf16)
+            memory[f"authors {p}"] = lambda b=bf16: measure_authors_memory(
+                case, args.authors, bf16=b
+            )
+        if args.xtransformers:
+            runners[f"xt {p}"] = XTransformersRunner(case, bf16=bf16)
+            memory[f"xt {p}"] = lambda b=bf16: measure_xtransformers_memory(case, bf16=b)
+        if args.compile and mode == "train":  # where it pays (docs/performance.md)
             v = Variant("sdpa", compile=True, bf16=bf16)
-            runners[name] = Runner(dataclasses.replace(case, variant=v))
+            runners[f"ours {p}+compile"] = Runner(dataclasses.replace(case, variant=v))
     return runners, memory, bf16_error
 
 
@@ -276,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--authors-commit", default=None, help="its commit, if not a git clone")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (step memory: CPU only)")
+    ap.add_argument(
+        "--precisions", default="fp32,bf16",
+        help="fp32 and/or bf16 (bf16 needs bf16 units to mean anything: AMX or avx512_bf16)",
+    )  # fmt: skip
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
@@ -297,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     laws = [x.strip() for x in args.ids.split(",")]
     if not laws or any(x not in ID_LAWS for x in laws):
         ap.error(f"--ids {args.ids!r}: expected a comma-separated list of {', '.join(ID_LAWS)}")
+    precisions = args.precisions.split(",")
+    if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
+        ap.error(f"--precisions {args.precisions!r}: expected fp32, bf16 or fp32,bf16")
     if not args.authors and not args.xtransformers:
         ap.error("no peer: give --authors CLONE and/or --xtransformers")
     torch.set_num_threads(args.threads)

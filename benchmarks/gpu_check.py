@@ -23,9 +23,10 @@ if not torch.cuda.is_available():
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM  # noqa: E402
 from transformer_xl.bench import Variant, format_table, run_benchmark  # noqa: E402
+from transformer_xl.bench.runner import hf_port_available  # noqa: E402
 from transformer_xl.fileio import atomic_write_text  # noqa: E402
-from transformer_xl.model.attention import attend, attention_mask, rel_shift  # noqa: E402
-from transformer_xl.model.kernels import relative_attention  # noqa: E402
+from transformer_xl.model.attention import attention_mask, rel_shift  # noqa: E402
+from transformer_xl.model.kernels.registry import KERNELS  # noqa: E402
 
 TOL = {"float32": 2e-4, "bfloat16": 3e-2}  # max |error| / max |reference|
 
@@ -52,19 +53,23 @@ def reference_attention(t, mask):
     """float64 CPU: the model's eager attention with the model's relative shift."""
     leaves = {n: x.clone().requires_grad_() for n, x in t.items()}
     pos = rel_shift(torch.einsum("bhid,hjd->bhij", leaves["pq"], leaves["r"].flip(1)))
-    out = attend(leaves["q"], leaves["k"], leaves["v"], pos, mask, dropout_p=0.0, impl="eager")
-    return out, leaves
+    scale = leaves["q"].shape[-1] ** -0.5
+    eager = KERNELS["eager"].attend
+    return eager(
+        leaves["q"], leaves["k"], leaves["v"], pos, mask, scale=scale, dropout_p=0.0
+    ), leaves
 
 
 def run_path(path: str, x: dict, mask):
     """One attention call by path name: ``relative:IMPL`` computes the position term inside
-    the kernel; any other name gets the materialised, shifted position scores."""
+    the kernel (the registry entry's ``relative`` form); any other name gets the materialised,
+    shifted position scores (its ``attend`` form)."""
     scale = x["q"].shape[-1] ** -0.5
     if path.startswith("relative:"):
-        impl = path.split(":")[1]
-        return relative_attention(impl, x["q"], x["pq"], x["k"], x["v"], x["r"], mask, scale=scale)
+        kernel = KERNELS[path.split(":")[1]]
+        return kernel.relative(x["q"], x["pq"], x["k"], x["v"], x["r"], mask, scale=scale)
     pos = rel_shift(torch.einsum("bhid,hjd->bhij", x["pq"], x["r"].flip(1)))
-    return attend(x["q"], x["k"], x["v"], pos, mask, dropout_p=0.0, impl=path)
+    return KERNELS[path].attend(x["q"], x["k"], x["v"], pos, mask, scale=scale, dropout_p=0.0)
 
 
 def check_kernels(device: str, dtype: str, shapes: list[tuple], train: bool) -> list[dict]:
@@ -185,15 +190,6 @@ def long_memory_eval(device: str, dtype: str, quick: bool) -> list[dict]:
     return rows
 
 
-def _has_transfoxl() -> bool:
-    """Whether HF's port can be a row: transformers 4.x has ``TransfoXLLMHeadModel``, 5 not."""
-    try:
-        from transformers import TransfoXLLMHeadModel  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", required=True)
@@ -248,7 +244,7 @@ def main() -> int:
         )
     print(f"correctness: {len(checks) - n_bad}/{len(checks)} passed ({time.time() - start:.0f}s)")
 
-    hf = ",hf" if _has_transfoxl() else ""  # transformers 5 has no TransfoXL: no HF rows
+    hf = ",hf" if hf_port_available() else ""  # transformers 5 has no TransfoXL: no HF rows
     if not hf:
         print("gpu_check: this transformers has no TransfoXL: HF's rows are left out")
     if args.quick:

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Rehearses benchmarks/gpu_check.sh as the lent GPU machine will run it: a fresh venv with no
 # network (every pip call --no-index, from a local wheelhouse standing in for what that machine
-# has installed: torch, numpy, safetensors, pyyaml, tqdm; no transformers with TransfoXL), the
-# peers only from .peers/ (benchmarks/gpu_prepare.sh), then the whole script in its CPU mode.
+# has installed: torch, numpy, safetensors, pyyaml, tqdm, triton; no transformers with TransfoXL),
+# the peers only from .peers/ (benchmarks/gpu_prepare.sh), then the whole script in CPU mode.
 #   usage: benchmarks/gpu_rehearse.sh WORK_DIR   (WORK_DIR/wheels is filled once, with network)
 set -euo pipefail
 work="${1:?usage: benchmarks/gpu_rehearse.sh WORK_DIR}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$work/wheels"
-base=(torch==2.13.0 numpy safetensors pyyaml tqdm)
+base=(torch==2.13.0 numpy safetensors pyyaml tqdm triton)  # CUDA torch brings its triton
 if [ ! -f "$work/wheels/.done" ]; then  # the one step with network: the machine's own packages
   python -m pip download -q -d "$work/wheels" --extra-index-url https://download.pytorch.org/whl/cpu \
     "${base[@]}" 2>/dev/null || python -m pip download -q -d "$work/wheels" "${base[@]}"

@@ -14,6 +14,7 @@ from transformer_xl.model.attention import (
     relative_distances,
     sinusoid,
 )
+from transformer_xl.model.kernels.registry import resolve_attention
 
 
 @pytest.mark.parametrize("T,M", [(1, 0), (4, 0), (4, 3), (5, 9), (7, 2)])
@@ -129,7 +130,7 @@ def test_same_length_key_counts():
         attention_mask(3, 0, same_length=True, mem_len=0, same_length_keys="torch")
 
 
-@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+@pytest.mark.parametrize("impl", ["eager", "sdpa", "score_attend", "chunked"])
 @pytest.mark.parametrize("pre_lnorm", [False, True])
 def test_attention_layer_against_paper_four_terms(impl, pre_lnorm):
     """One attention sub-layer vs the paper's terms (a)-(d) computed element by element."""
@@ -157,7 +158,8 @@ def test_attention_layer_against_paper_four_terms(impl, pre_lnorm):
     R = sinusoid(relative_distances(K, clamp), 8).double()  # rows: distances K..0
     mask = attention_mask(T, M, same_length=True, mem_len=M, same_length_keys="tf")
     pos = PositionTerms(content_bias=u, pos_keys=att.project_positions(R), pos_query_bias=v)
-    out = att(h, mem, mask, pos, impl=impl)
+    attention = resolve_attention(impl, device_type="cpu", position_term=True)
+    out = att(h, mem, mask, pos, attention=attention)
 
     # naive reference
     cat = torch.cat([mem, h], 1)

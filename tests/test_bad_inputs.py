@@ -22,7 +22,7 @@ from test_incremental import tiny_model
 from transformer_xl.cli import build_parser, error_line, main
 from transformer_xl.data import load_prepared
 from transformer_xl.data.vocab import Vocab
-from transformer_xl.folders import ForeignModelError, resolve_model
+from transformer_xl.run.resolve import ForeignModelError, resolve_model
 from transformer_xl.train.data import builtin_sections, prepare_texts
 from transformer_xl.train.run import train
 

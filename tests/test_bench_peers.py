@@ -62,6 +62,7 @@ def test_xtransformers_runner_steps_with_memory(mode):
         (["--cases", "tiny:eval"], "no peer"),
         (["--xtransformers", "--ids", "zipf,normal"], "--ids 'zipf,normal'"),
         (["--xtransformers", "--ids", ""], "--ids ''"),
+        (["--xtransformers", "--precisions", "fp16"], "--precisions 'fp16'"),
     ],
 )
 def test_side_by_side_refuses_bad_peer_options(argv, says, capsys):

@@ -72,3 +72,21 @@ def test_eval_model_folder_needs_matching_data(trained, tmp_path, capsys):
     assert "pass --data DIR" in capsys.readouterr().err
     assert main(["eval", str(root / "run"), "--tgt-len", "0"]) == 2
     assert "--tgt-len=0" in capsys.readouterr().err
+
+
+def test_eval_bf16_casts_the_weights_once_and_scores_like_fp32(trained, monkeypatch):
+    """``--precision bf16``: the weights cast once (no autocast around the pass)."""
+    root, n_labels, _ = trained
+    opened, real = [], torch.autocast
+
+    def no_autocast(*a, **k):  # the kernels' own autocast(enabled=False) regions are fine
+        if k.get("enabled", True):
+            opened.append(a)
+        return real(*a, **k)
+
+    fp32 = txl_json(str(root / "run"))
+    monkeypatch.setattr(torch, "autocast", no_autocast)
+    bf16 = txl_json(str(root / "run"), "--precision", "bf16")
+    assert not opened and bf16["precision"] == "bf16" and bf16["tokens"] == n_labels
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.02)
+    assert bf16["loss"] != fp32["loss"]

@@ -40,12 +40,12 @@ def hf_model(case, seed):
     return model
 
 
-@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+@pytest.mark.parametrize("impl", ["auto", "sdpa", "eager"])
 @pytest.mark.parametrize("case_id", range(len(CASES)))
 def test_log_probs_match_hf_over_segments_with_memory(case_id, impl):
     hf = hf_model(CASES[case_id], seed=case_id)
     ours = from_hf_model(hf).eval()
-    ours.attn_impl = impl
+    ours.set_attn_impl(impl)
     B, T, n_seg = 3, 5, 4
     x = torch.randint(0, 100, (B, T * n_seg + 1))
     hf_mems = [torch.empty(0, B, 32) for _ in range(3)]

@@ -5,7 +5,7 @@ import torch
 
 from transformer_xl.cli import main
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.hub import is_repo_id, resolve_model
+from transformer_xl.hub import is_repo_id, snapshot
 from transformer_xl.model.transformer import TransformerXLLM
 
 pytest.importorskip("huggingface_hub")
@@ -33,7 +33,7 @@ def offline(monkeypatch):
 def test_repo_ids_and_paths(tmp_path, monkeypatch):
     assert is_repo_id("owner/name") and not is_repo_id(tmp_path)
     assert not is_repo_id("a/b/c") and not is_repo_id("../x")
-    assert resolve_model(tmp_path / "missing") == tmp_path / "missing"
+    assert snapshot(tmp_path / "missing") == tmp_path / "missing"
     (tmp_path / "runs").mkdir()
     monkeypatch.chdir(tmp_path)
     assert not is_repo_id("runs/missing")  # a typo in a local path stays a local error
@@ -44,19 +44,19 @@ def test_from_pretrained_reads_a_cached_repo_offline(tmp_path, offline):
     got = TransformerXLLM.from_pretrained("someone/tiny-txl", cache_dir=tmp_path)
     ids = torch.randint(0, 12, (1, 6))
     assert torch.equal(got(ids).hidden, model(ids).hidden)
-    pinned = resolve_model("someone/tiny-txl", revision=REV, cache_dir=tmp_path)
+    pinned = snapshot("someone/tiny-txl", revision=REV, cache_dir=tmp_path)
     assert pinned == tmp_path / "models--someone--tiny-txl" / "snapshots" / REV
 
 
 def test_a_branch_revision_reads_its_ref(tmp_path, offline):
     hub_cache(tmp_path, rev="f" * 40, branch="v2")
-    path = resolve_model("someone/tiny-txl", revision="v2", cache_dir=tmp_path)
+    path = snapshot("someone/tiny-txl", revision="v2", cache_dir=tmp_path)
     assert path.name == "f" * 40
 
 
 def test_offline_and_not_cached_is_one_clear_line(tmp_path, offline, capsys, monkeypatch):
     with pytest.raises(ValueError, match="not in the Hub cache") as e:
-        resolve_model("someone/absent", cache_dir=tmp_path)
+        snapshot("someone/absent", cache_dir=tmp_path)
     assert "\n" not in str(e.value) and "someone/absent" in str(e.value)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     assert main(["convert", "--to", "hf", "someone/absent", str(tmp_path / "out")]) == 2
@@ -69,7 +69,7 @@ def test_txl_commands_take_a_cached_repo_offline(tmp_path, offline, monkeypatch,
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert main(["convert", "--to", "hf", "someone/tiny-txl", str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "model.safetensors").is_file()
-    from transformer_xl.folders import find_model_folder
+    from transformer_xl.run.resolve import find_model_folder
 
     folder = find_model_folder("someone/tiny-txl")
     assert folder.name == REV

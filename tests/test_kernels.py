@@ -1,29 +1,29 @@
-"""The fast attention kernels against the eager reference, on random inputs (CPU: FlexAttention
-unfused, Triton in its interpreter)."""
+"""The attention kernels' functions against the eager reference, on random inputs (CPU:
+FlexAttention unfused, Triton in its interpreter). The whole model per path and per ``attn_impl``:
+``tests/test_attention_registry.py``."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 
+import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
-
-import pytest  # noqa: E402
-
-from transformer_xl import TransformerXLConfig, TransformerXLLM  # noqa: E402
-from transformer_xl.model.attention import attend, attention_mask, rel_shift  # noqa: E402
-from transformer_xl.model.kernels import attend_kernel, relative_attention  # noqa: E402
-from transformer_xl.model.kernels import flex as flex_mod  # noqa: E402
-from transformer_xl.model.kernels.reference import distance_index, position_scores  # noqa: E402
+from transformer_xl.model.attention import attention_mask, rel_shift
+from transformer_xl.model.kernels import flex as flex_mod
+from transformer_xl.model.kernels.reference import (
+    distance_index,
+    position_scores,
+    relative_attention_reference,
+)
+from transformer_xl.model.kernels.registry import KERNELS
 
 needs_triton = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None,
     reason="triton is not installed (pip install triton)",
 )
-IMPLS = ["flex", pytest.param("triton", marks=needs_triton)]
+IMPLS = ["flex", pytest.param("triton", marks=needs_triton), "chunked"]
+ATTEND_IMPLS = [*IMPLS, "sdpa", "score_attend"]
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,7 @@ def _model_pos_scores(pq, r):
 
 
 def _has_backward(impl: str) -> bool:
-    return impl != "flex"  # PyTorch's FlexAttention has no backward on CPU
+    return KERNELS[impl].backward_devices in (None, ("cpu",))  # flex: none on CPU
 
 
 MASKS = {
@@ -77,21 +77,35 @@ def test_position_scores_equal_the_models_relative_shift():
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mask_kind", list(MASKS))
 @pytest.mark.parametrize("with_pos", [True, False])
-def test_attend_kernel_equals_eager(impl, mask_kind, with_pos):
+def _attend(impl, *args):
+    return KERNELS[impl].attend(*args, scale=args[0].shape[-1] ** -0.5, dropout_p=0.0)
+
+
+def _per_row_mask(mask, batch):
+    """``[T, K]`` -> ``[B, 1, T, K]`` (the cached-key form), row 1 also hiding its oldest keys."""
+    rows = mask[None, None].repeat(batch, 1, 1, 1)
+    rows[1, ..., :3] = True
+    return rows
+
+
+@pytest.mark.parametrize("impl", ATTEND_IMPLS)
+@pytest.mark.parametrize("mask_kind", [*MASKS, "per_row"])
+@pytest.mark.parametrize("with_pos", [True, False])
+def test_attend_form_equals_eager(impl, mask_kind, with_pos):
     t = _inputs(grad=True)
     T, K = t["q"].shape[2], t["k"].shape[2]
-    mask = attention_mask(T, K - T, **MASKS[mask_kind])
+    mask = attention_mask(T, K - T, **MASKS["causal" if mask_kind == "per_row" else mask_kind])
+    if mask_kind == "per_row":
+        mask = _per_row_mask(mask, t["q"].shape[0])
     pos = _model_pos_scores(t["pq"], t["r"]) if with_pos else None
     args = (t["q"], t["k"], t["v"], pos, mask)
-    want = attend(*args, dropout_p=0.0, impl="eager")
+    want = _attend("eager", *args)
     with torch.no_grad():
-        got = attend(*args, dropout_p=0.0, impl=impl)
+        got = _attend(impl, *args)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
     if not _has_backward(impl):
-        with pytest.raises(ValueError, match="no backward"):
-            attend(*args, dropout_p=0.0, impl=impl)
         return
-    got = attend(*args, dropout_p=0.0, impl=impl)
+    got = _attend(impl, *args)
     g = torch.randn_like(want)
     leaves = [t["q"], t["k"], t["v"], t["pq"], t["r"]]
     gw = torch.autograd.grad(want, leaves, g, allow_unused=True, retain_graph=True)
@@ -112,109 +126,25 @@ def test_relative_attention_computes_the_position_term_itself(impl, mask_kind, m
     t = _inputs(grad=True)
     T, K = t["q"].shape[2], t["k"].shape[2]
     mask = attention_mask(T, K - T, **MASKS[mask_kind])
-    want = attend(
-        t["q"],
-        t["k"],
-        t["v"],
-        _model_pos_scores(t["pq"], t["r"]),
-        mask,
-        dropout_p=0.0,
-        impl="eager",
-    )
-    scale = t["q"].shape[-1] ** -0.5  # attend's scale
+    want = _attend("eager", t["q"], t["k"], t["v"], _model_pos_scores(t["pq"], t["r"]), mask)
+    scale = t["q"].shape[-1] ** -0.5  # the model's scale
     args = (t["q"], t["pq"], t["k"], t["v"], t["r"], mask)
     torch.testing.assert_close(
-        relative_attention("reference", *args, scale=scale), want, atol=1e-5, rtol=1e-5
+        relative_attention_reference(*args, scale=scale), want, atol=1e-5, rtol=1e-5
     )
+    relative = KERNELS[impl].relative
     with torch.no_grad():
-        got = relative_attention(impl, *args, scale=scale)
+        got = relative(*args, scale=scale)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
     if not _has_backward(impl):
         return
-    got = relative_attention(impl, *args, scale=scale)
+    got = relative(*args, scale=scale)
     g = torch.randn_like(want)
     leaves = [t["q"], t["pq"], t["k"], t["v"], t["r"]]
     for a, b in zip(
         torch.autograd.grad(got, leaves, g), torch.autograd.grad(want, leaves, g), strict=True
     ):
         torch.testing.assert_close(a, b, atol=5e-5, rtol=5e-5)
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_kernels_refuse_attention_dropout(impl):
-    t = _inputs()
-    mask = attention_mask(19, 21, same_length=False, mem_len=21)
-    with pytest.raises(ValueError, match="dropatt"):
-        attend_kernel(impl, t["q"], t["k"], t["v"], None, mask, dropout_p=0.1, scale=0.2)
-
-
-def test_unknown_relative_impl_is_a_clear_error():
-    t = _inputs()
-    with pytest.raises(ValueError, match="expected one of"):
-        relative_attention(
-            "nope",
-            t["q"],
-            t["pq"],
-            t["k"],
-            t["v"],
-            t["r"],
-            torch.zeros(19, 40, dtype=torch.bool),
-            scale=1,
-        )
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_whole_model_with_kernel_equals_eager(impl):
-    """Two segments with memory: losses and every gradient match the eager model."""
-    cfg = TransformerXLConfig(
-        vocab_size=50, n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64, dropout=0.0,
-        tgt_len=12, mem_len=10, same_length=True,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    ref = TransformerXLLM(cfg, attn_impl="eager")
-    fast = TransformerXLLM(cfg, attn_impl=impl)
-    fast.load_state_dict(ref.state_dict())
-    x = torch.randint(0, 50, (2, 25))
-    train = _has_backward(impl)
-    losses = {}
-    for name, m in (("eager", ref), (impl, fast)):
-        mems, total = None, 0.0
-        with torch.set_grad_enabled(train):
-            for s in (0, 12):
-                out = m(x[:, s : s + 12], labels=x[:, s + 1 : s + 13], mems=mems)
-                mems = out.mems
-                total = total + out.loss
-        if train:
-            total.backward()
-        losses[name] = total.detach()
-    torch.testing.assert_close(losses[impl], losses["eager"], atol=1e-5, rtol=1e-5)
-    if not train:
-        return
-    for (n, a), (_, b) in zip(fast.named_parameters(), ref.named_parameters(), strict=True):
-        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=n)
-
-
-@pytest.mark.parametrize("chunk", [7, 1000])
-def test_chunked_linear_nll_equals_log_softmax_gather(chunk):
-    from transformer_xl.model.kernels.fused_softmax import chunked_linear_nll
-
-    N, d, V = 30, 12, 50
-    h = torch.randn(N, d, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(V, d, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(V, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, V, (N,))
-    want = -torch.log_softmax(h @ w.t() + b, -1).gather(1, y[:, None]).squeeze(1)
-    got = chunked_linear_nll(h, w, b, y, chunk=chunk)
-    torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-6)  # float32 accumulation
-    g = torch.rand(N, dtype=torch.float64)
-    for a, c in zip(
-        torch.autograd.grad(got, (h, w, b), g.float()),
-        torch.autograd.grad(want, (h, w, b), g),
-        strict=True,
-    ):
-        torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-6)
-    with pytest.raises(ValueError, match="chunk=0"):
-        chunked_linear_nll(h, w, b, y, chunk=0)
 
 
 # ------------------------------------------------------------- score_attend (CPU training path)
@@ -266,3 +196,20 @@ def test_score_attend_under_bf16_autocast_stays_bf16():
     torch.testing.assert_close(got.float(), want.detach(), atol=0.05, rtol=0.05)
     casts = [e for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes[0]]
     assert not casts, f"float32 casts inside the attention: {[e.input_shapes for e in casts]}"
+
+
+def test_score_attend_without_a_position_term_equals_eager():
+    """attn_type 2/3 (no position term): values and the gradients of q, k, v."""
+    from transformer_xl.model.kernels.score_attend import score_attend
+
+    t = _inputs(dtype=torch.float64, grad=True)
+    mask = attention_mask(19, 21, **MASKS["same_length"])
+    want = _stock_attend(t["q"], t["k"], t["v"], 0.0, mask, 0.2, 0.0)
+    got = score_attend(t["q"], t["k"], t["v"], None, mask, scale=0.2, dropout_p=0.0)
+    torch.testing.assert_close(got, want)
+    leaves = (t["q"], t["k"], t["v"])
+    for a, b in zip(
+        torch.autograd.grad(got, leaves, got.cos()), torch.autograd.grad(want, leaves, want.cos()),
+        strict=True,
+    ):  # fmt: skip
+        torch.testing.assert_close(a, b)

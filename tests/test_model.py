@@ -6,6 +6,9 @@ import torch
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.memory import update_mems
 from transformer_xl.model.attention import PositionTerms, relative_distances, sinusoid
+from transformer_xl.model.kernels.registry import resolve_attention
+
+EAGER = resolve_attention("eager", device_type="cpu", position_term=True)
 
 
 def make(**kw):
@@ -72,7 +75,7 @@ def reference_with_mask(model, x, y, allowed):
             content_bias=model.r_w_bias, pos_keys=layer.attn.project_positions(r),
             pos_query_bias=model.r_r_bias,
         )  # fmt: skip
-        h = layer(h, None, ~allowed, pos, impl="eager")
+        h = layer(h, None, ~allowed, pos, attention=EAGER)
     return -model.log_probs(h).gather(-1, y[..., None]).squeeze(-1)
 
 
@@ -151,7 +154,7 @@ def test_eager_and_sdpa_agree():
     model = make(untie_r=True, clamp_len=3)
     x = torch.randint(0, 60, (2, 16))
     a, _, _ = segments(model, x, x, 5, same_length=True)
-    model.attn_impl = "eager"
+    model.set_attn_impl("eager")
     b, _, _ = segments(model, x, x, 5, same_length=True)
     assert torch.allclose(a, b, atol=1e-5)
 
@@ -285,9 +288,9 @@ def _assert_same_training(want, got):
 
 @pytest.mark.parametrize("attn_type", [0, 1])
 def test_training_with_dropout_same_draws_eager_and_sdpa(attn_type):
-    """Training with dropout and attention dropout: ``sdpa`` (on CPU: score_attend, padded
-    position scores) draws the same masks as the eager reference, so the losses and every
-    gradient over two segments with memory agree."""
+    """Training with dropout and attention dropout: ``sdpa``, ``score_attend``, ``chunked`` and
+    ``auto`` (padded position scores) draw the same masks as the eager reference, so the losses
+    and every gradient over two segments with memory agree."""
     cfg = TransformerXLConfig(
         vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.2,
         dropatt=0.3, tgt_len=40, mem_len=40, attn_type=attn_type, clamp_len=50,
@@ -296,7 +299,8 @@ def test_training_with_dropout_same_draws_eager_and_sdpa(attn_type):
     model = TransformerXLLM(cfg, attn_impl="eager").train()
     x = torch.randint(0, 40, (2, 81))
     results = []
-    for impl in ("eager", "sdpa"):
-        model.attn_impl = impl
+    for impl in ("eager", "sdpa", "score_attend", "chunked", "auto"):
+        model.set_attn_impl(impl)
         results.append(_two_segments_backward(model, model, x, seed=7))
-    _assert_same_training(*results)
+    for got in results[1:]:
+        _assert_same_training(results[0], got)

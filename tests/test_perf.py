@@ -28,23 +28,24 @@ from transformer_xl.bench import (
 from transformer_xl.cli import main
 
 
+@pytest.mark.parametrize("impl", ["eager", "score_attend"])
 @pytest.mark.parametrize("T,M", [(7, 5), (40, 60)])
-def test_flop_formula_matches_pytorchs_flop_counter(T, M):
-    """The formula counts the model's math; from K + 1 = 64 distances on, the model also
-    multiplies against score_columns' padding columns, counted here on top."""
+def test_flop_formula_matches_pytorchs_flop_counter(T, M, impl):
+    """The formula counts the model's math; from K + 1 = 64 distances on, the fast kernels also
+    multiply against score_columns' padding columns, counted here on top (eager: none)."""
     from transformer_xl.model.attention import score_columns
 
     cfg = TransformerXLConfig(
         vocab_size=300, n_layer=2, n_head=3, d_model=24, d_head=8, d_inner=40, dropout=0.0
     )
     B = 2
-    model = TransformerXLLM(cfg, attn_impl="eager").eval()
+    model = TransformerXLLM(cfg, attn_impl=impl).eval()
     mems = tuple(torch.zeros(B, M, cfg.d_model) for _ in range(cfg.n_layer))
     x = torch.randint(0, 300, (B, T))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x, labels=x, mems=mems, mem_len=M)
-    pad = score_columns(M + T) - (M + T + 1)
-    assert (pad > 0) == (M + T + 1 >= 64)
+    pad = score_columns(M + T) - (M + T + 1) if impl != "eager" else 0
+    assert (pad > 0) == (M + T + 1 >= 64 and impl != "eager")
     padding = cfg.n_layer * 2 * cfg.n_head * cfg.d_head * pad * B * T
     assert model_flops_per_token(cfg, T, M, B) * B * T + padding == pytest.approx(
         counter.get_total_flops(), rel=1e-9
@@ -145,6 +146,7 @@ def test_cli_bench_writes_a_table_and_json(tmp_path, capsys):
     assert set(rows) == {("eval", "eager"), ("eval", "hf"), ("gen", "eager"), ("gen", "hf")}
     assert rows["eval", "eager"]["tokens_per_step"] == 2 * 64
     assert rows["gen", "eager"]["tokens_per_step"] == 1
+    assert rows["eval", "eager"]["attention"] == "eager" and rows["eval", "hf"]["attention"] is None
     assert rows["eval", "hf"]["speedup_vs_hf"] == pytest.approx(1.0)
     assert result["env"]["matmul_peak_flops"]["float32"] > 0
     env = result["env"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transformer_xl.train import checkpoint as ckpt
+from transformer_xl.run.folder import RunFolder
 from transformer_xl.train.data import builtin_sections, prepare_texts
 from transformer_xl.train.loop import TrainingError
 from transformer_xl.train.run import train
@@ -72,15 +72,11 @@ def run(out, data, *extra, resume=False, max_steps=8):
 
 
 def weights(run_dir, step):
-    return load_file(
-        str(run_dir / ckpt.CHECKPOINTS / ckpt.step_name(step) / "model" / "model.safetensors")
-    )
+    return load_file(str(RunFolder(run_dir).checkpoint(step) / "model" / "model.safetensors"))
 
 
 def optimizer_tensors(run_dir, step):
-    return load_file(
-        str(run_dir / ckpt.CHECKPOINTS / ckpt.step_name(step) / "optimizer.safetensors")
-    )
+    return load_file(str(RunFolder(run_dir).checkpoint(step) / "optimizer.safetensors"))
 
 
 def train_losses(run_dir):
@@ -104,7 +100,7 @@ def test_run_outputs_and_resume_is_exact(tmp_path, data_dir):
     assert "step 8/8 | loss" in log and "tok/s" in log and "valid at step 8" in log
     cfg = json.loads((straight / "config.json").read_text())
     assert cfg["train"]["max_steps"] == 8 and cfg["model"]["n_layer"] == 2
-    assert [s for s, _ in ckpt.list_checkpoints(straight)] == [4, 8]  # keep_checkpoints=2
+    assert [s for s, _ in RunFolder(straight).list_checkpoints()] == [4, 8]  # keep_checkpoints=2
     assert (straight / "checkpoints" / "step-00000008" / "model" / "vocab.json").is_file()
     scalars = read_scalars(straight / "tensorboard")
     assert [s for s, _ in scalars["train/loss"]] == [2, 4, 6, 8]
@@ -167,13 +163,13 @@ def test_sigkill_then_resume_equals_straight_run(tmp_path, data_dir):
         cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.time() + 120
-    while time.time() < deadline and len(ckpt.list_checkpoints(killed)) < 1:
+    while time.time() < deadline and len(RunFolder(killed).list_checkpoints()) < 1:
         time.sleep(0.05)
     if proc.poll() is None:
         time.sleep(0.3)  # land somewhere in the middle of the next steps / saves
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    steps = [s for s, _ in ckpt.list_checkpoints(killed)]
+    steps = [s for s, _ in RunFolder(killed).list_checkpoints()]
     assert steps and steps[-1] < steps_total, f"the kill came too late to test anything: {steps}"
     resumed = subprocess.run(
         cmd + ["--out", str(killed), "--resume"],
@@ -243,8 +239,8 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, data_dir):
     t2.forward_model = _Poison(t2.model, bad_calls=range(5, 100))
     with pytest.raises(TrainingError, match="3 non-finite steps in a row"):
         t2.fit()
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "b")] == [2, 4]
-    assert ckpt.latest_valid(tmp_path / "b").step == 4
+    assert [s for s, _ in RunFolder(tmp_path / "b").list_checkpoints()] == [2, 4]
+    assert RunFolder(tmp_path / "b").latest_valid().step == 4
     t2.close()
 
 
@@ -304,6 +300,7 @@ def test_main_job_on_the_builtin_corpus_smoke(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "data " + str(tmp_path / "run" / "data") in out and "sample:" in out
+    assert "attention: auto on cpu -> score_attend (" in out  # what attn_impl resolved to
     meta = json.loads((tmp_path / "run" / "data" / "meta.json").read_text())
     sizes = {k: v["tokens"] for k, v in meta["splits"].items()}
     total = sum(sizes.values())

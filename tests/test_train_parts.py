@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from transformer_xl.run.folder import RunFolder
 from transformer_xl.train import checkpoint as ckpt
 from transformer_xl.train import state as st
 from transformer_xl.train.config import TrainConfig
@@ -115,28 +116,30 @@ def test_tensorboard_event_file(tmp_path):
 
 
 def _fake_checkpoint(run, step, payload=b"x" * 100):
-    tmp = ckpt.tmp_dir(run, step)
+    folder = RunFolder(run)
+    tmp = folder.new_checkpoint(step)
     (tmp / "model").mkdir(parents=True)
     (tmp / "model" / "model.safetensors").write_bytes(payload)
     ckpt.write_json(tmp / "trainer.json", {"step": step})
-    ckpt.finalize(tmp, run / ckpt.CHECKPOINTS / ckpt.step_name(step))
+    folder.seal(tmp, step)
 
 
 def test_checkpoint_verification_and_fallback(tmp_path):
+    folder = RunFolder(tmp_path)
     for step in (10, 20, 30, 40):
         _fake_checkpoint(tmp_path, step)
-    ckpt.prune(tmp_path, keep=3)
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [20, 30, 40]
-    assert ckpt.latest_valid(tmp_path).step == 40
-    newest = tmp_path / ckpt.CHECKPOINTS / ckpt.step_name(40) / "model" / "model.safetensors"
+    folder.prune(keep=3)
+    assert [s for s, _ in folder.list_checkpoints()] == [20, 30, 40]
+    assert folder.latest_valid().step == 40
+    newest = tmp_path / "checkpoints" / "step-00000040" / "model" / "model.safetensors"
     newest.write_bytes(b"x" * 50)  # truncated
-    found = ckpt.latest_valid(tmp_path)
+    found = folder.latest_valid()
     assert found.step == 30 and "truncated" in found.skipped[0]
-    mid = tmp_path / ckpt.CHECKPOINTS / ckpt.step_name(30) / "trainer.json"
+    mid = folder.checkpoint(30) / "trainer.json"
     mid.write_text(mid.read_text().replace("30", "31"))  # same size, other bytes
-    found = ckpt.latest_valid(tmp_path)
+    found = folder.latest_valid()
     assert found.step == 20 and "SHA-256" in found.skipped[1]
-    (tmp_path / ckpt.CHECKPOINTS / ckpt.step_name(20) / ckpt.MANIFEST).unlink()
+    (folder.checkpoint(20) / "MANIFEST.json").unlink()
     with pytest.raises(ValueError, match="no intact checkpoint"):
-        ckpt.latest_valid(tmp_path)
-    assert ckpt.latest_valid(tmp_path / "empty") is None
+        folder.latest_valid()
+    assert RunFolder(tmp_path / "empty").latest_valid() is None

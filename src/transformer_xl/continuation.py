@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from transformer_xl.data.tokenizer import load_tokenizer
-from transformer_xl.folders import ModelLocation, resolve_model
 from transformer_xl.model.generate import (
     Sampler,
     StreamingLM,
@@ -28,8 +27,9 @@ from transformer_xl.model.generate import (
     read_prompt,
     sample_tokens,
 )
-from transformer_xl.model_folder import CONFIG_NAME
+from transformer_xl.model_folder import config_path, vocab_path
 from transformer_xl.prompt import Prompt
+from transformer_xl.run.resolve import ModelLocation, resolve_model
 from transformer_xl.weights import load_pretrained
 
 
@@ -48,12 +48,12 @@ def open_model(path: str | os.PathLike, *, device: Any = "cpu") -> OpenedModel:
     loc = resolve_model(path)
     model = load_pretrained(loc.model_dir, map_location=device).eval()
     tokenizer = None
-    if (loc.model_dir / "vocab.json").is_file():
+    if vocab_path(loc.model_dir).is_file():
         tokenizer = load_tokenizer(loc.model_dir)
         if len(tokenizer.vocab) != model.config.vocab_size:
             raise ValueError(
-                f"{loc.model_dir / 'vocab.json'}: {len(tokenizer.vocab):,} tokens, but the model "
-                f"({loc.model_dir / CONFIG_NAME}) has vocab_size {model.config.vocab_size:,}: "
+                f"{vocab_path(loc.model_dir)}: {len(tokenizer.vocab):,} tokens, but the model "
+                f"({config_path(loc.model_dir)}) has vocab_size {model.config.vocab_size:,}: "
                 "not this model's vocabulary"
             )
     return OpenedModel(model, tokenizer, loc)

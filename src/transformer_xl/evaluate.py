@@ -23,12 +23,8 @@ from torch import Tensor
 from transformer_xl.data import Vocab
 from transformer_xl.model import TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
-from transformer_xl.progress import Progress
-from transformer_xl.run.evaluation import eval_output, eval_plan
+from transformer_xl.model_folder import vocab_path
 from transformer_xl.segment import SegmentSettings, resolve
-from transformer_xl.train.data import open_data
-from transformer_xl.train.distributed import DistEnv, pick_device
-from transformer_xl.weights import load_pretrained
 
 
 @dataclass(frozen=True)
@@ -85,7 +81,8 @@ def use_cached_keys(model, settings: SegmentSettings, qlen: int) -> bool:
     more with longer memory); only for
     a plain (unwrapped, unsharded) :class:`TransformerXLLM` (in full precision or under
     ``autocast``), and where the model supports it (not attn_type 2/3 with pre_lnorm).
-    Otherwise (shorter memory, wrapped models) the segment forward."""
+    Otherwise (shorter memory, wrapped models) the segment forward. This picks the path, not the
+    kernel: both run the attention kernel the model's ``attn_impl`` names."""
     if type(model) is not TransformerXLLM or settings.mem_len < qlen or settings.mem_len == 0:
         return False  # FSDP2's fully_shard swaps in a subclass; DDP and compile wrap the model
     if any(hasattr(p, "device_mesh") for p in model.parameters()):
@@ -195,75 +192,7 @@ def token_by_token_nll(
     return torch.cat(out, dim=1)
 
 
-# ---------------------------------------------------------------------------- txl eval
-def evaluate_model(
-    model_path,
-    *,
-    data: str | None,
-    split: str,
-    tgt_len: int | None = None,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length: bool | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    progress=None,
-) -> tuple[EvalResult, dict[str, Any]]:
-    """``txl eval``: unset settings come from the run's evaluation settings, else from the
-    model's config (batch size 10); see :func:`transformer_xl.run.evaluation.eval_plan`.
-    Returns the result and the JSON record (:func:`~transformer_xl.run.evaluation.eval_output`)
-    ``txl eval --json`` prints for either backend."""
-    given = dict(
-        tgt_len=tgt_len,
-        mem_len=mem_len,
-        clamp_len=clamp_len,
-        same_length=same_length,
-        batch_size=batch_size,
-    )
-    model_dir, data, s = eval_plan(model_path, data, given)
-    dev = pick_device(device, 0)
-    model = load_pretrained(model_dir, map_location=dev)
-    ds = open_data(data, Path(model_path), env=DistEnv(0, 1, 0, dev))
-    check_vocab(model_dir, model.config.vocab_size, ds.dataset)
-    ds.check_ids([split])
-    autocast = None
-    if precision != "fp32":
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        autocast = torch.autocast(dev.type, dtype=dtype)
-    targets = ds.dataset.num_tokens(split) - 1
-    if s["batch_size"] > max(targets, 1):  # every stream needs a token to predict
-        raise ValueError(
-            f"batch size {s['batch_size']:,}: more parallel streams than the {targets:,} "
-            f"tokens to predict in {data} ({split}); expected at most {max(targets, 1):,}"
-        )
-    batches = ds.eval_batches(
-        split, batch_size=s["batch_size"], tgt_len=s["tgt_len"], rank=0, world_size=1
-    )
-    with Progress(ds.dataset.num_tokens(split) - 1, f"eval {split}", stream=progress) as bar:
-        res = evaluate(
-            model,
-            _counted(batches, bar),
-            mem_len=s["mem_len"],
-            clamp_len=s["clamp_len"],
-            same_length=s["same_length"],
-            device=dev,
-            autocast=autocast,
-            bits=ds.bits,
-        )
-    info = eval_output(
-        res.nll_sum, res.tokens, res.bits, model_dir=model_dir, data=str(ds.dataset.path),
-        split=split, settings=s, precision=precision, backend="torch",
-    )  # fmt: skip
-    return res, info
-
-
-def _counted(batches, bar):
-    for batch in batches:
-        yield batch
-        bar.update(int(batch[2].sum()))
-
-
+# ---------------------------------------------------------------------------- the vocabulary
 def check_vocab(model_dir: Path, vocab_size: int, prepared) -> None:
     """The model must read the ids of ``prepared`` (a :class:`PreparedDataset`): same size and,
     when the model folder has a vocabulary, the same one."""
@@ -272,7 +201,7 @@ def check_vocab(model_dir: Path, vocab_size: int, prepared) -> None:
             f"{model_dir}: the model has {vocab_size:,} tokens but the data "
             f"{prepared.path} has {len(prepared.vocab):,}"
         )
-    vpath = Path(model_dir) / "vocab.json"
+    vpath = vocab_path(model_dir)
     if vpath.is_file() and Vocab.load(vpath).fingerprint() != prepared.vocab.fingerprint():
         raise ValueError(
             f"{vpath}: not the vocabulary of {prepared.path} (same size, other tokens or order)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,44 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(e, OSError):
             raise named_error(e, path) from None
         raise
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename in it) to the disk, where the system allows."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Put folder ``tmp`` at ``final``, where an older one may be (kept as ``final.old`` until
+    the new one is in place, so a kill leaves one of them)."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+    fsync_dir(final.parent)
+
+
+def fresh_sibling(path: Path) -> Path:
+    """A new empty hidden folder beside ``path`` (made under the umask) to assemble ``path``
+    in before :func:`replace_dir` puts it in place."""
+    path = Path(path)
+    make_parent(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:  # name the folder asked for, not the temporary beside it
+        raise named_error(e, path) from None
+    honour_umask(tmp, directory=True)  # mkdtemp makes it 0700 whatever the umask
+    return tmp

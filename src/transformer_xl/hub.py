@@ -1,4 +1,5 @@
-"""The Hugging Face Hub as a model source: ``resolve_model("owner/name")`` -> a local folder.
+"""The Hugging Face Hub as a model source: ``snapshot("owner/name")`` -> a local folder (which
+:func:`transformer_xl.run.resolve.resolve_model` then resolves like any other).
 
 A path that exists is returned as it is. Otherwise a name of the Hub's form ``owner/name``
 is fetched with ``huggingface_hub.snapshot_download`` (``revision``: a branch, tag or commit;
@@ -29,7 +30,7 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def resolve_model(
+def snapshot(
     source: str | os.PathLike,
     *,
     revision: str | None = None,

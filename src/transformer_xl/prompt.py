@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformer_xl.model_folder import VOCAB_NAME
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -44,7 +46,7 @@ def encode_prompt(
     if ids is None:
         if tokenizer is None:
             raise ValueError(
-                f"{model}: the model folder has no vocab.json, so text cannot be encoded; "
+                f"{model}: the model folder has no {VOCAB_NAME}, so text cannot be encoded; "
                 "give token ids with --prompt-ids"
             )
         ids = tokenizer.encode(text or "")

@@ -13,15 +13,17 @@ from transformer_xl.bench.flops import _sync, model_flops_per_token
 from transformer_xl.bench.presets import BenchPreset, bench_preset
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.hf import config_from_hf, from_hf_model, hf_config_from_ours
+from transformer_xl.devices import torch_dtype
 from transformer_xl.evaluate import use_cached_keys
 from transformer_xl.model import TransformerXLLM
-from transformer_xl.model.attention import ATTN_IMPLS
 from transformer_xl.model.incremental import StreamingLM
+from transformer_xl.model.kernels.registry import ATTN_IMPLS
+from transformer_xl.precision import DTYPE_NAMES
 from transformer_xl.train.config import TrainConfig
 from transformer_xl.train.optim import build_optimizer
 
 MODES = ("train", "eval", "gen")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {DTYPE_NAMES[p]: torch_dtype(p) for p in ("fp32", "bf16")}  # what bench runs in
 PEER = "hf"
 GEN_REPEAT = 8  # generation steps (tokens) per timed step
 
@@ -42,6 +44,16 @@ def hf_config(cfg: TransformerXLConfig):
     if back.tie_projs != cfg.tie_projs and any(cfg.tie_projs or ()):
         raise ValueError(f"HF's TransfoXL cannot express tie_projs={cfg.tie_projs}")
     return hcfg
+
+
+def hf_port_available() -> bool:
+    """Whether HF's port can be built: transformers 4.x has ``TransfoXLLMHeadModel``; 5 removed
+    it, and a machine may have no transformers at all."""
+    try:
+        from transformers import TransfoXLLMHeadModel  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def build_pair(cfg: TransformerXLConfig, *, seed: int = 0):
@@ -78,7 +90,7 @@ class Variant:
     ``+compile`` (``torch.compile`` of the model: forward and backward graphs) and ``+bf16``
     (bfloat16 autocast whatever the run's dtype), e.g. ``"sdpa+compile+bf16"``."""
 
-    name: str  # "hf" or one of our attention impls
+    name: str  # "hf" or one of our attention impls (model/kernels/registry.py, or "auto")
     compile: bool = False
     bf16: bool = False
 
@@ -175,16 +187,21 @@ class Runner:
         device = case.device
         dtype = torch.bfloat16 if case.variant.bf16 else DTYPES[case.dtype]
         is_hf = case.variant.name == PEER
-        model = (
-            build_pair(cfg, seed=case.seed)[0 if is_hf else 1]
-            if same_weights
-            else build_one(cfg, is_hf)
-        )
-        if not is_hf:
-            model.attn_impl = case.variant.name
+        if is_hf or hf_port_available():
+            model = (
+                build_pair(cfg, seed=case.seed)[0 if is_hf else 1]
+                if same_weights
+                else build_one(cfg, is_hf)
+            )
+        else:  # no HF port here (transformers 5, or none): ours at its own initialisation
+            torch.manual_seed(case.seed)
+            model = TransformerXLLM(cfg)
         if is_hf:
             model.reset_memory_length(mlen)
         model.to(device)
+        if not is_hf:
+            model.set_attn_impl(case.variant.name)  # resolved for the device it runs on
+        self.attention = None if is_hf else model.attention.describe()  # what each path runs
         model.train(case.mode == "train")
         self.model = model
         fwd = torch.compile(model) if case.variant.compile else model

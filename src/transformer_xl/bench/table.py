@@ -94,6 +94,7 @@ def _row(preset, mode, v: Variant, timings, runners, dtype: str, device: str, pe
         achieved_flops=t.flops_per_token * t.tokens_per_s,
         peak_fraction=t.flops_per_token * t.tokens_per_s / peaks[vdtype],
         speedup_vs_hf=ratio_to_peer(timings, v.label) if PEER in timings else None,
+        attention=runners[v.label].attention,
         last_loss=float(runners[v.label].last_loss),
     )  # fmt: skip
 

@@ -19,8 +19,7 @@ from transformer_xl.commands.common import (
 )
 from transformer_xl.devices import resolve_device
 from transformer_xl.fileio import atomic_write_text, check_output_path
-
-DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+from transformer_xl.precision import DTYPE_NAMES
 
 
 def _csv(text: str) -> list[str]:
@@ -53,8 +52,9 @@ def register(sub, help: str) -> None:
     p.add_argument("--modes", default="train,eval,gen", help="comma-separated: train, eval, gen")
     p.add_argument(
         "--variants",
-        default="sdpa",
-        help="comma-separated attention impls of ours (and 'hf'), each optionally +compile",
+        default="auto",
+        help="comma-separated attention impls of ours (auto, eager, sdpa, score_attend, chunked, "
+        "flex, triton) and 'hf', each optionally +compile, +bf16",
     )
     p.add_argument(
         "--compare", default=None, metavar="PEER", help="add the peer 'hf' and print ratios to it"

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from transformer_xl.devices import (
-    DEVICES,
-    MAX_THREADS,
-    PRECISIONS,
-    check_device_name,
-    check_precision,
-)
+from transformer_xl.devices import DEVICES, MAX_THREADS, check_device_name
+from transformer_xl.precision import PRECISIONS, check_precision
 
 
 def _device(text: str) -> str:
@@ -60,10 +55,11 @@ def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> N
 
 
 def add_precision(
-    p: argparse.ArgumentParser, *, default: str | None = "fp32", old: str | None = None
-) -> None:
+    p: argparse.ArgumentParser, *, default: str | None = "fp32", old: str | None = None,
+    how: str = "by autocast",
+) -> None:  # fmt: skip
     p.add_argument("--precision", type=_precision, default=default,
-                   help=f"{', '.join(PRECISIONS)} (bf16/fp16 by autocast)")  # fmt: skip
+                   help=f"{', '.join(PRECISIONS)} (bf16/fp16 {how})")  # fmt: skip
     if old:
         p.add_argument(old, dest="precision", type=_precision, help=argparse.SUPPRESS)
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 
 from transformer_xl.convert.api import convert_checkpoint, export_hf
+from transformer_xl.convert.hf_files import HF_BIN, HF_SAFETENSORS
 from transformer_xl.convert.remap import load_target_vocab, remap_prepared
+from transformer_xl.model_folder import VOCAB_NAME
 
 
 def _cutoffs(text: str) -> list[int]:
@@ -32,7 +34,7 @@ def _cutoffs(text: str) -> list[int]:
 
 def remap(args) -> int:
     if not args.model:
-        raise ValueError("--remap-data needs --model (a converted model folder or a vocab.json)")
+        raise ValueError(f"--remap-data needs --model (a converted model folder or a {VOCAB_NAME})")
     result = remap_prepared(args.src, load_target_vocab(args.model), args.out)
     print(
         f"txl convert --remap-data: wrote {args.out} ({result['changed']:,} token ids renumbered, "
@@ -126,7 +128,7 @@ def register(sub, help: str) -> None:
     p.add_argument("--no-vocab", action="store_true", help="convert the weights only")
     p.add_argument("--model", metavar="DIR", help="with --remap-data: the model folder")
     p.add_argument("--weights", choices=["safetensors", "bin"], default="safetensors",
-                   help="with --to hf: model.safetensors or pytorch_model.bin")  # fmt: skip
+                   help=f"with --to hf: {HF_SAFETENSORS} or {HF_BIN}")  # fmt: skip
     p.add_argument("--hf-format", choices=["transformers5", "legacy"], default="transformers5",
                    help="with --to hf: this package's classes for transformers 5 (default) or "
                    "HF's TransfoXL of transformers 4.x (legacy)")  # fmt: skip

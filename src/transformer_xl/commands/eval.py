@@ -7,11 +7,11 @@ import argparse
 import torch
 
 from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
-from transformer_xl.config import TransformerXLConfig
 from transformer_xl.devices import resolve_device
-from transformer_xl.evaluate import evaluate_model
-from transformer_xl.folders import find_model_folder
+from transformer_xl.evaluate_saved import evaluate_model
+from transformer_xl.model_folder import load_config
 from transformer_xl.run.metrics import dumps
+from transformer_xl.run.resolve import find_model_folder
 
 
 def run(args) -> int:
@@ -30,7 +30,7 @@ def run(args) -> int:
         if args.device not in ("auto", "cpu"):
             raise ValueError("--backend tf places the model itself: leave --device at auto")
         # the model's config checked before TensorFlow's import prints its own lines
-        TransformerXLConfig.load(find_model_folder(args.model) / "config.json")
+        load_config(find_model_folder(args.model))
         from transformer_xl.tf.evaluate import evaluate_tf  # optional: needs tensorflow
 
         info = evaluate_tf(args.model, args.data, **flags)
@@ -71,7 +71,7 @@ def register(sub, help: str) -> None:
     )
     add_batch_size(p, "parallel streams (default: the run's, else 10)")
     add_device(p)
-    add_precision(p)
+    add_precision(p, how="weights cast once")
     add_threads(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(

@@ -13,6 +13,7 @@ import argparse
 
 from transformer_xl.commands.common import positive_int
 from transformer_xl.export.onnx import export_model_folder
+from transformer_xl.model_folder import VOCAB_NAME
 
 
 def run(args) -> int:
@@ -29,7 +30,7 @@ def run(args) -> int:
         f"{seg['clamp_len']}, same_length {seg['same_length']} (keys: {seg['window_keys']})"
     )
     kind, files = meta["tokenizer_kind"], ", ".join(meta["tokenizer_files"])
-    print(f"  tokenizer: {f'{kind} ({files})' if kind else 'none (no vocab.json in MODEL)'}")
+    print(f"  tokenizer: {f'{kind} ({files})' if kind else f'none (no {VOCAB_NAME} in MODEL)'}")
     return 0
 
 

@@ -12,9 +12,9 @@ import sys
 
 import torch
 
-from transformer_xl.commands.common import add_device, add_threads
+from transformer_xl.commands.common import add_device, add_precision, add_threads
 from transformer_xl.continuation import open_model, read_into
-from transformer_xl.devices import resolve_device
+from transformer_xl.devices import cast_for_inference, resolve_device
 from transformer_xl.model.generate import Sampler
 from transformer_xl.prompt import encode_prompt, parse_ids, read_prompt_file
 
@@ -32,6 +32,7 @@ def run(args) -> int:
     ids = None if args.prompt_ids is None else parse_ids(args.prompt_ids)
     text = read_prompt_file(args.prompt_file) if args.prompt_file is not None else args.prompt
     opened = open_model(args.model, device=device)
+    cast_for_inference(opened.model, args.precision)  # weights cast once (no autocast)
     prompt = encode_prompt(
         opened.model.config.vocab_size, opened.tokenizer, text=text, ids=ids,
         model=opened.location.model_dir,
@@ -90,5 +91,6 @@ def register(sub, help: str) -> None:
     p.add_argument("--stop-at-eos", action="store_true", help="stop at the end-of-sentence token")
     p.add_argument("--ids", action="store_true", help="print token ids instead of text")
     add_device(p)
+    add_precision(p, how="weights cast once")
     add_threads(p)
     p.set_defaults(func=run)

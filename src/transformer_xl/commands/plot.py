@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from transformer_xl.run.folder import RunFolder
 from transformer_xl.train.plot import plot_run
 
 
@@ -12,6 +13,6 @@ def run(args) -> int:
 
 def register(sub, help: str) -> None:
     p = sub.add_parser("plot", help=help)
-    p.add_argument("run", help="run folder (holds metrics.jsonl)")
+    p.add_argument("run", help=f"run folder (holds {RunFolder.METRICS})")
     p.add_argument("--out", help="PNG path (default RUN/curves.png)")
     p.set_defaults(func=run)

@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 from transformer_xl.data.corpora import NAMES, prepare_benchmark
+from transformer_xl.data.prepared import META_NAME
 from transformer_xl.data.text import TOKENIZERS, prepare_text
+from transformer_xl.model_folder import VOCAB_NAME
 
 HELP = {
     "enwik8": "enwik8.zip: 90M/5M/5M bytes, a token per byte (newlines dropped, as the authors do)",
@@ -125,7 +127,7 @@ def register(sub, help: str) -> None:
         "--vocab",
         metavar="MODEL",
         help="encode with the vocabulary of this model, run or checkpoint folder (or prepared "
-        "dataset, or vocab.json) instead of building one: for fine-tuning it (--init-from); "
+        f"dataset, or {VOCAB_NAME}) instead of building one: for fine-tuning it (--init-from); "
         "words it lacks become its unknown token",
     )
     build = t.add_argument_group("building a vocabulary (not with --vocab)")
@@ -143,5 +145,5 @@ def register(sub, help: str) -> None:
     build.add_argument("--unk-token", help="the unknown token (char/word; default <unk>)")
     t.add_argument("--valid-fraction", type=float, default=0.05)
     t.add_argument("--test-fraction", type=float, default=0.05)
-    t.add_argument("--name", default="text", help="dataset name recorded in meta.json")
+    t.add_argument("--name", default="text", help=f"dataset name recorded in {META_NAME}")
     t.set_defaults(func=run_text)

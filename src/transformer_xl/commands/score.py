@@ -2,7 +2,7 @@
 
     {"id": LINE_NUMBER, "tokens": N, "logprob": SUM, "ppl": PPL, "unk": UNKNOWN}
 
-A line is scored with its line end (<eos> for word vocabularies), as `txl prepare` encodes a
+A line is scored with its line end (<eos> for word vocabularies), as txl prepare encodes a
 corpus; logprob is in nats. --carry-memory: each line continues from the memory of the lines
 before (a document, a dialogue); --reset-on-blank: blank lines start over.
 
@@ -101,6 +101,6 @@ def register(sub, help: str) -> None:
                    help=f"every token attends to the same number of keys ({where})")  # fmt: skip
     add_batch_size(p, "lines, documents or hypotheses scored together (default 32)", default=32)
     add_device(p)
-    add_precision(p)
+    add_precision(p, how="weights cast once")
     add_threads(p)
     p.set_defaults(func=run)

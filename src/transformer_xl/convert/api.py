@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.hf import HF_VOCAB_FILES, hf_state_from_ours, load_hf_folder
 from transformer_xl.convert.hf_export import write_hf5_folder
+from transformer_xl.convert.hf_files import HF_BIN, HF_CONFIG, HF_SAFETENSORS
 from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
 from transformer_xl.convert.nvidia import load_nvidia, read_nvidia
 from transformer_xl.convert.original import load_original
@@ -43,8 +44,10 @@ from transformer_xl.convert.vocab_files import (
 from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text, honour_umask, make_parent, named_error
-from transformer_xl.hub import resolve_model
+from transformer_xl.model.saved import torch_weights
+from transformer_xl.model_folder import write_model_folder
 from transformer_xl.presets import EVAL_SETTINGS, PRESETS
+from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.weights import load_pretrained
 
 SOURCES = ("tf", "original", "hf", "nvidia")
@@ -92,12 +95,28 @@ def with_eval_settings(cfg: TransformerXLConfig, dataset: str | None, notes: lis
     )  # fmt: skip
 
 
-def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
-    """Create folder ``out`` through ``fill(tmp)`` on a temporary sibling, then rename it into
-    place; ``out`` must not exist or be empty. On any error nothing is left behind."""
-    out = Path(out)
+def _check_new(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out}: already exists and is not an empty folder; choose a new one")
+
+
+def write_model_out(out: str | os.PathLike, model, extra: Callable[[Path], None] | None) -> Path:
+    """Our model folder ``out`` (which must not exist or be empty) of the PyTorch ``model``,
+    through the one writer (``extra(tmp)``: the vocabulary files)."""
+    out = Path(out)
+    _check_new(out)
+    try:
+        return write_model_folder(out, model.config, torch_weights(model.state_dict()), extra=extra)
+    except SafetensorError as e:  # e.g. the disk is full: the Rust writer's own error type
+        raise ValueError(f"{out}: cannot write the weights ({e})") from None
+
+
+def write_folder(out: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Create folder ``out`` (an HF folder) through ``fill(tmp)`` on a temporary sibling, then
+    rename it into place; ``out`` must not exist or be empty. On any error nothing is left
+    behind."""
+    out = Path(out)
+    _check_new(out)
     make_parent(out)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -202,12 +221,8 @@ def convert_checkpoint(
     cfg = model.config
     vocab = _vocab_for(info, cfg, dataset, str(src))
 
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        if vocab is not None:
-            write_vocab_json(tmp, vocab)
-
-    return ConvertResult(write_folder(out, fill), cfg, counts, vocab, notes)
+    extra = (lambda tmp: write_vocab_json(tmp, vocab)) if vocab is not None else None
+    return ConvertResult(write_model_out(out, model, extra), cfg, counts, vocab, notes)
 
 
 def _read_vocab(
@@ -216,7 +231,7 @@ def _read_vocab(
     """The vocabulary of ``--vocab-file``, else of the first file of ``auto`` that exists."""
     path = Path(vocab_file) if vocab_file else _first_file(auto)
     if path is None:
-        notes.append("no vocabulary file found: no vocab.json written (see --vocab-file)")
+        notes.append(f"no vocabulary file found: no {VOCAB_NAME} written (see --vocab-file)")
         return None
     # HF's converter decoded the authors' Python 2 strings as Latin-1
     info = read_vocab_pickle(path, latin1_strings=source == "hf")
@@ -238,13 +253,13 @@ def _convert_hf_with_vocab_json(src: Path, out, dataset, notes) -> ConvertResult
             f"vocab_size={model.config.vocab_size}"
         )
 
-    def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+    def extra(tmp: Path) -> None:
         vocab.save(tmp / VOCAB_NAME)
         if vocab.kind == "bpe":
             shutil.copyfile(src / HF_TOKENIZER_NAME, tmp / HF_TOKENIZER_NAME)
 
-    return ConvertResult(write_folder(out, fill), model.config, counts, vocab.to_dict(), notes)
+    folder = write_model_out(out, model, extra)
+    return ConvertResult(folder, model.config, counts, vocab.to_dict(), notes)
 
 
 def hf_vocab_dict(vocab: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +301,7 @@ def export_hf(
     if weights not in ("safetensors", "bin"):
         raise ValueError(f"weights={weights!r}: expected 'safetensors' or 'bin'")
 
-    src = resolve_model(src)  # a model folder or a Hub repo id
+    src = find_model_folder(src)  # a model, run or checkpoint folder or a Hub repo id
     model = load_pretrained(src)
     vocab = None
     if (src / VOCAB_NAME).is_file():
@@ -336,21 +351,21 @@ def _export_legacy(src: Path, out, model, vocab, weights: str) -> ConvertResult:
         notes.append("sample_softmax dropped: HF's model cannot train with it")
     if vocab is not None and vocab.kind != "word":
         notes.append(
-            f"{vocab.kind} vocabulary: written as tokenizer.json for PreTrainedTokenizerFast "
+            f"{vocab.kind} vocabulary: written as {HF_TOKENIZER_NAME} for PreTrainedTokenizerFast "
             "(HF's TransfoXLTokenizer knows only words)"
         )
 
     def fill(tmp: Path) -> None:
         if vocab is not None:
             _write_legacy_tokenizer(tmp, vocab, src)
-        atomic_write_text(tmp / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
+        atomic_write_text(tmp / HF_CONFIG, json.dumps(hf_cfg, indent=2) + "\n")
         tensors = {k: v.contiguous() for k, v in state.items()}
         if weights == "safetensors":
-            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            honour_umask(tmp / "model.safetensors")  # the Rust writer makes it 0600
+            save_file(tensors, str(tmp / HF_SAFETENSORS), metadata={"format": "pt"})
+            honour_umask(tmp / HF_SAFETENSORS)  # the Rust writer makes it 0600
         else:
             try:
-                torch.save(tensors, tmp / "pytorch_model.bin")
+                torch.save(tensors, tmp / HF_BIN)
             except RuntimeError as e:  # torch's zip writer reports a full disk so, not OSError
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise ValueError(

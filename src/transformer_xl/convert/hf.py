@@ -29,7 +29,7 @@ from torch import Tensor
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.hf_export import is_hf5_config, load_txl_hf_folder
-from transformer_xl.convert.hf_files import read_hf_weights
+from transformer_xl.convert.hf_files import HF_CONFIG, read_hf_weights
 from transformer_xl.convert.keymap import Rule, apply_rules, assemble, row
 from transformer_xl.convert.torch_layout import (
     LAYER,
@@ -40,7 +40,6 @@ from transformer_xl.convert.torch_layout import (
 )
 
 HF_LAYER = LAYER
-HF_CONFIG = "config.json"
 HF_VOCAB_FILES = ("vocab.pkl", "vocab.bin")
 
 

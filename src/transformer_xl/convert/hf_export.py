@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import save_file
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.convert.hf_files import read_hf_weights
+from transformer_xl.convert.hf_files import HF_CONFIG, HF_SAFETENSORS, read_hf_weights
 from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
 from transformer_xl.data.tokenizer import VOCAB_NAME
 from transformer_xl.fileio import atomic_write_text, honour_umask
@@ -152,10 +152,10 @@ def write_hf5_folder(
     eos = vocab.eos_id if vocab is not None else None
     card = {k: v for k, v in (("dataset", dataset), ("results", results)) if v}
     text = json.dumps(hf5_config(cfg, eos_token_id=eos, card=card), indent=2) + "\n"
-    atomic_write_text(tmp / "config.json", text)
+    atomic_write_text(tmp / HF_CONFIG, text)
     tensors = {PREFIX + k: v.detach().contiguous().cpu() for k, v in state.items()}
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    honour_umask(tmp / "model.safetensors")  # the Rust writer makes it 0600
+    save_file(tensors, str(tmp / HF_SAFETENSORS), metadata={"format": "pt"})
+    honour_umask(tmp / HF_SAFETENSORS)  # the Rust writer makes it 0600
     for name, code in REMOTE_CODE.items():
         atomic_write_text(tmp / name, code)
     kind = vocab.kind if vocab is not None else None
@@ -172,7 +172,7 @@ def load_txl_hf_folder(directory: str | os.PathLike, hf: Mapping[str, Any], adju
     """Our model from a transformers-5 folder (``hf``: its ``config.json`` dict); returns
     ``(model, counts)``. ``adjust`` may change the config's run settings."""
     directory = Path(directory)
-    cfg = txl_config_from_hf5(hf, str(directory / "config.json"))
+    cfg = txl_config_from_hf5(hf, str(directory / HF_CONFIG))
     cfg = adjust(cfg) if adjust else cfg
     state = read_hf_weights(directory)
     outside = sorted(k for k in state if not k.startswith(PREFIX))

@@ -15,6 +15,8 @@ from torch import Tensor
 
 from transformer_xl.convert.safe_pickle import load_torch_pickle
 
+# the file names of an HF folder (HF's layout: the same names as ours for config and weights)
+HF_CONFIG = "config.json"
 HF_SAFETENSORS = "model.safetensors"
 HF_BIN = "pytorch_model.bin"
 

@@ -31,7 +31,7 @@ from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME, load_hf_tokenizer
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text
 
-HF_TOKENIZER = "tokenizer.json"
+HF_TOKENIZER = HF_TOKENIZER_NAME
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 _WHITESPACE_BYTES = (9, 10, 11, 12, 13, 32)  # bytes.isspace()
 # str.splitlines() breaks after these (after "\r" too, which newline normalisation removes)
@@ -164,7 +164,7 @@ def hf_tokenizer(vocab: Vocab, directory: str | os.PathLike | None = None):
         ) from e
     if vocab.kind == "bpe":
         if directory is None:
-            raise ValueError("a bpe vocabulary needs the folder holding its tokenizer.json")
+            raise ValueError(f"a bpe vocabulary needs the folder holding its {HF_TOKENIZER}")
         return _bpe_tokenizer(vocab, Path(directory))
     build = {"byte": _byte_tokenizer, "char": _char_tokenizer, "word": _word_tokenizer}
     return build[vocab.kind](vocab)

@@ -17,6 +17,7 @@ import numpy as np
 
 from transformer_xl.data.prepared import PreparedWriter, id_dtype, load_prepared
 from transformer_xl.data.vocab import Vocab
+from transformer_xl.model_folder import VOCAB_NAME, vocab_path
 
 CHUNK = 1 << 24  # ids rewritten per step
 
@@ -86,7 +87,7 @@ def load_target_vocab(path: str | os.PathLike) -> Vocab:
     """A model folder's ``vocab.json``, or a ``vocab.json`` path."""
     path = Path(path)
     if path.is_dir():
-        path = path / "vocab.json"
+        path = vocab_path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no vocab.json (convert the model with its vocabulary first)")
+        raise ValueError(f"{path}: no {VOCAB_NAME} (convert the model with its vocabulary first)")
     return Vocab.load(path)

@@ -29,8 +29,8 @@ from transformer_xl.convert.safe_pickle import (
     load_torch_pickle,
 )
 from transformer_xl.data.vocab import UnknownDataset, Vocab
+from transformer_xl.model_folder import VOCAB_NAME
 
-VOCAB_NAME = "vocab.json"
 # the authors' classes a corpus or vocabulary pickle may hold, by the module names their
 # TF code (data_utils.py, vocabulary.py) and PyTorch code (data_utils.py, utils/vocabulary.py) use
 VOCAB_CLASSES = (

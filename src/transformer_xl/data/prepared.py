@@ -40,6 +40,11 @@ ID_BLOCK = 1 << 24  # ids per block of the token-id check
 DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
 
+def is_prepared(path: str | os.PathLike) -> bool:
+    """``path`` holds a prepared dataset (its ``meta.json``, written last)."""
+    return (Path(path) / META_NAME).is_file()
+
+
 def id_dtype(vocab_size: int) -> str:
     """The smallest unsigned dtype name that holds ids ``0 .. vocab_size - 1``."""
     for name, dt in DTYPES.items():

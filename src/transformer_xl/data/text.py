@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from transformer_xl.config import TransformerXLConfig
 from transformer_xl.data.encode import (
     N_CODEPOINTS,
     ValueCounts,
@@ -45,12 +44,12 @@ from transformer_xl.data.encode import (
     whitespace_codepoints,
 )
 from transformer_xl.data.prepared import (
-    META_NAME,
     SPLITS,
     PreparedDataset,
     PreparedWriter,
     check_destination,
     id_dtype,
+    is_prepared,
     load_prepared,
 )
 from transformer_xl.data.sources import (
@@ -68,7 +67,8 @@ from transformer_xl.data.tokenizer import (
     make_tokenizer,
 )
 from transformer_xl.data.vocab import Vocab
-from transformer_xl.folders import CONFIG_NAME, ForeignModelError, foreign_format, resolve_model
+from transformer_xl.model_folder import config_path, load_config
+from transformer_xl.run.resolve import ForeignModelError, foreign_format, resolve_model
 
 TOKENIZERS = ("byte", "char", "word", "bpe")
 # what building a vocabulary takes (the flag, the default): refused together with --vocab
@@ -250,17 +250,17 @@ class GivenVocab:
 
 def given_vocab(source: str | os.PathLike) -> GivenVocab:
     """The vocabulary ``--vocab SOURCE`` names: a model, run or checkpoint folder (see
-    :func:`transformer_xl.folders.resolve_model`), a prepared dataset folder, or a ``vocab.json``
+    :func:`transformer_xl.run.resolve.resolve_model`), a prepared dataset folder, or a ``vocab.json``
     file. A model's vocabulary must have as many tokens as the model."""
     path = Path(source)
     fmt = foreign_format(path)
     if fmt is not None:
         raise ForeignModelError(path, fmt)
     model_dir = None
-    also = "--vocab also takes a prepared dataset folder or a vocab.json file"
+    also = f"--vocab also takes a prepared dataset folder or a {VOCAB_NAME} file"
     if path.is_file():
         vocab_file = path
-    elif path.is_dir() and (path / META_NAME).is_file() and not (path / CONFIG_NAME).exists():
+    elif path.is_dir() and is_prepared(path) and not config_path(path).exists():
         vocab_file = path / VOCAB_NAME  # a prepared dataset
     else:
         try:
@@ -281,10 +281,10 @@ def given_vocab(source: str | os.PathLike) -> GivenVocab:
         msg = f"{e}; expected a {VOCAB_NAME} ({also})" if path.is_file() else str(e)
         raise ValueError(msg) from None
     if model_dir is not None:
-        n = TransformerXLConfig.load(model_dir / CONFIG_NAME).vocab_size
+        n = load_config(model_dir).vocab_size
         if n != len(vocab):
             raise ValueError(
-                f"{vocab_file}: {len(vocab):,} tokens, but the model ({model_dir / CONFIG_NAME}) "
+                f"{vocab_file}: {len(vocab):,} tokens, but the model ({config_path(model_dir)}) "
                 f"has vocab_size {n:,}: not this model's vocabulary"
             )
     bpe = make_tokenizer(vocab, vocab_file.parent) if vocab.kind == "bpe" else None

@@ -29,9 +29,9 @@ import numpy as np
 
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text
+from transformer_xl.model_folder import TOKENIZER_NAME as HF_TOKENIZER_NAME
+from transformer_xl.model_folder import VOCAB_NAME
 
-VOCAB_NAME = "vocab.json"
-HF_TOKENIZER_NAME = "tokenizer.json"
 _WHITESPACE_BYTES = np.array([9, 10, 11, 12, 13, 32], dtype=np.uint8)  # bytes.isspace()
 
 
@@ -213,7 +213,7 @@ def make_tokenizer(vocab: Vocab, directory: str | os.PathLike | None = None) -> 
     """The tokenizer for ``vocab``; a bpe vocabulary reads ``tokenizer.json`` from ``directory``."""
     if vocab.kind == "bpe":
         if directory is None:
-            raise ValueError("a bpe vocabulary needs the folder holding its tokenizer.json")
+            raise ValueError(f"a bpe vocabulary needs the folder holding its {HF_TOKENIZER_NAME}")
         path = Path(directory) / HF_TOKENIZER_NAME
         return BPETokenizer(vocab, load_hf_tokenizer(path), source=str(path))
     return _TOKENIZERS[vocab.kind](vocab)

@@ -53,14 +53,15 @@ from transformer_xl.convert.api import write_folder
 from transformer_xl.data.tokenizer import HF_TOKENIZER_NAME
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text
-from transformer_xl.folders import find_model_folder
 from transformer_xl.model.attention import score_columns
 from transformer_xl.model.transformer import TransformerXLLM
+from transformer_xl.model_folder import VOCAB_NAME
+from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.segment import SegmentSettings
 
 MODEL_FILE = "model.onnx"
 INFO_FILE = "export.json"
-VOCAB_FILE = "vocab.json"
+VOCAB_FILE = VOCAB_NAME  # the tokenizer's file, as in a model folder
 FORMAT = "transformer-xl-onnx"
 FORMAT_VERSION = 1
 OPSET = 17

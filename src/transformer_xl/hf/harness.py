@@ -26,7 +26,7 @@ from lm_eval.tasks import TaskManager
 from transformer_xl.data.tokenizer import load_tokenizer
 from transformer_xl.evaluate import evaluate
 from transformer_xl.generate import generate_iter
-from transformer_xl.hub import resolve_model
+from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.weights import load_pretrained
 
 MODEL_NAME = "transformer-xl"
@@ -49,7 +49,7 @@ class TransformerXLHarness(LM):
         **_unused,
     ) -> None:  # fmt: skip
         super().__init__()
-        folder = resolve_model(str(pretrained), revision=revision)
+        folder = find_model_folder(str(pretrained), revision=revision)
         self.model = load_pretrained(folder).eval()
         self.tokenizer = load_tokenizer(folder)
         cfg = self.model.config

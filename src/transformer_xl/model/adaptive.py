@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.model.tiled_loss import tiled_nll
 
 
 class AdaptiveEmbedding(nn.Module):
@@ -298,19 +299,35 @@ class _ClusterNLL(torch.autograd.Function):
         return grad_z, gw, gb, gxw, gxb, None, None
 
 
+# Which loss kernel a cluster uses when the caller does not say: the tiled one (no
+# [n, V_i] tensor; in training the logits are formed twice) or the row blocks (one [n, V_i]
+# buffer). A/B in one process on a loaded 2-core AMD EPYC, 1 thread, float32, [512, 256] x
+# [256, 20002] (docs/performance.md, provisional): evaluation tiled 311 ms against blocks 489;
+# training (forward + backward) tiled 1,212 against 1,152 ms: 5% slower, so opt-in there
+# (``adaptive_nll(..., tiled=True)``), for its memory: 39 against 94 MiB at wt103_small.
+TILED_DEFAULT = {"grad": False, "no_grad": True}
+
+
 def cluster_nll(
-    hidden: Tensor, p: ClusterParams, col: Tensor, extra_w: Tensor | None, extra_b
-) -> Tensor:
+    hidden: Tensor, p: ClusterParams, col: Tensor, extra_w: Tensor | None, extra_b,
+    *, tiled: bool | None = None,
+) -> Tensor:  # fmt: skip
     """NLL ``[n]`` (float32 or wider) of column ``col`` ``[n]`` of one cluster's softmax over
     ``hidden`` ``[n, d_model]`` (for the head, ``extra_w``/``extra_b`` are the tail clusters' rows,
     columns after the shortlist). Matmuls run in autocast's dtype where autocast is on, the
-    log-softmax and the loss in float32; fp32 master weights get float32 gradients."""
+    log-softmax and the loss in float32; fp32 master weights get float32 gradients. ``tiled``:
+    :func:`~transformer_xl.model.tiled_loss.tiled_nll` (True), the row blocks (False) or
+    ``TILED_DEFAULT`` (None); the same numbers either way."""
     dt = _compute_dtype(hidden)
     with torch.autocast(hidden.device.type, enabled=False):
         x = hidden.to(dt)
         z = x if p.proj is None else x @ p.proj.to(dt)
         leaves = (z, p.weight, p.bias, extra_w, extra_b)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in leaves):
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in leaves)
+        if TILED_DEFAULT["grad" if grad else "no_grad"] if tiled is None else tiled:
+            parts = [(p.weight, p.bias)] + ([] if extra_w is None else [(extra_w, extra_b)])
+            return tiled_nll(z, parts, col)
+        if grad:
             return _ClusterNLL.apply(z, p.weight, p.bias, extra_w, extra_b, col)
         return _nll_no_grad(z, p, col, extra_w, extra_b)
 
@@ -348,16 +365,18 @@ def adaptive_nll(
     params: list[ClusterParams],
     cluster_w: Tensor | None,
     cluster_b: Tensor | None,
+    *,
+    tiled: bool | None = None,
 ) -> Tensor:
     """Negative log-likelihood ``[N]`` (float32) of ``target`` ``[N]`` under the adaptive softmax.
 
     One pass per cluster: the head over every token (shortlist plus one column per tail
     cluster), each tail cluster over only the tokens that fall in it; no ``[N, V]`` tensor.
     The tail counts are read once (one host sync on an accelerator, none on CPU and none
-    without tail clusters).
+    without tail clusters). ``tiled``: each cluster's kernel (see :func:`cluster_nll`).
     """
     if len(params) == 1:
-        return cluster_nll(hidden, params[0], target, None, None)
+        return cluster_nll(hidden, params[0], target, None, None, tiled=tiled)
     ends = [0]
     for p in params:
         ends.append(ends[-1] + p.weight.shape[0])
@@ -365,7 +384,7 @@ def adaptive_nll(
     boundaries = torch.tensor(ends[1:-1], device=target.device, dtype=target.dtype)
     cluster = torch.bucketize(target, boundaries, right=True)  # [N] 0 = head, i = tail i
     head_col = torch.where(cluster == 0, target, shortlist + cluster - 1)
-    nll = cluster_nll(hidden, params[0], head_col, cluster_w, cluster_b)
+    nll = cluster_nll(hidden, params[0], head_col, cluster_w, cluster_b, tiled=tiled)
     order = torch.argsort(cluster, stable=True)
     counts = torch.bincount(cluster, minlength=len(params)).tolist()
     start = counts[0]
@@ -380,6 +399,7 @@ def adaptive_nll(
             target.index_select(0, idx) - ends[i],
             None,
             None,
+            tiled=tiled,
         )
         nll = nll.index_add(0, idx, tail)
     return nll

@@ -9,7 +9,8 @@ For query ``i`` (absolute position ``M + i`` among the keys) and key ``j`` the p
 
 with ``q_i = W_q x_i``, ``k_j = W_k x_j`` and ``R`` the projected sinusoid of the distance.
 (a)+(c) = ``(q_i + u).k_j``; (b)+(d) = ``(q_i + v).R_{M+i-j}``, computed against the ``K + 1``
-distances ``K, K-1, ..., 0`` and moved into key order by :func:`rel_shift`.
+distances ``K, K-1, ..., 0`` and moved into key order by :func:`rel_shift`. The masked softmax
+and the product with the values are the attention kernel's (``model/kernels/registry.py``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.model.kernels import attend_kernel, relative_attention
-from transformer_xl.model.kernels.score_attend import score_attend
+from transformer_xl.model.kernels.registry import AttentionChoice, segment_path, step_path
 from transformer_xl.segment import SegmentSettings
-
-FUSED_POSITION_IMPLS = ("flex", "triton", "chunked")  # they compute the position term themselves
-
-ATTN_IMPLS = ("eager", "sdpa", "flex", "triton", "chunked")  # flex, triton, chunked: model/kernels/
 
 
 def sinusoid(positions: Tensor, dim: int) -> Tensor:
@@ -55,7 +51,8 @@ def score_columns(klen: int) -> int:
     distances rounded up to a multiple of 16, and past a power of two. BLAS products whose
     leading dimension is odd or a power of two run slower on CPU (2-core AMD EPYC,
     ``[B*T, Dh] x [Dh, N]``: 97 GF/s at N = 257, 72 at 256, 143 at 272); the extra columns are
-    dropped by :func:`rel_shift`."""
+    dropped by :func:`rel_shift`. Used by the fast kernels only (``AttentionKernel.pad_scores``);
+    the ``eager`` reference computes ``K + 1`` columns."""
     if klen + 1 < 64:  # small products: nothing to gain
         return klen + 1
     n = -(-(klen + 1) // 16) * 16
@@ -82,6 +79,16 @@ def rel_shift(scores: Tensor, klen: int | None = None) -> Tensor:
     flat = scores.reshape(*lead, tlen * ncol)  # a view when the last two dims are contiguous
     shifted = flat[..., tlen:].view(*lead, tlen, ncol - 1)  # T + T * (N - 1) = T * N elements
     return shifted if ncol == klen + 1 else shifted[..., :klen]
+
+
+def shifted_position_scores(pq: Tensor, keys: Tensor, bias: Tensor | None, klen: int) -> Tensor:
+    """The position term in key order: pq ``[B, T, H, Dh]`` (queries plus v), keys ``[N, H, Dh]``
+    and bias ``[N, H]`` (or None) one row per distance ``K, K-1, ..., 0`` then padding rows ->
+    ``[B, H, T, K]`` (a view, see :func:`rel_shift`)."""
+    scores = torch.einsum("bihd,jhd->bhij", pq, keys).to(pq.dtype)  # [B, H, T, N]
+    if bias is not None:
+        scores = scores + bias.t()[None, :, None, :]
+    return rel_shift(scores, klen)
 
 
 def distance_matrix(mem: int, qlen: int, device: torch.device | None = None) -> Tensor:
@@ -122,15 +129,14 @@ def attention_mask(
 class KeyGeometry:
     """Where the keys of one incremental chunk sit (``[T, K]`` queries by keys).
 
-    mask ``[B, 1, T, K]`` (True = hidden) and its complement ``visible``; ``by_distance``
-    ``[N]`` (:func:`score_columns`): the distance-table rows of the distances ``K, K-1, ..., 0``
-    (clamped to ``clamp_len`` and to ``K - 1``, the largest a visible key has), in the order
-    :func:`rel_shift` reads, then row 0 as padding; ``from_end`` ``[K]``: each key's clamped
-    distance from the last key (attn_type 2/3).
+    mask ``[B, 1, T, K]`` (True = hidden); ``by_distance`` ``[N]``: the distance-table rows of
+    the distances ``K, K-1, ..., 0`` (clamped to ``clamp_len`` and to ``K - 1``, the largest a
+    visible key has), in the order :func:`rel_shift` reads, then (fast kernels:
+    :func:`score_columns`) row 0 as padding; ``from_end`` ``[K]``: each key's clamped distance from
+    the last key (attn_type 2/3).
     """
 
     mask: Tensor
-    visible: Tensor
     by_distance: Tensor
     from_end: Tensor
 
@@ -161,59 +167,15 @@ def add_bias(q: Tensor, bias: Tensor | None) -> Tensor:
     return q if bias is None else q + bias.to(q.dtype)
 
 
-def attend(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    pos_scores: Tensor | None,
-    mask: Tensor,
-    *,
-    dropout_p: float,
-    impl: str = "sdpa",
-) -> Tensor:
-    """softmax(scale * (q.k + pos_scores), masked) @ v.
-
-    q: ``[B, H, T, Dh]`` (content bias already added), k, v: ``[B, H, K, Dh]``,
-    pos_scores: ``[B, H, T, K]`` or None, mask: bool, ``[T, K]`` or broadcasting to
-    ``[B, H, T, K]`` (True = hidden).
-    Returns ``[B, H, T, Dh]``.
-    """
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    if impl in ("flex", "triton", "chunked"):
-        return attend_kernel(impl, q, k, v, pos_scores, mask, dropout_p=dropout_p, scale=scale)
-    if impl == "sdpa":
-        if pos_scores is not None and q.device.type == "cpu" and torch.is_grad_enabled():
-            # SDPA's CPU fallback for a bias with a gradient is its float32 math path
-            return score_attend(q, k, v, pos_scores, mask, scale=scale, dropout_p=dropout_p)
-        if pos_scores is None:
-            bias = ~mask  # SDPA's boolean mask marks the keys to attend to
-        else:
-            # in the dtype SDPA computes in (autocast's, if on): no round trip of [B, H, T, K]
-            dev = q.device.type
-            dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else q.dtype
-            bias = (pos_scores * scale).to(dt).masked_fill_(mask, float("-inf"))  # a new tensor
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale
-        )
-    if impl != "eager":
-        raise ValueError(f"attention impl {impl!r} is unknown: expected one of {ATTN_IMPLS}")
-    scores = torch.matmul(q, k.transpose(-1, -2))  # [B, H, T, K]
-    if pos_scores is not None:
-        scores = scores + pos_scores
-    scores = (scores * scale).masked_fill(mask, float("-inf"))
-    acc = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
-    probs = torch.softmax(scores, dim=-1, dtype=acc).to(v.dtype)
-    probs = F.dropout(probs, p=dropout_p, training=dropout_p > 0)
-    return torch.matmul(probs, v)
-
-
 class RelativeAttention(nn.Module):
     """One attention sub-layer with residual connection and layer norm.
 
     Two ways to run it, one set of weights: :meth:`forward` reads a segment with a memory of
     hidden states (projected to keys and values again on every call; training, evaluation) and
     :meth:`step` reads a chunk against cached keys and values (incremental decoding). The position
-    terms come from outside as :class:`PositionTerms` (the model owns the position tables).
+    terms come from outside as :class:`PositionTerms` (the model owns the position tables), and
+    so does the attention kernel: the model's :class:`AttentionChoice` (``attn_impl``) names the
+    one each path runs (``model/kernels/registry.py``).
     """
 
     def __init__(self, cfg: TransformerXLConfig) -> None:
@@ -251,7 +213,7 @@ class RelativeAttention(nn.Module):
         mask: Tensor,  # [T, K] bool
         pos: PositionTerms,  # rows: distances K, K-1, ..., 0
         *,
-        impl: str = "sdpa",
+        attention: AttentionChoice,
     ) -> Tensor:
         bsz, qlen, _ = h.shape
         x = self.ln(h) if self.pre_lnorm else h
@@ -265,43 +227,30 @@ class RelativeAttention(nn.Module):
             kv = torch.cat([F.linear(xm, w_kv), kv], dim=1)  # [B, K, 2*H*Dh]
         klen = kv.shape[1]
         k, v = kv.view(bsz, klen, 2, self.n_head, self.d_head).unbind(2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # [B, H, K, Dh]
 
-        pos_keys, pos_bias = pos.pos_keys, pos.pos_bias
-        pos_scores = None
         dropatt = self.dropatt if self.training else 0.0
-        fused = (
-            pos_keys is not None
-            and pos_bias is None
-            and impl in FUSED_POSITION_IMPLS
-            and not dropatt
-        )
+        kernel = attention.pick(segment_path(), device_type=h.device.type, dropout_p=dropatt)
+        pos_keys, pos_bias = pos.pos_keys, pos.pos_bias
         pq = add_bias(q, pos.pos_query_bias)
-        if pos_keys is not None and not fused:
-            pad = score_columns(klen) - klen - 1  # zero rows after distance 0: see score_columns
-            # [B, T, H, Dh] x [N, H, Dh] -> [B, H, T, N]
-            bd = torch.einsum("bihd,jhd->bhij", pq, F.pad(pos_keys, (0, 0, 0, 0, 0, pad)))
-            if pos_bias is not None:
-                bd = bd + F.pad(pos_bias, (0, 0, 0, pad)).t()[None, :, None, :]
-            pos_scores = rel_shift(bd, klen)  # [B, H, T, K]
-        cq = add_bias(q, pos.content_bias)
-        if fused:
-            # the kernel computes (q + v) . R[M + i - j] per tile: no [B, H, T, K] tensor
+        cq = add_bias(q, pos.content_bias).transpose(1, 2)  # [B, H, T, Dh]
+        scale = 1.0 / math.sqrt(self.d_head)
+        if kernel.relative and pos_keys is not None and pos_bias is None and not dropatt:
+            # the kernel computes (q + v) . R[M + i - j] itself: no [B, H, T, K] tensor
             r = pos_keys.flip(0).permute(1, 0, 2)  # [H, K+1, Dh], row d = distance d
-            out = relative_attention(
-                impl, cq.transpose(1, 2), pq.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                r, mask, scale=self.d_head**-0.5,
-            )  # fmt: skip
+            out = kernel.relative(cq, pq.transpose(1, 2), k, v, r, mask, scale=scale)
         else:
-            out = attend(
-                cq.transpose(1, 2),
-                k.transpose(1, 2),
-                v.transpose(1, 2),
-                pos_scores,
-                mask,
-                dropout_p=dropatt,
-                impl=impl,
-            )  # [B, H, T, Dh]
-        out = self.drop(self.o(out.transpose(1, 2).reshape(bsz, qlen, -1)))
+            pos_scores = None
+            if pos_keys is not None:
+                pad = score_columns(klen) - klen - 1 if kernel.pad_scores else 0
+                pos_scores = shifted_position_scores(
+                    pq,
+                    F.pad(pos_keys, (0, 0, 0, 0, 0, pad)),  # zero rows after distance 0
+                    None if pos_bias is None else F.pad(pos_bias, (0, 0, 0, pad)),
+                    klen,
+                )  # [B, H, T, K]
+            out = kernel.attend(cq, k, v, pos_scores, mask, scale=scale, dropout_p=dropatt)
+        out = self.drop(self.o(out.transpose(1, 2).reshape(bsz, qlen, -1)))  # [B, T, D]
         return h + out if self.pre_lnorm else self.ln(h + out)
 
     def step(
@@ -310,37 +259,29 @@ class RelativeAttention(nn.Module):
         store: Callable[[Tensor], Tensor],  # new [2, B, H, T, Dh] -> cached + new [2, B, H, K, Dh]
         geo: KeyGeometry,
         pos: PositionTerms,  # rows: distances 0 .. U-1
+        *,
+        attention: AttentionChoice,
     ) -> Tensor:
         """The chunk ``h`` against cached keys and values, without dropout (same result as
         :meth:`forward` on the hidden states those keys came from). ``store`` keeps the new keys
         and values and returns the whole window."""
         bsz, qlen, _ = h.shape
+        kernel = attention.pick(step_path(qlen), device_type=h.device.type, dropout_p=0.0)
         x = self.ln(h) if self.pre_lnorm else h
         kv = store(self.project_kv(x))  # [2, B, H, K, Dh]
-        scale = 1.0 / math.sqrt(self.d_head)
         if pos.add is not None:  # attn_type 2/3: encodings by distance from the last key
             kv = kv + pos.add_kv.index_select(2, geo.from_end)[:, None]  # + [2, 1, H, K, Dh]
             h = x = h + pos.add.index_select(0, geo.from_end[-qlen:])  # the queries' input
         q = self._queries(x)  # [B, T, H, Dh]
-        if pos.pos_keys is None:  # plain attention
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), kv[0], kv[1], attn_mask=geo.visible, scale=scale
-            )
-        else:  # (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
-            keys = pos.pos_keys.index_select(0, geo.by_distance)  # [N, H, Dh]: K .. 0, pad
+        pos_scores = None
+        if pos.pos_keys is not None:  # (q + u).k_j + (q + v).P_d (+ b_d), d = distance of key j
+            rows = geo.by_distance  # [N]: distances K .. 0, then padding
+            bias = None if pos.pos_bias is None else pos.pos_bias.index_select(0, rows)
             pq = add_bias(q, pos.pos_query_bias)
-            scores = torch.einsum("bihd,jhd->bhij", pq, keys).to(q.dtype)  # [B, H, T, N]
-            if pos.pos_bias is not None:
-                scores = scores + pos.pos_bias.index_select(0, geo.by_distance).t()[:, None]
-            pos_scores = rel_shift(scores, kv.shape[-2])  # [B, H, T, K], a view
-            cq = add_bias(q, pos.content_bias).transpose(1, 2)
-            # on CPU score_attend makes one pass fewer than SDPA's bias and is faster in bf16;
-            # one token at a time its fixed cost per call decides, so SDPA there
-            if q.device.type == "cpu" and qlen > 1:
-                out = score_attend(
-                    cq, kv[0], kv[1], pos_scores, geo.mask, scale=scale, dropout_p=0.0
-                )
-            else:  # no gradient here: attend's SDPA with the position bias
-                out = attend(cq, kv[0], kv[1], pos_scores, geo.mask, dropout_p=0.0)
+            pos_keys = pos.pos_keys.index_select(0, rows)  # [N, H, Dh]
+            pos_scores = shifted_position_scores(pq, pos_keys, bias, kv.shape[-2])  # [B, H, T, K]
+        cq = add_bias(q, pos.content_bias).transpose(1, 2)  # [B, H, T, Dh]
+        scale = 1.0 / math.sqrt(self.d_head)
+        out = kernel.attend(cq, kv[0], kv[1], pos_scores, geo.mask, scale=scale, dropout_p=0.0)
         out = self.o(out.transpose(1, 2).reshape(bsz, qlen, -1))  # [B, T, D]
         return h + out if self.pre_lnorm else self.ln(h + out)

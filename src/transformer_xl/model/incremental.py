@@ -50,6 +50,7 @@ from transformer_xl.model.attention import (
     score_columns,
     sinusoid,
 )
+from transformer_xl.model.kernels.registry import step_path
 from transformer_xl.segment import SegmentSettings, resolve
 
 __all__ = ["KeyValueWindow", "StreamingLM", "chunk_mask", "distance_matrix", "position_tables"]
@@ -68,17 +69,19 @@ def chunk_mask(valid: Tensor, mem: int, qlen: int, *, window: int | None) -> Ten
     return (hidden[None] | stale[:, None, :])[:, None]
 
 
-def build_geometry(counts, mem, qlen, *, window, clamp_len, device) -> KeyGeometry:
+def build_geometry(counts, mem, qlen, *, window, clamp_len, device, pad: bool) -> KeyGeometry:
     """The :class:`KeyGeometry` of a chunk of ``qlen`` after ``mem`` slots (rows hold
-    ``counts`` real positions)."""
+    ``counts`` real positions); ``pad``: the distance rows padded to :func:`score_columns` (for
+    the fast kernels, not the eager reference)."""
     mask = chunk_mask(torch.tensor(counts, device=device), mem, qlen, window=window)
     dist = distance_matrix(mem, qlen, device)  # [T, K]
     if clamp_len > 0:
         dist = dist.clamp(max=clamp_len)
     klen = mem + qlen
     by_distance = relative_distances(klen, clamp_len, device).clamp(max=max(klen - 1, 0))
-    by_distance = F.pad(by_distance, (0, score_columns(klen) - klen - 1))  # [N]
-    return KeyGeometry(mask, ~mask, by_distance, dist[-1])
+    if pad:
+        by_distance = F.pad(by_distance, (0, score_columns(klen) - klen - 1))  # [N]
+    return KeyGeometry(mask, by_distance, dist[-1])
 
 
 class KeyValueWindow:
@@ -325,7 +328,7 @@ class StreamingLM:
         h = model.word_emb(input_ids)  # [B, T, D]
         for i, layer in enumerate(model.layers):
             store = functools.partial(kv.keys_values, i)
-            h = layer.step(h, store, geometry, self._tables[i])
+            h = layer.step(h, store, geometry, self._tables[i], attention=model.attention)
         kv.advance(qlen, lengths)
         return h
 
@@ -364,13 +367,15 @@ class StreamingLM:
     def _geometry(self, mem: int, qlen: int) -> KeyGeometry:
         """Mask and distances of a chunk; cached, since they repeat once memory is full."""
         counts = self.kv.counts
-        key = (mem, qlen, len(counts), None if all(c == mem for c in counts) else tuple(counts))
+        pad = self.model.attention.kernel(step_path(qlen)).pad_scores
+        rows = None if all(c == mem for c in counts) else tuple(counts)
+        key = (mem, qlen, len(counts), rows, pad)
         if key not in self._geometries:
             if len(self._geometries) >= 8:
                 self._geometries.clear()
             self._geometries[key] = build_geometry(
                 counts, mem, qlen, window=self.window, clamp_len=self.clamp_len,
-                device=self.kv.buf.device,
+                device=self.kv.buf.device, pad=pad,
             )  # fmt: skip
         return self._geometries[key]
 

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.hub import resolve_model
 from transformer_xl.memory import Mems, memory_length, update_mems
 from transformer_xl.model.adaptive import (
     AdaptiveEmbedding,
@@ -19,7 +18,6 @@ from transformer_xl.model.adaptive import (
     sampled_nll,
 )
 from transformer_xl.model.attention import (
-    ATTN_IMPLS,
     KeyGeometry,
     PositionTerms,
     RelativeAttention,
@@ -30,7 +28,9 @@ from transformer_xl.model.attention import (
 from transformer_xl.model.dropout import relu_dropout
 from transformer_xl.model.generate import generate
 from transformer_xl.model.init import init_weights
-from transformer_xl.model_folder import load_state, read_model_folder, write_model_folder
+from transformer_xl.model.kernels.registry import AttentionChoice, resolve_attention
+from transformer_xl.model.saved import load_state, read_model_folder, save_model
+from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.segment import SegmentSettings, resolve
 
 
@@ -52,10 +52,12 @@ class FeedForward(nn.Module):
         return x + y if self.pre_lnorm else self.ln(x + y)
 
     def step(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, T, D]
-        """:meth:`forward` without dropout (incremental decoding)."""
+        """:meth:`forward` without dropout (incremental decoding, no gradient): the ReLU and
+        the residual sum in place on the products' fresh outputs (no ``[B, T, d_inner]`` or
+        ``[B, T, D]`` temporary; the same values)."""
         y = self.ln(x) if self.pre_lnorm else x
-        y = self.fc2(torch.relu(self.fc1(y)))
-        return x + y if self.pre_lnorm else self.ln(x + y)
+        y = self.fc2(torch.relu_(self.fc1(y))).add_(x)  # [B, T, D]
+        return y if self.pre_lnorm else self.ln(y)
 
 
 def count_parameters(cfg: TransformerXLConfig) -> int:
@@ -75,12 +77,15 @@ class DecoderLayer(nn.Module):
         self.ff = FeedForward(cfg)
 
     def forward(
-        self, h: Tensor, mem: Tensor | None, mask: Tensor, pos: PositionTerms, *, impl: str
-    ) -> Tensor:
-        return self.ff(self.attn(h, mem, mask, pos, impl=impl))
+        self, h: Tensor, mem: Tensor | None, mask: Tensor, pos: PositionTerms, *,
+        attention: AttentionChoice,
+    ) -> Tensor:  # fmt: skip
+        return self.ff(self.attn(h, mem, mask, pos, attention=attention))
 
-    def step(self, h: Tensor, store, geo: KeyGeometry, pos: PositionTerms) -> Tensor:
-        return self.ff.step(self.attn.step(h, store, geo, pos))
+    def step(
+        self, h: Tensor, store, geo: KeyGeometry, pos: PositionTerms, *, attention: AttentionChoice
+    ) -> Tensor:
+        return self.ff.step(self.attn.step(h, store, geo, pos, attention=attention))
 
 
 @dataclass
@@ -105,16 +110,18 @@ class LMOutput:
 class TransformerXLLM(nn.Module):
     """Transformer-XL language model.
 
-    ``attn_impl`` picks the attention kernel by name (``"sdpa"`` or ``"eager"``, the plain
-    reference); it changes speed, never results.
+    ``attn_impl`` names the attention kernel (``model/kernels/registry.py``: ``eager``, the plain
+    reference, ``sdpa``, ``score_attend``, ``chunked``, ``flex``, ``triton``) or ``auto`` (the
+    fastest per device); it changes speed, never results. It is resolved when the model is built
+    and again when it moves to another device type (``.to()``); :attr:`attention` holds the
+    choice (``attention.describe()`` says which kernel each path runs) and
+    :meth:`set_attn_impl` changes it.
     """
 
-    def __init__(self, config: TransformerXLConfig, *, attn_impl: str = "sdpa") -> None:
+    def __init__(self, config: TransformerXLConfig, *, attn_impl: str = "auto") -> None:
         super().__init__()
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(f"attn_impl={attn_impl!r} is unknown: expected one of {ATTN_IMPLS}")
         self.config = cfg = config
-        self.attn_impl = attn_impl
+        self._attn_impl = attn_impl
         self.word_emb = AdaptiveEmbedding(cfg)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layer))
         self.crit = AdaptiveSoftmaxParams(cfg)
@@ -135,6 +142,32 @@ class TransformerXLLM(nn.Module):
             else None
         )
         init_weights(self, cfg)
+        self.attention: AttentionChoice = self._resolve_attention(attn_impl)
+
+    # ------------------------------------------------------------------ attention kernel
+    @property
+    def attn_impl(self) -> str:
+        """The requested attention kernel name (see :attr:`attention` for what runs)."""
+        return self._attn_impl
+
+    def set_attn_impl(self, name: str) -> None:
+        """Use the attention kernel ``name`` from now on (``ValueError`` if unknown or missing)."""
+        self.attention = self._resolve_attention(name)
+        self._attn_impl = name
+
+    def _resolve_attention(self, name: str) -> AttentionChoice:
+        first = next(self.parameters())
+        return resolve_attention(
+            name, device_type=first.device.type, position_term=self.config.attn_type in (0, 1)
+        )
+
+    def _apply(self, fn, recurse=True):
+        """``.to()``, ``.cuda()``, ``.to_empty()`` ...: choose ``auto``'s kernels again when the
+        weights land on another device type."""
+        out = super()._apply(fn, recurse)
+        if self.attention.device_type != next(self.parameters()).device.type:
+            self.attention = self._resolve_attention(self._attn_impl)
+        return out
 
     # ------------------------------------------------------------------ helpers
     def _layer_bias(self, bias: Tensor | None, i: int) -> Tensor | None:
@@ -256,7 +289,7 @@ class TransformerXLLM(nn.Module):
                 add = pos.add[1:]  # [K, D]
                 h = h + add[mlen:]
                 mem = None if mem is None else mem + add[:mlen]
-            h = layer(h, mem, mask, pos, impl=self.attn_impl)
+            h = layer(h, mem, mask, pos, attention=self.attention)
         return hiddens, h
 
     def label_nll(self, hidden: Tensor, labels: Tensor) -> Tensor:
@@ -288,13 +321,16 @@ class TransformerXLLM(nn.Module):
     # ------------------------------------------------------------------ weights
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
-        write_model_folder(directory, self.config, self.state_dict())
+        save_model(directory, self.config, self.state_dict())
 
     @classmethod
-    def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "sdpa", **hub):
-        """A model folder (``config.json`` + ``model.safetensors``) or a Hub repo id
-        (``hub``: ``revision=``, ``cache_dir=``) -> the model."""
-        config, tensors, source = read_model_folder(resolve_model(directory, **hub), map_location)
+    def from_pretrained(cls, directory, *, map_location="cpu", attn_impl: str = "auto", **hub):
+        """A model, run or checkpoint folder or a Hub repo id (``hub``: ``revision=``,
+        ``cache_dir=``), resolved by :func:`~transformer_xl.run.resolve.resolve_model` -> the
+        model."""
+        config, tensors, source = read_model_folder(
+            find_model_folder(directory, **hub), map_location
+        )
         with torch.device("meta"):
             model = cls(config, attn_impl=attn_impl)
         model = model.to_empty(device=map_location)

@@ -17,7 +17,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from transformer_xl.data.prepared import PreparedDataset, load_prepared
+from transformer_xl.data.prepared import PreparedDataset, is_prepared, load_prepared
 from transformer_xl.data.text import prepare_text
 
 MIN_BYTES = 10_000_000
@@ -61,7 +61,7 @@ def prepare_stdlib(
 ) -> PreparedDataset:
     """Prepare the default corpus into ``out`` (reused when ``out`` already holds it)."""
     out = Path(out)
-    if (out / "meta.json").is_file():
+    if is_prepared(out):
         return load_prepared(out)
     files = stdlib_files(root)
     total = sum(f.stat().st_size for f in files)

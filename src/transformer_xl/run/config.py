@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.precision import PRECISIONS
 from transformer_xl.recipes import recipe
 from transformer_xl.segment import WINDOW_KEYS, SegmentSettings
 
@@ -32,7 +33,6 @@ MAX_THREADS = 1024  # --threads above this only exhausts the machine's processes
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "lamb")
 SCHEDULERS = ("cosine", "inv_sqrt", "constant", "dev_perf")
-PRECISIONS = ("fp32", "bf16", "fp16")
 PARALLEL = ("ddp", "fsdp")
 # Fields that only the PyTorch trainer uses; the TensorFlow trainer accepts and ignores them.
 TORCH_ONLY = frozenset(
@@ -77,7 +77,7 @@ class TrainConfig:
         max_bad_steps: consecutive non-finite steps after which the run stops.
         tensorboard: also write TensorBoard event files.
         parallel: ``ddp`` or ``fsdp`` when launched with several processes.
-        attn_impl: attention kernel by name (see ``TransformerXLLM``).
+        attn_impl: attention kernel by name, or ``auto`` (``model/kernels/registry.py``).
         sample_tokens: tokens to sample from the final model, printed at the end (0 = none).
         final_eval_split: split evaluated with the final/best model at the end ("" = none).
     """
@@ -125,7 +125,7 @@ class TrainConfig:
     max_bad_steps: int = 10
     tensorboard: bool = True
     parallel: str = "ddp"
-    attn_impl: str = "sdpa"
+    attn_impl: str = "auto"
     sample_tokens: int = 0
     final_eval_split: str = "test"
 

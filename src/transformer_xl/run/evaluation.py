@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.folders import ModelLocation, resolve_model
+from transformer_xl.model_folder import load_config
 from transformer_xl.run.config import TRAIN_FIELDS, RunConfig, make_train_config
 from transformer_xl.run.folder import RunFolder, read_json
 from transformer_xl.run.metrics import eval_record
+from transformer_xl.run.resolve import ModelLocation, resolve_model
 from transformer_xl.segment import SegmentSettings
 
 SETTINGS = ("tgt_len", "mem_len", "clamp_len", "same_length", "batch_size")
@@ -63,9 +64,9 @@ def eval_plan(
         defaults["batch_size"] = run.train.eval_batch
         data = data or run.train.data
         if data == BUILTIN:
-            data = str(path / "data")
+            data = str(RunFolder(path).data)
     else:
-        cfg = TransformerXLConfig.load(model_dir / "config.json")
+        cfg = load_config(model_dir)
         defaults = dict(
             tgt_len=cfg.tgt_len,
             mem_len=cfg.mem_len,

@@ -9,13 +9,19 @@ Layout (every name below is spelled here and nowhere else)::
     RUN/summary.json            final numbers
     RUN/best/                   model folder of the best validation loss (+ valid.json)
     RUN/tensorboard/            event files
-    RUN/checkpoints/step-N/     one checkpoint, sealed by MANIFEST.json (written last)
+    RUN/checkpoints/step-N/     one checkpoint, sealed by MANIFEST.json (written last):
+        model/                  a model folder (transformer_xl.model_folder)
+        trainer.json            the loop state and the backend's JSON state (run.policy)
+        optimizer.safetensors   PyTorch: optimizer tensors
+        rank-N.safetensors/json PyTorch: each rank's RNG states, memory, data position
+        state.safetensors       TensorFlow: optimizer, loss scale, training memory
+    RUN/data/                   the built-in corpus, prepared on first use
 
 A checkpoint is assembled in ``checkpoints/.tmp-step-N`` and renamed into place once sealed, so a
 kill at any moment leaves the whole checkpoint or none; on resume each candidate is verified
-against its manifest, newest first, and a damaged one is reported and skipped. What a checkpoint
-holds besides ``model/`` and ``trainer.json`` is the trainer's business (tensors differ by
-framework); the manifest covers every file in it.
+against its manifest, newest first, and a damaged one is reported and skipped. What those files
+hold is the trainers' business (tensors differ by framework); their names are spelled here, and
+the manifest covers every file.
 """
 
 from __future__ import annotations
@@ -26,15 +32,15 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
 
-from transformer_xl.fileio import atomic_write_text
-from transformer_xl.run.metrics import METRICS
+from transformer_xl.fileio import atomic_write_text, fsync_dir, replace_dir
+from transformer_xl.model_folder import is_model_folder
 
 MANIFEST = "MANIFEST.json"
 MANIFEST_VERSION = 1
@@ -63,19 +69,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------- manifests
 def write_manifest(directory: Path) -> None:
     """``MANIFEST.json``: size and SHA-256 of every other file under ``directory``."""
@@ -91,7 +84,7 @@ def verify(directory: Path) -> str | None:
     """None if ``directory`` is a complete, intact checkpoint, else the reason it is not."""
     mpath = directory / MANIFEST
     if not mpath.is_file():
-        return "no MANIFEST.json (incomplete)"
+        return f"no {MANIFEST} (incomplete)"
     try:
         manifest = read_json(mpath)
         entries = manifest["files"]
@@ -101,8 +94,8 @@ def verify(directory: Path) -> str | None:
         return f"format_version {manifest.get('format_version')!r} (expected {MANIFEST_VERSION})"
     if not isinstance(entries, dict) or not entries:
         return "the manifest lists no files"
-    if "trainer.json" not in entries:
-        return "the manifest does not list trainer.json"
+    if RunFolder.TRAINER not in entries:
+        return f"the manifest does not list {RunFolder.TRAINER}"
     for rel, want in entries.items():
         if not isinstance(want, dict) or not {"bytes", "sha256"} <= set(want):
             return f"manifest entry {rel!r} lacks 'bytes' or 'sha256'"
@@ -139,13 +132,19 @@ class RunFolder:
 
     CONFIG = "config.json"
     TF_INFO = "tf_run.json"
-    METRICS = METRICS
+    METRICS = "metrics.jsonl"
     SUMMARY = "summary.json"
     BEST = "best"
     TENSORBOARD = "tensorboard"
     CHECKPOINTS = "checkpoints"
+    DATA = "data"  # the built-in corpus, prepared on first use
+    # in a checkpoint folder
     TRAINER = "trainer.json"
     MODEL = "model"
+    OPTIMIZER = "optimizer.safetensors"  # PyTorch: optimizer tensors
+    TF_STATE = "state.safetensors"  # TensorFlow: optimizer, loss scale, training memory
+    STEP_PREFIX = "step-"
+    # in best/
     VALID = "valid.json"
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -186,12 +185,64 @@ class RunFolder:
     def checkpoints(self) -> Path:
         return self.path / self.CHECKPOINTS
 
+    @property
+    def data(self) -> Path:
+        return self.path / self.DATA
+
+    @classmethod
+    def step_name(cls, step: int) -> str:
+        return f"{cls.STEP_PREFIX}{step:08d}"
+
+    @classmethod
+    def step_of(cls, name: str) -> int | None:
+        """The step of a checkpoint folder's name (None: not one)."""
+        if not name.startswith(cls.STEP_PREFIX):
+            return None
+        try:
+            return int(name[len(cls.STEP_PREFIX) :])
+        except ValueError:
+            return None
+
+    # -------------------------------------------------------------- in a checkpoint folder
+    @classmethod
+    def trainer_file(cls, checkpoint: Path) -> Path:
+        return Path(checkpoint) / cls.TRAINER
+
+    @classmethod
+    def model_dir(cls, checkpoint: Path) -> Path:
+        """The model folder inside a checkpoint folder."""
+        return Path(checkpoint) / cls.MODEL
+
+    @classmethod
+    def optimizer_file(cls, checkpoint: Path) -> Path:
+        return Path(checkpoint) / cls.OPTIMIZER
+
+    @classmethod
+    def tf_state_file(cls, checkpoint: Path) -> Path:
+        return Path(checkpoint) / cls.TF_STATE
+
     @staticmethod
-    def step_name(step: int) -> str:
-        return f"step-{step:08d}"
+    def rank_files(checkpoint: Path, rank: int) -> tuple[Path, Path]:
+        """PyTorch: rank ``rank``'s tensors (RNG, training memory) and JSON (data position)."""
+        stem = Path(checkpoint) / f"rank-{rank:05d}"
+        return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+    @staticmethod
+    def is_sealed(checkpoint: Path) -> bool:
+        return (Path(checkpoint) / MANIFEST).is_file()
+
+    @classmethod
+    def is_checkpoint(cls, path: Path) -> bool:
+        """A checkpoint folder (in its run or copied elsewhere): a model folder in ``model/``
+        and no model of its own."""
+        path = Path(path)
+        return is_model_folder(cls.model_dir(path)) and not is_model_folder(path)
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / self.step_name(step)
+
+    def checkpoint_model(self, step: int) -> Path:
+        return self.model_dir(self.checkpoint(step))
 
     def checkpoint_tmp(self, step: int) -> Path:
         return self.checkpoints / f".tmp-{self.step_name(step)}"
@@ -223,19 +274,26 @@ class RunFolder:
             )
 
     def best_model(self) -> Path | None:
-        return self.best if (self.best / "model.safetensors").is_file() else None
+        return self.best if is_model_folder(self.best) else None
+
+    def holds_checkpoint(self, path: Path) -> bool:
+        """``path`` is one of this run's checkpoint folders."""
+        return Path(path).parent == self.checkpoints and self.step_of(Path(path).name) is not None
 
     # -------------------------------------------------------------- checkpoints
     def list_checkpoints(self) -> list[tuple[int, Path]]:
         """Checkpoint folders (sealed or not), oldest first."""
         root = self.checkpoints
         out = []
-        for p in root.glob("step-*") if root.is_dir() else ():
-            try:
-                out.append((int(p.name[len("step-") :]), p))
-            except ValueError:
-                continue
+        for p in root.glob(f"{self.STEP_PREFIX}*") if root.is_dir() else ():
+            step = self.step_of(p.name)
+            if step is not None:
+                out.append((step, p))
         return sorted(out)
+
+    def sealed_checkpoints(self) -> list[int]:
+        """Steps of the checkpoints that have their manifest, oldest first."""
+        return [step for step, path in self.list_checkpoints() if self.is_sealed(path)]
 
     def legacy_tf(self) -> bool:
         """A TensorFlow run of an earlier version: its checkpoints have no manifest (they were
@@ -256,7 +314,7 @@ class RunFolder:
         for step, path in reversed(ckpts):
             legacy = unsealed and not (path / MANIFEST).exists()
             reason = (
-                (None if (path / self.TRAINER).is_file() else "no trainer.json")
+                (None if self.trainer_file(path).is_file() else f"no {self.TRAINER}")
                 if legacy
                 else verify(path)
             )
@@ -312,7 +370,7 @@ class RunFolder:
         """Write ``tmp``'s manifest and move it to ``checkpoints/step-N`` in one rename."""
         final = self.checkpoint(step)
         write_manifest(tmp)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         replace_dir(tmp, final)
         return final
 
@@ -326,21 +384,20 @@ class RunFolder:
         self.remove_stale_temporaries()
 
     def remove_stale_temporaries(self) -> None:
-        """Delete what atomic writes of ``config.json``/``summary.json`` cut by a kill left."""
-        for name in (self.config.name, self.summary.name):
+        """Delete what atomic writes of ``config.json``/``summary.json``/``best/`` cut by a kill
+        left."""
+        for name in (self.CONFIG, self.SUMMARY, self.BEST):
             for p in self.path.glob(f".{name}.*.tmp"):
-                p.unlink(missing_ok=True)
+                if p.is_dir():
+                    _rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
 
     # -------------------------------------------------------------- best model
-    def new_best(self) -> Path:
-        tmp = self.path / f".{self.BEST}.tmp"
-        _rmtree(tmp)
-        return tmp
-
-    def replace_best(self, tmp: Path, step: int, loss: float) -> None:
-        """Put the model folder ``tmp`` at ``best/`` with its ``valid.json``."""
-        write_json(tmp / self.VALID, {"step": step, "loss": loss})
-        replace_dir(tmp, self.best)
+    def best_record(self, step: int, loss: float) -> Callable[[Path], None]:
+        """What ``best/`` holds besides the model folder: its ``valid.json`` (the ``extra`` of
+        :func:`~transformer_xl.model_folder.write_model_folder`, which writes ``best/``)."""
+        return lambda tmp: write_json(Path(tmp) / self.VALID, {"step": step, "loss": loss})
 
 
 def describe_error(e: BaseException) -> str:
@@ -348,19 +405,3 @@ def describe_error(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno is not None:
         return os.strerror(e.errno) if e.errno != errno.ENOSPC else "no space left on the device"
     return str(e) or type(e).__name__
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Put folder ``tmp`` at ``final``, where an older one may be (kept as ``final.old`` until
-    the new one is in place, so a kill leaves one of them)."""
-    old = final.with_name(final.name + ".old")
-    _rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _rmtree(old)
-    _fsync_dir(final.parent)
-
-
-def is_model_folder(path: Path) -> bool:
-    return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.fileio import atomic_write_text
-
-METRICS = "metrics.jsonl"  # RunFolder.METRICS (folder imports nothing from here)
+from transformer_xl.run.folder import RunFolder
 
 
 def score_fields(loss: float, bits: bool) -> dict[str, float]:
@@ -82,7 +81,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file (or of the run folder holding one)."""
     path = Path(path)
     if path.is_dir():
-        path = path / METRICS
+        path = RunFolder(path).metrics
     if not path.is_file():
         return []
     out = []

@@ -18,15 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from transformer_xl.continuation import open_model
-from transformer_xl.devices import check_precision, resolve_device
+from transformer_xl.devices import cast_for_inference, resolve_device
+from transformer_xl.model_folder import VOCAB_NAME
+from transformer_xl.precision import check_precision
 from transformer_xl.run.evaluation import eval_segment_defaults
 from transformer_xl.scoring.scorer import Scorer
 from transformer_xl.segment import SegmentSettings, resolve
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -103,14 +101,14 @@ def open_scorer(
     (fp32, bf16, fp16). Unset segment settings default to those ``txl eval`` uses: a run's
     evaluation settings (``eval_mem_len``...) for a run or checkpoint folder, else the model
     config's."""
-    dtype = DTYPES[check_precision(precision)]
+    check_precision(precision)  # a bad name fails before the model is loaded
     opened = open_model(path, device=resolve_device(device))
     if opened.tokenizer is None:
         raise ValueError(
-            f"{opened.location.model_dir}: the model folder has no vocab.json, so text cannot "
+            f"{opened.location.model_dir}: the model folder has no {VOCAB_NAME}, so text cannot "
             "be scored (use transformer_xl.scoring.Scorer with token ids)"
         )
-    model = opened.model.to(dtype)
+    model = cast_for_inference(opened.model, precision)
     default = eval_segment_defaults(opened.location, model.config)  # as ``txl eval`` resolves
     s = resolve(default, settings, mem_len=mem_len, clamp_len=clamp_len,
                 same_length=same_length)  # fmt: skip

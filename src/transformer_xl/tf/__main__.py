@@ -9,10 +9,12 @@ import os
 import sys
 
 from transformer_xl.config import TransformerXLConfig
+from transformer_xl.model_folder import CONFIG_NAME
+from transformer_xl.precision import PRECISIONS
 from transformer_xl.run.config import TrainConfig, parse_override
 from transformer_xl.run.metrics import dumps
 from transformer_xl.tf.distribute import STRATEGIES
-from transformer_xl.tf.evaluate import PRECISIONS, evaluate_tf
+from transformer_xl.tf.evaluate import evaluate_tf
 from transformer_xl.tf.train import train_tf, train_tf_layers
 
 
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--preset", help="architecture preset (vocab_size taken from the data)")
-    t.add_argument("--config", help="model config.json to train from scratch")
+    t.add_argument("--config", help=f"model {CONFIG_NAME} to train from scratch")
     t.add_argument("--init-from", help="model folder (either implementation) to start from")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument(

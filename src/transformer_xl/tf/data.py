@@ -24,7 +24,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from transformer_xl.data.prepared import check_ids, load_prepared
+from transformer_xl.data.prepared import META_NAME, check_ids, load_prepared
 from transformer_xl.data.streams import fixed_schedule
 
 DECODE = {"uint8": tf.uint8, "uint16": tf.uint16, "uint32": tf.int32}  # ids < 2^31 in practice
@@ -38,9 +38,9 @@ def read_meta(directory: str | os.PathLike) -> dict:
     directory = str(directory)
     if "://" not in directory:
         return load_prepared(directory).meta
-    path = f"{directory.rstrip('/')}/meta.json"
+    path = f"{directory.rstrip('/')}/{META_NAME}"
     if not tf.io.gfile.exists(path):
-        raise ValueError(f"{directory}: not a prepared dataset (no meta.json)")
+        raise ValueError(f"{directory}: not a prepared dataset (no {META_NAME})")
     try:
         meta = json.loads(tf.io.gfile.GFile(path, "r").read())
     except json.JSONDecodeError as e:
@@ -68,7 +68,7 @@ def read_split(
     path = f"{str(directory).rstrip('/')}/{info['file']}"
     ids = tf.io.decode_raw(tf.io.read_file(path), DECODE[meta["dtype"]], little_endian=True)
     if int(ids.shape[0]) != info["tokens"]:
-        raise ValueError(f"{path}: {int(ids.shape[0])} ids, meta.json says {info['tokens']}")
+        raise ValueError(f"{path}: {int(ids.shape[0])} ids, {META_NAME} says {info['tokens']}")
     ids = tf.cast(ids, tf.int32)
     bound = meta.get("vocab_size") if vocab_size is None else vocab_size
     if bound is not None:

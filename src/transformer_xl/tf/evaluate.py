@@ -10,19 +10,17 @@ from typing import Any
 
 import tensorflow as tf
 
+from transformer_xl.precision import dtype_name
 from transformer_xl.progress import Progress
 from transformer_xl.run.evaluation import eval_output, eval_plan
 from transformer_xl.segment import SegmentSettings
 from transformer_xl.tf.data import eval_segments, read_meta, read_split
 from transformer_xl.tf.model import load_pretrained
 
-PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
-
 
 def compute_dtype(precision: str) -> tf.DType:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is unknown: expected one of {list(PRECISIONS)}")
-    return PRECISIONS[precision]
+    """``tf.bfloat16`` for ``"bf16"`` (the names: :mod:`transformer_xl.precision`)."""
+    return getattr(tf, dtype_name(precision))
 
 
 def score(loss: float, bits: bool) -> dict[str, float]:

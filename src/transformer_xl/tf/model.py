@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.model_folder import WEIGHTS_NAME
+from transformer_xl.model_folder import weights_path
+from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.segment import SegmentSettings, resolve
 from transformer_xl.tf.adaptive import (
     adaptive_log_probs,
@@ -356,10 +356,13 @@ class TFTransformerXLLM(tf.Module):
 
 
 def load_pretrained(directory: str | os.PathLike) -> TFTransformerXLLM:
-    """A :class:`TFTransformerXLLM` from a model folder (written by either implementation).
+    """A :class:`TFTransformerXLLM` from a model folder written by either implementation (or a
+    run or checkpoint folder, or a Hub repo id: see
+    :func:`~transformer_xl.run.resolve.resolve_model`).
 
     Call it inside ``strategy.scope()`` for distributed variables."""
+    directory = find_model_folder(directory)
     config, tensors = read_folder(directory)
     model = TFTransformerXLLM(config, initialize=False)
-    load_state(model, tensors, str(Path(directory) / WEIGHTS_NAME))
+    load_state(model, tensors, str(weights_path(directory)))
     return model

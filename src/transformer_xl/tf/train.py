@@ -32,7 +32,7 @@ from safetensors.numpy import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.fileio import atomic_output, atomic_write_text
-from transformer_xl.folders import find_model_folder
+from transformer_xl.model_folder import load_config
 from transformer_xl.progress import Progress
 from transformer_xl.run.config import (  # noqa: F401  (TORCH_ONLY: re-exported)
     TORCH_ONLY,
@@ -45,7 +45,6 @@ from transformer_xl.run.evaluation import run_of
 from transformer_xl.run.folder import (
     WRITE_ERRORS,
     RunFolder,
-    read_json,
     write_json,
 )
 from transformer_xl.run.metrics import (
@@ -56,7 +55,19 @@ from transformer_xl.run.metrics import (
     score_fields,
     score_text,
 )
-from transformer_xl.run.schedule import DevPerf, scheduled_lr
+from transformer_xl.run.policy import (
+    Decision,
+    LoopPolicy,
+    LoopState,
+    RunClock,
+    TrainerRecord,
+    TrainingError,
+    bad_streak_message,
+    read_trainer,
+    write_trainer,
+)
+from transformer_xl.run.resolve import find_model_folder
+from transformer_xl.run.schedule import scheduled_lr
 from transformer_xl.tf.data import read_meta, read_split, train_segments
 from transformer_xl.tf.distribute import (
     STRATEGIES,
@@ -71,8 +82,6 @@ from transformer_xl.tf.evaluate import compute_dtype, evaluate_model, is_bits
 from transformer_xl.tf.model import TFTransformerXLLM, load_pretrained
 from transformer_xl.tf.optim import LossScale, Optimizer, assign_all
 from transformer_xl.tf.weights import load_state, read_folder, save_pretrained
-
-STATE = "state.safetensors"  # optimizer, loss scale and training memory of a TF checkpoint
 
 
 class TFTrainer:
@@ -97,6 +106,8 @@ class TFTrainer:
         self._grads = tf.function(self._forward_backward, jit_compile=s.compile, autograph=False)
         self._step = tf.function(self._distributed_step, autograph=False)
         self.mems: Any = ()  # per-replica values, or () at the start of a stream
+        self.bad = False  # the last step's loss or gradient was not finite (an fp16 overflow
+        # that the loss scale handles is not)
 
     def _forward_backward(self, x, y, mask, mems, denom, scale):
         """One replica: masked nll sum and the gradients of ``scale * nll_sum / denom``."""
@@ -148,8 +159,10 @@ class TFTrainer:
         loss, norm, finite, finite_loss, mems = self._step(*parts, self.mems, denom, lr)
         one = lambda v: first_replica(self.strategy, v)  # noqa: E731  (equal on every replica)
         # a non-finite loss may have left non-finite values in the memory: start afresh
-        self.mems = mems if bool(one(finite_loss)) else ()
-        return float(one(loss)), float(one(norm)), bool(one(finite))
+        finite_loss, finite = bool(one(finite_loss)), bool(one(finite))
+        self.mems = mems if finite_loss else ()
+        self.bad = not finite_loss or (not finite and self.loss_scale is None)
+        return float(one(loss)), float(one(norm)), finite
 
     # ------------------------------------------------------------------ state for checkpoints
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -209,14 +222,15 @@ class TFRun:
             load_state(self.model, tensors, str(init_from))
         self.trainer = TFTrainer(self.model, s, strategy)
         self.strategy = strategy
-        self.progress = {"step": 0, "tokens": 0, "segment": 0, "best_valid": math.inf,
-                         "best_step": 0}  # fmt: skip
-        self.dev_perf = DevPerf()
+        self.progress, self.segment = LoopState(), 0  # segment: the data position
+        self.policy = LoopPolicy(s, has_valid=_has(meta, "valid"))
         if resume:
             self._resume()
         tb = s.tensorboard and importlib.util.find_spec("tensorboard") is not None
         if s.tensorboard and not tb:
-            self.log("txl train: tensorboard is not installed: no event files (metrics.jsonl only)")
+            self.log(
+                f"txl train: tensorboard is not installed: no event files ({RunFolder.METRICS} only)"
+            )
         self.metrics = MetricsFile(folder.metrics, resume_step=self.step if resume else None)
         self.tb = tf.summary.create_file_writer(str(folder.tensorboard)) if tb else None
         self.train_ids = self.ids["train"]
@@ -237,7 +251,7 @@ class TFRun:
 
     @property
     def step(self) -> int:
-        return self.progress["step"]
+        return self.progress.step
 
     # ------------------------------------------------------------------ records
     def record(self, split: str, values: dict[str, Any]) -> None:
@@ -261,14 +275,10 @@ class TFRun:
         return loss
 
     def after_eval(self, loss: float) -> None:
-        p = self.progress
         self.record("valid", score_fields(loss, self.bits))
-        best = loss < p["best_valid"]
+        best = self.policy.observe_valid(self.progress, loss)
         if best:
-            p["best_valid"], p["best_step"] = loss, self.step
             self.save_best(loss)
-        if self.cfg.scheduler == "dev_perf":
-            self.dev_perf.observe(loss, self.cfg)
         self.log(f"valid at step {self.step:,}: " + score_text(score_fields(loss, self.bits))
                  + ("  (best)" if best else ""))  # fmt: skip
 
@@ -276,18 +286,19 @@ class TFRun:
     def save(self) -> Path:
         """``checkpoints/step-N``: assembled hidden, sealed by its manifest, renamed in place."""
         with self.folder.writing_checkpoint(self.step) as tmp:
-            save_pretrained(self.model, tmp / RunFolder.MODEL, tokenizer_dir=_local(self.data))
-            with atomic_output(tmp / STATE) as f:
+            save_pretrained(self.model, RunFolder.model_dir(tmp), tokenizer_dir=_local(self.data))
+            with atomic_output(RunFolder.tf_state_file(tmp)) as f:
                 save_file(self.trainer.state_arrays(), str(f))
-            write_json(tmp / RunFolder.TRAINER, {**self.progress, **_dev_state(self.dev_perf)})
+            record = TrainerRecord("tf", self.progress, 1, self.run.to_dict(),
+                                   {"segment": self.segment})  # fmt: skip
+            write_trainer(tmp, record)
         self.folder.prune(self.cfg.keep_checkpoints)
         return self.folder.checkpoint(self.step)
 
     def save_best(self, loss: float) -> None:
-        tmp = self.folder.new_best()
         try:
-            save_pretrained(self.model, tmp, tokenizer_dir=_local(self.data))
-            self.folder.replace_best(tmp, self.step, loss)
+            save_pretrained(self.model, self.folder.best, tokenizer_dir=_local(self.data),
+                            extra=self.folder.best_record(self.step, loss))  # fmt: skip
         except WRITE_ERRORS as e:
             raise ValueError(f"{self.folder.best}: cannot write the best model ({e})") from None
 
@@ -295,76 +306,81 @@ class TFRun:
         found = self.folder.resume_point(unsealed=self.folder.legacy_tf())
         for msg in found.skipped:
             self.log(f"warning: {msg}")
-        _, tensors = read_folder(found.path / RunFolder.MODEL)
-        load_state(self.model, tensors, str(found.path / RunFolder.MODEL))
-        state = found.path / STATE
+        model_dir = RunFolder.model_dir(found.path)
+        _, tensors = read_folder(model_dir)
+        load_state(self.model, tensors, str(model_dir))
+        state = RunFolder.tf_state_file(found.path)
         self.trainer.load_state_arrays(load_file(str(state)), str(state))
-        saved = read_json(found.path / RunFolder.TRAINER)
-        self.progress.update({k: saved[k] for k in self.progress if k in saved})
-        self.dev_perf = DevPerf(saved.get("dev_scale", 1.0), saved.get("dev_best", math.inf),
-                                saved.get("dev_bad", 0))  # fmt: skip
+        saved = read_trainer(found.path)
+        self.progress, self.segment = saved.progress, int(saved.state["segment"])
         self.log(f"resumed from {found.path} (step {self.step:,})")
 
     # ------------------------------------------------------------------ the loop
-    def _stop_reason(self, started: float) -> str | None:
-        s = self.cfg
-        if self.step >= s.max_steps:
-            return f"max_steps={s.max_steps}"
-        if s.max_tokens and self.progress["tokens"] >= s.max_tokens:
-            return f"max_tokens={s.max_tokens} reached"
-        if s.max_time and time.perf_counter() - started >= s.max_time:
-            return f"max_time={s.max_time}s reached"
-        return None
-
-    def _train_step(self, seg) -> tuple[float, float, float, int]:
+    def _train_step(self, seg) -> tuple[float, float, float]:
         p = self.progress
-        lr = scheduled_lr(self.step + 1, self.cfg, self.dev_perf.scale)
+        lr = scheduled_lr(self.step + 1, self.cfg, p.dev_perf.scale)
         loss, norm, applied = self.trainer.step(seg, lr)
-        n_tok = int(tf.reduce_sum(tf.cast(seg["loss_mask"], tf.int64)))
-        p.update(step=self.step + 1, segment=p["segment"] + 1, tokens=p["tokens"] + n_tok)
+        p.count_step(self.trainer.bad)
+        p.step, p.tokens = p.step + 1, p.tokens + self.policy.tokens_per_step
+        self.segment += 1
         if not applied:
             self.record("train", {"skipped": 1, "loss": loss, "grad_norm": norm})
-        return loss, norm, lr, n_tok
+        if self.trainer.bad:
+            self.log(f"warning: step {p.step}: non-finite loss or gradient (loss {loss}, grad "
+                     f"norm {norm}); step skipped ({p.bad_in_row} in a row, limit "
+                     f"{self.cfg.max_bad_steps})")  # fmt: skip
+        if self.policy.streak_exceeded(p):
+            raise TrainingError(bad_streak_message(p.bad_in_row, self.folder))
+        return loss, norm, lr
 
     def fit(self) -> dict[str, Any]:
+        """Train until a budget runs out (the policy's decisions); returns a summary."""
         s, p = self.cfg, self.progress
         segments = iter(train_segments(self.train_ids, s.batch_size, s.tgt_len,
-                                       ext_len=s.ext_len, start=p["segment"]))  # fmt: skip
-        started = time.perf_counter()
+                                       ext_len=s.ext_len, start=self.segment))  # fmt: skip
+        clock, session = RunClock(p.train_seconds), time.perf_counter()
         window = Window()
-        interval = s.checkpoint_interval or s.eval_interval
-        stop = self._stop_reason(started)
+        stop = self.policy.stop_reason(p, clock.seconds())
         while stop is None:
-            loss, norm, lr, n_tok = self._train_step(next(segments))
-            window.add(loss, n_tok)
+            loss, norm, lr = self._train_step(next(segments))
+            window.add(loss, self.policy.tokens_per_step)
             if self.bar is not None:
                 self.bar.update(1, loss=loss)
-            stop = self._stop_reason(started)
+            stop = self.policy.stop_reason(p, clock.seconds())
             if self.step % s.log_interval == 0 or stop is not None:
-                rec = {**score_fields(window.mean, self.bits), "lr": lr, "grad_norm": norm,
-                       "tok_s": window.rate(), "tokens": p["tokens"]}  # fmt: skip
-                self.record("train", rec)
-                if self.bar is None:  # on a terminal the live bar is the training line
-                    line = progress_line(self.step, s.max_steps, rec, math.inf)
-                    self.log(line.rsplit(" | ETA", 1)[0])
+                self._log_progress(window, lr, norm)
                 window = Window()
-            at_eval = s.eval_interval and self.step % s.eval_interval == 0
-            evaluated = self.valid_ids is not None and (at_eval or stop is not None)
-            if evaluated:
-                self.after_eval(self.validate())
-            saved = stop is not None or (interval and self.step % interval == 0)
-            if saved:
-                self.save()
-            if evaluated or saved:
+            if self._execute(self.policy.decide(p, stop), clock):
                 window.restart()  # tokens/s measures training only
         if self.bar is not None:
             self.bar.close()
             self.bar = None
         self.log(f"stopping: {stop}")
-        return {"backend": "tensorflow", "step": self.step, "tokens": p["tokens"],
-                "best_valid": p["best_valid"], "best_step": p["best_step"],
+        return {"backend": "tensorflow", "step": self.step, "tokens": p.tokens,
+                "best_valid": p.best_valid, "best_step": p.best_step,
+                "skipped_steps": p.skipped_steps,
                 "replicas": self.strategy.num_replicas_in_sync,
-                "seconds": time.perf_counter() - started}  # fmt: skip
+                "seconds": time.perf_counter() - session}  # fmt: skip
+
+    def _log_progress(self, window: Window, lr: float, norm: float) -> None:
+        rec = {**score_fields(window.mean, self.bits), "lr": lr, "grad_norm": norm,
+               "tok_s": window.rate(), "tokens": self.progress.tokens}  # fmt: skip
+        self.record("train", rec)
+        if self.bar is None:  # on a terminal the live bar is the training line
+            line = progress_line(self.step, self.cfg.max_steps, rec, math.inf)
+            self.log(line.rsplit(" | ETA", 1)[0])
+
+    def _execute(self, decision: Decision, clock: RunClock) -> bool:
+        """Do what the policy decided after a step; True when anything was done."""
+        if decision.validate:
+            self.after_eval(self.validate())
+        elif decision.keep_final:  # nothing to choose by: the final weights are the best
+            self.progress.best_step = self.step
+            self.save_best(math.inf)
+        if decision.checkpoint:
+            self.progress.train_seconds = clock.bank()
+            self.save()
+        return decision.validate or decision.keep_final or decision.checkpoint
 
     def final_eval(self) -> dict[str, Any]:
         """The best (else the last) model on ``final_eval_split``, recorded in metrics.jsonl."""
@@ -403,10 +419,6 @@ class Window:
 
     def rate(self) -> float:
         return self.tokens / max(time.perf_counter() - self.t, 1e-9)
-
-
-def _dev_state(d: DevPerf) -> dict[str, float]:
-    return {"dev_scale": d.scale, "dev_best": d.best, "dev_bad": d.bad_evals}
 
 
 def _has(meta: dict, split: str) -> bool:
@@ -458,11 +470,11 @@ def train_tf(
         found = folder.latest_valid(unsealed=folder.legacy_tf())
         if found is None:
             raise ValueError(f"{out}: no checkpoint to resume from")
-        model_config = TransformerXLConfig.load(found.path / RunFolder.MODEL / "config.json")
+        model_config = load_config(RunFolder.model_dir(found.path))
     else:
         folder.check_fresh()
         if model_config is None and init_dir is not None:
-            model_config = TransformerXLConfig.load(init_dir / "config.json")
+            model_config = load_config(init_dir)
     if model_config is None:
         raise ValueError("train_tf needs model_config, init_from or resume=True")
     if meta.get("vocab_size") != model_config.vocab_size:
@@ -543,7 +555,7 @@ def train_tf_layers(
     if not data or data.startswith("builtin:"):
         raise ValueError("--backend tf needs --data DIR, a prepared dataset folder")
     init_dir = find_model_folder(init_from) if init_from else None
-    init_model = TransformerXLConfig.load(init_dir / "config.json") if init_dir else None
+    init_model = load_config(init_dir) if init_dir else None
     vocab_size = read_meta(data).get("vocab_size")
     run = resolve(preset, config_file, overrides, vocab_size=vocab_size, init_model=init_model)
     return train_tf(run.model, run.train, data=data, out=out, init_from=init_dir, log=log,

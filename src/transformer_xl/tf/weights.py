@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
-from transformer_xl.fileio import atomic_output
-from transformer_xl.model_folder import CONFIG_NAME, WEIGHTS_NAME, check_state, open_model_folder
+from transformer_xl.model_folder import check_state, open_model_folder, write_model_folder
 
-# copied beside the weights: a model folder carries its vocabulary
-TOKENIZER_FILES = ("vocab.json", "tokenizer.json")
+METADATA = {"format": "pt", "library": "transformer_xl", "writer": "tensorflow"}
 
 
 def state_dict(model) -> dict[str, np.ndarray]:
@@ -27,24 +23,14 @@ def state_dict(model) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(v.numpy()) for name, v in model.params.items()}
 
 
-def save_pretrained(model, directory: str | os.PathLike, *, tokenizer_dir=None) -> None:
-    """Write ``config.json`` and ``model.safetensors`` (each atomically) and, when
-    ``tokenizer_dir`` is given, copy its ``vocab.json`` / ``tokenizer.json`` beside them."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_output(directory / WEIGHTS_NAME) as tmp:
-        save_file(
-            state_dict(model),
-            str(tmp),
-            metadata={"format": "pt", "library": "transformer_xl", "writer": "tensorflow"},
-        )
-    model.config.save(directory / CONFIG_NAME)
-    if tokenizer_dir is not None:
-        for name in TOKENIZER_FILES:
-            src = Path(tokenizer_dir) / name
-            if src.is_file():
-                with atomic_output(directory / name) as tmp:
-                    shutil.copyfile(src, tmp)
+def save_pretrained(model, directory: str | os.PathLike, *, tokenizer_dir=None, extra=None) -> None:
+    """Write the model folder ``directory`` (:func:`write_model_folder`: the vocabulary files of
+    ``tokenizer_dir`` when given, ``extra(tmp)`` writes any other file)."""
+    arrays = state_dict(model)
+    write_model_folder(
+        directory, model.config, lambda path: save_file(arrays, str(path), metadata=METADATA),
+        tokenizer_dir=tokenizer_dir, extra=extra,
+    )  # fmt: skip
 
 
 def load_state(model, tensors: Mapping[str, np.ndarray], source: str) -> None:

@@ -20,7 +20,8 @@ import torch
 
 from transformer_xl.data import PreparedDataset, Vocab, eval_stream, load_prepared
 from transformer_xl.data import train_stream as data_train_stream
-from transformer_xl.data.prepared import PreparedWriter
+from transformer_xl.data.prepared import PreparedWriter, is_prepared
+from transformer_xl.run.folder import RunFolder
 from transformer_xl.train.distributed import DistEnv, barrier
 
 BUILTIN = "builtin:cpython-docs"
@@ -172,8 +173,8 @@ def open_data(spec: str | None, run_dir: Path, *, env: DistEnv) -> TrainingData:
     if not spec:
         raise ValueError("no training data: pass --data DIR (a folder made by `txl prepare`)")
     if spec == BUILTIN:
-        path = Path(run_dir) / "data"
-        if env.is_main and not (path / "meta.json").is_file():
+        path = RunFolder(run_dir).data
+        if env.is_main and not is_prepared(path):
             prepare_builtin(path)
         barrier(env)
     elif spec.startswith("builtin:"):

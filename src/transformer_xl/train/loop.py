@@ -14,20 +14,33 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from transformer_xl.devices import autocast_dtype
 from transformer_xl.evaluate import EvalResult, evaluate
 from transformer_xl.memory import Mems
 from transformer_xl.model import TransformerXLLM
+from transformer_xl.model.saved import load_state, read_model_folder, save_model
+from transformer_xl.model_folder import weights_path
 from transformer_xl.progress import Progress as ProgressBar
 from transformer_xl.run.config import RunConfig
-from transformer_xl.run.folder import MANIFEST, WRITE_ERRORS, RunFolder
-from transformer_xl.run.schedule import DevPerf, scheduled_lr
+from transformer_xl.run.folder import WRITE_ERRORS, RunFolder
+from transformer_xl.run.policy import (
+    Decision,
+    LoopPolicy,
+    LoopState,
+    RunClock,
+    TrainerRecord,
+    TrainingError,
+    bad_streak_message,
+    read_trainer,
+    write_trainer,
+)
+from transformer_xl.run.schedule import scheduled_lr
 from transformer_xl.train import checkpoint as ckpt
 from transformer_xl.train import state as st
 from transformer_xl.train.distributed import (
@@ -40,15 +53,8 @@ from transformer_xl.train.distributed import (
 )
 from transformer_xl.train.metrics import MetricsLogger, format_duration, progress_line, score_fields
 from transformer_xl.train.optim import build_optimizer, set_lr
-from transformer_xl.weights import check_state
 
-CONFIG_NAME = RunFolder.CONFIG  # older imports
-BEST = RunFolder.BEST
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (repeated non-finite steps, out of memory); the message says why
-    and what to change."""
+__all__ = ["Trainer", "TrainingError", "bad_streak_message", "load_weights"]
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -72,11 +78,9 @@ def oom_message(run: RunConfig, world: int) -> str:
 
 def load_weights(model: TransformerXLLM, model_dir: Path) -> None:
     """The weights of the model folder ``model_dir`` into ``model`` (same names and shapes)."""
-    tensors = ckpt.read_tensors(model_dir / "model.safetensors")
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_state(expected, tensors, str(model_dir))
+    _, tensors, source = read_model_folder(model_dir)
     with torch.no_grad():
-        model.load_state_dict(tensors, strict=True)
+        load_state(model, tensors, source)
 
 
 def with_progress(batches, total: int, desc: str, stream):
@@ -85,51 +89,6 @@ def with_progress(batches, total: int, desc: str, stream):
         for batch in batches:
             yield batch
             bar.update(int(batch[2].sum()) if len(batch) == 3 else batch[1].numel())
-
-
-def bad_streak_message(n: int, folder: RunFolder) -> str:
-    """Why the run stopped and what to do: a resumed run keeps its lr/clip/precision, so the
-    advice is a new run that starts from the last good weights."""
-    found = [step for step, path in folder.list_checkpoints() if (path / MANIFEST).is_file()]
-    if found:
-        start = f"the last good checkpoint is {folder.checkpoint(found[-1]) / RunFolder.MODEL}"
-        init = f" --init-from {folder.checkpoint(found[-1])}"
-    else:
-        start, init = "no checkpoint was written yet", ""
-    return (
-        f"stopped after {n} non-finite steps in a row; {start}. Start a new run "
-        f"(txl train --out NEW{init}) with a lower train.lr or train.clip, or "
-        "train.precision=fp32"
-    )
-
-
-@dataclass
-class Progress:
-    """Counters saved in checkpoints (everything the loop needs besides tensors)."""
-
-    step: int = 0
-    tokens: int = 0
-    train_seconds: float = 0.0
-    bad_in_row: int = 0
-    skipped_steps: int = 0
-    best_valid: float = math.inf
-    best_step: int = 0
-    last_valid_step: int = -1
-    log_loss_sum: float = 0.0  # losses since the last progress line (so a resumed run logs
-    log_loss_n: int = 0  # the same averages as an uninterrupted one)
-    dev_perf: DevPerf = field(default_factory=DevPerf)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "dev_perf"}
-        d["dev_perf"] = self.dev_perf.state_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Progress:
-        p = cls(**{k: v for k, v in d.items() if k != "dev_perf"})
-        p.dev_perf = DevPerf()
-        p.dev_perf.load_state_dict(d["dev_perf"])
-        return p
 
 
 class Trainer:
@@ -177,7 +136,7 @@ class Trainer:
             self.forward_model = torch.compile(self.dist_model, backend=cfg.compile_backend)
         self.optimizer = build_optimizer(self.dist_model, cfg)
         dev_type = env.device.type
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.autocast_dtype = autocast_dtype(cfg.precision)
         self.scaler = torch.amp.GradScaler(dev_type) if cfg.precision == "fp16" else None
         self.stream = data.train_stream(
             batch_size=cfg.batch_size,
@@ -191,7 +150,8 @@ class Trainer:
         self.settings = cfg.segment_settings(window_keys)
         self.eval_settings = cfg.eval_segment_settings(window_keys)
         self.mems: list[Mems | None] = [None] * cfg.batch_chunk
-        self.progress = Progress()
+        self.progress = LoopState()
+        self.policy = LoopPolicy(cfg, has_valid=data.has_split("valid"))
         self.out = out or sys.stdout
         self.log = (
             MetricsLogger(
@@ -207,6 +167,7 @@ class Trainer:
         )
         if resume:
             self._resume()
+        self.note(f"attention: {self.model.attention.describe()}")
 
     # ------------------------------------------------------------------ small helpers
     def autocast(self):
@@ -270,8 +231,7 @@ class Trainer:
         if not finite_loss:
             self.mems = [None] * cfg.batch_chunk  # the memory may hold non-finite values too
         bad = not finite_loss or (not finite_grad and self.scaler is None)
-        self.progress.bad_in_row = self.progress.bad_in_row + 1 if bad else 0
-        self.progress.skipped_steps += int(bad)
+        self.progress.count_step(bad)
         return float(loss_global.item()), float(norm.item()), not bad and applied
 
     # ------------------------------------------------------------------ evaluation
@@ -327,7 +287,7 @@ class Trainer:
             for c, mems in enumerate(self.mems)
             for layer, m in enumerate(mems or ())
         }
-        tensor_path, json_path = ckpt.rank_files(tmp, env.rank)
+        tensor_path, json_path = RunFolder.rank_files(tmp, env.rank)
         ckpt.write_tensors(tensor_path, {**rng_tensors, **mem_tensors})
         ckpt.write_json(
             json_path,
@@ -341,20 +301,14 @@ class Trainer:
         barrier(env)
         final = self.folder.checkpoint(p.step)
         if env.is_main:
-            ckpt.save_model_folder(
-                tmp / RunFolder.MODEL, model_sd, self.run.model, self.data.tokenizer_dir
-            )
+            save_model(RunFolder.model_dir(tmp), self.run.model, model_sd, self.data.tokenizer_dir)
             optim_json, optim_tensors = st.flatten(optim_sd, "optim")
-            ckpt.write_tensors(tmp / "optimizer.safetensors", optim_tensors)
-            trainer = {
-                "format_version": ckpt.FORMAT_VERSION,
-                "progress": p.to_dict(),
+            ckpt.write_tensors(RunFolder.optimizer_file(tmp), optim_tensors)
+            state = {
                 "optimizer": optim_json,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
-                "world_size": env.world_size,
-                "run": self.run.to_dict(),
             }
-            ckpt.write_json(tmp / RunFolder.TRAINER, trainer)
+            write_trainer(tmp, TrainerRecord("torch", p, env.world_size, self.run.to_dict(), state))
             self.folder.seal(tmp, p.step)
             self.folder.prune(self.cfg.keep_checkpoints)
         return final
@@ -366,15 +320,15 @@ class Trainer:
         for msg in found.skipped:
             self.note(f"warning: {msg}")
         path = found.path
-        trainer = ckpt.read_json(path / RunFolder.TRAINER)
-        if trainer["world_size"] != self.env.world_size:
+        trainer = read_trainer(path)
+        if trainer.world_size != self.env.world_size:
             raise ValueError(
-                f"{path}: written by {trainer['world_size']} processes; resume with the same "
+                f"{path}: written by {trainer.world_size} processes; resume with the same "
                 f"number (now {self.env.world_size})"
             )
-        model_sd = ckpt.read_tensors(path / RunFolder.MODEL / "model.safetensors")
+        model_sd = ckpt.read_tensors(weights_path(RunFolder.model_dir(path)))
         optim_sd = st.unflatten(
-            trainer["optimizer"], ckpt.read_tensors(path / "optimizer.safetensors")
+            trainer.state["optimizer"], ckpt.read_tensors(RunFolder.optimizer_file(path))
         )
         set_state_dict(
             self.dist_model,
@@ -383,10 +337,10 @@ class Trainer:
             optim_state_dict=optim_sd,
             options=StateDictOptions(full_state_dict=True, strict=True),
         )
-        if self.scaler and trainer["scaler"]:
-            self.scaler.load_state_dict(trainer["scaler"])
-        self.progress = Progress.from_dict(trainer["progress"])
-        tensor_path, json_path = ckpt.rank_files(path, self.env.rank)
+        if self.scaler and trainer.state.get("scaler"):
+            self.scaler.load_state_dict(trainer.state["scaler"])
+        self.progress = trainer.progress
+        tensor_path, json_path = RunFolder.rank_files(path, self.env.rank)
         rank_json, rank_tensors = ckpt.read_json(json_path), ckpt.read_tensors(tensor_path)
         self.stream.load_state_dict(rank_json["stream"])
         self.mems = [
@@ -407,24 +361,17 @@ class Trainer:
         """Copy the current weights to ``RUN/best`` (a model folder)."""
         model_sd, _ = self._state_dicts()
         if self.env.is_main:
-            tmp = self.folder.new_best()
+            p, folder = self.progress, self.folder
             try:
-                ckpt.save_model_folder(tmp, model_sd, self.run.model, self.data.tokenizer_dir)
-                self.folder.replace_best(tmp, self.progress.step, self.progress.best_valid)
+                save_model(folder.best, self.run.model, model_sd, self.data.tokenizer_dir,
+                           extra=folder.best_record(p.step, p.best_valid))  # fmt: skip
             except WRITE_ERRORS as e:
                 raise ValueError(f"{self.folder.best}: cannot write the best model ({e})") from None
         barrier(self.env)
 
     # ------------------------------------------------------------------ the loop
-    def _should_stop(self, started: float) -> str | None:
-        cfg, p = self.cfg, self.progress
-        reason = None
-        if p.step >= cfg.max_steps:
-            reason = f"max_steps={cfg.max_steps}"
-        elif cfg.max_tokens and p.tokens >= cfg.max_tokens:
-            reason = f"max_tokens={cfg.max_tokens:,}"
-        elif cfg.max_time and p.train_seconds + (time.time() - started) >= cfg.max_time:
-            reason = f"max_time={cfg.max_time:g}s"
+    def _should_stop(self, clock: RunClock) -> str | None:
+        reason = self.policy.stop_reason(self.progress, clock.seconds())
         # every rank must stop together: rank 0's clock decides
         return reason if broadcast_flag(reason is not None, self.env) else None
 
@@ -446,15 +393,11 @@ class Trainer:
 
     def _after_eval(self, res: EvalResult) -> None:
         p = self.progress
-        p.last_valid_step = p.step
         self.log.record(
             "valid", p.step, {**score_fields(res.loss, self.data.bits), "tokens": res.tokens}
         )
-        if self.cfg.scheduler == "dev_perf":
-            p.dev_perf.observe(res.loss, self.cfg)
-        best = res.loss < p.best_valid
+        best = self.policy.observe_valid(p, res.loss)
         if best:
-            p.best_valid, p.best_step = res.loss, p.step
             self.save_best()
         self.note(f"valid at step {p.step:,}: {res.summary()}" + ("  (best)" if best else ""))
 
@@ -465,7 +408,7 @@ class Trainer:
             f"step skipped ({p.bad_in_row} in a row, limit {cfg.max_bad_steps})"
         )
         self.log.record("train", p.step, {"skipped": 1, "loss": loss, "grad_norm": norm})
-        if p.bad_in_row >= cfg.max_bad_steps:
+        if self.policy.streak_exceeded(p):
             raise TrainingError(bad_streak_message(p.bad_in_row, self.folder))
 
     def _log_progress(self, norm: float, tok_s: float, used: float, eta: float) -> None:
@@ -484,14 +427,13 @@ class Trainer:
         p.log_loss_sum, p.log_loss_n = 0.0, 0
 
     def fit(self) -> dict[str, Any]:
-        """Train until a budget runs out; returns a summary."""
+        """Train until a budget runs out (the policy's decisions); returns a summary."""
         cfg, p = self.cfg, self.progress
         self.model.train()
-        started = session_start = time.time()
-        start_step = p.step
+        clock = RunClock(p.train_seconds)
+        session_start, start_step = time.time(), p.step
         window_t, window_tokens = time.time(), 0
-        ckpt_every = cfg.checkpoint_interval or cfg.eval_interval
-        stop = self._should_stop(started)
+        stop = self._should_stop(clock)
         try:
             while stop is None:
                 seg = next(self.stream)
@@ -500,31 +442,21 @@ class Trainer:
                 loss, norm, ok = self.train_step(seg.input_ids, seg.labels, seg.loss_mask)
                 p.step += 1
                 self.log.step(loss=loss)
-                p.tokens += cfg.batch_size * cfg.tgt_len
-                window_tokens += cfg.batch_size * cfg.tgt_len
+                p.tokens += self.policy.tokens_per_step
+                window_tokens += self.policy.tokens_per_step
                 if math.isfinite(loss):
                     p.log_loss_sum, p.log_loss_n = p.log_loss_sum + loss, p.log_loss_n + 1
                 if not ok:
                     self._bad_step(loss, norm)
                 if p.step % cfg.log_interval == 0 and p.log_loss_n:
                     tok_s = window_tokens / max(time.time() - window_t, 1e-9)
-                    used = p.train_seconds + time.time() - started
-                    eta = self._eta(p.step - start_step, time.time() - session_start, used)
-                    self._log_progress(norm, tok_s, used, eta)
+                    eta = self._eta(
+                        p.step - start_step, time.time() - session_start, clock.seconds()
+                    )
+                    self._log_progress(norm, tok_s, clock.seconds(), eta)
                     window_t, window_tokens = time.time(), 0
-                stop = self._should_stop(started)
-                at_eval = cfg.eval_interval and p.step % cfg.eval_interval == 0
-                if not self.data.has_split("valid"):
-                    if stop is not None:  # nothing to choose by: the final weights are the best
-                        p.best_step = p.step
-                        self.save_best()
-                elif at_eval or (stop is not None and p.last_valid_step != p.step):
-                    self._after_eval(self.validate())
-                due = (ckpt_every and p.step % ckpt_every == 0) or stop is not None
-                if due and p.bad_in_row == 0:  # never checkpoint in the middle of a bad streak
-                    p.train_seconds += time.time() - started
-                    started = time.time()
-                    self.save()
+                stop = self._should_stop(clock)
+                self._execute(self.policy.decide(p, stop), clock)
         except BaseException as e:
             if _is_oom(e):
                 raise TrainingError(oom_message(self.run, self.env.world_size)) from e
@@ -541,6 +473,19 @@ class Trainer:
             "skipped_steps": p.skipped_steps,
             "train_seconds": p.train_seconds,
         }
+
+    def _execute(self, decision: Decision, clock: RunClock) -> None:
+        """Do what the policy decided after a step: validate (or keep the final weights as the
+        best model), then checkpoint."""
+        p = self.progress
+        if decision.validate:
+            self._after_eval(self.validate())
+        elif decision.keep_final:  # nothing to choose by: the final weights are the best
+            p.best_step = p.step
+            self.save_best()
+        if decision.checkpoint:
+            p.train_seconds = clock.bank()
+            self.save()
 
     def close(self) -> None:
         if self.log is not None:

@@ -21,8 +21,6 @@ from transformer_xl.run.metrics import (  # noqa: F401  (re-exported: older impo
 )
 from transformer_xl.train.tensorboard import EventWriter
 
-METRICS_NAME = RunFolder.METRICS
-
 
 class MetricsLogger:
     """Writes metrics on rank 0; a no-op elsewhere."""

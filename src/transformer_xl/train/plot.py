@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from transformer_xl.fileio import atomic_output
+from transformer_xl.run.folder import RunFolder
 from transformer_xl.train.metrics import read_metrics
 
 
@@ -31,7 +32,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     if not records:
-        raise ValueError(f"{run_dir}: no metrics.jsonl records to plot (is it a run folder?)")
+        raise ValueError(f"{run_dir}: no {RunFolder.METRICS} records to plot (is it a run folder?)")
     try:
         import matplotlib
 

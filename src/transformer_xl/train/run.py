@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from transformer_xl.config import TransformerXLConfig
 from transformer_xl.data import load_prepared
+from transformer_xl.data.prepared import is_prepared
 from transformer_xl.evaluate import EvalResult, check_vocab, evaluate
 from transformer_xl.fileio import atomic_write_text
-from transformer_xl.folders import find_model_folder
+from transformer_xl.model_folder import load_config, weights_path
 from transformer_xl.run.config import (
     RunConfig,
     format_layers,
@@ -24,6 +24,7 @@ from transformer_xl.run.config import (
 )
 from transformer_xl.run.folder import RunFolder
 from transformer_xl.run.metrics import dumps, record_final
+from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.segment import SegmentSettings
 from transformer_xl.train.checkpoint import check_tensors
 from transformer_xl.train.data import open_data
@@ -109,7 +110,7 @@ def train(
     if resume and init_from:
         raise ValueError("--init-from starts a new run: drop --resume (or --init-from)")
     init_dir = find_model_folder(init_from) if init_from else None
-    init_model = TransformerXLConfig.load(init_dir / "config.json") if init_dir else None
+    init_model = load_config(init_dir) if init_dir else None
     if not resume:
         folder.check_fresh()
     kw = dict(preset=preset, config_file=config_file, overrides=overrides, resume=resume)
@@ -120,7 +121,7 @@ def train(
         dataset.check_ids()
         if init_dir is not None:
             check_vocab(init_dir, init_model.vocab_size, dataset.dataset)
-            check_tensors(init_dir / "model.safetensors")  # before the run folder is written
+            check_tensors(weights_path(init_dir))  # before the run folder is written
         if not resume:
             run = run_config_for(folder, **kw, vocab_size=dataset.vocab_size, init_model=init_model)
         elif run.model.vocab_size != dataset.vocab_size:
@@ -158,10 +159,10 @@ def print_config(
     (the data's vocabulary size is read when the data is a local prepared folder)."""
     overrides = _with_shortcuts(overrides, data, max_steps)
     init_dir = find_model_folder(init_from) if init_from else None
-    init_model = TransformerXLConfig.load(init_dir / "config.json") if init_dir else None
+    init_model = load_config(init_dir) if init_dir else None
     run, _ = resolve_layers(preset, config_file, overrides, init_model=init_model)
     vocab_size = None
-    if run.train.data and (Path(run.train.data) / "meta.json").is_file():
+    if run.train.data and is_prepared(run.train.data):
         prepared = load_prepared(run.train.data)
         vocab_size = len(prepared.vocab)
         if init_dir is not None:  # what the run itself would refuse, before any cutoff check

@@ -53,22 +53,17 @@ def chunked_attend(
     q: Tensor, k: Tensor, v: Tensor, pos_scores: Tensor | None, mask: Tensor, *,
     dropout_p: float, scale: float, block: int = QUERY_BLOCK,
 ) -> Tensor:  # fmt: skip
-    """``attend``'s contract (position term given in key order) a block of queries at a time;
-    the form used when attention dropout is on (the position scores are then already whole)."""
+    """The registry's ``attend`` contract (position term given in key order; mask ``[T, K]`` or
+    ``[B, 1, T, K]``) a block of queries at a time: the form used with attention dropout, with
+    no position term and with cached keys (the position scores are then already whole)."""
 
     def one(q_b: Tensor, k: Tensor, v: Tensor, pos_b: Tensor | None, mask_b: Tensor) -> Tensor:
-        if not dropout_p:
-            return attention_reference(q_b, k, v, pos_b, mask_b, scale)
-        scores = torch.matmul(q_b, k.transpose(-1, -2))
-        scores = scores if pos_b is None else scores + pos_b
-        scores = (scores * scale).masked_fill(mask_b, float("-inf"))
-        probs = torch.softmax(scores, -1, dtype=torch.promote_types(scores.dtype, torch.float32))
-        return torch.matmul(torch.nn.functional.dropout(probs.to(v.dtype), dropout_p), v)
+        return attention_reference(q_b, k, v, pos_b, mask_b, scale, dropout_p=dropout_p)
 
     outs = []
     for s in _blocks(q.shape[2], block):
         pos_b = None if pos_scores is None else pos_scores[:, :, s : s + block]
-        rows = (q[:, :, s : s + block], k, v, pos_b, mask[s : s + block])
+        rows = (q[:, :, s : s + block], k, v, pos_b, mask[..., s : s + block, :])
         # dropout masks are drawn again in the recomputation: checkpoint restores the RNG state
         outs.append(_run(one, *rows))
     return torch.cat(outs, dim=2)

@@ -1,6 +1,7 @@
 """FlexAttention (``torch.nn.attention.flex_attention``) with the position term in ``score_mod``.
 
-On CPU PyTorch's FlexAttention has no backward pass: there it serves evaluation and generation.
+On CPU PyTorch's FlexAttention has no backward pass: there it serves evaluation and generation
+(the registry refuses it for a forward with gradients on CPU).
 Compiled with ``torch.compile`` (``COMPILE``; set ``TXL_FLEX_COMPILE=0`` to run FlexAttention's
 unfused eager implementation, which materialises the scores and is for testing only).
 """
@@ -26,15 +27,6 @@ def _compiled_flex():
 def _flex(q, k, v, score_mod, scale):
     from torch.nn.attention.flex_attention import flex_attention
 
-    if (
-        q.device.type == "cpu"
-        and torch.is_grad_enabled()
-        and any(t.requires_grad for t in (q, k, v))
-    ):
-        raise ValueError(
-            "attention impl 'flex' has no backward pass on CPU (a PyTorch limitation): use it for "
-            "evaluation/generation under torch.no_grad(), or 'sdpa' for training"
-        )
     if not torch.is_grad_enabled():  # FlexAttention checks requires_grad, not the grad mode
         q, k, v = q.detach(), k.detach(), v.detach()
 
@@ -46,13 +38,15 @@ def flex_attend(
     q: Tensor, k: Tensor, v: Tensor, pos_scores: Tensor | None, mask: Tensor, *, scale: float
 ) -> Tensor:
     """``attend`` semantics: q ``[B, H, T, Dh]``, k, v ``[B, H, K, Dh]``, pos_scores
-    ``[B, H, T, K]`` or None, mask ``[T, K]`` (True = hidden)."""
+    ``[B, H, T, K]`` or None, mask ``[T, K]`` or ``[B, 1, T, K]`` (True = hidden)."""
     bias = None if pos_scores is None else (pos_scores * scale).to(q.dtype)  # flex scales q.k only
+    per_row = mask.dim() == 4  # [B, 1, T, K]: cached keys, each stream its own
+    hidden = mask[:, 0] if per_row else mask
 
     def score_mod(score, b, h, i, j):
         if bias is not None:
             score = score + bias[b, h, i, j]
-        return torch.where(mask[i, j], float("-inf"), score)
+        return torch.where(hidden[b, i, j] if per_row else hidden[i, j], float("-inf"), score)
 
     return _flex(q, k, v, score_mod, scale)
 

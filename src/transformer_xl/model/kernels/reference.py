@@ -1,8 +1,10 @@
-"""Plain PyTorch references for the fused kernels (also the Triton kernels' backward pass)."""
+"""The plain PyTorch reference (``attn_impl="eager"``), also the fused kernels' arithmetic (the
+Triton kernels' backward pass, the chunked kernel's blocks)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -24,15 +26,36 @@ def position_scores(pq: Tensor, r: Tensor, klen: int, mlen: int) -> Tensor:
 
 
 def attention_reference(
-    q: Tensor, k: Tensor, v: Tensor, pos: Tensor | None, mask: Tensor, scale: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    pos: Tensor | None,
+    mask: Tensor,
+    scale: float,
+    *,
+    dropout_p: float = 0.0,
 ) -> Tensor:
-    """softmax(scale * (q.k + pos), masked) @ v, all ``[B, H, ., .]``; softmax in float32+."""
-    scores = torch.matmul(q, k.transpose(-1, -2))
+    """softmax(scale * (q.k + pos), masked) with dropout, @ v: the plain composition, each step
+    its own op (``attn_impl="eager"``). q ``[B, H, T, Dh]``, k, v ``[B, H, K, Dh]``, pos
+    ``[B, H, T, K]`` or None, mask bool broadcasting to ``[B, H, T, K]`` (True = hidden);
+    softmax in float32 (float64 for float64 inputs)."""
+    scores = torch.matmul(q, k.transpose(-1, -2))  # [B, H, T, K]
     if pos is not None:
         scores = scores + pos
     scores = (scores * scale).masked_fill(mask, float("-inf"))
     dtype = torch.promote_types(scores.dtype, torch.float32)
-    return torch.matmul(torch.softmax(scores.to(dtype), -1).to(v.dtype), v)
+    probs = torch.softmax(scores.to(dtype), -1).to(v.dtype)
+    if dropout_p > 0:
+        probs = F.dropout(probs, p=dropout_p)
+    return torch.matmul(probs, v)
+
+
+def eager_attend(
+    q: Tensor, k: Tensor, v: Tensor, pos: Tensor | None, mask: Tensor, *, scale: float,
+    dropout_p: float,
+) -> Tensor:  # fmt: skip
+    """:func:`attention_reference` with the registry's keyword signature."""
+    return attention_reference(q, k, v, pos, mask, scale, dropout_p=dropout_p)
 
 
 def relative_attention_reference(

@@ -1,6 +1,7 @@
-"""Attention with a position term on CPU: one autograd function instead of SDPA's math path in
-training, and instead of SDPA with a float mask when reading with cached keys (one pass over the
-scores fewer, and faster in bfloat16).
+"""``attn_impl="score_attend"``: attention with a position term as one autograd function, for the
+CPU: instead of SDPA's math path in training, and instead of SDPA with a float mask when reading
+several tokens with cached keys (one pass over the scores fewer, and faster in bfloat16). The
+CPU's ``auto`` choice uses it on those two paths (``model/kernels/registry.py``).
 
 Why hand-written: with a position term that needs a gradient, PyTorch's CPU SDPA cannot use its
 flash kernel and falls back to its math path, which (torch 2.13) copies bfloat16 queries, keys
@@ -31,17 +32,19 @@ from torch import Tensor
 class _ScoreAttend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, pos, mask, scale: float, dropout_p: float):
-        # q [B, H, T, Dh], k/v [B, H, K, Dh], pos [B, H, T, K] (any strides), mask -> [B, H, T, K]
+        # q [B, H, T, Dh], k/v [B, H, K, Dh], pos [B, H, T, K] (any strides) or None, mask
+        # broadcasting to [B, H, T, K]
         bsz, n_head, qlen, d_head = q.shape
         klen = k.shape[2]
         with torch.autocast(q.device.type, enabled=False):
             dt = q.dtype
-            scores = torch.baddbmm(
-                pos.to(dt).reshape(bsz * n_head, qlen, klen),
-                q.reshape(bsz * n_head, qlen, d_head),
-                k.reshape(bsz * n_head, klen, d_head).transpose(1, 2),
-                beta=scale, alpha=scale,
-            )  # fmt: skip
+            q2 = q.reshape(bsz * n_head, qlen, d_head)
+            k2 = k.reshape(bsz * n_head, klen, d_head).transpose(1, 2)
+            if pos is None:  # plain attention (attn_type 2, 3)
+                scores = torch.bmm(q2, k2).mul_(scale)
+            else:
+                pos2 = pos.to(dt).reshape(bsz * n_head, qlen, klen)
+                scores = torch.baddbmm(pos2, q2, k2, beta=scale, alpha=scale)
             scores = scores.view(bsz, n_head, qlen, klen).masked_fill_(mask, float("-inf"))
             probs = torch.softmax(scores, dim=-1)  # [B, H, T, K] in dt
             del scores
@@ -69,16 +72,17 @@ class _ScoreAttend(torch.autograd.Function):
         del grad_p
         grad_q = torch.matmul(grad_s, k).mul_(ctx.scale)  # [B, H, T, Dh]
         grad_k = torch.matmul(grad_s.transpose(-1, -2), q).mul_(ctx.scale)  # [B, H, K, Dh]
-        grad_pos = grad_s.mul_(ctx.scale)
+        grad_pos = grad_s.mul_(ctx.scale) if ctx.needs_input_grad[3] else None
         return grad_q, grad_k, grad_v, grad_pos, None, None, None
 
 
 def score_attend(
-    q: Tensor, k: Tensor, v: Tensor, pos: Tensor, mask: Tensor, *, scale: float, dropout_p: float
-) -> Tensor:
+    q: Tensor, k: Tensor, v: Tensor, pos: Tensor | None, mask: Tensor, *, scale: float,
+    dropout_p: float,
+) -> Tensor:  # fmt: skip
     """softmax(scale * (q.k + pos), masked) with dropout, @ v (see the module doc).
 
-    q: ``[B, H, T, Dh]``, k, v: ``[B, H, K, Dh]``, pos: ``[B, H, T, K]`` (any strides), mask:
+    q: ``[B, H, T, Dh]``, k, v: ``[B, H, K, Dh]``, pos: ``[B, H, T, K]`` (any strides) or None, mask:
     bool, ``[T, K]`` or anything that broadcasts to ``[B, H, T, K]`` (True = hidden; every row
     must keep one key). Returns ``[B, H, T, Dh]`` in q's dtype.
     """

@@ -14,8 +14,9 @@ position term enters per tile, either
 The backward pass recomputes attention with the PyTorch reference one block of queries at a time
 (memory ``[B, H, BLOCK, K]``), so training works; only the forward pass is a Triton kernel.
 
-Without CUDA the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1``, set here when no GPU
-is present and the variable is unset): slow, meant for testing on CPU.
+Without CUDA the kernel runs in Triton's interpreter when the process was started with
+``TRITON_INTERPRET=1`` (the test suite's conftest sets it; this module never does): slow, meant for
+testing on CPU.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ import torch
 from torch import Tensor
 
 from transformer_xl.model.kernels.reference import attention_reference, relative_attention_reference
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 try:
     import triton
@@ -56,7 +54,7 @@ if triton is not None:
     def _attn_fwd(
         Q, K, V, Bias, PQ, R, Mask, Out,
         s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
-        s_bb, s_bh, s_bt, s_pb, s_ph, s_pt, s_rh, s_rt, s_mt, s_ob, s_oh, s_ot,
+        s_bb, s_bh, s_bt, s_pb, s_ph, s_pt, s_rh, s_rt, s_mb, s_mt, s_ob, s_oh, s_ot,
         n_head, qlen, klen, mlen, d_head, scale,
         HAS_BIAS: tl.constexpr, FUSED_POS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
     ):  # fmt: skip
@@ -110,7 +108,10 @@ if triton is not None:
                 s += tl.gather(by_dist, gather_idx, axis=1)
             s = s * scale
             hidden = (
-                tl.load(Mask + rows[:, None] * s_mt + cols[None, :], mask=tile_ok, other=1) != 0
+                tl.load(
+                    Mask + b * s_mb + rows[:, None] * s_mt + cols[None, :], mask=tile_ok, other=1
+                )
+                != 0
             )
             s = tl.where(hidden, float("-inf"), s)
             m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -145,7 +146,11 @@ def _launch(
     klen = k.shape[2]
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    mask_u8 = mask.to(torch.uint8).contiguous()  # [T, K]
+    # [T, K] for a segment (one mask for every row, batch stride 0) or [B, 1, T, K] with cached
+    # keys (each stream its own)
+    mask_u8 = mask.to(torch.uint8)
+    mask_u8 = (mask_u8[:, 0] if mask.dim() == 4 else mask_u8[None]).contiguous()  # [B|1, T, K]
+    s_mb = mask_u8.stride(0) if mask_u8.shape[0] > 1 else 0
     dummy = q  # stands in for absent optional tensors (never read)
     bias = dummy if bias is None else _last_dim_contiguous(bias)
     pq_t = dummy if pq is None else _last_dim_contiguous(pq)
@@ -154,7 +159,7 @@ def _launch(
     _attn_fwd[grid](
         q, k, v, bias, pq_t, r_t, mask_u8, out,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *bias.stride()[:3], *pq_t.stride()[:3],
-        *r_t.stride()[:2], mask_u8.stride(0), *out.stride()[:3],
+        *r_t.stride()[:2], s_mb, mask_u8.stride(1), *out.stride()[:3],
         n_head, qlen, klen, klen - qlen, d_head, scale,
         HAS_BIAS=bias is not dummy, FUSED_POS=pq is not None, BLOCK=BLOCK,
         BLOCK_D=max(16, triton.next_power_of_2(d_head)),
@@ -207,7 +212,7 @@ class _TritonAttend(torch.autograd.Function):
 
         def fn(t, row0):
             rows = slice(row0, row0 + t[0].shape[2])
-            return attention_reference(t[0], t[1], t[2], t[3], mask[rows], scale)
+            return attention_reference(t[0], t[1], t[2], t[3], mask[..., rows, :], scale)
 
         gq, gk, gv, gb = _chunked_grads(fn, [q, k, v, bias], grad_out, row_inputs={0, 3})
         return gq, gk, gv, gb, None, None
@@ -237,8 +242,9 @@ class _TritonRelative(torch.autograd.Function):
 def triton_attend(
     q: Tensor, k: Tensor, v: Tensor, pos_scores: Tensor | None, mask: Tensor, *, scale: float
 ) -> Tensor:
-    """``attend`` semantics (q ``[B, H, T, Dh]``, k, v ``[B, H, K, Dh]``, pos_scores
-    ``[B, H, T, K]`` or None, mask ``[T, K]``); the mask must hide every future key."""
+    """The registry's ``attend`` contract (q ``[B, H, T, Dh]``, k, v ``[B, H, K, Dh]``, pos_scores
+    ``[B, H, T, K]`` or None, mask ``[T, K]`` or ``[B, 1, T, K]``); the mask must hide every future
+    key (those after key ``K - T + i`` for query ``i``)."""
     _require_triton()
     return _TritonAttend.apply(q, k, v, pos_scores, mask, scale)
 

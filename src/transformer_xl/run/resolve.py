@@ -1,4 +1,5 @@
-"""Which model a path names: every command that takes a model resolves it here.
+"""Which model folder a path names: the one resolver, used by every command and loader that takes
+a model (``TransformerXLLM.from_pretrained`` included).
 
 Accepted (:func:`resolve_model`):
 
@@ -11,9 +12,10 @@ A foreign folder (an HF ``transformers`` folder, the authors' TensorFlow release
 the authors' PyTorch ``model.pt``) raises :class:`ForeignModelError`, whose message is the exact
 ``txl convert --from ...`` command that makes a model folder of it.
 
-A Hub repo id (``owner/name``, when no such local folder exists) is first resolved to its
-cached snapshot (:mod:`transformer_xl.hub`). The run layout is owned by
-:class:`transformer_xl.run.folder.RunFolder`; this module only asks it, in :func:`run_model_dir`.
+A Hub repo id (``owner/name``, when no such local folder exists) is first fetched to its
+cached snapshot (:mod:`transformer_xl.hub`), which is then resolved as a local folder. The run
+layout is :class:`~transformer_xl.run.folder.RunFolder`'s, the model folder's
+:mod:`transformer_xl.model_folder`'s; this module only asks them.
 """
 
 from __future__ import annotations
@@ -25,13 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformer_xl.hub import resolve_model as resolve_hub
-from transformer_xl.run.folder import MANIFEST, RunFolder, verify
+from transformer_xl.hub import snapshot
+from transformer_xl.model_folder import CONFIG_NAME, WEIGHTS_NAME, config_path
+from transformer_xl.run.folder import RunFolder, verify
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-BEST, CHECKPOINTS, MODEL_SUBDIR = RunFolder.BEST, RunFolder.CHECKPOINTS, RunFolder.MODEL
-MODEL, RUN, CHECKPOINT = "model", "run", "checkpoint"
+MODEL, RUN, CHECKPOINT = "model", "run", "checkpoint"  # ModelLocation.kind
 FOREIGN = {
     "hf": "an HF transformers TransfoXL folder",
     "tf": "the authors' TensorFlow checkpoint",
@@ -89,7 +89,7 @@ def foreign_format(path: str | os.PathLike) -> str | None:
         return "original" if path.suffix in (".pt", ".pth") else None
     if not path.is_dir():
         return "tf" if Path(f"{path}.index").is_file() else None
-    cfg = _json_object(path / CONFIG_NAME)
+    cfg = _json_object(config_path(path))
     if cfg is not None and ("model_type" in cfg or "architectures" in cfg):
         return "hf"
     if cfg is None and any((path / n).is_file() for n in ("pytorch_model.bin", "vocab.pkl")):
@@ -103,7 +103,7 @@ def foreign_format(path: str | os.PathLike) -> str | None:
 
 
 def _is_run_config(path: Path) -> bool:
-    cfg = _json_object(path / CONFIG_NAME)
+    cfg = _json_object(RunFolder(path).config)
     return cfg is not None and isinstance(cfg.get("model"), dict) and "train" in cfg
 
 
@@ -118,14 +118,16 @@ def run_model_dir(run_dir: Path) -> Path:
         return run.best
     found = run.latest_valid(unsealed=run.legacy_tf())
     if found is not None:
-        return found.path / MODEL_SUBDIR
-    raise ValueError(f"{run_dir}: the run has no saved model yet (no {BEST}/ and no checkpoint)")
+        return RunFolder.model_dir(found.path)
+    raise ValueError(
+        f"{run_dir}: the run has no saved model yet (no {RunFolder.BEST}/ and no checkpoint)"
+    )
 
 
 def _check_sealed(checkpoint: Path, *, unsealed: bool) -> None:
     """A checkpoint folder is used only when its manifest vouches for it (``unsealed``: an
     earlier TensorFlow run's checkpoints, which have none)."""
-    if unsealed and not (checkpoint / MANIFEST).exists():
+    if unsealed and not RunFolder.is_sealed(checkpoint):
         return
     reason = verify(checkpoint)
     if reason is not None:
@@ -135,10 +137,16 @@ def _check_sealed(checkpoint: Path, *, unsealed: bool) -> None:
         )
 
 
-def resolve_model(path: str | os.PathLike) -> ModelLocation:
-    """The model folder named by ``path`` (see the module doc); ``ValueError`` (a
-    :class:`ForeignModelError` for foreign formats) naming the path otherwise."""
-    path = resolve_hub(path)
+def resolve_model(
+    path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> ModelLocation:
+    """The model folder named by ``path`` (see the module doc; ``revision``, ``cache_dir``: of
+    a Hub repo id); ``ValueError`` (a :class:`ForeignModelError` for foreign formats) naming the
+    path otherwise."""
+    path = snapshot(path, revision=revision, cache_dir=cache_dir)
     fmt = foreign_format(path)
     if fmt is not None:
         raise ForeignModelError(path, fmt)
@@ -149,28 +157,29 @@ def resolve_model(path: str | os.PathLike) -> ModelLocation:
     if _is_run(path):
         backend = RunFolder(path).backend() or "torch"
         return ModelLocation(run_model_dir(path), RUN, path, backend)
-    if (path / MODEL_SUBDIR / CONFIG_NAME).is_file() and path.parent.name == CHECKPOINTS:
+    inner = config_path(RunFolder.model_dir(path)).is_file()
+    if inner and RunFolder(path.parent.parent).holds_checkpoint(path):
         run_dir = path.parent.parent
         _check_sealed(path, unsealed=RunFolder(run_dir).legacy_tf())
         backend = RunFolder(run_dir).backend() or "torch"
-        return ModelLocation(path / MODEL_SUBDIR, CHECKPOINT, run_dir, backend)
-    if (path / MODEL_SUBDIR / CONFIG_NAME).is_file() and not (path / CONFIG_NAME).exists():
+        return ModelLocation(RunFolder.model_dir(path), CHECKPOINT, run_dir, backend)
+    if inner and not config_path(path).exists():
         _check_sealed(path, unsealed=False)
-        return ModelLocation(path / MODEL_SUBDIR, CHECKPOINT)  # a checkpoint copied elsewhere
-    if not (path / CONFIG_NAME).is_file():
+        return ModelLocation(RunFolder.model_dir(path), CHECKPOINT)  # a copied checkpoint
+    if not config_path(path).is_file():
         raise ValueError(
             f"{path}: not a model folder ({CONFIG_NAME} and {WEIGHTS_NAME}), run folder or "
             "checkpoint folder, and no foreign format recognised"
         )
     try:
-        (path / CONFIG_NAME).read_text(encoding="utf-8")
+        config_path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(
-            f"{path / CONFIG_NAME}: not UTF-8 text (byte {e.start}); expected JSON"
+            f"{config_path(path)}: not UTF-8 text (byte {e.start}); expected JSON"
         ) from None
     return ModelLocation(path, MODEL)
 
 
-def find_model_folder(path: str | os.PathLike) -> Path:
+def find_model_folder(path: str | os.PathLike, **hub) -> Path:
     """The model folder named by ``path`` (any kind :func:`resolve_model` accepts)."""
-    return resolve_model(path).model_dir
+    return resolve_model(path, **hub).model_dir
