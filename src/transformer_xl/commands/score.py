@@ -9,7 +9,14 @@ before (a document, a dialogue); --reset-on-blank: blank lines start over.
 --nbest: lines UTT_ID<TAB>hypothesis[<TAB>am_score]; consecutive lines with one UTT_ID are one
 utterance; one JSON line per utterance, its hypotheses best first by
 am_score + LM_WEIGHT * lm_logprob + LENGTH_PENALTY * tokens. With --carry-memory the chosen
-hypothesis of an utterance is the memory of the next. See docs/scoring.md.
+hypothesis of an utterance is the memory of the next. An UTT_ID may not come back after its
+group ended; am_score is a plain decimal number (no nan/inf); --lm-weight and --length-penalty
+apply to --nbest only.
+
+Input: UTF-8 text (a leading byte-order mark is dropped; invalid bytes or NUL end with exit 2
+naming the file and line). Unset --mem-len/--clamp-len/--same-length are those txl eval uses: a
+run's evaluation settings (eval_mem_len...) for a run or checkpoint folder, else the model
+config's. Lines longer than 512 tokens are read 512 at a time with memory. See docs/scoring.md.
 """
 
 from __future__ import annotations
@@ -59,12 +66,24 @@ def run(args) -> int:
         )  # fmt: skip
     unit = "utt" if args.nbest else "line"
     # the bar only on a terminal: the records go to stdout, often a pipe
-    with Progress(None, "score", unit=unit, enabled=sys.stderr.isatty()) as bar:
+    if sys.stdout is None:
+        raise ValueError("<stdout>: standard output is closed; expected somewhere to write")
+    tty = sys.stderr is not None and sys.stderr.isatty()
+    with Progress(None, "score", unit=unit, enabled=tty) as bar:
         for rec in records:
-            sys.stdout.write(dumps(rec, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            _write(dumps(rec, ensure_ascii=False) + "\n")
             bar.update(1)
     return 0
+
+
+def _write(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise ValueError(f"<stdout>: cannot write the records: {e.strerror or e}") from None
 
 
 def _or(value: float | None, default: float) -> float:

@@ -58,7 +58,16 @@ class ScoringModel:
     start_ids: tuple[int, ...]
 
     def scorer(self, streams: int = 1) -> Scorer:
-        return Scorer(self.model, streams, self.settings, start_ids=self.start_ids)
+        """``streams`` streams; ``ValueError`` naming the batch size and memory length where
+        their memory cannot be allocated."""
+        try:
+            return Scorer(self.model, streams, self.settings, start_ids=self.start_ids)
+        except (RuntimeError, MemoryError) as e:  # the allocator's refusal
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"--batch-size {streams:,} with --mem-len {self.settings.mem_len:,}: the memory "
+                f"of that many streams cannot be allocated ({reason}); expected smaller values"
+            ) from None
 
     def encode(self, line: Line) -> Encoded:
         """The tokens of ``line`` followed by the line end; ``ValueError`` naming the line."""
