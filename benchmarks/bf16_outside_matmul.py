@@ -100,7 +100,7 @@ def _data(cfg, batch: int, n: int) -> torch.Tensor:
 def train_step(shape: Shape):
     """One bf16 training step of the package (autocast, float32 master weights)."""
     from transformer_xl.model import TransformerXLLM
-    from transformer_xl.train.config import TrainConfig
+    from transformer_xl.run.config import TrainConfig
     from transformer_xl.train.optim import build_optimizer
 
     torch.manual_seed(0)
@@ -110,10 +110,11 @@ def train_step(shape: Shape):
     data = _data(shape.config, shape.batch, tlen)
     x, y = data[:, :tlen], data[:, 1 : tlen + 1]
     state = {"mems": None}
+    memory = model.config.segment.replace(mem_len=mlen)
 
     def step():
         with torch.autocast("cpu", torch.bfloat16):
-            out = model(x, labels=y, mems=state["mems"], mem_len=mlen)
+            out = model(x, labels=y, mems=state["mems"], settings=memory)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         opt.step()

@@ -178,7 +178,7 @@ def main() -> None:
     truths = {g.id: test_text[int(g.id[1:])] for g in groups}
     rows = []
     for mem_len in args.mem_len:
-        scoring = open_scorer(run, mem_len=mem_len, same_length=False)
+        scoring = open_scorer(run, changes={"mem_len": mem_len, "same_length": False})
         reset = perplexities(scoring, lines, carry=False)
         bonus = math.log(reset)  # per token: a deletion gains nothing on average
         row = {"mem_len": mem_len, "ppl_reset": reset,

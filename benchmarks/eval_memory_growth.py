@@ -45,10 +45,11 @@ def run(mode: str, args) -> list[tuple[int, int]]:
     ids = torch.randint(0, cfg.vocab_size, (n,), generator=g) if args.uniform else None
     data = (zipf_tokens(cfg.vocab_size, n, g) if ids is None else ids).view(batch, -1)
     mems, seen = None, []
+    memory = cfg.segment.replace(mem_len=mlen)
     for s in range(args.segments):
         x, y = data[:, s * tlen : (s + 1) * tlen], data[:, s * tlen + 1 : (s + 1) * tlen + 1]
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=mode == "autocast"):
-            mems = model(x, labels=y, mems=mems, mem_len=mlen).mems
+            mems = model(x, labels=y, mems=mems, settings=memory).mems
         seen.append(_status_mb())
     return seen
 

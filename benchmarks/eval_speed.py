@@ -36,6 +36,7 @@ import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
+from transformer_xl.segment import SegmentSettings
 
 
 def sync(device: torch.device) -> None:
@@ -59,10 +60,16 @@ def per_token(fn, n: int, device: torch.device, warmup: int = 1) -> float:
 
 def build(args, attn_type: int, device: torch.device) -> TransformerXLLM:
     cfg = TransformerXLConfig(
-        vocab_size=args.vocab, n_layer=args.n_layer, n_head=args.n_head, d_model=args.d_model,
-        d_head=args.d_head, d_inner=args.d_inner, dropout=0.0, attn_type=attn_type,
-        tgt_len=args.segment_len, mem_len=max(args.lengths),
-    )  # fmt: skip
+        vocab_size=args.vocab,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        d_model=args.d_model,
+        d_head=args.d_head,
+        d_inner=args.d_inner,
+        dropout=0.0,
+        attn_type=attn_type,
+        segment=SegmentSettings(tgt_len=args.segment_len, mem_len=max(args.lengths)),
+    )
     torch.manual_seed(0)
     return TransformerXLLM(cfg).to(device).eval()
 
@@ -72,28 +79,30 @@ def measure_length(args, vanilla, xl, length: int, device) -> dict:
     n_extra = max(args.tokens, args.vanilla_tokens) + 4 * args.segment_len + 2
     data = torch.randint(0, args.vocab, (1, length + n_extra), generator=g).to(device)
     mem_len = length - 1
+    fresh = vanilla.config.segment.replace(mem_len=0)
+    memory = xl.config.segment.replace(mem_len=mem_len)
     row = dict(length=length)
     with torch.no_grad():
         # vanilla: the whole window for every token, only the last position scored
         def vanilla_step(k):
-            h = vanilla(data[:, k : k + length], mem_len=0).hidden[:, -1]
+            h = vanilla(data[:, k : k + length], settings=fresh).hidden[:, -1]
             return vanilla.log_probs(h)
 
         row["vanilla"] = per_token(vanilla_step, args.vanilla_tokens, device)
 
         # Transformer-XL reference: memory of mem_len positions, one token per call
-        mems = xl(data[:, :mem_len], mem_len=mem_len).mems
+        mems = xl(data[:, :mem_len], settings=memory).mems
         state = {"mems": mems}
 
         def model_step(k):
-            out = xl(data[:, mem_len + k : mem_len + k + 1], mems=state["mems"], mem_len=mem_len,
+            out = xl(data[:, mem_len + k : mem_len + k + 1], mems=state["mems"], settings=memory,
                      return_log_probs=True)  # fmt: skip
             state["mems"] = out.mems
 
         row["xl_model"] = per_token(model_step, args.tokens, device)
 
         # the streaming path: cached keys, values and position terms
-        stream = StreamingLM(xl, 1, mem_len=mem_len)
+        stream = StreamingLM(xl, 1, memory)
         for s in range(0, mem_len, args.segment_len):
             stream.feed(data[:, s : min(s + args.segment_len, mem_len)])
         row["xl_stream"] = per_token(
@@ -102,11 +111,11 @@ def measure_length(args, vanilla, xl, length: int, device) -> dict:
 
         # the paper's evaluation: segments, every query seeing L keys (same_length)
         seg = args.segment_len
-        state = {"mems": xl(data[:, :mem_len], mem_len=mem_len).mems}
+        state = {"mems": xl(data[:, :mem_len], settings=memory).mems}
 
         def segment_step(k):
             x = data[:, mem_len + k * seg : mem_len + (k + 1) * seg]
-            out = xl(x, mems=state["mems"], mem_len=mem_len, same_length=True,
+            out = xl(x, mems=state["mems"], settings=memory.replace(same_length=True),
                      return_log_probs=True)  # fmt: skip
             state["mems"] = out.mems
 
@@ -120,7 +129,7 @@ def measure_latency(args, xl, device) -> list[dict]:
     g = torch.Generator().manual_seed(1)
     rows = []
     with torch.no_grad():
-        stream = StreamingLM(xl, 1, mem_len=mem_len)
+        stream = StreamingLM(xl, 1, xl.config.segment.replace(mem_len=mem_len))
         read = 0
         for context in args.latency_contexts:
             while read < context:

@@ -27,6 +27,7 @@ from transformer_xl.bench.runner import hf_port_available  # noqa: E402
 from transformer_xl.fileio import atomic_write_text  # noqa: E402
 from transformer_xl.model.attention import attention_mask, rel_shift  # noqa: E402
 from transformer_xl.model.kernels.registry import KERNELS  # noqa: E402
+from transformer_xl.segment import SegmentSettings  # noqa: E402
 
 TOL = {"float32": 2e-4, "bfloat16": 3e-2}  # max |error| / max |reference|
 
@@ -77,7 +78,8 @@ def check_kernels(device: str, dtype: str, shapes: list[tuple], train: bool) -> 
     rows = []
     for B, H, T, M, D, same_length in shapes:
         t = kernel_inputs(B, H, T, M, D)
-        mask = attention_mask(T, M, same_length=same_length, mem_len=M // 2 or 1)
+        window = SegmentSettings(mem_len=M // 2 or 1, same_length=same_length).window
+        mask = attention_mask(T, M, window=window)
         want, leaves = reference_attention(t, mask)
         g = torch.randn_like(want)
         want_grads = torch.autograd.grad(want, list(leaves.values()), g)
@@ -112,10 +114,18 @@ def check_kernels(device: str, dtype: str, shapes: list[tuple], train: bool) -> 
 def check_models(device: str, dtype: str, impls: list[str], train: bool) -> list[dict]:
     """A small model, two segments with memory: loss and gradients against float64 CPU eager."""
     cfg = TransformerXLConfig(
-        vocab_size=97, n_layer=2, n_head=4, d_model=64, d_head=16, d_inner=128, dropout=0.0,
-        cutoffs=(20, 50), div_val=2, tie_projs=(False, True, True), tgt_len=24, mem_len=20,
-        same_length=True,
-    )  # fmt: skip
+        vocab_size=97,
+        n_layer=2,
+        n_head=4,
+        d_model=64,
+        d_head=16,
+        d_inner=128,
+        dropout=0.0,
+        cutoffs=(20, 50),
+        div_val=2,
+        tie_projs=(False, True, True),
+        segment=SegmentSettings(tgt_len=24, mem_len=20, same_length=True),
+    )
     torch.manual_seed(0)
     ref = TransformerXLLM(cfg, attn_impl="eager").double()
     x = torch.randint(0, 97, (3, 49))
@@ -164,7 +174,7 @@ def long_memory_eval(device: str, dtype: str, quick: bool) -> list[dict]:
     t = kernel_inputs(B, H, T, M, D)
     dt = getattr(torch, dtype)
     x = {n: v.to(device, dt) for n, v in t.items()}
-    mask = attention_mask(T, M, same_length=True, mem_len=M).to(device)
+    mask = attention_mask(T, M, window=M + 1).to(device)  # same_length, mem_len + 1 keys
     rows = []
     for path in ("eager", "sdpa", "relative:triton", "relative:flex"):
         row = dict(check="long_memory_eval", path=path, shape=[B, H, T, M, D], dtype=dtype)

@@ -29,6 +29,7 @@ from transformer_xl.config import TransformerXLConfig
 from transformer_xl.export.onnx import export_onnx, export_settings
 from transformer_xl.export.onnx_runtime import OnnxLM
 from transformer_xl.model.transformer import TransformerXLLM
+from transformer_xl.presets import preset_config
 
 TINY = dict(vocab_size=500, n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64,
             cutoffs=(100, 300), div_val=2)  # fmt: skip
@@ -38,7 +39,7 @@ def build(args) -> TransformerXLLM:
     if args.tiny:
         cfg = TransformerXLConfig(**TINY, dropout=0.0)
     else:
-        cfg = TransformerXLConfig.from_preset(args.preset, dropout=0.0, dropatt=0.0)
+        cfg = preset_config(args.preset, dropout=0.0, dropatt=0.0)
     torch.manual_seed(0)
     return TransformerXLLM(cfg).eval()
 
@@ -82,7 +83,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = build(args)
-    settings = export_settings(model, args.mem_len, args.tgt_len)
+    settings = export_settings(model, {"mem_len": args.mem_len, "tgt_len": args.tgt_len})
     rng = np.random.default_rng(0)
     shape = (args.batch, args.tgt_len)
     batches = [

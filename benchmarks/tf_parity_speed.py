@@ -29,13 +29,15 @@ import numpy as np
 import tensorflow as tf
 import torch
 
-from transformer_xl import TransformerXLConfig, TransformerXLLM
+from transformer_xl import TransformerXLLM
+from transformer_xl.presets import preset_config
+from transformer_xl.run.config import TrainConfig
 from transformer_xl.tf import TFTransformerXLLM
-from transformer_xl.tf.train import TFTrainer, TFTrainSettings
+from transformer_xl.tf.train import TFTrainer
 
 
 def parity(segments: int, batch: int, tgt_len: int, mem_len: int) -> dict:
-    cfg = TransformerXLConfig.from_preset("wt103_base", dropout=0.0)
+    cfg = preset_config("wt103_base", dropout=0.0)
     torch.manual_seed(0)
     tm = TransformerXLLM(cfg).eval()
     with tempfile.TemporaryDirectory() as d:
@@ -44,13 +46,14 @@ def parity(segments: int, batch: int, tgt_len: int, mem_len: int) -> dict:
     rng = np.random.default_rng(0)
     ids = rng.integers(0, cfg.vocab_size, (batch, segments * tgt_len + 1))
     worst, t_mems, f_mems = 0.0, None, None
+    run = cfg.segment.replace(mem_len=mem_len)
     for s in range(segments):
         x = ids[:, s * tgt_len : (s + 1) * tgt_len]
         y = ids[:, s * tgt_len + 1 : (s + 1) * tgt_len + 1]
         with torch.no_grad():
-            o = tm(torch.from_numpy(x), labels=torch.from_numpy(y), mems=t_mems,
-                   mem_len=mem_len, return_log_probs=True)  # fmt: skip
-        f = fm(x, y, f_mems, mem_len=mem_len, return_log_probs=True)
+            o = tm(torch.from_numpy(x), labels=torch.from_numpy(y), mems=t_mems, settings=run,
+                   return_log_probs=True)  # fmt: skip
+        f = fm(x, y, f_mems, run, return_log_probs=True)
         t_mems, f_mems = o.mems, f.mems
         worst = max(worst, float(np.abs(o.log_probs.numpy() - f.log_probs.numpy()).max()))
     return {"preset": "wt103_base", "params": tm.num_parameters(), "segments": segments,
@@ -76,7 +79,8 @@ def tf_speed(cfg, x, y, *, xla: bool, steps: int) -> tuple[float, float]:
         lambda a, b, m: fm(a, b, m, dense_softmax=xla).loss, jit_compile=xla, autograph=False
     )
     evaluation = timed(lambda: step(fx, fy, mems).numpy(), steps, 2)
-    s = TFTrainSettings(batch_size=x.shape[0], tgt_len=x.shape[1], mem_len=cfg.mem_len, compile=xla)
+    s = TrainConfig(batch_size=x.shape[0], segment=cfg.segment.replace(tgt_len=x.shape[1]),
+                    compile=xla)  # fmt: skip
     trainer = TFTrainer(fm, s, tf.distribute.get_strategy())
     seg = {"input_ids": fx, "labels": fy, "loss_mask": tf.ones_like(fx, tf.bool),
            "first": tf.constant(False)}  # fmt: skip
@@ -85,12 +89,12 @@ def tf_speed(cfg, x, y, *, xla: bool, steps: int) -> tuple[float, float]:
 
 
 def speed(batch: int, tgt_len: int, steps: int) -> dict:
-    cfg = TransformerXLConfig.from_preset("tiny", dropout=0.0)
+    cfg = preset_config("tiny", dropout=0.0)
     rng = np.random.default_rng(1)
     x = rng.integers(0, cfg.vocab_size, (batch, tgt_len))
     y = rng.integers(0, cfg.vocab_size, (batch, tgt_len))
     tokens = batch * tgt_len
-    out = {"preset": "tiny", "batch": batch, "tgt_len": tgt_len, "mem_len": cfg.mem_len}
+    out = {"preset": "tiny", "batch": batch, "tgt_len": tgt_len, "mem_len": cfg.segment.mem_len}
 
     tm = TransformerXLLM(cfg)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from transformer_xl.train.config import resolve
+from transformer_xl.run.config import resolve
 from transformer_xl.train.data import open_data
 from transformer_xl.train.distributed import init_distributed
 from transformer_xl.train.loop import Trainer
@@ -49,7 +49,7 @@ def hf_model(run):
     cfg = TransfoXLConfig(
         vocab_size=m.vocab_size, cutoffs=[], d_model=m.d_model, d_embed=m.d_model,
         n_head=m.n_head, d_head=m.d_head, d_inner=m.d_inner, div_val=1, pre_lnorm=False,
-        n_layer=m.n_layer, mem_len=run.train.mem_len, clamp_len=-1, same_length=False,
+        n_layer=m.n_layer, mem_len=run.train.segment.mem_len, clamp_len=-1, same_length=False,
         untie_r=m.untie_r, dropout=m.dropout, dropatt=m.dropatt, init="normal",
         init_std=m.init_std, proj_init_std=m.proj_init_std, layer_norm_epsilon=m.layer_norm_eps,
         adaptive=True, tie_word_embeddings=True,
@@ -70,8 +70,8 @@ def hf(run, data, steps: int) -> tuple[torch.nn.Module, float]:
     model = hf_model(run)
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    stream = data.train_stream(batch_size=cfg.batch_size, tgt_len=cfg.tgt_len, ext_len=0, rank=0,
-                               world_size=1, seed=cfg.seed)  # fmt: skip
+    stream = data.train_stream(batch_size=cfg.batch_size, tgt_len=cfg.segment.tgt_len, ext_len=0,
+                               rank=0, world_size=1, seed=cfg.seed)  # fmt: skip
     model.train()
     mems = None
     cpu = time.process_time()
@@ -94,12 +94,13 @@ def test_bpc(model, data, run, is_hf: bool) -> tuple[float, int]:
     model.eval()
     cfg = run.train
     total, count, mems = 0.0, 0, None
-    for x, y, mask in data.eval_batches("test", batch_size=cfg.batch_size, tgt_len=cfg.tgt_len,
-                                        rank=0, world_size=1):  # fmt: skip
+    batches = data.eval_batches("test", batch_size=cfg.batch_size, tgt_len=cfg.segment.tgt_len,
+                                rank=0, world_size=1)  # fmt: skip
+    for x, y, mask in batches:
         if is_hf:
             nll, mems = hf_nll(model, x, y, mems)
         else:
-            out = model(x, labels=y, mems=mems, mem_len=cfg.mem_len)
+            out = model(x, labels=y, mems=mems)  # the model's settings: the training ones
             nll, mems = out.token_nll, out.mems
         total += nll.double()[mask].sum().item()
         count += int(mask.sum())

@@ -24,13 +24,18 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def segment_log_probs(model, ids, *, tgt_len, mems=None, **settings):
+# The same-length windows as the reference files name them (the authors' TF and PyTorch code).
+WINDOW_OF = {"tf": "mem_len+1", "torch": "mem_len"}
+
+
+def segment_log_probs(model, ids, *, tgt_len, mems=None, settings=None):
     """Our full log-probabilities ``[B, S*T, V]`` over ``ids`` ``[B, S*T]`` cut into segments
-    of ``tgt_len``, the memory carried from one to the next."""
+    of ``tgt_len``, the memory carried from one to the next (``settings``: the model's
+    default)."""
     out = []
     with torch.no_grad():
         for s in range(0, ids.shape[1], tgt_len):
-            o = model(ids[:, s : s + tgt_len], mems=mems, return_log_probs=True, **settings)
+            o = model(ids[:, s : s + tgt_len], mems=mems, settings=settings, return_log_probs=True)
             mems = o.mems
             out.append(o.log_probs)
     return torch.cat(out, 1)

@@ -15,6 +15,7 @@ from transformer_xl.model.attention import (
     sinusoid,
 )
 from transformer_xl.model.kernels.registry import resolve_attention
+from transformer_xl.segment import SegmentSettings
 
 
 @pytest.mark.parametrize("T,M", [(1, 0), (4, 0), (4, 3), (5, 9), (7, 2)])
@@ -105,9 +106,8 @@ def authors_tf_mask(qlen, mlen, same_length):
 )
 @pytest.mark.parametrize("same_length", [False, True])
 def test_mask_torch_mode_equals_authors_pytorch(qlen, mlen, mem_len, same_length):
-    ours = attention_mask(
-        qlen, mlen, same_length=same_length, mem_len=mem_len, same_length_keys="torch"
-    )
+    run = SegmentSettings(mem_len=mem_len, same_length=same_length, window_keys="mem_len")
+    ours = attention_mask(qlen, mlen, window=run.window)
     assert torch.equal(ours, authors_torch_mask(qlen, mlen, mem_len, same_length))
 
 
@@ -115,19 +115,20 @@ def test_mask_torch_mode_equals_authors_pytorch(qlen, mlen, mem_len, same_length
 @pytest.mark.parametrize("same_length", [False, True])
 def test_mask_tf_mode_equals_authors_tf(qlen, mem_len, same_length):
     # the TF code always carries a full memory (mlen == mem_len)
-    ours = attention_mask(
-        qlen, mem_len, same_length=same_length, mem_len=mem_len, same_length_keys="tf"
-    )
+    run = SegmentSettings(mem_len=mem_len, same_length=same_length, window_keys="mem_len+1")
+    ours = attention_mask(qlen, mem_len, window=run.window)
     assert torch.equal(ours, authors_tf_mask(qlen, mem_len, same_length))
 
 
 def test_same_length_key_counts():
-    m_tf = attention_mask(5, 8, same_length=True, mem_len=8, same_length_keys="tf")
-    m_pt = attention_mask(5, 8, same_length=True, mem_len=8, same_length_keys="torch")
+    tf_rule = SegmentSettings(mem_len=8, same_length=True, window_keys="mem_len+1")
+    torch_rule = tf_rule.replace(window_keys="mem_len")
+    m_tf = attention_mask(5, 8, window=tf_rule.window)
+    m_pt = attention_mask(5, 8, window=torch_rule.window)
     assert (~m_tf).sum(1).tolist() == [9] * 5
     assert (~m_pt).sum(1).tolist() == [8] * 5
     with pytest.raises(ValueError, match="mem_len >= 1"):
-        attention_mask(3, 0, same_length=True, mem_len=0, same_length_keys="torch")
+        torch_rule.replace(mem_len=0)  # no key to see: refused where the window is made
 
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa", "score_attend", "chunked"])
@@ -156,7 +157,7 @@ def test_attention_layer_against_paper_four_terms(impl, pre_lnorm):
     v = torch.randn(H, Dh, dtype=torch.float64)
     clamp = 5
     R = sinusoid(relative_distances(K, clamp), 8).double()  # rows: distances K..0
-    mask = attention_mask(T, M, same_length=True, mem_len=M, same_length_keys="tf")
+    mask = attention_mask(T, M, window=M + 1)  # same_length, the TF window (mem_len + 1 keys)
     pos = PositionTerms(content_bias=u, pos_keys=att.project_positions(R), pos_query_bias=v)
     attention = resolve_attention(impl, device_type="cpu", position_term=True)
     out = att(h, mem, mask, pos, attention=attention)

@@ -10,6 +10,7 @@ from transformer_xl.continuation import open_model, read_into
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.generate import Sampler, generate
 from transformer_xl.prompt import Prompt
+from transformer_xl.segment import SegmentSettings
 
 
 @pytest.fixture()
@@ -23,13 +24,25 @@ def opened(tmp_path):
 def test_every_sample_starts_from_the_prompt_memory(opened):
     model, loaded = opened
     prompt = Prompt(list(b"segments of a long prompt, read with memory"))
-    prompted = read_into(loaded, prompt, mem_len=16, as_text=False)
+    prompted = read_into(loaded, prompt, SegmentSettings(tgt_len=8, mem_len=16), as_text=False)
     first = "".join(prompted.sample(12, Sampler(0.9, 20, 1.0, 7)))
     again = "".join(prompted.sample(12, Sampler(0.9, 20, 1.0, 7)))
-    want = generate(model, prompt.ids, 12, seed=7, temperature=0.9, top_k=20, mem_len=16,
-                    prompt_chunk_len=8)  # fmt: skip
+    want = generate(
+        model,
+        prompt.ids,
+        12,
+        settings=model.config.segment.replace(mem_len=16),
+        seed=7,
+        temperature=0.9,
+        top_k=20,
+        prompt_chunk_len=8,
+    )
     assert first == again == " ".join(str(t) for t in want[0].tolist())
-    text = "".join(read_into(loaded, prompt, mem_len=16).sample(12, Sampler(0.9, 20, 1.0, 7)))
+    text = "".join(
+        read_into(loaded, prompt, SegmentSettings(tgt_len=8, mem_len=16)).sample(
+            12, Sampler(0.9, 20, 1.0, 7)
+        )
+    )
     assert text == loaded.tokenizer.decode(want[0].tolist())
 
 

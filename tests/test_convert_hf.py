@@ -23,6 +23,8 @@ from transformer_xl.convert.hf import hf_config_from_ours, hf_state_shapes
 from transformer_xl.convert.vocab_files import read_vocab_pickle, repair_latin1
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.model.transformer import TransformerXLLM
+from transformer_xl.presets import preset_config
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.weights import load_pretrained
 
 V, B, T, MEM, CLAMP = 24, 2, 4, 5, 3
@@ -68,7 +70,7 @@ def test_from_hf_folder_matches_hf(tmp_path, name, safe):
     hf.save_pretrained(tmp_path / "hf", safe_serialization=safe)
     result = convert_checkpoint("hf", tmp_path / "hf", tmp_path / "ours")
     ours = load_pretrained(tmp_path / "ours").eval()
-    assert ours.config.same_length_keys == "torch" and ours.config.mem_len == MEM
+    assert ours.config.segment.window_keys == "mem_len" and ours.config.segment.mem_len == MEM
     assert result.counts["converted"] == len(ours.state_dict())
     empty = [torch.zeros(0, B, 8)] * 2
     got = segment_log_probs(ours, IDS, tgt_len=T)  # memory starts empty, run defaults from HF
@@ -91,8 +93,8 @@ OUR_CONFIGS = {
 
 
 def our_model(**kw):
-    run = dict(mem_len=MEM, clamp_len=CLAMP, same_length=True, same_length_keys="torch")
-    cfg = TransformerXLConfig(vocab_size=V, **SMALL, dropout=0.0, dropatt=0.0, **run, **kw)
+    run = SegmentSettings(mem_len=MEM, clamp_len=CLAMP, same_length=True, window_keys="mem_len")
+    cfg = TransformerXLConfig(vocab_size=V, **SMALL, dropout=0.0, dropatt=0.0, segment=run, **kw)
     torch.manual_seed(0)
     model = TransformerXLLM(cfg).eval()
     with torch.no_grad():
@@ -207,11 +209,12 @@ def test_hf_config_json_is_read_against_hfs_defaults():
 
     cfg = config_from_hf({"model_type": "transfo-xl"})
     hf_default = config_from_hf(transformers.TransfoXLConfig())
-    paper = TransformerXLConfig.from_preset("wt103_large")
+    paper = preset_config("wt103_large")
     for field in ("vocab_size", "n_layer", "d_model", "n_head", "d_head", "d_inner", "cutoffs",
                   "div_val", "tie_projs", "untie_r", "tie_weight"):  # fmt: skip
         assert getattr(cfg, field) == getattr(hf_default, field) == getattr(paper, field), field
-    assert (cfg.mem_len, cfg.clamp_len, cfg.same_length) == (1600, 1000, True)
+    s = cfg.segment
+    assert (s.mem_len, s.clamp_len, s.same_length) == (1600, 1000, True)
     old = config_from_hf({"n_token": 50, "cutoffs": [10], "tie_weight": False, "div_val": 1})
     assert old.vocab_size == 50 and not old.tie_weight and old.tie_projs == (False, True)
 

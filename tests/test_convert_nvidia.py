@@ -266,10 +266,10 @@ def test_parity_with_their_model(tmp_path, vocab_class, name):
     ck = read_nvidia(path)
     ours, counts = load_nvidia(ck)
     ours.eval()
-    cfg = ours.config
-    assert (cfg.mem_len, cfg.clamp_len, cfg.same_length, cfg.tgt_len) == (
+    cfg, s = ours.config, ours.config.segment
+    assert (s.mem_len, s.clamp_len, s.same_length, s.tgt_len) == (
         MEM, CLAMP, mc["same_length"], T)  # fmt: skip
-    assert cfg.window_keys == "mem_len+1" and not cfg.untie_r
+    assert s.window_keys == "mem_len+1" and not cfg.untie_r
     assert counts["converted"] == len(ours.state_dict())
     shared = sum(k.startswith("crit.shared_out_projs.") for k in state)
     assert counts["skipped"] == 1 + shared  # pos_emb.inv_freq and the repeated projections
@@ -371,7 +371,8 @@ def test_their_torchscript_program(tmp_path, name, capsys):
     assert main(["convert", "--from", "nvidia", str(path), str(out), "--no-vocab"]) == 0
     assert "dropout rates are not recorded" in capsys.readouterr().out
     ours = load_pretrained(out).eval()
-    assert (ours.config.mem_len, ours.config.same_length) == (MEM, mc["same_length"])
+    assert (ours.config.segment.mem_len, ours.config.segment.same_length) == (
+        MEM, mc["same_length"])  # fmt: skip
     ids = torch.randint(0, V, (B, SEGMENTS * T), generator=torch.Generator().manual_seed(7))
     want = their_log_probs(state, mc, ids)
     assert (segment_log_probs(ours, ids, tgt_len=T) - want).abs().max().item() <= 1e-5

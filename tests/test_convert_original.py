@@ -110,15 +110,17 @@ def test_parity_with_the_authors_model(tmp_path, authors, name, layout):
 
         def adjust(c):
             pre = CONFIGS[name].get("pre_lnorm", False)
-            return c.replace(mem_len=MEM, clamp_len=CLAMP, same_length=True, pre_lnorm=pre)
+            run = c.segment.replace(mem_len=MEM, clamp_len=CLAMP, same_length=True)
+            return c.replace(segment=run, pre_lnorm=pre)
 
     ours, counts = load_original(path, cutoffs=CONFIGS[name]["cutoffs"], adjust=adjust)
     cfg = ours.eval().config
-    assert cfg.same_length_keys == "torch" and not cfg.untie_r
-    assert (cfg.mem_len, cfg.clamp_len, cfg.same_length) == (MEM, CLAMP, True)
+    s = cfg.segment
+    assert s.window_keys == "mem_len" and not cfg.untie_r
+    assert (s.mem_len, s.clamp_len, s.same_length) == (MEM, CLAMP, True)
     assert cfg.pre_lnorm == CONFIGS[name].get("pre_lnorm", False)
     if layout != "state_dict":  # the pickled model carries its settings
-        assert cfg.tgt_len == T and cfg.dropout == 0.0
+        assert s.tgt_len == T and cfg.dropout == 0.0
     assert counts["converted"] == len(ours.state_dict())
     assert counts["skipped"] >= 1  # pos_emb.inv_freq at least
     check_parity(ours, ref)
@@ -142,7 +144,7 @@ def test_data_parallel_wrapper_and_legacy_checkpoint_dict(authors, tmp_path):
     torch.save({"model": ref.state_dict(), "epoch": 3}, tmp_path / "ck.pt")
 
     def run_settings(c):  # a state dict does not carry them
-        return c.replace(mem_len=MEM, clamp_len=CLAMP, same_length=True)
+        return c.replace(segment=c.segment.replace(mem_len=MEM, clamp_len=CLAMP, same_length=True))
 
     check_parity(load_original(tmp_path / "ck.pt", adjust=run_settings)[0].eval(), ref)
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from convert_helpers import (
     FIXTURES,
+    WINDOW_OF,
     one_thread,  # noqa: F401  (autouse fixture)
     segment_log_probs,
     write_bundle,
@@ -33,6 +34,8 @@ from transformer_xl.convert.crc32c import crc32c, crc32c_reference, mask, unmask
 from transformer_xl.convert.tf import infer_config, load_tf_checkpoint, read_corpus_info
 from transformer_xl.convert.tf_bundle import TFCheckpoint, read_table, resolve_prefix
 from transformer_xl.data.vocab import Vocab
+from transformer_xl.presets import preset_config
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.weights import load_pretrained
 
 TF = FIXTURES / "tf"
@@ -138,7 +141,7 @@ def test_config_read_from_shapes(name, expect):
     ckpt = TFCheckpoint(resolve_prefix(TF / name / "model"))
     cfg = infer_config({n: e.shape for n, e in ckpt.entries.items() if "Adam" not in n})
     assert (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_head, cfg.d_inner) == (2, 8, 2, 4, 12)
-    assert cfg.layer_norm_eps == 1e-12 and cfg.same_length_keys == "tf" and cfg.tie_weight
+    assert cfg.layer_norm_eps == 1e-12 and cfg.segment.window_keys == "mem_len+1" and cfg.tie_weight
     for field, value in expect.items():
         assert getattr(cfg, field) == value, field
 
@@ -160,11 +163,11 @@ def test_parity_with_references_over_segments(name):
     assert meta["runs"], "no reference runs"
     for key, run in meta["runs"].items():
         mems = zero_mems(model, ids.shape[0], meta["mem_len"]) if run["memory"] == "zeros" else None
-        lp = segment_log_probs(
-            model, ids, tgt_len=meta["tgt_len"], mems=mems, mem_len=meta["mem_len"],
-            clamp_len=meta["clamp_len"], same_length=run["same_length"],
-            same_length_keys=run["keys"],
+        settings = model.config.segment.replace(
+            mem_len=meta["mem_len"], clamp_len=meta["clamp_len"], same_length=run["same_length"],
+            window_keys=WINDOW_OF[run["keys"]],
         )  # fmt: skip
+        lp = segment_log_probs(model, ids, tgt_len=meta["tgt_len"], mems=mems, settings=settings)
         err = (lp - ref[key]).abs().max().item()
         assert err <= 1e-5, f"{name} {key}: max abs diff {err:.2e}"
     if name == "tf_wt103":
@@ -265,20 +268,20 @@ def test_command_refuses_existing_output_and_leaves_nothing_on_error(tmp_path, c
 def test_eval_settings_of_the_matching_preset(preset, dataset):
     """A checkpoint with a paper preset's architecture gets that preset's evaluation settings
     as its run defaults; the architecture and the same_length window are kept."""
-    from transformer_xl.config import TransformerXLConfig
     from transformer_xl.convert.api import matching_preset, with_eval_settings
-    from transformer_xl.presets import EVAL_SETTINGS
+    from transformer_xl.presets import preset as preset_row
 
-    cfg = TransformerXLConfig.from_preset(preset, layer_norm_eps=1e-12, same_length_keys="tf",
-                                          tgt_len=7, mem_len=7)  # fmt: skip
+    cfg = preset_config(
+        preset,
+        layer_norm_eps=1e-12,
+        segment=SegmentSettings(tgt_len=7, mem_len=7, window_keys="mem_len+1"),
+    )
     assert matching_preset(cfg, dataset) == preset
     assert matching_preset(cfg.replace(n_layer=3), dataset) is None
     notes: list[str] = []
     out = with_eval_settings(cfg, dataset, notes)
-    e = EVAL_SETTINGS[preset]
-    assert (out.tgt_len, out.mem_len, out.clamp_len, out.same_length) == (
-        e["tgt_len"], e["mem_len"], e["clamp_len"], e["same_length"])  # fmt: skip
-    assert out.same_length_keys == "tf" and out.layer_norm_eps == 1e-12 and preset in notes[0]
+    assert out.segment == preset_row(preset).eval.replace(window_keys="mem_len+1")
+    assert out.layer_norm_eps == 1e-12 and preset in notes[0]
 
 
 def test_tiny_model_keeps_run_defaults(tmp_path):

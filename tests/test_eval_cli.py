@@ -74,6 +74,28 @@ def test_eval_model_folder_needs_matching_data(trained, tmp_path, capsys):
     assert "--tgt-len=0" in capsys.readouterr().err
 
 
+def test_the_plan_is_one_typed_value(trained):
+    """``eval_plan``: the flags given over the run's evaluation settings, as one
+    ``SegmentSettings`` (the model's window, ext_len 0); a bad flag is named as typed."""
+    from transformer_xl.run.evaluation import eval_plan
+    from transformer_xl.segment import SegmentSettings
+
+    root, _, _ = trained
+    plan = eval_plan(root / "run", None, {"mem_len": 40, "same_length": False})
+    assert plan.settings == SegmentSettings(tgt_len=8, mem_len=40, same_length=False)
+    assert plan.batch_size == 3 and plan.data.endswith("data")
+    assert eval_plan(root / "run", None, {}, batch_size=5).settings.mem_len == 24
+    model_dir = eval_plan(root / "run" / "best", str(root / "data"))
+    assert model_dir.settings == TransformerXLConfig.load(
+        root / "run" / "best" / "config.json"
+    ).segment.replace(ext_len=0)
+    for changes, flag in (({"mem_len": -1}, "--mem-len=-1"), ({"clamp_len": 0}, "--clamp-len=0")):
+        with pytest.raises(ValueError, match=f"^{flag} is invalid"):
+            eval_plan(root / "run", None, changes)
+    with pytest.raises(ValueError, match="^--batch-size=0"):
+        eval_plan(root / "run", None, {}, batch_size=0)
+
+
 def test_eval_bf16_casts_the_weights_once_and_scores_like_fp32(trained, monkeypatch):
     """``--precision bf16``: the weights cast once (no autocast around the pass)."""
     root, n_labels, _ = trained

@@ -26,6 +26,8 @@ from transformer_xl.data.tokenizer import BPETokenizer, make_tokenizer, save_tok
 from transformer_xl.data.vocab import Vocab  # noqa: E402
 from transformer_xl.export.onnx_runtime import OnnxLM  # noqa: E402
 from transformer_xl.model.transformer import TransformerXLLM  # noqa: E402
+from transformer_xl.segment import FIELDS as SEGMENT_FIELDS  # noqa: E402
+from transformer_xl.segment import SegmentSettings  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TEXT = "the cat sat on the mat\nand the dog sat on the cat\n" * 2
@@ -67,9 +69,11 @@ def _tokenizer(kind: str):
 
 
 def tiny_model(vocab_size: int, seed: int = 0, **fields) -> TransformerXLLM:
+    """A small model; segment fields among ``fields`` change its settings (tgt TGT, mem MEM)."""
+    run = {k: fields.pop(k) for k in SEGMENT_FIELDS if k in fields}
     cfg = TransformerXLConfig(
         vocab_size=vocab_size, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=24,
-        dropout=0.0, **{"tgt_len": TGT, "mem_len": MEM, **fields},
+        dropout=0.0, segment=SegmentSettings(tgt_len=TGT, mem_len=MEM).replace(**run), **fields,
     )  # fmt: skip
     torch.manual_seed(seed)
     model = TransformerXLLM(cfg)

@@ -15,6 +15,7 @@ from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.cli import main
 from transformer_xl.data import load_prepared, load_tokenizer
 from transformer_xl.data.vocab import Vocab
+from transformer_xl.segment import SegmentSettings
 
 TF_WT103 = Path(__file__).parent / "fixtures" / "tf" / "tf_wt103"
 
@@ -51,9 +52,17 @@ def word_model(tmp_path):
     softmax with a cutoff."""
     symbols = ["<eos>", *KNOWN[:10], "<unk>", *KNOWN[10:]]
     cfg = TransformerXLConfig(
-        vocab_size=len(symbols), n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
-        dropout=0.0, tgt_len=8, mem_len=8, cutoffs=[8], div_val=1,
-    )  # fmt: skip
+        vocab_size=len(symbols),
+        n_layer=2,
+        n_head=2,
+        d_model=16,
+        d_head=8,
+        d_inner=32,
+        dropout=0.0,
+        cutoffs=[8],
+        div_val=1,
+        segment=SegmentSettings(tgt_len=8, mem_len=8),
+    )
     torch.manual_seed(0)
     folder = tmp_path / "wt103-txl"
     TransformerXLLM(cfg).save_pretrained(folder)
@@ -167,8 +176,18 @@ def test_word_vocabularies_bring_their_line_and_case_rules(tmp_path, capsys):
         tmp_path / "lm1b.json"
     )
     for name in ("ptb", "lm1b"):
-        code, _, err = txl(capsys, "prepare", "text", "--train", text, "--vocab",
-                           tmp_path / f"{name}.json", "--out", tmp_path / name, "--quiet")  # fmt: skip
+        code, _, err = txl(
+            capsys,
+            "prepare",
+            "text",
+            "--train",
+            text,
+            "--vocab",
+            tmp_path / f"{name}.json",
+            "--out",
+            tmp_path / name,
+            "--quiet",
+        )
         assert code == 0, err
     ptb = load_prepared(tmp_path / "ptb")  # lower-cased, <eos> after each line
     assert ptb.vocab.decode_ids(ptb.split("train")[:8]) == [

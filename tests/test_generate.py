@@ -86,17 +86,17 @@ def test_sampler_rejects_bad_settings(kwargs, match):
 
 
 # ---------------------------------------------------------------------- generation
-def reference_generation(model, prompt, n, sampler, *, chunk, **run):
+def reference_generation(model, prompt, n, sampler, *, chunk, settings):
     """Recompute with ``model(...)``: prompt in chunks of ``chunk``, then one token at a time."""
     mems, x = None, torch.tensor([prompt])
     with torch.no_grad():
         for s in range(0, x.shape[1], chunk):
-            out = model(x[:, s : s + chunk], mems=mems, return_log_probs=True, **run)
+            out = model(x[:, s : s + chunk], mems=mems, settings=settings, return_log_probs=True)
             mems = out.mems
         tokens = []
         for _ in range(n):
             tokens.append(sampler(out.log_probs[:, -1]))
-            out = model(tokens[-1][:, None], mems=mems, return_log_probs=True, **run)
+            out = model(tokens[-1][:, None], mems=mems, settings=settings, return_log_probs=True)
             mems = out.mems
     return torch.stack(tokens, dim=1)
 
@@ -107,9 +107,11 @@ def reference_generation(model, prompt, n, sampler, *, chunk, **run):
 def test_generation_equals_recomputation_with_a_long_prompt(sampling):
     model = tiny_model(std=0.2, same_length=True, clamp_len=8)
     prompt = torch.randint(0, 40, (37,), generator=torch.Generator().manual_seed(2)).tolist()
-    run = dict(mem_len=6, same_length=True, clamp_len=8)
-    got = generate(model, prompt, 25, seed=3, prompt_chunk_len=4, **run, **sampling)
-    ref = reference_generation(model, prompt, 25, Sampler(seed=3, **sampling), chunk=4, **run)
+    run = model.config.segment.replace(mem_len=6, same_length=True, clamp_len=8)
+    got = generate(model, prompt, 25, settings=run, seed=3, prompt_chunk_len=4, **sampling)
+    ref = reference_generation(
+        model, prompt, 25, Sampler(seed=3, **sampling), chunk=4, settings=run
+    )
     assert torch.equal(got, ref)
     if sampling["temperature"] > 0:  # (greedy decoding of random weights repeats one token)
         assert len(set(got[0].tolist())) > 5
@@ -140,23 +142,46 @@ def test_num_samples_batches_and_eos():
 def test_ragged_prompts_and_the_model_method():
     model = tiny_model(std=0.2)
     prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [5, 3], [5, 8, 9, 7]]
-    together = generate(model, prompts, 10, temperature=0, mem_len=5, prompt_chunk_len=3)
+    together = generate(
+        model,
+        prompts,
+        10,
+        settings=model.config.segment.replace(mem_len=5),
+        temperature=0,
+        prompt_chunk_len=3,
+    )
     for row, p in enumerate(prompts):
-        alone = generate(model, p, 10, temperature=0, mem_len=5, prompt_chunk_len=3)
+        alone = generate(
+            model,
+            p,
+            10,
+            settings=model.config.segment.replace(mem_len=5),
+            temperature=0,
+            prompt_chunk_len=3,
+        )
         assert torch.equal(together[row], alone[0])
     assert torch.equal(
-        model.generate(prompts, 10, temperature=0, mem_len=5, prompt_chunk_len=3), together
+        model.generate(
+            prompts,
+            10,
+            settings=model.config.segment.replace(mem_len=5),
+            temperature=0,
+            prompt_chunk_len=3,
+        ),
+        together,
     )
 
 
 def test_memory_is_bounded_while_generating():
     model = tiny_model(std=0.2)
-    stream = StreamingLM(model, 1, mem_len=9)
+    stream = StreamingLM(model, 1, settings=model.config.segment.replace(mem_len=9))
     for t in range(300):
         stream.feed(torch.tensor([[t % 40]]))
         assert int(stream.memory_lengths[0]) == min(t + 1, 9)
     assert stream.kv.capacity <= 9 + 128
-    assert generate(model, list(range(30)), 300, seed=0, mem_len=9).shape == (1, 300)
+    assert generate(
+        model, list(range(30)), 300, settings=model.config.segment.replace(mem_len=9), seed=0
+    ).shape == (1, 300)
 
 
 # ---------------------------------------------------------------------- text
@@ -276,8 +301,8 @@ def test_cli_prompt_ids_without_tokenizer(tmp_path, capsys):
         (["--prompt-ids", "1 x"], "--prompt-ids"),
         (["--prompt-ids", "1 99"], "outside"),
         (["--prompt-ids", "1", "--top-p", "2"], "top_p"),
-        (["--prompt-ids", "1", "--mem-len", "-1"], "mem_len"),
-        (["--prompt-ids", "1", "--tgt-len", "0"], "prompt_chunk_len"),
+        (["--prompt-ids", "1", "--mem-len", "-1"], "--mem-len=-1"),
+        (["--prompt-ids", "1", "--tgt-len", "0"], "--tgt-len=0"),
         (["--prompt-file", "missing.txt"], "missing.txt"),
     ],
 )

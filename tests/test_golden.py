@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from transformer_xl import TransformerXLConfig, TransformerXLLM
+from transformer_xl import TransformerXLLM
+from transformer_xl.presets import preset_config
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_trace.json"
 
@@ -28,7 +29,7 @@ def trace() -> list[float]:
     torch.set_num_threads(1)
     try:
         torch.manual_seed(1234)
-        cfg = TransformerXLConfig.from_preset("tiny", vocab_size=256, dropout=0.1)
+        cfg = preset_config("tiny", vocab_size=256, dropout=0.1)
         model = TransformerXLLM(cfg, attn_impl="eager")
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         gen = torch.Generator().manual_seed(5)
@@ -37,7 +38,12 @@ def trace() -> list[float]:
         losses, mems = [], None
         for step in range(20):
             s = step * 32
-            out = model(data[:, s : s + 32], labels=data[:, s + 1 : s + 33], mems=mems, mem_len=32)
+            out = model(
+                data[:, s : s + 32],
+                settings=model.config.segment.replace(mem_len=32),
+                labels=data[:, s + 1 : s + 33],
+                mems=mems,
+            )
             mems = out.mems
             opt.zero_grad()
             out.loss.backward()

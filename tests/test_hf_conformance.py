@@ -57,7 +57,11 @@ def test_log_probs_match_hf_over_segments_with_memory(case_id, impl):
             h = hf(inp, mems=hf_mems)
             hf_mems = h.mems
             o = ours(
-                inp, labels=lab, mems=our_mems, same_length_keys="torch", return_log_probs=True
+                inp,
+                settings=ours.config.segment.replace(window_keys="mem_len"),
+                labels=lab,
+                mems=our_mems,
+                return_log_probs=True,
             )
             our_mems = o.mems
             hf_tok = h.prediction_scores.gather(-1, lab[..., None]).squeeze(-1)

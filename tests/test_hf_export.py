@@ -11,6 +11,7 @@ from transformer_xl.convert.hf_tokenizer import write_hf_tokenizer
 from transformer_xl.data.tokenizer import BPETokenizer, load_tokenizer, make_tokenizer
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.model.transformer import TransformerXLLM
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.weights import load_pretrained
 
 TEXT = "Hello World\nthe  cat sat\r\non the mat.\n\nÜber café\tend \x1c x\n"
@@ -72,14 +73,15 @@ def test_a_vocabulary_hf_cannot_express_is_refused(tmp_path, capsys):
     assert "newline" in err and "\n" not in err and not (tmp_path / "hf").exists()
 
 
-SETTINGS = dict(tgt_len=7, mem_len=5, ext_len=0, clamp_len=9, same_length=True,
-                same_length_keys="tf")  # fmt: skip
+SETTINGS = SegmentSettings(tgt_len=7, mem_len=5, ext_len=0, clamp_len=9, same_length=True,
+                           window_keys="mem_len+1")  # fmt: skip
 
 
-def model_folder(folder, vocab, **settings):
+def model_folder(folder, vocab, settings=None):
     torch.manual_seed(0)
     cfg = TransformerXLConfig(vocab_size=len(vocab), n_layer=2, n_head=2, d_model=8, d_head=4,
-                              d_inner=16, dropout=0.0, **settings)  # fmt: skip
+                              d_inner=16, dropout=0.0,
+                              segment=settings or SegmentSettings())  # fmt: skip
     TransformerXLLM(cfg).save_pretrained(folder)
     vocab.save(folder / "vocab.json")
 
@@ -88,7 +90,7 @@ def model_folder(folder, vocab, **settings):
 @pytest.mark.parametrize("kind", ["byte", "char", "word", "bpe"])
 def test_every_setting_survives_to_hf_and_back(tmp_path, fmt, kind):
     vocab = vocabularies(tmp_path)[kind]
-    model_folder(tmp_path / "ours", vocab, **SETTINGS)
+    model_folder(tmp_path / "ours", vocab, SETTINGS)
     if kind == "bpe":
         (tmp_path / "ours" / "tokenizer.json").write_text(
             (tmp_path / "bpe" / "tokenizer.json").read_text()
@@ -101,8 +103,7 @@ def test_every_setting_survives_to_hf_and_back(tmp_path, fmt, kind):
         assert "auto_map" in config and not list(hf.glob("*.bin")) and not list(hf.glob("*.pkl"))
     assert main(["convert", "--from", "hf", str(hf), str(back)]) == 0
     before, after = load_pretrained(tmp_path / "ours"), load_pretrained(back)
-    for name, value in SETTINGS.items():
-        assert getattr(after.config, name) == value, name
+    assert after.config.segment == SETTINGS
     if fmt == "transformers5":
         assert after.config == before.config
     assert Vocab.load(back / "vocab.json") == vocab

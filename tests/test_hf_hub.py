@@ -7,6 +7,7 @@ from transformer_xl.cli import main
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.hub import is_repo_id, snapshot
 from transformer_xl.model.transformer import TransformerXLLM
+from transformer_xl.segment import SegmentSettings
 
 pytest.importorskip("huggingface_hub")
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -15,8 +16,16 @@ REV = "0123456789abcdef0123456789abcdef01234567"
 def hub_cache(root, repo="someone/tiny-txl", rev=REV, branch="main"):
     """``models--owner--name/{refs/<branch>, snapshots/<rev>/...}`` holding one model."""
     torch.manual_seed(0)
-    cfg = TransformerXLConfig(vocab_size=12, n_layer=1, n_head=2, d_model=8, d_head=4,
-                              d_inner=16, dropout=0.0, tgt_len=4, mem_len=4)  # fmt: skip
+    cfg = TransformerXLConfig(
+        vocab_size=12,
+        n_layer=1,
+        n_head=2,
+        d_model=8,
+        d_head=4,
+        d_inner=16,
+        dropout=0.0,
+        segment=SegmentSettings(tgt_len=4, mem_len=4),
+    )
     model = TransformerXLLM(cfg).eval()
     folder = root / ("models--" + repo.replace("/", "--"))
     model.save_pretrained(folder / "snapshots" / rev)

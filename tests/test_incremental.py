@@ -16,6 +16,8 @@ from transformer_xl.model.incremental import (
     chunk_mask,
     distance_matrix,
 )
+from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
+from transformer_xl.segment import SegmentSettings
 
 TOL = 1e-5
 
@@ -24,10 +26,10 @@ def tiny_model(seed: int = 0, std: float = 0.3, **overrides) -> TransformerXLLM:
     """A small model in eval mode with sharp random weights (float32)."""
     torch.manual_seed(seed)
     fields = dict(
-        vocab_size=40, n_layer=3, n_head=2, d_model=16, d_head=8, d_inner=32,
-        dropout=0.0, tgt_len=4, mem_len=5,
+        vocab_size=40, n_layer=3, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0,
     )  # fmt: skip
-    fields.update(overrides)
+    run = {k: overrides.pop(k) for k in SEGMENT_FIELDS if k in overrides}
+    fields.update(overrides, segment=SegmentSettings(tgt_len=4, mem_len=5).replace(**run))
     model = TransformerXLLM(TransformerXLConfig(**fields)).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -36,18 +38,20 @@ def tiny_model(seed: int = 0, std: float = 0.3, **overrides) -> TransformerXLLM:
 
 
 def reference_log_probs(model, ids, cuts, **run) -> torch.Tensor:
-    """``model(...)`` over ``ids`` ``[B, N]`` in chunks of the lengths ``cuts``, memory carried."""
+    """``model(...)`` over ``ids`` ``[B, N]`` in chunks of the lengths ``cuts``, memory carried
+    (``run`` changes the model's settings)."""
+    settings = model.config.segment.replace(ext_len=0, **run)
     mems, out, s = None, [], 0
     with torch.no_grad():
         for c in cuts:
-            o = model(ids[:, s : s + c], mems=mems, ext_len=0, return_log_probs=True, **run)
+            o = model(ids[:, s : s + c], mems=mems, settings=settings, return_log_probs=True)
             mems, s = o.mems, s + c
             out.append(o.log_probs)
     return torch.cat(out, dim=1)
 
 
 def stream_log_probs(model, ids, cuts, **run) -> torch.Tensor:
-    stream = StreamingLM(model, ids.shape[0], **run)
+    stream = StreamingLM(model, ids.shape[0], model.config.segment.replace(**run))
     out, s = [], 0
     for c in cuts:
         out.append(stream.log_probs(ids[:, s : s + c]))
@@ -113,8 +117,8 @@ def test_key_value_window_matches_concatenation():
 SEGMENTINGS = [[1] * 17, [4, 4, 4, 4, 1], [6, 1, 1, 9], [17]]
 MEM = dict(mem_len=5)
 CLAMP = dict(mem_len=5, clamp_len=3)
-SAME_TF = dict(mem_len=5, same_length=True, same_length_keys="tf")
-SAME_TORCH_CLAMP = dict(mem_len=5, same_length=True, same_length_keys="torch", clamp_len=2)
+SAME_TF = dict(mem_len=5, same_length=True, window_keys="mem_len+1")
+SAME_TORCH_CLAMP = dict(mem_len=5, same_length=True, window_keys="mem_len", clamp_len=2)
 NO_MEM = dict(mem_len=0)
 LONG_MEM = dict(mem_len=12, same_length=True, clamp_len=6)  # memory longer than the text
 CASES = [  # (architecture, run settings): every setting with attn_type 0, a spread elsewhere
@@ -167,16 +171,17 @@ def test_a_wrong_setting_is_caught(arch):
 
 
 @pytest.mark.parametrize("attn_type", [0, 1])
-@pytest.mark.parametrize("keys", ["tf", "torch"])
+@pytest.mark.parametrize("keys", ["mem_len+1", "mem_len"])
 @pytest.mark.parametrize("clamp_len", [-1, 3])
 def test_token_by_token_equals_one_pass_with_same_length(attn_type, keys, clamp_len):
     """With same_length every query sees a fixed window of keys, so reading one token at a
     time with memory gives exactly one forward pass over the whole context."""
     model = tiny_model(attn_type=attn_type)
     ids = torch.randint(0, 40, (2, 30), generator=torch.Generator().manual_seed(2))
-    run = dict(mem_len=6, same_length=True, same_length_keys=keys, clamp_len=clamp_len)
+    run = dict(mem_len=6, same_length=True, window_keys=keys, clamp_len=clamp_len)
     with torch.no_grad():
-        one_pass = model(ids, return_log_probs=True, **run).log_probs
+        settings = model.config.segment.replace(**run)
+        one_pass = model(ids, settings=settings, return_log_probs=True).log_probs
     for cuts in ([1] * 30, [3] * 10, [8, 1, 13, 8]):
         assert max_diff(one_pass, stream_log_probs(model, ids, cuts, **run)) <= TOL
     assert (
@@ -189,7 +194,7 @@ def test_rows_reset_independently():
     equals its own reference run."""
     model = tiny_model(same_length=True)
     ids = torch.randint(0, 40, (3, 30), generator=torch.Generator().manual_seed(3))
-    stream = StreamingLM(model, 3, mem_len=6)
+    stream = StreamingLM(model, 3, settings=model.config.segment.replace(mem_len=6))
     parts = [stream.log_probs(ids[:, :11])]
     stream.reset([1])
     assert stream.memory_lengths.tolist() == [6, 0, 6]
@@ -212,7 +217,7 @@ def test_rows_reset_independently():
 def test_reorder_and_clone():
     model = tiny_model()
     ids = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(4))
-    stream = StreamingLM(model, 2, mem_len=5)
+    stream = StreamingLM(model, 2, settings=model.config.segment.replace(mem_len=5))
     stream.feed(ids[:, :8])
     copy = stream.clone()
     stream.reorder([1, 1, 0])
@@ -229,7 +234,7 @@ def test_concat_joins_streams_of_different_lengths():
     lengths = [9, 2, 4]  # memories: full, short, short
     parts = []
     for row, n in enumerate(lengths):
-        s = StreamingLM(model, 1, mem_len=5)
+        s = StreamingLM(model, 1, settings=model.config.segment.replace(mem_len=5))
         s.feed(ids[row : row + 1, :n])
         parts.append(s)
     joined = StreamingLM.concat(parts)
@@ -239,20 +244,27 @@ def test_concat_joins_streams_of_different_lengths():
         ref = reference_log_probs(model, ids[row : row + 1, : n + 6], [n, 6], mem_len=5)
         assert max_diff(got[row], ref[0, n:]) <= TOL
     with pytest.raises(ValueError, match="same model"):
-        StreamingLM.concat([parts[0], StreamingLM(model, 1, mem_len=4)])
+        StreamingLM.concat(
+            [parts[0], StreamingLM(model, 1, settings=model.config.segment.replace(mem_len=4))]
+        )
 
 
 def test_score_equals_model_nll_and_memory_stays_bounded():
     model = tiny_model(cutoffs=(10, 25), div_val=2)
     data = torch.randint(0, 40, (2, 61), generator=torch.Generator().manual_seed(5))
     x, y = data[:, :-1], data[:, 1:]
-    stream = StreamingLM(model, 2, mem_len=7)
+    stream = StreamingLM(model, 2, settings=model.config.segment.replace(mem_len=7))
     got = stream.score(x, y, chunk_len=1)
     assert got.shape == (2, 60)
     mems, ref = None, []
     with torch.no_grad():
         for s in range(60):
-            o = model(x[:, s : s + 1], labels=y[:, s : s + 1].contiguous(), mems=mems, mem_len=7)
+            o = model(
+                x[:, s : s + 1],
+                settings=model.config.segment.replace(mem_len=7),
+                labels=y[:, s : s + 1].contiguous(),
+                mems=mems,
+            )
             mems = o.mems
             ref.append(-o.token_nll)
     assert max_diff(got, torch.cat(ref, dim=1)) <= TOL
@@ -274,9 +286,15 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="labels shape"):
         stream.score(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="mem_len >= 1"):
-        StreamingLM(model, 1, mem_len=0, same_length=True, same_length_keys="torch")
+        StreamingLM(
+            model,
+            1,
+            settings=model.config.segment.replace(
+                mem_len=0, same_length=True, window_keys="mem_len"
+            ),
+        )
     with pytest.raises(ValueError, match="clamp_len"):
-        StreamingLM(model, 1, clamp_len=0)
+        StreamingLM(model, 1, settings=model.config.segment.replace(clamp_len=0))
     with pytest.raises(ValueError, match="pre_lnorm"):
         StreamingLM(tiny_model(attn_type=2, pre_lnorm=True), 1)
     assert stream.memory_lengths.tolist() == [0, 0]  # nothing was half-read

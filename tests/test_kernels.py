@@ -17,6 +17,7 @@ from transformer_xl.model.kernels.reference import (
     relative_attention_reference,
 )
 from transformer_xl.model.kernels.registry import KERNELS
+from transformer_xl.segment import SegmentSettings
 
 needs_triton = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None,
@@ -52,9 +53,9 @@ def _has_backward(impl: str) -> bool:
     return KERNELS[impl].backward_devices in (None, ("cpu",))  # flex: none on CPU
 
 
-MASKS = {
-    "causal": dict(same_length=False, mem_len=21),
-    "same_length": dict(same_length=True, mem_len=12),
+MASKS = {  # the window of the same-length rule (mem_len 12 + 1 keys); None: causal only
+    "causal": dict(window=None),
+    "same_length": dict(window=SegmentSettings(mem_len=12, same_length=True).window),
 }
 
 
@@ -68,7 +69,7 @@ def test_distance_index_matches_a_loop():
 def test_position_scores_equal_the_models_relative_shift():
     t = _inputs(dtype=torch.float64)
     T, K = t["q"].shape[2], t["k"].shape[2]
-    mask = attention_mask(T, K - T, same_length=False, mem_len=0)
+    mask = attention_mask(T, K - T)
     got = position_scores(t["pq"], t["r"], K, K - T)
     want = _model_pos_scores(t["pq"], t["r"])
     torch.testing.assert_close(got.masked_fill(mask, 0), want.masked_fill(mask, 0))

@@ -7,16 +7,21 @@ from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.memory import update_mems
 from transformer_xl.model.attention import PositionTerms, relative_distances, sinusoid
 from transformer_xl.model.kernels.registry import resolve_attention
+from transformer_xl.presets import preset_config
+from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
+from transformer_xl.segment import SegmentSettings
 
 EAGER = resolve_attention("eager", device_type="cpu", position_term=True)
 
 
 def make(**kw):
+    """A small model; segment fields among ``kw`` change its default settings (mem_len 6)."""
     base = dict(
         vocab_size=60, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=24, dropout=0.0,
-        cutoffs=(10, 30), div_val=2, tie_projs=(False, True, False), mem_len=6,
+        cutoffs=(10, 30), div_val=2, tie_projs=(False, True, False),
     )  # fmt: skip
-    base.update(kw)
+    run = {k: kw.pop(k) for k in SEGMENT_FIELDS if k in kw}
+    base.update(kw, segment=SegmentSettings(mem_len=6).replace(**run))
     torch.manual_seed(1)
     model = TransformerXLLM(TransformerXLConfig(**base)).eval()
     with torch.no_grad():  # larger weights so that every term matters
@@ -25,10 +30,15 @@ def make(**kw):
     return model
 
 
-def segments(model, x, y, T, **kw):
+def segments(model, x, y, T, **run):
+    """Segments of ``T`` with memory; ``run`` changes the model's settings."""
+    settings = model.config.segment.replace(**run)
     mems, nlls, lps = None, [], []
     for s in range(0, x.shape[1], T):
-        out = model(x[:, s : s + T], labels=y[:, s : s + T], mems=mems, return_log_probs=True, **kw)
+        y_s = y[:, s : s + T]
+        out = model(
+            x[:, s : s + T], labels=y_s, mems=mems, settings=settings, return_log_probs=True
+        )
         mems = out.mems
         nlls.append(out.token_nll)
         lps.append(out.log_probs)
@@ -69,7 +79,7 @@ def reference_with_mask(model, x, y, allowed):
     cfg = model.config
     L = x.shape[1]
     h = model.word_emb(x)
-    r = sinusoid(relative_distances(L, cfg.clamp_len), cfg.d_model)
+    r = sinusoid(relative_distances(L, cfg.segment.clamp_len), cfg.d_model)
     for _i, layer in enumerate(model.layers):
         pos = PositionTerms(
             content_bias=model.r_w_bias, pos_keys=layer.attn.project_positions(r),
@@ -109,12 +119,12 @@ def test_memory_update_with_ext_len():
 def test_memory_is_detached_and_capped():
     model = make().train()
     x = torch.randint(0, 60, (2, 5))
-    out = model(x, labels=x, mem_len=3)
+    out = model(x, settings=model.config.segment.replace(mem_len=3), labels=x)
     assert [m.shape for m in out.mems] == [torch.Size([2, 3, 16])] * 2
     assert not any(m.requires_grad for m in out.mems)
-    out2 = model(x, labels=x, mems=out.mems, mem_len=3)
+    out2 = model(x, settings=model.config.segment.replace(mem_len=3), labels=x, mems=out.mems)
     out2.loss.backward()  # no gradient into the previous segment's graph
-    assert model(x, mem_len=0).mems == ()
+    assert model(x, settings=model.config.segment.replace(mem_len=0)).mems == ()
 
 
 def test_bad_memory_is_reported():
@@ -195,8 +205,13 @@ def test_run_settings_are_not_written_onto_the_model():
     model = make()
     x = torch.randint(0, 60, (1, 4))
     before = model.config
-    model(x, mem_len=2, clamp_len=1, same_length=True, same_length_keys="torch")
-    assert model.config is before and model.config.mem_len == 6
+    model(
+        x,
+        settings=model.config.segment.replace(
+            mem_len=2, clamp_len=1, same_length=True, window_keys="mem_len"
+        ),
+    )
+    assert model.config is before and model.config.segment.mem_len == 6
 
 
 def test_save_load_round_trip_is_bit_exact(tmp_path):
@@ -241,7 +256,7 @@ def test_tied_weights_are_shared_and_stored_once():
 
 @pytest.mark.parametrize("init", ["normal", "uniform"])
 def test_authors_initialisation(init):
-    cfg = TransformerXLConfig.from_preset("tiny", init=init, init_std=0.02, init_range=0.1)
+    cfg = preset_config("tiny", init=init, init_std=0.02, init_range=0.1)
     model = TransformerXLLM(cfg)
     w = model.layers[0].attn.qkv.weight
     if init == "normal":
@@ -257,9 +272,15 @@ def test_training_forward_and_backward_trace_whole_under_torch_compile():
     the attention function), forward and backward traced (aot_eager), the same loss and
     gradients as eager; memory on the second segment, position scores padded (K + 1 >= 64)."""
     cfg = TransformerXLConfig(
-        vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0,
-        tgt_len=40, mem_len=40,
-    )  # fmt: skip
+        vocab_size=40,
+        n_layer=2,
+        n_head=2,
+        d_model=16,
+        d_head=8,
+        d_inner=32,
+        dropout=0.0,
+        segment=SegmentSettings(tgt_len=40, mem_len=40),
+    )
     torch.manual_seed(0)
     model = TransformerXLLM(cfg, attn_impl="sdpa").train()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -292,9 +313,17 @@ def test_training_with_dropout_same_draws_eager_and_sdpa(attn_type):
     ``auto`` (padded position scores) draw the same masks as the eager reference, so the losses
     and every gradient over two segments with memory agree."""
     cfg = TransformerXLConfig(
-        vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.2,
-        dropatt=0.3, tgt_len=40, mem_len=40, attn_type=attn_type, clamp_len=50,
-    )  # fmt: skip
+        vocab_size=40,
+        n_layer=2,
+        n_head=2,
+        d_model=16,
+        d_head=8,
+        d_inner=32,
+        dropout=0.2,
+        dropatt=0.3,
+        attn_type=attn_type,
+        segment=SegmentSettings(tgt_len=40, mem_len=40, clamp_len=50),
+    )
     torch.manual_seed(0)
     model = TransformerXLLM(cfg, attn_impl="eager").train()
     x = torch.randint(0, 40, (2, 81))

@@ -43,7 +43,7 @@ def test_flop_formula_matches_pytorchs_flop_counter(T, M, impl):
     mems = tuple(torch.zeros(B, M, cfg.d_model) for _ in range(cfg.n_layer))
     x = torch.randint(0, 300, (B, T))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x, labels=x, mems=mems, mem_len=M)
+        model(x, settings=model.config.segment.replace(mem_len=M), labels=x, mems=mems)
     pad = score_columns(M + T) - (M + T + 1) if impl != "eager" else 0
     assert (pad > 0) == (M + T + 1 >= 64 and impl != "eager")
     padding = cfg.n_layer * 2 * cfg.n_head * cfg.d_head * pad * B * T
@@ -121,7 +121,9 @@ def test_hf_peer_and_ours_compute_the_same_function():
     with torch.no_grad():
         hf.reset_memory_length(M)
         theirs = hf(input_ids=x, labels=x).losses  # [B, T-1]: HF shifts labels itself
-        mine = ours(x[:, :-1], labels=x[:, 1:], mems=mems, mem_len=M).token_nll
+        mine = ours(
+            x[:, :-1], settings=ours.config.segment.replace(mem_len=M), labels=x[:, 1:], mems=mems
+        ).token_nll
     torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
 
 

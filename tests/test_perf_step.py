@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
+from transformer_xl.run.config import TrainConfig
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.train import optim
-from transformer_xl.train.config import TrainConfig
 from transformer_xl.train.optim import Lamb, build_optimizer, fast_impl
 
 
@@ -62,9 +63,16 @@ def test_lamb_step_reads_nothing_back_to_the_host(monkeypatch):
 
 def _pair(dropatt: float = 0.0):
     cfg = TransformerXLConfig(
-        vocab_size=40, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=24, dropout=0.0,
-        dropatt=dropatt, mem_len=7,
-    )  # fmt: skip
+        vocab_size=40,
+        n_layer=2,
+        n_head=2,
+        d_model=16,
+        d_head=8,
+        d_inner=24,
+        dropout=0.0,
+        dropatt=dropatt,
+        segment=SegmentSettings(mem_len=7),
+    )
     torch.manual_seed(3)
     ref = TransformerXLLM(cfg, attn_impl="eager")
     fast = TransformerXLLM(cfg, attn_impl="chunked")

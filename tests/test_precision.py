@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from transformer_xl import TransformerXLConfig, TransformerXLLM
+from transformer_xl import TransformerXLLM, preset_config
 from transformer_xl.cli import main
 from transformer_xl.devices import cast_for_inference
 from transformer_xl.evaluate import evaluate
@@ -24,7 +24,7 @@ CFG = dict(
 
 def _model() -> TransformerXLLM:
     torch.manual_seed(0)
-    return TransformerXLLM(TransformerXLConfig.from_preset("tiny", **CFG))
+    return TransformerXLLM(preset_config("tiny", **CFG))
 
 
 def _batches():
@@ -46,8 +46,9 @@ def test_cast_for_inference_casts_every_weight_and_fp32_changes_nothing():
 @pytest.mark.parametrize("mem_len", [32, 8], ids=["cached_keys", "segment_forward"])
 def test_bf16_evaluation_is_close_to_fp32(mem_len):
     model = _model()
-    fp32 = evaluate(model, _batches(), mem_len=mem_len)
-    bf16 = evaluate(cast_for_inference(model, "bf16"), _batches(), mem_len=mem_len)
+    memory = model.config.segment.replace(mem_len=mem_len)
+    fp32 = evaluate(model, _batches(), memory)
+    bf16 = evaluate(cast_for_inference(model, "bf16"), _batches(), memory)
     assert fp32.tokens == bf16.tokens == 3 * 64
     assert abs(bf16.loss - fp32.loss) <= 0.01 * fp32.loss
     assert bf16.loss != fp32.loss  # bf16 really ran
@@ -84,11 +85,11 @@ def test_bf16_evaluation_casts_no_weight_and_no_large_activation(mem_len):
         return [s for s in shapes if s in weights]
 
     with _Conversions() as autocast_run, torch.autocast("cpu", torch.bfloat16):
-        evaluate(model, _batches(), mem_len=mem_len)
+        evaluate(model, _batches(), settings=model.config.segment.replace(mem_len=mem_len))
     assert weight_casts(autocast_run.shapes)  # the check can fail
     cast_for_inference(model, "bf16")
     with _Conversions() as cast_run:
-        evaluate(model, _batches(), mem_len=mem_len)
+        evaluate(model, _batches(), settings=model.config.segment.replace(mem_len=mem_len))
     assert not weight_casts(cast_run.shapes)
     sizes = [math.prod(s) for s in cast_run.shapes]
     assert max(sizes, default=0) < ff_activation, sorted(cast_run.shapes)[-5:]

@@ -18,6 +18,7 @@ from transformer_xl.reproduce import measure, recl
 from transformer_xl.reproduce.corpus import deal_files, prepare_stdlib, stdlib_files
 from transformer_xl.reproduce.run import Plan, base_config, plan_for, reproduce
 from transformer_xl.reproduce.variants import TOLERANCE, VARIANTS, match_parameters
+from transformer_xl.segment import SegmentSettings
 
 # losses[model, context, position]: model A gains from longer contexts, model B does not
 A = [[2.0, 1.0, 3.0, 0.5], [1.5, 1.0, 2.0, 0.5], [1.4, 1.0, 2.0, 0.5]]
@@ -66,9 +67,10 @@ def test_gain_matrix_matches_relative_gain():
     assert m["gains"][0] == pytest.approx([base - math.exp(1.75), 0.0])
 
 
-def tiny_base(**kw) -> TransformerXLConfig:
-    args = dict(vocab_size=64, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=64, tgt_len=8)
-    return TransformerXLConfig(**{**args, **kw})
+def tiny_base(tgt_len=8, mem_len=128, **kw) -> TransformerXLConfig:
+    args = dict(vocab_size=64, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=64)
+    segment = SegmentSettings(tgt_len=tgt_len, mem_len=mem_len)
+    return TransformerXLConfig(**{**args, **kw}, segment=segment)
 
 
 def test_parameter_matching_within_tolerance():
@@ -79,7 +81,7 @@ def test_parameter_matching_within_tolerance():
         assert n == TransformerXLLM(cfg).num_parameters()  # the printed count is the real one
         assert abs(n - target) <= TOLERANCE * target, name
     assert configs["vanilla"][0].d_inner > 64  # no position parameters: a wider network
-    assert configs["shaw"][0].mem_len == 8 and configs["vanilla"][0].mem_len == 0
+    assert configs["shaw"][0].segment.mem_len == 8 and configs["vanilla"][0].segment.mem_len == 0
     unmatched = {v.name: TransformerXLLM(configs[v.name][0].replace(d_inner=64)).num_parameters()
                  for v in VARIANTS}  # fmt: skip
     assert abs(unmatched["vanilla"] - target) > TOLERANCE * target  # matching was needed
@@ -119,7 +121,9 @@ def test_per_context_losses_are_exact_contexts():
                 x = torch.as_tensor(data[t - c_eff : t], dtype=torch.int64)[None]
                 y = torch.as_tensor(data[t - c_eff + 1 : t + 1], dtype=torch.int64)[None]
                 with torch.no_grad():
-                    ref = model(x, labels=y, mem_len=0).token_nll[0, -1]
+                    ref = model(
+                        x, settings=model.config.segment.replace(mem_len=0), labels=y
+                    ).token_nll[0, -1]
                 assert losses[k, p] == pytest.approx(float(ref), abs=1e-5)
 
 

@@ -43,7 +43,7 @@ def model():
     torch.manual_seed(0)
     cfg = TransformerXLConfig(
         vocab_size=V, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, dropout=0.0,
-        tgt_len=8, mem_len=8, cutoffs=[10], div_val=2,
+        segment=SegmentSettings(tgt_len=8, mem_len=8), cutoffs=[10], div_val=2,
     )  # fmt: skip
     return TransformerXLLM(cfg).eval()
 
@@ -80,24 +80,26 @@ def test_scores_equal_the_model_reading_everything_at_once(model):
     """Independent of the cached path: ``model(start + tokens)`` with full context."""
     rng = np.random.default_rng(1)
     a, b = seqs(rng, [9, 6])
-    scorer = Scorer(model, 1, start_ids=[3], mem_len=100)
+    long_memory = model.config.segment.replace(mem_len=100)
+    scorer = Scorer(model, 1, long_memory, start_ids=[3])
     got = torch.cat([scorer.score([a])[0], scorer.score([b])[0]])
     ids = torch.tensor([[3, *a, *b]])
-    out = model(ids[:, :-1], labels=ids[:, 1:], mem_len=100)
+    out = model(ids[:, :-1], labels=ids[:, 1:], settings=long_memory)
     torch.testing.assert_close(got, -out.token_nll[0], atol=1e-5, rtol=0)
 
 
 def test_select_forks_and_reorders_streams(model):
     rng = np.random.default_rng(2)
     hist = seqs(rng, [5, 8, 3])
-    scorer = Scorer(model, 3, start_ids=[0], mem_len=6)
+    six = model.config.segment.replace(mem_len=6)
+    scorer = Scorer(model, 3, six, start_ids=[0])
     scorer.score(hist)
     scorer.select([1, 1, 0, 2])
     assert scorer.streams == 4
     nxt = seqs(rng, [4, 2, 6, 3])
     got = scorer.score(nxt)
     for k, src in enumerate([1, 1, 0, 2]):
-        ref = Scorer(model, 1, start_ids=[0], mem_len=6)
+        ref = Scorer(model, 1, six, start_ids=[0])
         ref.score([hist[src]])
         torch.testing.assert_close(got[k], ref.score([nxt[k]])[0], atol=1e-5, rtol=0)
 
@@ -199,7 +201,7 @@ def trained(tmp_path_factory):
     data = torch.tensor(ids)
     cfg = TransformerXLConfig(
         vocab_size=len(vocab), n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64,
-        dropout=0.0, tgt_len=16, mem_len=16,
+        dropout=0.0, segment=SegmentSettings(tgt_len=16, mem_len=16),
     )  # fmt: skip
     torch.manual_seed(0)
     model = TransformerXLLM(cfg)

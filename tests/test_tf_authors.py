@@ -24,10 +24,13 @@ TF_FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 LAYOUTS = ["tf_enwik8", "tf_text8", "tf_wt103", "tf_lm1b", "tf_wt103_base"]
 
 
-def segment_log_probs(model, ids, *, tgt_len, mems, **settings):
+WINDOW_OF = {"tf": "mem_len+1", "torch": "mem_len"}  # as the reference files name them
+
+
+def segment_log_probs(model, ids, *, tgt_len, mems, settings):
     out = []
     for s in range(0, ids.shape[1], tgt_len):
-        o = model(ids[:, s : s + tgt_len], mems=mems, return_log_probs=True, **settings)
+        o = model(ids[:, s : s + tgt_len], mems=mems, settings=settings, return_log_probs=True)
         mems = o.mems
         out.append(o.log_probs.numpy())
     return np.concatenate(out, 1)
@@ -56,11 +59,11 @@ def test_authors_checkpoint_equals_references_and_the_torch_converter(name):
             mems = tuple(
                 tf.zeros([ids.shape[0], meta["mem_len"], cfg.d_model]) for _ in range(cfg.n_layer)
             )
-        lp = segment_log_probs(
-            model, ids, tgt_len=meta["tgt_len"], mems=mems, mem_len=meta["mem_len"],
-            clamp_len=meta["clamp_len"], same_length=run["same_length"],
-            same_length_keys=run["keys"],
+        settings = model.config.segment.replace(
+            mem_len=meta["mem_len"], clamp_len=meta["clamp_len"], same_length=run["same_length"],
+            window_keys=WINDOW_OF[run["keys"]],
         )  # fmt: skip
+        lp = segment_log_probs(model, ids, tgt_len=meta["tgt_len"], mems=mems, settings=settings)
         err = np.abs(lp - ref[key]).max()
         assert err <= 1e-5, f"{name} {key}: max abs diff {err:.2e}"
 

@@ -17,6 +17,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.tf import TFTransformerXLLM, parameter_shapes
 
 TOL = 1e-5  # the bar: max abs difference of per-token log-probabilities, float32
@@ -33,10 +34,10 @@ VARIANTS = {
     "vanilla_attn2": dict(attn_type=2),
     "alrfou_attn3": dict(attn_type=3),
 }
-RUNS = {  # run settings: (segment length, keyword arguments)
+RUNS = {  # run settings: (segment length, changes to the model's SegmentSettings)
     "mem": (4, dict(mem_len=6)),
     "same_length_tf": (4, dict(mem_len=5, same_length=True, clamp_len=3)),
-    "same_length_torch": (3, dict(mem_len=5, same_length=True, same_length_keys="torch")),
+    "same_length_torch": (3, dict(mem_len=5, same_length=True, window_keys="mem_len")),
     "ext_len": (4, dict(mem_len=6, ext_len=2)),
 }
 
@@ -44,7 +45,7 @@ RUNS = {  # run settings: (segment length, keyword arguments)
 def config(**kw) -> TransformerXLConfig:
     base = dict(
         vocab_size=60, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=24, dropout=0.0,
-        mem_len=6, tgt_len=4,
+        segment=SegmentSettings(mem_len=6, tgt_len=4),
     )  # fmt: skip
     base.update(kw)
     return TransformerXLConfig(**base)
@@ -59,13 +60,14 @@ def torch_model(cfg: TransformerXLConfig) -> TransformerXLLM:
     return model
 
 
-def run_torch(model, x, y, T, **kw):
+def run_torch(model, x, y, T, **run):
     mems, lps, nlls = None, [], []
+    settings = model.config.segment.replace(**run)
     with torch.no_grad():
         for s in range(0, x.shape[1], T):
             out = model(
                 torch.from_numpy(x[:, s : s + T]), labels=torch.from_numpy(y[:, s : s + T]),
-                mems=mems, return_log_probs=True, **kw,
+                mems=mems, settings=settings, return_log_probs=True,
             )  # fmt: skip
             mems = out.mems
             lps.append(out.log_probs.numpy())
@@ -73,10 +75,11 @@ def run_torch(model, x, y, T, **kw):
     return np.concatenate(lps, 1), np.concatenate(nlls, 1), [m.numpy() for m in mems]
 
 
-def run_tf(model, x, y, T, **kw):
+def run_tf(model, x, y, T, **run):
     mems, lps, nlls = None, [], []
+    settings = model.config.segment.replace(**run)
     for s in range(0, x.shape[1], T):
-        out = model(x[:, s : s + T], y[:, s : s + T], mems, return_log_probs=True, **kw)
+        out = model(x[:, s : s + T], y[:, s : s + T], mems, settings, return_log_probs=True)
         mems = out.mems
         lps.append(out.log_probs.numpy())
         nlls.append(out.token_nll.numpy())

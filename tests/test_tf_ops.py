@@ -11,6 +11,7 @@ import torch
 
 from transformer_xl.memory import update_mems as torch_update_mems
 from transformer_xl.model import attention as torch_attn
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.tf import adaptive, ops
 
 
@@ -28,18 +29,18 @@ def test_rel_shift_matches_naive_gather(T, M):
 
 @pytest.mark.parametrize("qlen,mlen,mem_len", [(4, 0, 4), (3, 6, 6), (6, 2, 4), (2, 5, 8)])
 @pytest.mark.parametrize("same_length", [False, True])
-@pytest.mark.parametrize("keys", ["tf", "torch"])
+@pytest.mark.parametrize("keys", ["mem_len+1", "mem_len"])
 def test_mask_equals_pytorch(qlen, mlen, mem_len, same_length, keys):
-    kw = dict(same_length=same_length, mem_len=mem_len, same_length_keys=keys)
-    ours = ops.attention_mask(qlen, mlen, **kw).numpy()
-    theirs = torch_attn.attention_mask(qlen, mlen, **kw).numpy()
+    window = SegmentSettings(mem_len=mem_len, same_length=same_length, window_keys=keys).window
+    ours = ops.attention_mask(qlen, mlen, window=window).numpy()
+    theirs = torch_attn.attention_mask(qlen, mlen, window=window).numpy()
     np.testing.assert_array_equal(ours, theirs)
     assert not ours.all(axis=1).any()  # every query sees at least one key
 
 
-def test_mask_rejects_empty_window():
-    with pytest.raises(ValueError, match="mem_len >= 1"):
-        ops.attention_mask(3, 0, same_length=True, mem_len=0, same_length_keys="torch")
+def test_mask_with_a_one_key_window_sees_only_itself():
+    mask = ops.attention_mask(3, 2, window=1).numpy()
+    assert (~mask).sum(axis=1).tolist() == [1, 1, 1] and not mask[:, 2:].diagonal().any()
 
 
 def test_sinusoid_and_distances_equal_pytorch():

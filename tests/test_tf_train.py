@@ -24,11 +24,13 @@ from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.data import Vocab, load_prepared
 from transformer_xl.data.prepared import PreparedWriter, check_ids, id_dtype
 from transformer_xl.data.streams import EvalStream, OrderedStream
+from transformer_xl.run.config import TrainConfig
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.tf import TFTransformerXLLM
 from transformer_xl.tf.__main__ import main as tf_main
 from transformer_xl.tf.data import eval_segments, read_split, train_segments
 from transformer_xl.tf.optim import LossScale, Optimizer, assign_all, scheduled_lr
-from transformer_xl.tf.train import TFTrainer, TFTrainSettings, train_tf
+from transformer_xl.tf.train import TFTrainer, train_tf
 
 VOCAB = 50
 
@@ -188,7 +190,8 @@ def test_training_steps_equal_pytorch(tmp_path):
     cfg = small_config()
     TFTransformerXLLM(cfg, seed=3).save_pretrained(tmp_path)
     tm = TransformerXLLM.from_pretrained(tmp_path).train()
-    s = TFTrainSettings(batch_size=4, tgt_len=6, mem_len=5, lr=1e-2, clip=0.05, max_steps=3)
+    run = SegmentSettings(tgt_len=6, mem_len=5)
+    s = TrainConfig(batch_size=4, segment=run, lr=1e-2, clip=0.05, max_steps=3)
     one_device = tf.distribute.get_strategy()
     trainers = {
         name: TFTrainer(TFTransformerXLLM.from_pretrained(tmp_path), s.replace(**kw), one_device)
@@ -204,7 +207,7 @@ def test_training_steps_equal_pytorch(tmp_path):
     mems = None
     for k, seg in enumerate(train_segments(tf.constant(ids, tf.int32), 4, 6).take(3)):
         x, y = (torch.from_numpy(seg[n].numpy()).long() for n in ("input_ids", "labels"))
-        out = tm(x, labels=y, mems=mems, mem_len=5)
+        out = tm(x, settings=tm.config.segment.replace(mem_len=5), labels=y, mems=mems)
         out.loss.backward()
         tnorm = torch.nn.utils.clip_grad_norm_(tm.parameters(), 0.05).item()
         topt.step()
@@ -267,7 +270,12 @@ def test_run_folder_interchanges_with_pytorch_and_resumes_exactly(tmp_path, caps
     total, count, mems = 0.0, 0, None
     with torch.no_grad():
         for seg in EvalStream(load_prepared(data).split("test"), 3, 8):
-            out = tm(seg.input_ids, labels=seg.labels, mems=mems, mem_len=8)
+            out = tm(
+                seg.input_ids,
+                settings=tm.config.segment.replace(mem_len=8),
+                labels=seg.labels,
+                mems=mems,
+            )
             mems = out.mems
             total += float(out.token_nll[seg.loss_mask].double().sum())
             count += seg.n_tokens
@@ -318,13 +326,13 @@ def test_training_and_validation_show_the_shared_progress(tmp_path, monkeypatch)
 
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="unknown field"):
-        TFTrainSettings.from_mapping({"lrr": 1.0})
+        TrainConfig.from_mapping({"lrr": 1.0})
     with pytest.raises(ValueError, match="train.optimizer"):
-        TFTrainSettings.from_mapping({"optimizer": "rmsprop"})
+        TrainConfig.from_mapping({"optimizer": "rmsprop"})
     with pytest.raises(ValueError, match="precision"):
-        TFTrainSettings(precision="fp8")
-    s = TFTrainSettings.from_mapping({"batch_chunk": 2, "device": "cuda", "eval_tgt_len": 5})
-    assert s.eval_segment_settings().tgt_len == 5 and s.eval_segment_settings().mem_len == s.mem_len
+        TrainConfig(precision="fp8")
+    s = TrainConfig.from_mapping({"batch_chunk": 2, "device": "cuda", "eval_tgt_len": 5})
+    assert s.eval_segment.tgt_len == 5 and s.eval_segment.mem_len == s.segment.mem_len
 
 
 def test_command_line_errors_exit_2(tmp_path, capsys):

@@ -67,8 +67,8 @@ def test_run_layer_imports_neither_framework():
         ("cutoffs=3", ["model.cutoffs=3", "a list of integers"]),
         ("tie_projs=1", ["model.tie_projs=1", "a list of booleans", "or null"]),
         ("compile=yes", ["train.compile='yes'", "true or false"]),
-        ("same_length=maybe", ["train.same_length='maybe'", "true or false"]),
-        ("model.same_length=maybe", ["model.same_length='maybe'", "true or false"]),
+        ("same_length=maybe", ["train.segment.same_length='maybe'", "true or false"]),
+        ("model.same_length=maybe", ["model.segment.same_length='maybe'", "true or false"]),
     ],
 )
 def test_bad_set_values_name_the_field(tmp_path, capsys, item, names):

@@ -207,7 +207,7 @@ class _Poison:
 
 
 def _trainer(tmp_path, data_dir, *extra):
-    from transformer_xl.train.config import resolve
+    from transformer_xl.run.config import resolve
     from transformer_xl.train.data import open_data
     from transformer_xl.train.distributed import init_distributed
     from transformer_xl.train.loop import Trainer

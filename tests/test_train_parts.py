@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from transformer_xl.run.config import TrainConfig
 from transformer_xl.run.folder import RunFolder
 from transformer_xl.train import checkpoint as ckpt
 from transformer_xl.train import state as st
-from transformer_xl.train.config import TrainConfig
 from transformer_xl.train.optim import Lamb
 from transformer_xl.train.schedule import DevPerf, scheduled_lr
 from transformer_xl.train.tensorboard import EventWriter, crc32c, read_records, read_scalars

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from transformer_xl.memory import Mems
     from transformer_xl.model import LMOutput, TransformerXLLM
     from transformer_xl.model.generate import StreamingLM, generate
+    from transformer_xl.presets import preset_config
     from transformer_xl.scoring import Scorer
+    from transformer_xl.segment import SegmentSettings
 
 __version__ = "0.1.0"
 
@@ -27,16 +29,20 @@ _HOMES = {
     "StreamingLM": "transformer_xl.model.generate",
     "Scorer": "transformer_xl.scoring",
     "generate": "transformer_xl.model.generate",
+    "SegmentSettings": "transformer_xl.segment",
+    "preset_config": "transformer_xl.presets",
 }
 __all__ = [
     "LMOutput",
     "Mems",
     "Scorer",
+    "SegmentSettings",
     "StreamingLM",
     "TransformerXLConfig",
     "TransformerXLLM",
     "__version__",
     "generate",
+    "preset_config",
 ]
 
 

@@ -1,28 +1,28 @@
 """The model configuration: a frozen, validated dataclass, saved as ``config.json``.
 
-Architecture fields decide the parameters. The run settings at the end (``tgt_len``, ``mem_len``,
-``ext_len``, ``clamp_len``, ``same_length``, ``window_keys``) are defaults only, read together as
-``config.segment`` (a :class:`~transformer_xl.segment.SegmentSettings`, which validates them):
-every call of the model can pass other settings, and nothing ever writes them back onto a loaded
-model. ``config.json`` files of earlier versions, with ``same_length_keys`` ``"tf"``/``"torch"``,
-load as ``window_keys`` ``"mem_len+1"``/``"mem_len"``.
+Architecture fields decide the parameters. The one other field, ``segment`` (a
+:class:`~transformer_xl.segment.SegmentSettings`), holds the default run settings: every call of
+the model can pass other settings, and nothing ever writes them back onto a loaded model.
+
+``config.json`` (``format_version`` 2) nests them: ``{"vocab_size": ..., "segment": {"tgt_len":
+..., "mem_len": ...}}``. Files of earlier versions (``format_version`` 1) hold them as flat fields
+(``tgt_len``, ``mem_len``, ``ext_len``, ``clamp_len``, ``same_length``, and ``window_keys`` or the
+older ``same_length_keys``): :meth:`TransformerXLConfig.from_dict` reads both layouts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from transformer_xl.fileio import atomic_write_text
-from transformer_xl.presets import preset
 from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
-from transformer_xl.segment import SegmentSettings, window_keys_from_legacy
+from transformer_xl.segment import SegmentSettings
 
 ATTN_TYPES = {
     0: "Transformer-XL relative attention (sinusoid R, biases u and v)",
@@ -34,6 +34,9 @@ INITS = ("normal", "uniform")
 
 
 MAX_PARAMETERS = 10**11  # 400 GB of fp32 weights: a mistyped size, not a model
+FORMAT_VERSION = 2  # 1: the segment settings as flat fields (still read); 2: nested as "segment"
+# The flat fields of format_version 1 that are the segment settings today.
+FLAT_SEGMENT_FIELDS = (*SEGMENT_FIELDS, "same_length_keys")
 
 
 def _fail(name: str, value: Any, allowed: str) -> None:
@@ -44,21 +47,19 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _legacy_fields(d: dict[str, Any]) -> dict[str, Any]:
-    """Fields as earlier versions wrote them -> today's: ``same_length_keys`` ``"tf"``/``"torch"``
-    becomes ``window_keys`` ``"mem_len+1"``/``"mem_len"``."""
+def _nest_segment(d: dict[str, Any], source: str) -> dict[str, Any]:
+    """Fields of a ``config.json`` of either layout -> constructor arguments: the flat segment
+    fields of ``format_version`` 1 (or the nested ``segment`` object of 2) become one
+    :class:`SegmentSettings`. The one place that knows the old layout."""
     d = dict(d)
-    if "same_length_keys" in d:
-        legacy = d.pop("same_length_keys")
-        try:
-            window = window_keys_from_legacy(legacy)
-        except ValueError as e:
-            raise ValueError(f"TransformerXLConfig.{e}") from None
-        if d.setdefault("window_keys", window) != window:
-            raise ValueError(
-                f"TransformerXLConfig: same_length_keys={legacy!r} and "
-                f"window_keys={d['window_keys']!r} disagree (give window_keys only)"
-            )
+    flat = {k: d.pop(k) for k in FLAT_SEGMENT_FIELDS if k in d}
+    if "segment" in d and flat:
+        raise ValueError(
+            f"{source}: both a 'segment' object and flat segment fields {sorted(flat)} "
+            "(give the settings once, inside 'segment')"
+        )
+    nested = d.pop("segment", flat)
+    d["segment"] = SegmentSettings.from_dict(nested, source=f"{source} segment")
     return d
 
 
@@ -100,16 +101,9 @@ class TransformerXLConfig:
             around 1, as in the authors' code).
         proj_init_std: standard deviation of the adaptive embedding/softmax projections.
         layer_norm_eps: epsilon of every layer norm.
-        tgt_len: default segment length (tokens predicted per step).
-        mem_len: default memory length (hidden states kept from earlier segments).
-        ext_len: default extended context (the last ``ext_len`` tokens of a segment are context
-            for the next one and are left out of the memory).
-        clamp_len: relative distances above this use this one's encoding; -1 = no clamp.
-        same_length: every query attends to the same number of keys.
-        window_keys: keys each query sees with ``same_length``: ``"mem_len+1"`` (the authors'
-            TensorFlow code, which produced the published results) or ``"mem_len"`` (their
-            PyTorch code and HF's port). The run settings are validated by
-            :class:`~transformer_xl.segment.SegmentSettings`.
+        segment: the default run settings (:class:`~transformer_xl.segment.SegmentSettings`:
+            ``tgt_len``, ``mem_len``, ``ext_len``, ``clamp_len``, ``same_length``,
+            ``window_keys``); every call may pass others.
     """
 
     vocab_size: int
@@ -135,14 +129,7 @@ class TransformerXLConfig:
     init_std: float = 0.02
     proj_init_std: float = 0.01
     layer_norm_eps: float = 1e-5
-    # default run settings: overridable per call
-    tgt_len: int = 128
-    mem_len: int = 128
-    ext_len: int = 0
-    clamp_len: int = -1
-    same_length: bool = False
-    window_keys: str = "mem_len+1"
-    _version: int = field(default=1, repr=False)
+    segment: SegmentSettings = SegmentSettings()
 
     def __post_init__(self) -> None:
         # normalise sequence fields so that JSON lists and tuples compare equal
@@ -159,16 +146,6 @@ class TransformerXLConfig:
                 _fail("tie_projs", self.tie_projs, "a list of booleans, one per cluster, or null")
             object.__setattr__(self, "tie_projs", tuple(bool(t) for t in self.tie_projs))
         self._validate()
-
-    @property
-    def segment(self) -> SegmentSettings:
-        """The default run settings as one :class:`~transformer_xl.segment.SegmentSettings`."""
-        return SegmentSettings(**{name: getattr(self, name) for name in SEGMENT_FIELDS})
-
-    @property
-    def same_length_keys(self) -> str:
-        """The window as earlier versions named it: ``"tf"`` (``mem_len+1``) or ``"torch"``."""
-        return "tf" if self.window_keys == "mem_len+1" else "torch"
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
@@ -255,12 +232,8 @@ class TransformerXLConfig:
         for name in ("init_range", "init_std", "proj_init_std", "layer_norm_eps"):
             if getattr(self, name) <= 0:
                 _fail(name, getattr(self, name), "a positive number")
-        try:
-            self.segment  # noqa: B018 (validates the run settings, in one place)
-        except ValueError as e:
-            raise ValueError(f"TransformerXLConfig.{e}") from None
-        if self.attn_type in (1, 3) and self.max_klen < 1:
-            _fail("tgt_len", self.tgt_len, "a positive length for learnable position tables")
+        if not isinstance(self.segment, SegmentSettings):
+            _fail("segment", self.segment, "a SegmentSettings")
 
     # ------------------------------------------------------------------ derived values
     def approx_parameters(self) -> int:
@@ -303,27 +276,32 @@ class TransformerXLConfig:
     def max_klen(self) -> int:
         """Length of the learnable position tables of attn_type 1 and 3 (as in the authors'
         code: ``tgt_len + ext_len + mem_len`` of the default run settings)."""
-        return self.tgt_len + self.ext_len + self.mem_len
+        s = self.segment
+        return s.tgt_len + s.ext_len + s.mem_len
 
     def replace(self, **changes: Any) -> TransformerXLConfig:
-        """A validated copy with some fields changed (``same_length_keys`` read as before)."""
-        return dataclasses.replace(self, **_legacy_fields(changes))
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(self)  # segment: a nested dict
         d["cutoffs"] = list(self.cutoffs)
         d["tie_projs"] = None if self.tie_projs is None else list(self.tie_projs)
-        d["format_version"] = d.pop("_version")
+        d["format_version"] = FORMAT_VERSION
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TransformerXLConfig:
-        d = _legacy_fields(d)
+        """From ``config.json``'s object, either layout (see the module's doc)."""
+        d = dict(d)
         version = d.pop("format_version", 1)
-        if version != 1:
-            raise ValueError(f"{source}: format_version={version!r} is not supported (expected 1)")
-        names = {f.name for f in dataclasses.fields(cls)} - {"_version"}
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(
+                f"{source}: format_version={version!r} is not supported (expected 1 or 2)"
+            )
+        d = _nest_segment(d, source)
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(names)}")
@@ -363,28 +341,3 @@ class TransformerXLConfig:
         except OSError as e:
             raise ValueError(f"{path}: cannot read config ({e.strerror})") from None
         return cls.from_json(text, source=str(path))
-
-    # ------------------------------------------------------------------ presets
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> TransformerXLConfig:
-        """One of the paper's models (a row of :data:`transformer_xl.presets.TABLE`) with
-        ``overrides`` applied (any config field)."""
-        return cls(**{**preset(name).model, **overrides})
-
-
-# Code written for earlier versions builds configs with ``same_length_keys="tf"|"torch"``: the
-# constructor still takes that keyword and turns it into ``window_keys`` (nothing stores it).
-_dataclass_init = TransformerXLConfig.__init__
-
-
-@functools.wraps(_dataclass_init)
-def _init_with_legacy_names(self, *args: Any, **kwargs: Any) -> None:
-    _dataclass_init(self, *args, **_legacy_fields(kwargs))
-
-
-TransformerXLConfig.__init__ = _init_with_legacy_names
-
-
-def preset_config(name: str, **overrides: Any) -> TransformerXLConfig:
-    """The preset ``name`` with ``overrides`` applied (any config field)."""
-    return TransformerXLConfig.from_preset(name, **overrides)

@@ -2,7 +2,7 @@
 ``txl generate``.
 
     opened = open_model("runs/tiny")                       # model + tokenizer, eval mode
-    prompted = read_into(opened, encode_prompt(...), mem_len=..., ...)
+    prompted = read_into(opened, encode_prompt(...), settings)    # settings: SegmentSettings
     for piece in prompted.sample(100, Sampler(0.8, 40, 1.0, seed=0)):
         print(piece, end="")
 
@@ -30,6 +30,7 @@ from transformer_xl.model.generate import (
 from transformer_xl.model_folder import config_path, vocab_path
 from transformer_xl.prompt import Prompt
 from transformer_xl.run.resolve import ModelLocation, resolve_model
+from transformer_xl.segment import SegmentSettings, settings_or
 from transformer_xl.weights import load_pretrained
 
 
@@ -84,21 +85,22 @@ class PromptedModel:
 
 
 def read_into(
-    opened: OpenedModel, prompt: Prompt, *, tgt_len: int | None = None,
-    mem_len: int | None = None, clamp_len: int | None = None, same_length: bool | None = None,
+    opened: OpenedModel, prompt: Prompt, settings: SegmentSettings | None = None, *,
     as_text: bool = True, stop_at_eos: bool = False,
 ) -> PromptedModel:  # fmt: skip
-    """Read ``prompt`` into ``opened``'s model in segments of ``tgt_len`` (None: the model's
-    settings for every None). Text is streamed when ``as_text`` and the model has a tokenizer;
-    ``stop_at_eos`` needs a vocabulary with an end-of-sentence token."""
+    """Read ``prompt`` into ``opened``'s model in segments of ``settings.tgt_len`` with its
+    memory, clamp and same-length window (default: the model's settings). Text is streamed when
+    ``as_text`` and the model has a tokenizer; ``stop_at_eos`` needs a vocabulary with an
+    end-of-sentence token."""
     model, tokenizer = opened.model, opened.tokenizer
     eos_id = None
     if stop_at_eos:
         eos_id = None if tokenizer is None else tokenizer.vocab.eos_id
         if eos_id is None:
             raise ValueError("--stop-at-eos: the model's vocabulary has no end-of-sentence token")
-    stream = StreamingLM(model, 1, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length)
-    chunk = model.config.tgt_len if tgt_len is None else tgt_len
+    settings = settings_or(model.config.segment, settings)
+    stream = StreamingLM(model, 1, settings)
+    chunk = settings.tgt_len
     device = next(model.parameters()).device
     first = read_prompt(stream, torch.tensor([prompt.ids], device=device), chunk)
     decode = tokenizer.decode if tokenizer is not None and as_text else None

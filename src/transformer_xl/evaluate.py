@@ -24,7 +24,7 @@ from transformer_xl.data import Vocab
 from transformer_xl.model import TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
 from transformer_xl.model_folder import vocab_path
-from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.segment import SegmentSettings, settings_or
 
 
 @dataclass(frozen=True)
@@ -97,11 +97,6 @@ def evaluate(
     batches: Iterable,
     settings: SegmentSettings | None = None,
     *,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length: bool | None = None,
-    window_keys: str | None = None,
-    same_length_keys: str | None = None,
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
     max_tokens: int = 0,
@@ -111,9 +106,8 @@ def evaluate(
 ) -> EvalResult:
     """Score the labels of ``batches`` with memory carried across them.
 
-    ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default the model config's;
-    the loose ``mem_len=...`` keywords change single fields) give the memory, clamp and
-    same-length window; ``ext_len`` is always 0 here. ``max_tokens`` > 0 stops after the batch
+    ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default the model config's)
+    give the memory, clamp and same-length window; ``ext_len`` is always 0 here. ``max_tokens`` > 0 stops after the batch
     that reaches that many scored labels (a quick validation during training). ``reduce`` (a
     function summing a tensor over ranks) combines the counts of a sharded evaluation.
 
@@ -122,11 +116,7 @@ def evaluate(
     short: ``mem_len >= tgt_len`` and a plain model), else with the segment
     forward. ``cached_keys`` True/False forces one way.
     """
-    base = _unwrap(model).config.segment
-    s = resolve(
-        base, settings, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
-        window_keys=window_keys, same_length_keys=same_length_keys,
-    ).replace(ext_len=0)  # fmt: skip
+    s = settings_or(_unwrap(model).config.segment, settings).replace(ext_len=0)
     was_training = model.training
     model.eval()
     nll = torch.zeros((), dtype=torch.float64, device=device)
@@ -171,18 +161,11 @@ def token_by_token_nll(
     model: torch.nn.Module,
     ids: Tensor,
     settings: SegmentSettings | None = None,
-    *,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length_keys: str | None = None,
 ) -> Tensor:
     """Reference: feed ``ids`` ``[B, N]`` one token at a time with the memory and clamp of
     ``settings`` (default the config's) and ``same_length`` on; returns the ``[B, N-1]`` NLL of
     each next token. Slow; for tests."""
-    s = resolve(
-        model.config.segment, settings, mem_len=mem_len, clamp_len=clamp_len,
-        same_length_keys=same_length_keys,
-    ).replace(same_length=True, ext_len=0)  # fmt: skip
+    s = settings_or(model.config.segment, settings).replace(same_length=True, ext_len=0)
     model.eval()
     mems, out = None, []
     for t in range(ids.shape[1] - 1):

@@ -4,6 +4,7 @@ chooses; the loop itself is :func:`transformer_xl.evaluate.evaluate`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +22,19 @@ def evaluate_model(
     *,
     data: str | None,
     split: str,
-    tgt_len: int | None = None,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length: bool | None = None,
+    changes: Mapping[str, Any] | None = None,
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
     progress=None,
 ) -> tuple[EvalResult, dict[str, Any]]:
-    """``txl eval``: unset settings come from the run's evaluation settings, else from the
-    model's config (batch size 10); see :func:`transformer_xl.run.evaluation.eval_plan`.
+    """``txl eval``: ``changes`` (segment settings by name) and ``batch_size`` over the run's
+    evaluation settings, else the model's config (batch size 10); see
+    :func:`transformer_xl.run.evaluation.eval_plan`.
     Returns the result and the JSON record (:func:`~transformer_xl.run.evaluation.eval_output`)
     ``txl eval --json`` prints for either backend."""
-    given = dict(
-        tgt_len=tgt_len,
-        mem_len=mem_len,
-        clamp_len=clamp_len,
-        same_length=same_length,
-        batch_size=batch_size,
-    )
-    model_dir, data, s = eval_plan(model_path, data, given)
+    plan = eval_plan(model_path, data, changes, batch_size)
+    model_dir, data, s = plan.model_dir, plan.data, plan.settings
     dev = pick_device(device, 0)
     # half precision: the weights cast once (no autocast: no casts per product and segment)
     model = cast_for_inference(load_pretrained(model_dir, map_location=dev), precision)
@@ -49,27 +42,25 @@ def evaluate_model(
     check_vocab(model_dir, model.config.vocab_size, ds.dataset)
     ds.check_ids([split])
     targets = ds.dataset.num_tokens(split) - 1
-    if s["batch_size"] > max(targets, 1):  # every stream needs a token to predict
+    if plan.batch_size > max(targets, 1):  # every stream needs a token to predict
         raise ValueError(
-            f"batch size {s['batch_size']:,}: more parallel streams than the {targets:,} "
+            f"batch size {plan.batch_size:,}: more parallel streams than the {targets:,} "
             f"tokens to predict in {data} ({split}); expected at most {max(targets, 1):,}"
         )
     batches = ds.eval_batches(
-        split, batch_size=s["batch_size"], tgt_len=s["tgt_len"], rank=0, world_size=1
+        split, batch_size=plan.batch_size, tgt_len=s.tgt_len, rank=0, world_size=1
     )
     with Progress(ds.dataset.num_tokens(split) - 1, f"eval {split}", stream=progress) as bar:
         res = evaluate(
             model,
             _counted(batches, bar),
-            mem_len=s["mem_len"],
-            clamp_len=s["clamp_len"],
-            same_length=s["same_length"],
+            s,
             device=dev,
             bits=ds.bits,
         )
     info = eval_output(
         res.nll_sum, res.tokens, res.bits, model_dir=model_dir, data=str(ds.dataset.path),
-        split=split, settings=s, precision=precision, backend="torch",
+        split=split, settings=plan.record(), precision=precision, backend="torch",
     )  # fmt: skip
     return res, info
 

@@ -1,8 +1,10 @@
 """Segment settings: how a stream of tokens is cut into segments and how much memory each sees.
 
 One frozen, validated dataclass, :class:`SegmentSettings`, travels as one argument through the
-model's ``forward``, ``evaluate``, ``StreamingLM`` and generation. A model config holds one as its
-defaults (``config.segment``); every call may pass another; nothing writes it back onto a model.
+model's ``forward``, ``evaluate``, ``StreamingLM`` and generation (their ``settings=``). A model
+config holds one as its defaults (``config.segment``), a train config two (``segment`` for
+training, ``eval_segment`` for evaluation); every call may pass another; nothing writes it back
+onto a model.
 Framework-neutral (no torch, no TensorFlow), so the run layer and both backends share it.
 """
 
@@ -14,8 +16,8 @@ from typing import Any
 
 # How many keys a query sees with ``same_length``: the names say what the window is.
 WINDOW_KEYS = ("mem_len+1", "mem_len")
-# Spellings written by earlier versions (``same_length_keys``), named after the authors' code
-# that follows each rule: TensorFlow (the published results) and PyTorch (and HF's port).
+# Spellings in files written by earlier versions (``same_length_keys``), named after the authors'
+# code that follows each rule: TensorFlow (the published results) and PyTorch (and HF's port).
 LEGACY_WINDOW_KEYS = {"tf": "mem_len+1", "torch": "mem_len"}
 FIELDS = ("tgt_len", "mem_len", "ext_len", "clamp_len", "same_length", "window_keys")
 
@@ -24,8 +26,9 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def window_keys_from_legacy(value: str) -> str:
-    """``"tf"`` / ``"torch"`` (the old ``same_length_keys``) -> ``"mem_len+1"`` / ``"mem_len"``."""
+def _window_keys_from_legacy(value: str) -> str:
+    """``"tf"`` / ``"torch"`` (``same_length_keys`` in old files) -> ``"mem_len+1"`` /
+    ``"mem_len"``."""
     if value not in LEGACY_WINDOW_KEYS:
         raise ValueError(
             f"same_length_keys={value!r} is invalid: expected one of {sorted(LEGACY_WINDOW_KEYS)} "
@@ -90,11 +93,7 @@ class SegmentSettings:
         return same_length_window(self.mem_len, self.window_keys)
 
     def replace(self, **changes: Any) -> SegmentSettings:
-        """A validated copy with some fields changed; ``None`` values change nothing, and the old
-        ``same_length_keys="tf"|"torch"`` is accepted for ``window_keys``."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if "same_length_keys" in changes:
-            changes["window_keys"] = window_keys_from_legacy(changes.pop("same_length_keys"))
+        """A validated copy with some fields changed (unknown names refused)."""
         unknown = sorted(set(changes) - set(FIELDS))
         if unknown:
             raise ValueError(f"unknown segment setting(s) {unknown}: expected some of {FIELDS}")
@@ -104,21 +103,60 @@ class SegmentSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "segment settings") -> SegmentSettings:
-        """From a JSON object (unknown fields refused; ``same_length_keys`` read as before)."""
+    def from_dict(
+        cls, d: dict[str, Any], source: str = "segment", base: SegmentSettings | None = None
+    ) -> SegmentSettings:
+        """From a JSON object as :meth:`to_dict` writes it, over ``base`` (default: the defaults)
+        for the fields left out; unknown fields refused. Files written before ``window_keys``
+        hold ``same_length_keys`` ``"tf"``/``"torch"``: read here, the one place that knows it.
+        A bad field is named ``source.FIELD``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}={d!r} is invalid: expected a mapping of {FIELDS}")
+        d = dict(d)
+        if "same_length_keys" in d:
+            legacy = d.pop("same_length_keys")
+            try:
+                window = _window_keys_from_legacy(legacy)
+            except ValueError as e:
+                raise ValueError(f"{source}.{e}") from None
+            if d.setdefault("window_keys", window) != window:
+                raise ValueError(
+                    f"{source}: same_length_keys={legacy!r} and window_keys="
+                    f"{d['window_keys']!r} disagree (give window_keys only)"
+                )
         try:
-            return cls().replace(**d)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: {e}") from None
+            return (base or cls()).replace(**d)
+        except ValueError as e:  # "FIELD=VALUE is invalid: ..." or "unknown segment setting(s)"
+            field_named = str(e).split("=")[0] in FIELDS
+            raise ValueError(f"{source}.{e}" if field_named else f"{source}: {e}") from None
 
 
-def resolve(
-    default: SegmentSettings, settings: SegmentSettings | None = None, **loose: Any
-) -> SegmentSettings:
-    """The settings of one call: ``settings`` (else ``default``) with the loose keywords that are
-    not None applied (``mem_len=...`` etc., the calling convention of earlier versions), all
-    validated. The one place where loose keywords become a :class:`SegmentSettings`."""
-    if settings is not None and not isinstance(settings, SegmentSettings):
+def settings_or(default: SegmentSettings, settings: SegmentSettings | None) -> SegmentSettings:
+    """The settings of one call: ``settings``, else ``default`` (a model config's)."""
+    if settings is None:
+        return default
+    if not isinstance(settings, SegmentSettings):
         raise ValueError(f"settings must be a SegmentSettings, got {type(settings).__name__}")
-    base = default if settings is None else settings
-    return base.replace(**loose) if loose else base
+    return settings
+
+
+def given_flags(args: Any) -> dict[str, Any]:
+    """The settings a command line gave (an ``argparse`` namespace with a ``--tgt-len`` /
+    ``--mem-len`` / ... flag per field it takes, None where not given), by field name."""
+    values = {name: getattr(args, name, None) for name in FIELDS}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def flag_name(field: str) -> str:
+    """The command-line flag of a setting: ``mem_len`` -> ``--mem-len``."""
+    return "--" + field.replace("_", "-")
+
+
+def with_flags(base: SegmentSettings, flags: dict[str, Any]) -> SegmentSettings:
+    """``base`` with the settings given as command-line flags (``{"mem_len": 64}``) changed; a
+    refusal names the flag as typed (``--mem-len=-1 is invalid: ...``)."""
+    try:
+        return base.replace(**flags)
+    except ValueError as e:  # "FIELD=VALUE is invalid: expected ..."
+        name, _, rest = str(e).partition("=")
+        raise ValueError(f"{flag_name(name)}={rest}" if name in FIELDS else str(e)) from None

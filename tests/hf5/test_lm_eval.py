@@ -15,6 +15,7 @@ from transformer_xl.data.vocab import Vocab
 from transformer_xl.evaluate import evaluate
 from transformer_xl.generate import generate
 from transformer_xl.model.transformer import TransformerXLLM
+from transformer_xl.segment import SegmentSettings
 
 lm_eval = pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
@@ -29,8 +30,16 @@ DOCS = [" ".join(WORDS[(7 * k + 3 * i) % 30] for i in range(n)) for k, n in enum
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmeval")
     torch.manual_seed(0)
-    cfg = TransformerXLConfig(vocab_size=32, n_layer=2, n_head=2, d_model=16, d_head=8,
-                              d_inner=32, tgt_len=6, mem_len=8, dropout=0.0)  # fmt: skip
+    cfg = TransformerXLConfig(
+        vocab_size=32,
+        n_layer=2,
+        n_head=2,
+        d_model=16,
+        d_head=8,
+        d_inner=32,
+        dropout=0.0,
+        segment=SegmentSettings(tgt_len=6, mem_len=8),
+    )
     model = TransformerXLLM(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -64,7 +73,7 @@ def txl_eval_word_ppl(model, folder):
         ids = torch.tensor([[tok.vocab.eos_id, *tok.encode(doc)]])
         segs = [(ids[:, s : s + 6], ids[:, s + 1 : s + 7]) for s in range(0, ids.shape[1] - 1, 6)]
         segs[-1] = (segs[-1][0][:, : segs[-1][1].shape[1]], segs[-1][1])
-        res = evaluate(model, segs, mem_len=8)
+        res = evaluate(model, segs, settings=model.config.segment.replace(mem_len=8))
         nll, n = nll + res.nll_sum, n + res.tokens
     assert n == sum(len(d.split()) for d in DOCS)
     return math.exp(nll / n)
@@ -83,9 +92,21 @@ def test_word_perplexity_equals_txl_eval(setup, monkeypatch, capsys):
 
 def test_lm_eval_command_line_knows_transformer_xl(setup, tmp_path):
     _, root = setup
-    cmd = [sys.executable, "-m", "transformer_xl.hf.harness", "--model", "transformer-xl",
-           "--model_args", f"pretrained={root / 'model'}", "--tasks", "localppl",
-           "--include_path", str(root / "tasks"), "--output_path", str(tmp_path / "out")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "transformer_xl.hf.harness",
+        "--model",
+        "transformer-xl",
+        "--model_args",
+        f"pretrained={root / 'model'}",
+        "--tasks",
+        "localppl",
+        "--include_path",
+        str(root / "tasks"),
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env={**__import__("os").environ, "HF_DATASETS_OFFLINE": "1"})  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

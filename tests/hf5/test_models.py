@@ -75,7 +75,7 @@ def test_labels_give_the_mean_shifted_nll(exported):
 def reference_steps(ours, prompt, tokens):
     """txl's log-probabilities before each generated token: the prompt in segments of tgt_len,
     then one token at a time, with memory (``TransformerXLLM.forward``)."""
-    seg, mems, lp = ours.config.tgt_len, None, []
+    seg, mems, lp = ours.config.segment.tgt_len, None, []
     for s in range(0, prompt.shape[1], seg):
         out = ours(prompt[:, s : s + seg], mems=mems, return_log_probs=True)
         mems = out.mems

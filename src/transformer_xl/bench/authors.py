@@ -79,8 +79,8 @@ def authors_model(module, cfg: TransformerXLConfig, tgt_len: int, mem_len: int):
         cfg.vocab_size, cfg.n_layer, cfg.n_head, cfg.d_model, cfg.d_head, cfg.d_inner,
         cfg.dropout, cfg.dropatt, tie_weight=cfg.tie_weight, d_embed=cfg.d_embed,
         div_val=cfg.div_val, tie_projs=tie_projs, pre_lnorm=cfg.pre_lnorm, tgt_len=tgt_len,
-        ext_len=0, mem_len=mem_len, cutoffs=list(cfg.cutoffs), same_length=cfg.same_length,
-        attn_type=0, clamp_len=cfg.clamp_len,
+        ext_len=0, mem_len=mem_len, cutoffs=list(cfg.cutoffs),
+        same_length=cfg.segment.same_length, attn_type=0, clamp_len=cfg.segment.clamp_len,
     )  # fmt: skip
     with torch.no_grad():
         for name, p in model.named_parameters():

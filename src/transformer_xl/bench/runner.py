@@ -19,7 +19,8 @@ from transformer_xl.model import TransformerXLLM
 from transformer_xl.model.incremental import StreamingLM
 from transformer_xl.model.kernels.registry import ATTN_IMPLS
 from transformer_xl.precision import DTYPE_NAMES
-from transformer_xl.train.config import TrainConfig
+from transformer_xl.run.config import TrainConfig
+from transformer_xl.segment import SegmentSettings
 from transformer_xl.train.optim import build_optimizer
 
 MODES = ("train", "eval", "gen")
@@ -35,7 +36,7 @@ def hf_config(cfg: TransformerXLConfig):
     config must map back to ours)."""
     from transformers import TransfoXLConfig
 
-    if cfg.same_length and cfg.window_keys != "mem_len":
+    if cfg.segment.same_length and cfg.segment.window_keys != "mem_len":
         raise ValueError(
             "HF's TransfoXL needs window_keys='mem_len' (each query sees mem_len keys)"
         )
@@ -82,6 +83,11 @@ def with_peer(variants: list, compare: str | None) -> list:
     if compare != PEER:
         raise ValueError(f"--compare {compare!r}: the only peer is {PEER!r}")
     return variants if any(v.name == PEER for v in variants) else [*variants, Variant(PEER)]
+
+
+def _peer_settings(cfg: TransformerXLConfig, mem_len: int) -> SegmentSettings:
+    """Our settings at a benchmark's memory, with HF's same-length window (the peer's)."""
+    return cfg.segment.replace(mem_len=mem_len, window_keys="mem_len")
 
 
 @dataclass(frozen=True)
@@ -218,7 +224,7 @@ class Runner:
             self.mems = tuple(
                 torch.zeros(batch, mlen, cfg.d_model, device=device) for _ in range(cfg.n_layer)
             )
-        run_kw = {} if is_hf else dict(mem_len=mlen, window_keys="mem_len")
+        run_kw = {} if is_hf else {"settings": _peer_settings(model.config, mlen)}
         self.opt = _optimizer(model, is_hf) if case.mode == "train" else None
         self.stream = self._stream(model, batch, tlen, run_kw) if not is_hf else None
         self._forward = self._make_forward(fwd, is_hf, run_kw)
@@ -231,7 +237,7 @@ class Runner:
         (as the peer starts from ``mem_len`` zero vectors: the same keys from the first step)."""
         if self.case.mode != "eval" or self.case.variant.compile:
             return None
-        settings = model.config.segment.replace(ext_len=0, **run_kw)  # what forward gets
+        settings = run_kw["settings"].replace(ext_len=0)  # what forward gets
         if not use_cached_keys(model, settings, tlen):
             return None
         with torch.no_grad(), self.autocast:

@@ -74,9 +74,10 @@ def run(args) -> int:
         f"  model: {cfg.n_layer} layers, d_model {cfg.d_model}, {cfg.n_head}x{cfg.d_head} heads, "
         f"vocab {cfg.vocab_size}, cutoffs {list(cfg.cutoffs)}, div_val {cfg.div_val}"
     )
+    s = cfg.segment
     print(
-        f"  run defaults: tgt_len {cfg.tgt_len}, mem_len {cfg.mem_len}, clamp_len {cfg.clamp_len}, "
-        f"same_length {cfg.same_length} (keys: {cfg.same_length_keys})"
+        f"  run defaults: tgt_len {s.tgt_len}, mem_len {s.mem_len}, clamp_len {s.clamp_len}, "
+        f"same_length {s.same_length} (keys: {s.window_keys})"
     )
     if result.vocab is not None:
         print(f"  vocabulary: {len(result.vocab['tokens'])} tokens ({result.vocab['kind']})")

@@ -12,6 +12,7 @@ from transformer_xl.evaluate_saved import evaluate_model
 from transformer_xl.model_folder import load_config
 from transformer_xl.run.metrics import dumps
 from transformer_xl.run.resolve import find_model_folder
+from transformer_xl.segment import given_flags
 
 
 def run(args) -> int:
@@ -19,10 +20,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     flags = dict(
         split=args.split,
-        tgt_len=args.tgt_len,
-        mem_len=args.mem_len,
-        clamp_len=args.clamp_len,
-        same_length=args.same_length,
+        changes=given_flags(args),
         batch_size=args.batch_size,
         precision=args.precision,
     )

@@ -14,10 +14,11 @@ import argparse
 from transformer_xl.commands.common import positive_int
 from transformer_xl.export.onnx import export_model_folder
 from transformer_xl.model_folder import VOCAB_NAME
+from transformer_xl.segment import given_flags
 
 
 def run(args) -> int:
-    meta = export_model_folder(args.model, args.out, mem_len=args.mem_len, tgt_len=args.tgt_len)
+    meta = export_model_folder(args.model, args.out, changes=given_flags(args))
     print(f"txl export --format onnx: wrote {args.out}")
     print(
         f"  graph: input_ids [B, T], mems [{meta['n_layer']}, B, {meta['mem_len']}, "

@@ -17,6 +17,7 @@ from transformer_xl.continuation import open_model, read_into
 from transformer_xl.devices import cast_for_inference, resolve_device
 from transformer_xl.model.generate import Sampler
 from transformer_xl.prompt import encode_prompt, parse_ids, read_prompt_file
+from transformer_xl.segment import given_flags, with_flags
 
 
 def run(args) -> int:
@@ -43,10 +44,10 @@ def run(args) -> int:
             f"and became {opened.tokenizer.vocab.unk_token}",
             file=sys.stderr,
         )
+    settings = with_flags(opened.model.config.segment, given_flags(args))
     prompted = read_into(
-        opened, prompt, tgt_len=args.tgt_len, mem_len=args.mem_len, clamp_len=args.clamp_len,
-        same_length=args.same_length, as_text=not args.ids, stop_at_eos=args.stop_at_eos,
-    )  # fmt: skip
+        opened, prompt, settings, as_text=not args.ids, stop_at_eos=args.stop_at_eos
+    )
     out = sys.stdout
     for k in range(args.num_samples):
         if args.num_samples > 1:

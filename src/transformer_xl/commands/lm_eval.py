@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from transformer_xl.segment import given_flags
+
 
 def run(args) -> int:
     try:
@@ -22,8 +24,7 @@ def run(args) -> int:
         ) from None
     results = evaluate_tasks(
         args.model, [t for t in args.tasks.split(",") if t], include_path=args.include_path,
-        limit=args.limit, revision=args.revision, tgt_len=args.tgt_len, mem_len=args.mem_len,
-        clamp_len=args.clamp_len,
+        limit=args.limit, revision=args.revision, changes=given_flags(args),
     )  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=2, default=str))

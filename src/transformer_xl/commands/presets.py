@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 
-from transformer_xl.config import preset_config
 from transformer_xl.model.transformer import count_parameters
-from transformer_xl.presets import EVAL_SETTINGS, PAPER_PARAMS, PRESETS
+from transformer_xl.presets import TABLE
 
 
 def run(args) -> int:
     rows = []
-    for name in PRESETS:
-        cfg = preset_config(name)
-        n = count_parameters(cfg)
+    for name, row in TABLE.items():
+        cfg, ev = row.config, row.eval
         rows.append(
-            dict(name=name, params=n, paper_params=PAPER_PARAMS[name], n_layer=cfg.n_layer,
-                 d_model=cfg.d_model, vocab_size=cfg.vocab_size, train_tgt_len=cfg.tgt_len,
-                 train_mem_len=cfg.mem_len, eval=EVAL_SETTINGS[name])
+            dict(name=name, params=count_parameters(cfg), paper_params=row.paper.params,
+                 n_layer=cfg.n_layer, d_model=cfg.d_model, vocab_size=cfg.vocab_size,
+                 train_tgt_len=cfg.segment.tgt_len, train_mem_len=cfg.segment.mem_len,
+                 eval={k: getattr(ev, k) for k in ("tgt_len", "mem_len", "clamp_len",
+                                                   "same_length")})
         )  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))

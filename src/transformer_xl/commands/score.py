@@ -38,6 +38,7 @@ from transformer_xl.progress import Progress
 from transformer_xl.run.metrics import dumps
 from transformer_xl.scoring import open_scorer, read_groups, read_lines, rescore, score_lines
 from transformer_xl.scoring.nbest import NUMBER
+from transformer_xl.segment import given_flags
 
 
 def run(args) -> int:
@@ -49,9 +50,8 @@ def run(args) -> int:
         if value is not None and not args.nbest:
             raise ValueError(f"{flag} applies to --nbest only (it weighs the hypotheses' scores)")
     scoring = open_scorer(
-        args.model, device=args.device, precision=args.precision, mem_len=args.mem_len,
-        clamp_len=args.clamp_len, same_length=args.same_length,
-    )  # fmt: skip
+        args.model, device=args.device, precision=args.precision, changes=given_flags(args)
+    )
     lines = read_lines(args.file)
     if args.nbest:
         records = rescore(

@@ -46,7 +46,7 @@ from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text, honour_umask, make_parent, named_error
 from transformer_xl.model.saved import torch_weights
 from transformer_xl.model_folder import write_model_folder
-from transformer_xl.presets import EVAL_SETTINGS, PRESETS
+from transformer_xl.presets import TABLE, preset
 from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.weights import load_pretrained
 
@@ -69,12 +69,11 @@ def matching_preset(cfg: TransformerXLConfig, dataset: str | None) -> str | None
     if not dataset:
         return None
     dataset = DATASET_ALIASES.get(dataset.lower().replace("-", ""), dataset)
-    for name, fields in PRESETS.items():
+    for name, row in TABLE.items():
         if not name.startswith(dataset + "_") and name != dataset:
             continue
-        preset = TransformerXLConfig(**fields)
-        if preset.vocab_size == cfg.vocab_size and all(
-            getattr(preset, f) == getattr(cfg, f) for f in ARCH_FIELDS
+        if row.config.vocab_size == cfg.vocab_size and all(
+            getattr(row.config, f) == getattr(cfg, f) for f in ARCH_FIELDS
         ):
             return name
     return None
@@ -88,11 +87,15 @@ def with_eval_settings(cfg: TransformerXLConfig, dataset: str | None, notes: lis
             notes.append(f"architecture matches no '{dataset}' preset: run defaults kept")
         return cfg
     notes.append(f"architecture of preset '{name}': its evaluation settings are the defaults")
-    fields = PRESETS[name]
-    return cfg.replace(
-        **EVAL_SETTINGS[name], dropout=fields.get("dropout", cfg.dropout),
-        dropatt=fields.get("dropatt", cfg.dropatt),
-    )  # fmt: skip
+    row = preset(name)
+    ev = row.eval
+    segment = cfg.segment.replace(
+        tgt_len=ev.tgt_len,
+        mem_len=ev.mem_len,
+        clamp_len=ev.clamp_len,
+        same_length=ev.same_length,
+    )  # fmt: skip (the model's window_keys kept)
+    return cfg.replace(segment=segment, dropout=row.config.dropout, dropatt=row.config.dropatt)
 
 
 def _check_new(out: Path) -> None:
@@ -327,21 +330,18 @@ def export_hf(
     return ConvertResult(folder, model.config, counts, vocab and vocab.to_dict(), [])
 
 
-RUN_SETTINGS = ("tgt_len", "mem_len", "ext_len", "clamp_len", "same_length", "same_length_keys")
-
-
 def _export_legacy(src: Path, out, model, vocab, weights: str) -> ConvertResult:
     cfg = model.config
     hf_cfg, state = hf_state_from_ours(model)
     # HF's config has no tgt_len and no same_length window: kept for `--from hf`
-    hf_cfg["txl_run_settings"] = {k: getattr(cfg, k) for k in RUN_SETTINGS}
+    hf_cfg["txl_run_settings"] = cfg.segment.to_dict()
     if vocab is not None and vocab.eos_id is not None:
         hf_cfg["eos_token_id"] = vocab.eos_id
     notes = []
-    if cfg.same_length and cfg.same_length_keys == "tf":
+    if cfg.segment.same_length and cfg.segment.window_keys == "mem_len+1":
         notes.append(
             "HF's same_length lets a query see mem_len keys (this model's default, "
-            "same_length_keys='tf', sees mem_len + 1): HF's scores differ slightly"
+            "window_keys='mem_len+1', sees mem_len + 1): HF's scores differ slightly"
         )
     if cfg.div_val > 1 and not cfg.proj_same_dim:
         notes.append("clusters without a projection got identity projections (HF needs one)")

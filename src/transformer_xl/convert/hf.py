@@ -38,6 +38,7 @@ from transformer_xl.convert.torch_layout import (
     skip_torch_layout,
     table_of,
 )
+from transformer_xl.segment import SegmentSettings
 
 HF_LAYER = LAYER
 HF_VOCAB_FILES = ("vocab.pkl", "vocab.bin")
@@ -99,10 +100,12 @@ def config_from_hf(hf: Mapping[str, Any] | Any) -> TransformerXLConfig:
         init_std=get("init_std"),
         proj_init_std=get("proj_init_std"),
         layer_norm_eps=get("layer_norm_epsilon"),
-        mem_len=get("mem_len") or 0,
-        clamp_len=get("clamp_len") if get("clamp_len") > 0 else -1,
-        same_length=bool(get("same_length")),
-        window_keys="mem_len",
+        segment=SegmentSettings(
+            mem_len=get("mem_len") or 0,
+            clamp_len=get("clamp_len") if get("clamp_len") > 0 else -1,
+            same_length=bool(get("same_length")),
+            window_keys="mem_len",
+        ),
     )
 
 
@@ -169,10 +172,8 @@ def with_saved_run_settings(cfg: TransformerXLConfig, hf: Mapping[str, Any], sou
         return cfg
     if not isinstance(saved, dict):
         raise ValueError(f"{source}: txl_run_settings is not an object")
-    try:
-        return cfg.replace(**saved)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: txl_run_settings: {e}") from None
+    segment = SegmentSettings.from_dict(saved, f"{source}: txl_run_settings", base=cfg.segment)
+    return cfg.replace(segment=segment)
 
 
 def load_hf_folder(
@@ -227,9 +228,9 @@ def hf_config_from_ours(cfg: TransformerXLConfig, eos_token_id: int = 0) -> dict
         "div_val": cfg.div_val,
         "pre_lnorm": cfg.pre_lnorm,
         "n_layer": cfg.n_layer,
-        "mem_len": cfg.mem_len,
-        "clamp_len": cfg.clamp_len,
-        "same_length": cfg.same_length,
+        "mem_len": cfg.segment.mem_len,
+        "clamp_len": cfg.segment.clamp_len,
+        "same_length": cfg.segment.same_length,
         "proj_share_all_but_first": _share_all_but_first(cfg),
         "tie_projs": [False] + [_share_all_but_first(cfg)] * len(cfg.cutoffs),
         "attn_type": 0,

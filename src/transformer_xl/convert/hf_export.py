@@ -117,7 +117,7 @@ def model_card(
         f"A Transformer-XL language model (Dai et al. 2019): {cfg.n_layer} layers, d_model "
         f"{cfg.d_model}, {cfg.n_head} heads of {cfg.d_head}, vocabulary {cfg.vocab_size}"
         + (f" ({vocab_kind})" if vocab_kind else "")
-        + f"; segment length {cfg.tgt_len}, memory {cfg.mem_len}.",
+        + f"; segment length {cfg.segment.tgt_len}, memory {cfg.segment.mem_len}.",
         "",
         "Load it with transformers 5 and the `transformer-xl` package:",
         "",

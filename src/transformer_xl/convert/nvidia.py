@@ -53,6 +53,7 @@ from transformer_xl.convert.keymap import Rule, assemble, flip
 from transformer_xl.convert.safe_pickle import Record, load_torch_pickle, load_torchscript_data
 from transformer_xl.convert.torch_layout import LAYER, n_tables, table_of
 from transformer_xl.convert.vocab_files import VocabInfo, vocab_info
+from transformer_xl.segment import SegmentSettings
 
 CHECKPOINT_CLASSES = ("argparse.Namespace", "utils.vocabulary.Vocab")
 CHECKPOINT_NAMES = ("checkpoint_best.pt", "checkpoint_last.pt")
@@ -61,6 +62,8 @@ CONFIG_FIELDS = {  # ours <- their model_config key
     "vocab_size": "n_token", "n_layer": "n_layer", "n_head": "n_head", "d_model": "d_model",
     "d_head": "d_head", "d_inner": "d_inner", "dropout": "dropout", "dropatt": "dropatt",
     "tie_weight": "tie_weight", "div_val": "div_val", "pre_lnorm": "pre_lnorm",
+}  # fmt: skip
+SEGMENT_FIELDS = {  # our SegmentSettings field <- their model_config key
     "tgt_len": "tgt_len", "ext_len": "ext_len", "mem_len": "mem_len",
     "same_length": "same_length",
 }  # fmt: skip
@@ -233,9 +236,14 @@ def config_from_nvidia(ck: NvidiaCheckpoint) -> TransformerXLConfig:
             "model has no evaluation softmax to convert"
         )
     fields = {ours: _field(mcfg, theirs, src) for ours, theirs in CONFIG_FIELDS.items()}
+    run = {ours: _field(mcfg, theirs, src) for ours, theirs in SEGMENT_FIELDS.items()}
     d_embed = mcfg.get("d_embed")
     clamp = mcfg.get("clamp_len", -1)
     try:
+        segment = SegmentSettings(
+            **run, clamp_len=clamp if isinstance(clamp, int) and clamp > 0 else -1,
+            window_keys="mem_len+1",
+        )  # fmt: skip
         cfg = TransformerXLConfig(
             **fields,
             d_embed=None if d_embed in (None, -1) else d_embed,
@@ -243,8 +251,7 @@ def config_from_nvidia(ck: NvidiaCheckpoint) -> TransformerXLConfig:
             tie_projs=tuple(bool(t) for t in _field(mcfg, "tie_projs", src)),
             proj_same_dim=True,  # with div_val > 1 every cluster has a projection
             untie_r=False,
-            clamp_len=clamp if isinstance(clamp, int) and clamp > 0 else -1,
-            window_keys="mem_len+1",
+            segment=segment,
         )
     except (TypeError, ValueError) as e:
         raise ValueError(f"{src}: model_config: {e}") from None

@@ -33,6 +33,7 @@ from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.keymap import assemble
 from transformer_xl.convert.safe_pickle import Record, _inert, load_torch_pickle
 from transformer_xl.convert.torch_layout import rules_from_torch_layout, skip_torch_layout
+from transformer_xl.segment import SegmentSettings
 
 _THEIRS = (
     "MemTransformerLM",
@@ -190,20 +191,24 @@ def _arch_from_shapes(
 
 
 def _run_from_record(m: Record) -> dict[str, Any]:
-    """Settings the pickled model carries beyond the shapes."""
+    """Settings the pickled model carries beyond the shapes (config fields)."""
     attn = _sub(m, "layers", "0", "dec_attn")
+    segment = dict(
+        same_length=bool(m.same_length),
+        clamp_len=int(m.clamp_len) if int(m.clamp_len) > 0 else -1,
+        window_keys="mem_len",  # the authors' PyTorch same-length rule
+    )
+    for name in ("tgt_len", "mem_len", "ext_len"):
+        value = getattr(m, name, None)
+        if isinstance(value, int) and value >= (1 if name == "tgt_len" else 0):
+            segment[name] = value
     run = dict(
         pre_lnorm=bool(attn.pre_lnorm),
         dropout=float(_sub(m, "drop").p),
         dropatt=float(_sub(attn, "dropatt").p),
         layer_norm_eps=float(_sub(attn, "layer_norm").eps),
-        same_length=bool(m.same_length),
-        clamp_len=int(m.clamp_len) if int(m.clamp_len) > 0 else -1,
+        segment=SegmentSettings(**segment),
     )
-    for name in ("tgt_len", "mem_len", "ext_len"):
-        value = getattr(m, name, None)
-        if isinstance(value, int) and value >= (1 if name == "tgt_len" else 0):
-            run[name] = value
     sample = int(getattr(m, "sample_softmax", -1))
     if sample > 0 and "out_layer" in m._modules:
         run["sample_softmax"] = sample
@@ -236,8 +241,7 @@ def config_from_original(
         tie_projs=tuple(tie_projs),
         proj_same_dim=True,
         untie_r=False,
-        window_keys="mem_len",
-        **run,
+        **{"segment": SegmentSettings(window_keys="mem_len"), **run},
     )
     proj_tied = [cfg.proj_tied(i) for i in range(n_clusters)]
     return cfg.replace(tie_projs=tuple(proj_tied))

@@ -29,6 +29,7 @@ from torch import Tensor
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.keymap import Rule, assemble, concat, transpose
 from transformer_xl.convert.tf_bundle import TFCheckpoint
+from transformer_xl.segment import SegmentSettings
 
 P = "transformer/"
 TF_LAYER = {  # ours (under layers.{k}.) <- TF (under transformer/layer_{k}/), transposed?
@@ -75,7 +76,7 @@ def infer_config(
         **embed,
         tie_weight=True,  # TF's softmax always reads the embedding tables
         layer_norm_eps=TF_LAYER_NORM_EPS,
-        window_keys="mem_len+1",
+        segment=SegmentSettings(window_keys="mem_len+1"),
     )
     return cfg.replace(tie_projs=_tie_projs(shapes, cfg))
 

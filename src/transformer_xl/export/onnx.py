@@ -43,6 +43,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from transformer_xl.model.attention import score_columns
 from transformer_xl.model.transformer import TransformerXLLM
 from transformer_xl.model_folder import VOCAB_NAME
 from transformer_xl.run.resolve import find_model_folder
-from transformer_xl.segment import SegmentSettings
+from transformer_xl.segment import SegmentSettings, with_flags
 
 MODEL_FILE = "model.onnx"
 INFO_FILE = "export.json"
@@ -107,9 +108,10 @@ def example_length(mem_len: int) -> int:
     raise AssertionError("a padded length exists within 16 steps")  # pragma: no cover
 
 
-def export_settings(model: TransformerXLLM, mem_len: int | None, tgt_len: int | None):
-    """The model's default segment settings with the export's ``mem_len`` / ``tgt_len``."""
-    s = model.config.segment.replace(mem_len=mem_len, tgt_len=tgt_len)
+def export_settings(model: TransformerXLLM, changes: Mapping[str, Any] | None = None):
+    """The model's default segment settings with the export's ``changes`` (segment settings by
+    name, as the ``--mem-len`` / ``--tgt-len`` flags give them)."""
+    s = with_flags(model.config.segment, dict(changes or {}))
     if s.mem_len < 1:
         raise ValueError(f"mem_len={s.mem_len}: the ONNX export needs a memory (mem_len >= 1)")
     if s.ext_len:
@@ -243,14 +245,13 @@ def export_model_folder(
     src: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    mem_len: int | None = None,
-    tgt_len: int | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``txl export SRC --format onnx --out OUT``: SRC a model, run or checkpoint folder; OUT a
-    new folder, complete or absent."""
+    new folder, complete or absent; ``changes``: see :func:`export_settings`."""
     folder = find_model_folder(src)
     model = TransformerXLLM.from_pretrained(folder, attn_impl="eager").eval()
-    settings = export_settings(model, mem_len, tgt_len)
+    settings = export_settings(model, changes)
     vocab = Vocab.load(folder / VOCAB_FILE) if (folder / VOCAB_FILE).is_file() else None
     if vocab is not None and len(vocab) != model.config.vocab_size:
         raise ValueError(

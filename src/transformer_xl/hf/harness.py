@@ -17,6 +17,9 @@ and ``revision``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
@@ -52,14 +55,13 @@ class TransformerXLHarness(LM):
         folder = find_model_folder(str(pretrained), revision=revision)
         self.model = load_pretrained(folder).eval()
         self.tokenizer = load_tokenizer(folder)
-        cfg = self.model.config
-        self.tgt_len = int(tgt_len) if tgt_len is not None else cfg.tgt_len
-        self.run = dict(
-            mem_len=int(mem_len) if mem_len is not None else cfg.mem_len,
-            clamp_len=int(clamp_len) if clamp_len is not None else cfg.clamp_len,
-            same_length=_bool(same_length) if same_length is not None else cfg.same_length,
-            window_keys=cfg.window_keys,
-        )
+        # lm-eval's model_args arrive as text: typed here, over the model's settings
+        given = dict(tgt_len=tgt_len, mem_len=mem_len, clamp_len=clamp_len)
+        changes = {k: int(v) for k, v in given.items() if v is not None}
+        if same_length is not None:
+            changes["same_length"] = _bool(same_length)
+        self.settings = self.model.config.segment.replace(**changes)
+        self.tgt_len = self.settings.tgt_len
         self.max_gen_toks = int(max_gen_toks)
         self.start = self.tokenizer.vocab.eos_id  # what the first token is predicted from
 
@@ -79,7 +81,7 @@ class TransformerXLHarness(LM):
         ids = self._stream(self.tokenizer.encode(text))
         if len(ids) < 2:
             return 0.0, 0
-        res = evaluate(self.model, self._segments(ids), **self.run)
+        res = evaluate(self.model, self._segments(ids), self.settings)
         return res.nll_sum, res.tokens
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
@@ -96,7 +98,7 @@ class TransformerXLHarness(LM):
             )
         ids, mems, log_probs = ctx + cont, None, []
         for x, _ in self._segments(ids):
-            out = self.model(x, mems=mems, return_log_probs=True, **self.run)
+            out = self.model(x, mems=mems, settings=self.settings, return_log_probs=True)
             mems = out.mems
             log_probs.append(out.log_probs[0])
         lp = torch.cat(log_probs)[len(ctx) - 1 :]  # [len(cont), V]: before each cont token
@@ -117,10 +119,9 @@ class TransformerXLHarness(LM):
             sample = bool(kwargs.pop("do_sample", False))
             temperature = float(kwargs.pop("temperature", 1.0)) if sample else 0.0
             prompt = self._stream(self.tokenizer.encode(context))
-            run = dict(self.run)
             tokens, text = [], ""
             steps = generate_iter(self.model, [prompt], n, temperature=temperature,
-                                  prompt_chunk_len=self.tgt_len, **run)  # fmt: skip
+                                  settings=self.settings)  # fmt: skip
             for step in steps:
                 tokens.append(int(step[0]))
                 text = self.tokenizer.decode(tokens)
@@ -134,13 +135,12 @@ class TransformerXLHarness(LM):
 
 def evaluate_tasks(
     model: str, tasks: list[str], *, include_path: str | None = None, limit: int | None = None,
-    revision: str | None = None, **settings: int | None,
+    revision: str | None = None, changes: Mapping[str, Any] | None = None,
 ) -> dict:  # fmt: skip
     """lm-eval's results (task -> metrics) for ``tasks`` on ``model``, a model folder or Hub
-    repo id. ``settings`` are ``tgt_len``, ``mem_len``, ``clamp_len``; None keeps the model's."""
-    lm = TransformerXLHarness(
-        model, revision=revision, **{k: v for k, v in settings.items() if v is not None}
-    )
+    repo id. ``changes``: segment settings by name (``tgt_len``, ``mem_len``, ``clamp_len``,
+    ``same_length``) over the model's, as lm-eval's ``model_args`` give them."""
+    lm = TransformerXLHarness(model, revision=revision, **dict(changes or {}))
     manager = TaskManager(include_path=include_path) if include_path else TaskManager()
     known = set(manager.all_tasks)
     unknown = [t for t in tasks if t not in known]

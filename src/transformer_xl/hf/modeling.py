@@ -127,7 +127,7 @@ class TransformerXLForCausalLM(PreTrainedModel, GenerationMixin):
         if cache is not None and not isinstance(cache, RecurrenceCache):
             raise ValueError(f"cache is a {type(cache).__name__}; expected a RecurrenceCache")
         mems = cache.mems if cache is not None else ()
-        seg = self.model.config.tgt_len
+        seg = self.model.config.segment.tgt_len
         log_probs, hidden = [], []
         for s in range(0, input_ids.shape[1], seg):  # [B, <=tgt_len] segments with memory
             out = self.model(input_ids[:, s : s + seg], mems=mems or None, return_log_probs=True)

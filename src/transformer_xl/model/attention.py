@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.model.kernels.registry import AttentionChoice, segment_path, step_path
-from transformer_xl.segment import SegmentSettings
 
 
 def sinusoid(positions: Tensor, dim: int) -> Tensor:
@@ -104,20 +103,13 @@ def attention_mask(
     *,
     window: int | None = None,
     device: torch.device | None = None,
-    same_length: bool | None = None,
-    mem_len: int | None = None,
-    same_length_keys: str | None = None,
 ) -> Tensor:
     """Boolean ``[T, K]`` mask, True where query ``i`` must not see key ``j``.
 
     Causal: key ``j`` is visible to query ``i`` only if ``j <= M + i``. With a ``window`` (the
     ``same_length`` setting: :attr:`SegmentSettings.window`) each query sees only the keys at
-    distance ``< window``. The keywords ``same_length``, ``mem_len`` and ``same_length_keys`` of
-    earlier versions are still taken and turned into that window.
+    distance ``< window``.
     """
-    if same_length is not None:
-        legacy = SegmentSettings(mem_len=mem_len or 0, same_length=same_length)
-        window = legacy.replace(same_length_keys=same_length_keys).window
     dist = distance_matrix(mlen, qlen, device)  # [T, K]
     masked = dist < 0
     if window is not None:

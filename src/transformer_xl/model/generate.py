@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from transformer_xl.model.incremental import StreamingLM
-from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.segment import SegmentSettings, settings_or
 
 __all__ = [
     "Sampler",
@@ -176,30 +176,22 @@ def generate_iter(
     eos_id: int | None = None,
     settings: SegmentSettings | None = None,
     prompt_chunk_len: int | None = None,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length: bool | None = None,
-    window_keys: str | None = None,
-    same_length_keys: str | None = None,
 ) -> Iterator[Tensor]:
     """Yield generated tokens step by step, each ``[B]`` with ``B = prompts * num_samples``
     (rows ``p * num_samples .. (p+1) * num_samples - 1`` continue prompt ``p``).
 
     prompt: token ids, ``[T]``, ``[B, T]`` or a list of id lists (lengths may differ). Each
-    prompt is read once, in chunks of ``prompt_chunk_len`` (default ``config.tgt_len``), then
-    shared by its samples. ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`,
-    default ``config.segment``; the loose ``mem_len=...`` keywords change single fields) gives
-    the memory, clamp and same-length window; ``prompt_chunk_len`` defaults to its ``tgt_len``.
+    prompt is read once, in chunks of ``prompt_chunk_len``, then shared by its samples.
+    ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default
+    ``config.segment``) gives the memory, clamp and same-length window; ``prompt_chunk_len``
+    defaults to its ``tgt_len``.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 0")
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
     sampler = Sampler(temperature, top_k, top_p, seed)  # validate before any work
-    settings = resolve(
-        model.config.segment, settings, mem_len=mem_len, clamp_len=clamp_len,
-        same_length=same_length, window_keys=window_keys, same_length_keys=same_length_keys,
-    )  # fmt: skip
+    settings = settings_or(model.config.segment, settings)
     chunk = settings.tgt_len if prompt_chunk_len is None else prompt_chunk_len
     stream, log_probs = start_streams(model, prompt, chunk, settings)
     if num_samples > 1:

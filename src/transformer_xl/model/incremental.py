@@ -51,7 +51,7 @@ from transformer_xl.model.attention import (
     sinusoid,
 )
 from transformer_xl.model.kernels.registry import step_path
-from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.segment import SegmentSettings, settings_or
 
 __all__ = ["KeyValueWindow", "StreamingLM", "chunk_mask", "distance_matrix", "position_tables"]
 
@@ -202,7 +202,7 @@ class StreamingLM:
     Feed chunks ``[B, T]`` (any ``T``; 1 for token-by-token use) with :meth:`feed` (next-token
     log-probabilities after the chunk), :meth:`log_probs` (after every token) or :meth:`score`
     (log-probabilities of given labels); :meth:`reset` starts some rows over. The result of
-    every chunk equals ``model(chunk, mems=..., mem_len=..., ...)`` continued from the same
+    every chunk equals ``model(chunk, mems=..., settings=...)`` continued from the same
     earlier chunks (``ext_len`` 0, no dropout). Memory stays at most ``mem_len`` positions.
 
     The model's weights are read, never copied; the per-distance position tables are computed
@@ -217,20 +217,11 @@ class StreamingLM:
         model,
         batch_size: int = 1,
         settings: SegmentSettings | None = None,
-        *,
-        mem_len: int | None = None,
-        clamp_len: int | None = None,
-        same_length: bool | None = None,
-        window_keys: str | None = None,
-        same_length_keys: str | None = None,
     ) -> None:
         cfg = model.config
         self.model = model
         # tgt_len and ext_len are not used here: chunks have any length and ext_len is 0
-        self.settings = resolve(
-            cfg.segment, settings, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
-            window_keys=window_keys, same_length_keys=same_length_keys,
-        )  # fmt: skip
+        self.settings = settings_or(cfg.segment, settings)
         _check_supported(cfg, batch_size)
         self.mem_len, self.clamp_len = self.settings.mem_len, self.settings.clamp_len
         self.window = self.settings.window

@@ -31,7 +31,7 @@ from transformer_xl.model.init import init_weights
 from transformer_xl.model.kernels.registry import AttentionChoice, resolve_attention
 from transformer_xl.model.saved import load_state, read_model_folder, save_model
 from transformer_xl.run.resolve import find_model_folder
-from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.segment import SegmentSettings, settings_or
 
 
 class FeedForward(nn.Module):
@@ -214,27 +214,16 @@ class TransformerXLLM(nn.Module):
         settings: SegmentSettings | None = None,
         *,
         return_log_probs: bool = False,
-        mem_len: int | None = None,
-        ext_len: int | None = None,
-        clamp_len: int | None = None,
-        same_length: bool | None = None,
-        window_keys: str | None = None,
-        same_length_keys: str | None = None,
     ) -> LMOutput:
         """Score one segment.
 
         input_ids: ``[B, T]``; labels: ``[B, T]`` (the next tokens; no shifting is done here);
         mems: the memory returned by the previous call (None or ``()`` to start empty).
         settings: the :class:`~transformer_xl.segment.SegmentSettings` of this call (default:
-        ``config.segment``; ``tgt_len`` is not used here, the segment is ``input_ids``). The loose
-        keywords (``mem_len=...``, and ``same_length_keys`` of earlier versions) change single
-        fields of it; the result is validated either way.
+        ``config.segment``; ``tgt_len`` is not used here, the segment is ``input_ids``).
         """
         cfg = self.config
-        s = resolve(
-            cfg.segment, settings, mem_len=mem_len, ext_len=ext_len, clamp_len=clamp_len,
-            same_length=same_length, window_keys=window_keys, same_length_keys=same_length_keys,
-        )  # fmt: skip
+        s = settings_or(cfg.segment, settings)
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         bsz, qlen = input_ids.shape

@@ -22,7 +22,7 @@ import torch
 from transformer_xl.data.streams import EvalStream, OrderedStream
 from transformer_xl.evaluate import EvalResult, evaluate
 from transformer_xl.model import TransformerXLLM
-from transformer_xl.train.config import TrainConfig
+from transformer_xl.run.config import TrainConfig
 from transformer_xl.train.optim import build_optimizer, set_lr
 from transformer_xl.train.schedule import scheduled_lr
 
@@ -31,11 +31,12 @@ def train_model(
     cfg, data: np.ndarray, tc: TrainConfig, *, device, log: Callable[[str], None] = print
 ) -> tuple[TransformerXLLM, list[dict]]:
     """Train a fresh model of ``cfg`` for ``tc.max_steps`` steps on ``data`` (memory carried
-    between segments when ``cfg.mem_len > 0``); returns the model and its loss history."""
+    between segments when ``cfg.segment.mem_len > 0``); returns the model and its loss
+    history."""
     torch.manual_seed(tc.seed)
     model = TransformerXLLM(cfg).to(device)
     opt = build_optimizer(model, tc)
-    stream = OrderedStream(data, tc.batch_size, tc.tgt_len).forever()
+    stream = OrderedStream(data, tc.batch_size, tc.segment.tgt_len).forever()
     mems, history, run_loss, t0 = None, [], 0.0, time.perf_counter()
     model.train()
     for step in range(1, tc.max_steps + 1):
@@ -44,7 +45,7 @@ def train_model(
             mems = None
         set_lr(opt, scheduled_lr(step, tc))
         x, y = seg.input_ids.to(device), seg.labels.to(device)
-        out = model(x, labels=y, mems=mems, mem_len=cfg.mem_len)
+        out = model(x, labels=y, mems=mems, settings=cfg.segment)
         mems = out.mems
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -61,6 +62,11 @@ def train_model(
     return model, history
 
 
+def _memory(model, mem_len: int):
+    """The model's segment settings with a memory of ``mem_len``."""
+    return model.config.segment.replace(mem_len=mem_len)
+
+
 def cached_eval(
     model, data: np.ndarray, *, tgt_len: int, mem_len: int, batch_size: int, device,
     bits: bool, max_tokens: int = 0,
@@ -70,9 +76,8 @@ def cached_eval(
     of every row (a prefix of each of ``batch_size`` evenly spread stretches)."""
     stream = EvalStream(data, batch_size, tgt_len)
     batches = ((s.input_ids, s.labels, s.loss_mask) for s in stream)
-    return evaluate(
-        model, batches, mem_len=mem_len, device=device, bits=bits, max_tokens=max_tokens
-    )
+    settings = model.config.segment.replace(tgt_len=tgt_len, mem_len=mem_len)
+    return evaluate(model, batches, settings, device=device, bits=bits, max_tokens=max_tokens)
 
 
 def sliding_windows(n_labels: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -112,7 +117,7 @@ def sliding_eval(
         for r, (s, e, first) in enumerate(chunk):
             x[r, : e - s], y[r, : e - s] = ids[s:e], ids[s + 1 : e + 1]
             mask[r, first - s : e - s] = True
-        out = model(x.to(device), labels=y.to(device), mem_len=0)
+        out = model(x.to(device), labels=y.to(device), settings=_memory(model, 0))
         tok = out.token_nll.double().cpu()
         nll += float(tok[mask].sum())
         count += int(mask.sum())
@@ -159,13 +164,14 @@ def window_nll(
     ids = np.asarray(data, dtype=np.int64)
     out = np.empty((len(starts), length), dtype=np.float64)
     seg = tgt_len if relative else length
+    settings = _memory(model, length)
     for b in range(0, len(starts), batch_size):
         rows = np.stack([ids[s : s + length + 1] for s in starts[b : b + batch_size]])
         rows_t = torch.from_numpy(rows).to(device)
         mems, parts = None, []
         for i in range(0, length, seg):
             x, y = rows_t[:, i : i + seg], rows_t[:, i + 1 : i + seg + 1]
-            res = model(x, labels=y, mems=mems, mem_len=length)
+            res = model(x, labels=y, mems=mems, settings=settings)
             mems = res.mems
             parts.append(res.token_nll.double().cpu())
         out[b : b + len(rows)] = torch.cat(parts, dim=1).numpy()
@@ -202,23 +208,24 @@ def time_per_token(
     ids = torch.from_numpy(np.asarray(data[: attn_len + (n_segments + 2) * tgt_len + 1],
                                       dtype=np.int64))[None].to(device)  # fmt: skip
     mem_len = attn_len - tgt_len
+    cached_settings, fresh = _memory(model, mem_len), _memory(model, 0)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     mems, pos = None, 0
     while pos < mem_len + tgt_len:  # fill the memory (and warm up)
-        mems = model(ids[:, pos : pos + tgt_len], mems=mems, mem_len=mem_len).mems
+        mems = model(ids[:, pos : pos + tgt_len], mems=mems, settings=cached_settings).mems
         pos += tgt_len
     sync()
     t0 = time.perf_counter()
     for _ in range(n_segments):
-        mems = model(ids[:, pos : pos + tgt_len], mems=mems, mem_len=mem_len).mems
+        mems = model(ids[:, pos : pos + tgt_len], mems=mems, settings=cached_settings).mems
         pos += tgt_len
     sync()
     cached = (time.perf_counter() - t0) / (n_segments * tgt_len)
-    model(ids[:, :attn_len], mem_len=0)  # warm up
+    model(ids[:, :attn_len], settings=fresh)  # warm up
     sync()
     t0 = time.perf_counter()
     for w in range(n_windows):
-        model(ids[:, w + 1 : w + 1 + attn_len], mem_len=0)
+        model(ids[:, w + 1 : w + 1 + attn_len], settings=fresh)
     sync()
     sliding = (time.perf_counter() - t0) / n_windows
     return {"attn_len": attn_len, "cached_s": cached, "sliding_s": sliding,

@@ -17,7 +17,8 @@ from transformer_xl.data.prepared import load_prepared
 from transformer_xl.reproduce.corpus import corpus_source, prepare_stdlib
 from transformer_xl.reproduce.report import environment, write_outputs
 from transformer_xl.reproduce.variants import BY_NAME, VARIANTS, match_parameters
-from transformer_xl.train.config import TrainConfig
+from transformer_xl.run.config import TrainConfig
+from transformer_xl.segment import SegmentSettings
 
 SPEED_LENGTHS = (800, 1800, 2800, 3800)  # the paper's evaluation-speed table
 CURVE_MULTIPLES = (0, 1, 2, 3, 4, 6, 8, 10)  # evaluation memory / training segment
@@ -114,7 +115,8 @@ def base_config(plan: Plan, vocab_size: int) -> TransformerXLConfig:
     return TransformerXLConfig(
         vocab_size=vocab_size, n_layer=plan.n_layer, n_head=plan.n_head,
         d_model=plan.d_model, d_head=plan.d_model // plan.n_head, d_inner=plan.d_inner,
-        dropout=0.0, tgt_len=plan.tgt_len, cutoffs=cutoffs, div_val=4 if cutoffs else 1,
+        dropout=0.0, segment=SegmentSettings(tgt_len=plan.tgt_len), cutoffs=cutoffs,
+        div_val=4 if cutoffs else 1,
     )  # fmt: skip
 
 
@@ -128,8 +130,9 @@ def train_all(plan: Plan, ds, log: Log) -> tuple[dict, dict, dict]:
     for seed in range(plan.seeds):
         for v in VARIANTS:
             tc = TrainConfig(
-                batch_size=plan.batch_size, tgt_len=plan.tgt_len, lr=plan.lr,
-                max_steps=plan.steps, warmup_steps=max(1, plan.steps // 20), seed=1111 + seed,
+                batch_size=plan.batch_size, lr=plan.lr, max_steps=plan.steps,
+                segment=TrainConfig.segment.replace(tgt_len=plan.tgt_len),
+                warmup_steps=max(1, plan.steps // 20), seed=1111 + seed,
                 log_interval=max(1, plan.steps // 10), clip=0.25,
             )  # fmt: skip
             log(f"training {v.name} seed {seed}: {plan.steps} steps")

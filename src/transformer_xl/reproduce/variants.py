@@ -52,7 +52,8 @@ TOLERANCE = 0.02
 def variant_config(base: TransformerXLConfig, v: Variant, mem_len: int) -> TransformerXLConfig:
     """``base`` with the variant's encoding; ``mem_len`` is the training memory (0 without
     recurrence), which also sizes the learnable position tables."""
-    return base.replace(attn_type=v.attn_type, mem_len=mem_len if v.recurrence else 0)
+    memory = base.segment.replace(mem_len=mem_len if v.recurrence else 0)
+    return base.replace(attn_type=v.attn_type, segment=memory)
 
 
 def match_parameters(

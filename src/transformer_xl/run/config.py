@@ -11,6 +11,13 @@ A file has two sections::
 field first, then a model field); values are read as JSON where they parse (``1e-3``, ``true``,
 ``[1, 2]``, ``null``) and as strings otherwise. The resolved config is written to the run folder
 as ``config.json`` and is what ``--resume`` reads back.
+
+Segment settings are :class:`~transformer_xl.segment.SegmentSettings` values: ``train.segment``
+(training), ``train.eval_segment`` (evaluation) and ``model.segment`` (the saved model's
+defaults). Every source spells a field of them either nested (``train: {segment: {mem_len:
+64}}``, ``--set train.segment.mem_len=64``) or flat, as the documented short names
+(``train.mem_len``, ``train.eval_mem_len``, ``model.clamp_len``): :func:`field_path` maps the
+short names, in one place, for files, ``--set`` and saved run configs of earlier versions alike.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from typing import Any
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.precision import PRECISIONS
 from transformer_xl.recipes import recipe
-from transformer_xl.segment import WINDOW_KEYS, SegmentSettings
+from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
+from transformer_xl.segment import SegmentSettings
 
 MAX_THREADS = 1024  # --threads above this only exhausts the machine's processes (torch crashes)
 
@@ -51,8 +59,8 @@ class TrainConfig:
         batch_size: parallel streams per optimizer step, summed over all ranks.
         batch_chunk: split each rank's batch into this many chunks whose gradients are
             accumulated (the authors' ``batch_chunk``; the result equals the unsplit batch).
-        tgt_len, mem_len, ext_len, clamp_len, same_length: training segment settings
-            (:meth:`segment_settings`; validated by :class:`SegmentSettings`).
+        segment: training segment settings (:class:`SegmentSettings`; in a run, its
+            ``window_keys`` is the model's).
         optimizer: ``adam``, ``adamw``, ``sgd``, ``adagrad`` or ``lamb``.
         lr: peak learning rate. weight_decay, beta1, beta2, eps, momentum: optimizer knobs.
         scheduler: ``cosine`` (linear warm-up then cosine to ``lr_min``), ``inv_sqrt``,
@@ -63,8 +71,9 @@ class TrainConfig:
         max_steps: optimizer steps to run. max_tokens: stop after this many training tokens
             (0 = no limit). max_time: stop after this many seconds of training (0 = no limit).
         eval_interval: evaluate on the validation split every this many steps (0 = only at the
-            end). eval_*: evaluation segment settings (``None`` = the training value; see
-            :meth:`eval_segment_settings`) and batch size (:attr:`eval_batch`);
+            end). eval_segment: evaluation segment settings (``None``: ``segment`` with
+            ``ext_len`` 0; evaluation scores every label once, with no extended context).
+            eval_batch_size: streams per evaluation batch (:attr:`eval_batch`);
             eval_max_tokens: cap on the validation tokens scored during training (0 = all).
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast + gradient scaler).
         compile: wrap the model in ``torch.compile`` (``compile_backend``).
@@ -85,11 +94,7 @@ class TrainConfig:
     data: str | None = None
     batch_size: int = 16
     batch_chunk: int = 1
-    tgt_len: int = 64
-    mem_len: int = 64
-    ext_len: int = 0
-    clamp_len: int = -1
-    same_length: bool = False
+    segment: SegmentSettings = SegmentSettings(tgt_len=64, mem_len=64)
     optimizer: str = "adam"
     lr: float = 2.5e-4
     weight_decay: float = 0.0
@@ -107,10 +112,7 @@ class TrainConfig:
     max_tokens: int = 0
     max_time: float = 0.0
     eval_interval: int = 500
-    eval_tgt_len: int | None = None
-    eval_mem_len: int | None = None
-    eval_clamp_len: int | None = None
-    eval_same_length: bool | None = None
+    eval_segment: SegmentSettings | None = None
     eval_batch_size: int | None = None
     eval_max_tokens: int = 0
     precision: str = "fp32"
@@ -157,7 +159,14 @@ class TrainConfig:
         v = self.eval_batch_size
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             fail("eval_batch_size", "a positive integer or null (= the training value)")
-        self.eval_segment_settings()  # validates the segment fields (SegmentSettings does)
+        if not isinstance(self.segment, SegmentSettings):
+            fail("segment", "a SegmentSettings")
+        if self.eval_segment is None:
+            object.__setattr__(self, "eval_segment", self.segment.replace(ext_len=0))
+        if not isinstance(self.eval_segment, SegmentSettings):
+            fail("eval_segment", "a SegmentSettings or null (= segment with ext_len 0)")
+        if self.eval_segment.ext_len != 0:
+            fail("eval_segment", "ext_len 0 (evaluation scores every label once)")
         if self.batch_chunk > self.batch_size:
             fail("batch_chunk", f"at most batch_size={self.batch_size}")
         if self.keep_checkpoints < 1:
@@ -201,46 +210,128 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def segment_settings(self, window_keys: str = WINDOW_KEYS[0]) -> SegmentSettings:
-        """The training segment settings; ``window_keys`` (not a train field) is the model
-        config's. A bad field is named as ``train.FIELD``."""
-        try:
-            return SegmentSettings(
-                tgt_len=self.tgt_len, mem_len=self.mem_len, ext_len=self.ext_len,
-                clamp_len=self.clamp_len, same_length=self.same_length, window_keys=window_keys,
-            )  # fmt: skip
-        except ValueError as e:  # SegmentSettings' message starts with the field's name
-            raise ValueError(f"train.{e}") from None
-
-    def eval_segment_settings(self, window_keys: str = WINDOW_KEYS[0]) -> SegmentSettings:
-        """The evaluation segment settings: the ``eval_*`` fields, ``None`` = the training
-        value; ``ext_len`` is 0 (evaluation scores every label once, with no extended
-        context). A bad field is named as ``train.eval_FIELD``."""
-        s = self.segment_settings(window_keys).replace(ext_len=0)
-        for name in ("tgt_len", "mem_len", "clamp_len", "same_length"):
-            try:  # one field at a time, so that a refusal names its own field
-                s = s.replace(**{name: getattr(self, f"eval_{name}")})
-            except ValueError as e:  # SegmentSettings' message starts with the field's name
-                raise ValueError(f"train.eval_{e}") from None
-        return s
-
     @property
     def eval_batch(self) -> int:
         """Streams per evaluation batch: ``eval_batch_size``, else ``batch_size``."""
         return self.batch_size if self.eval_batch_size is None else self.eval_batch_size
 
 
-TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-MODEL_FIELDS = {f.name for f in dataclasses.fields(TransformerXLConfig)} - {"_version"}
+# ---------------------------------------------------------------------------- field paths
+# A field of a section is named by its path: a plain field (``lr``) or a field of one of the
+# section's SegmentSettings (``segment.mem_len``, ``eval_segment.mem_len``).
+NESTED = {"train": ("segment", "eval_segment"), "model": ("segment",)}
+_CLASSES = {"train": TrainConfig, "model": TransformerXLConfig}
+FIELDS = {
+    section: ({f.name for f in dataclasses.fields(cls)} - set(NESTED[section]))
+    | {f"{n}.{k}" for n in NESTED[section] for k in SEGMENT_FIELDS}
+    for section, cls in _CLASSES.items()
+}
+TRAIN_FIELDS, MODEL_FIELDS = FIELDS["train"], FIELDS["model"]
+# The documented short names of segment fields, in config files, ``--set`` and the saved run
+# configs of earlier versions (``train.mem_len``, ``train.eval_mem_len``, ``model.clamp_len``).
+SHORT_NAMES = {
+    "train": {
+        **{k: f"segment.{k}" for k in ("tgt_len", "mem_len", "ext_len", "clamp_len", "same_length")},
+        **{f"eval_{k}": f"eval_segment.{k}" for k in ("tgt_len", "mem_len", "clamp_len", "same_length")},
+    },
+    "model": {k: f"segment.{k}" for k in SEGMENT_FIELDS},
+}  # fmt: skip
+
+
+def field_path(section: str, name: str) -> str | None:
+    """The path of field ``name`` (a path or a short name) of ``section``; None if unknown."""
+    path = SHORT_NAMES[section].get(name, name)
+    return path if path in FIELDS[section] else None
+
+
+def flatten(section: str, part: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A section as a source spells it (nested segment objects, paths or short names) ->
+    ``{path: value}``, each value checked against its field's type. The one place where the
+    short names become paths."""
+    items: list[tuple[str, Any]] = []
+    for k, v in part.items():
+        if k in NESTED[section] and (v is None or isinstance(v, Mapping)):
+            items += [(f"{k}.{sub}", x) for sub, x in (v or {}).items()]
+        else:
+            items.append((k, v))
+    unknown = [k for k, _ in items if field_path(section, k) is None]
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown field(s) {unknown} of {section}; known: {sorted(FIELDS[section])} "
+            f"(or the short names {sorted(SHORT_NAMES[section])})"
+        )
+    out = {}
+    for k, v in items:
+        path = field_path(section, k)
+        out[path] = check_value(section, path, v, source)
+    return out
+
+
+def _settings(section, name, flat, base: SegmentSettings, source: str) -> SegmentSettings:
+    """The SegmentSettings ``name`` of ``section`` from ``flat`` paths over ``base`` (a None
+    value: the base's)."""
+    changes = {p.split(".", 1)[1]: v for p, v in flat.items() if p.startswith(f"{name}.")}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return SegmentSettings.from_dict(changes, source=f"{source}: {section}.{name}", base=base)
+
+
+def build_train(flat: Mapping[str, Any], source: str) -> TrainConfig:
+    """A :class:`TrainConfig` from ``{path: value}``; the evaluation settings not given are the
+    training ones (``ext_len`` 0)."""
+    segment = _settings("train", "segment", flat, TrainConfig.segment, source)
+    eval_segment = _settings("train", "eval_segment", flat, segment.replace(ext_len=0), source)
+    plain = {k: v for k, v in flat.items() if "." not in k}
+    try:
+        return TrainConfig(**plain, segment=segment, eval_segment=eval_segment)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def build_model(flat: Mapping[str, Any], source: str) -> TransformerXLConfig:
+    """A :class:`TransformerXLConfig` from ``{path: value}``."""
+    plain = {k: v for k, v in flat.items() if "." not in k}
+    segment = _settings("model", "segment", flat, SegmentSettings(), source)
+    return TransformerXLConfig.from_dict({**plain, "segment": segment.to_dict()}, source=source)
+
+
+def make_train_config(values: Mapping[str, Any], source: str) -> TrainConfig:
+    """A :class:`TrainConfig` from a train section in any spelling (see :func:`flatten`)."""
+    return build_train(flatten("train", values, source), source)
+
+
+def make_model_config(values: Mapping[str, Any], source: str) -> TransformerXLConfig:
+    """A :class:`TransformerXLConfig` from a model section in any spelling (see
+    :func:`flatten`); ``format_version`` is ignored (this is not a ``config.json``)."""
+    values = {k: v for k, v in values.items() if k != "format_version"}
+    return build_model(flatten("model", values, source), source)
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """The value at ``path`` (``"lr"``, ``"segment.mem_len"``) of a config."""
+    for name in path.split("."):
+        obj = getattr(obj, name)
+    return obj
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A resolved run: the recipe it started from, the architecture and the job settings."""
+    """A resolved run: the recipe it started from, the architecture and the job settings.
+    The same-length rule of the training and evaluation settings (``window_keys``) is the
+    model's: set here, where the two meet."""
 
     preset: str | None
     model: TransformerXLConfig
     train: TrainConfig
+
+    def __post_init__(self) -> None:
+        keys = self.model.segment.window_keys
+        t = self.train
+        if (t.segment.window_keys, t.eval_segment.window_keys) != (keys, keys):
+            aligned = t.replace(
+                segment=t.segment.replace(window_keys=keys),
+                eval_segment=t.eval_segment.replace(window_keys=keys),
+            )
+            object.__setattr__(self, "train", aligned)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -255,6 +346,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> RunConfig:
+        """Either layout of the sections (the segment settings nested, or flat as earlier
+        versions wrote them)."""
         if d.get("format_version") != 1:
             raise ValueError(f"{source}: format_version={d.get('format_version')!r}, expected 1")
         model = TransformerXLConfig.from_dict(d["model"], source=f"{source} [model]")
@@ -270,19 +363,6 @@ class RunConfig:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
         return cls.from_dict(d, str(path))
-
-
-def make_train_config(values: dict[str, Any], source: str) -> TrainConfig:
-    unknown = sorted(set(values) - TRAIN_FIELDS)
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown field(s) {unknown} of train; known: {sorted(TRAIN_FIELDS)}"
-        )
-    values = {k: check_value("train", k, v, source) for k, v in values.items()}
-    try:
-        return TrainConfig(**values)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: {e}") from None
 
 
 # ---------------------------------------------------------------------------- layering
@@ -342,10 +422,16 @@ def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 # ---------------------------------------------------------------------------- value grammar
 BOOL_WORDS = {"true": True, "false": False}  # the only spellings of a boolean (JSON's)
+_SEGMENT_TYPES = {f.name: str(f.type) for f in dataclasses.fields(SegmentSettings)}
+# The type of every field path; an evaluation setting may be null (= the training value).
 _TYPES = {
-    "train": {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)},
-    "model": {f.name: str(f.type) for f in dataclasses.fields(TransformerXLConfig)},
-}
+    section: {
+        **{f.name: str(f.type) for f in dataclasses.fields(cls) if f.name not in NESTED[section]},
+        **{f"{n}.{k}": t + (" | None" if n == "eval_segment" else "")
+           for n in NESTED[section] for k, t in _SEGMENT_TYPES.items()},
+    }
+    for section, cls in _CLASSES.items()
+}  # fmt: skip
 _EXPECTED = {
     "int": "an integer",
     "float": "a number",
@@ -403,22 +489,25 @@ def parse_value(section: str, name: str, raw: str, source: str) -> Any:
 
 def parse_override(item: str) -> tuple[str, str, Any]:
     """``"model.dropout=0.2"`` -> ``("model", "dropout", 0.2)``; a bare key goes to ``train``
-    when it is a train field, else to ``model``."""
+    when it is a train field, else to ``model``; a short name becomes its path
+    (``"eval_mem_len=64"`` -> ``("train", "eval_segment.mem_len", 64)``)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-    section, dot, name = key.partition(".")
-    if not dot:
-        name = key
-        section = "train" if name in TRAIN_FIELDS else "model" if name in MODEL_FIELDS else ""
-    fields = {"train": TRAIN_FIELDS, "model": MODEL_FIELDS}.get(section)
-    if fields is None or name not in fields:
+    head, _, rest = key.partition(".")
+    if head in FIELDS:
+        section, path = head, field_path(head, rest)
+    else:
+        section = "train" if field_path("train", key) else "model"
+        path = field_path(section, key)
+    if path is None:
         raise ValueError(
             f"--set {item!r}: unknown field(s) [{key!r}]; expected a train field "
-            f"({', '.join(sorted(TRAIN_FIELDS))}) or model.FIELD"
+            f"({', '.join(sorted(TRAIN_FIELDS))}, or a short name: "
+            f"{', '.join(SHORT_NAMES['train'])}) or model.FIELD"
         )
-    return section, name, parse_value(section, name, raw, f"--set {item!r}")
+    return section, path, parse_value(section, path, raw, f"--set {item!r}")
 
 
 # Model fields that change the shapes (or the set) of the weights: fixed by ``--init-from``.
@@ -465,12 +554,10 @@ def resolve_layers(
             "no recipe given: pass --preset NAME or put 'preset: NAME' in the config file"
         )
     base = recipe(preset) if preset is not None else {"model": {}, "train": {}}
-    origins: dict[str, str] = {f"train.{k}": "default" for k in TRAIN_FIELDS}
-    origins.update({f"model.{k}": "default" for k in MODEL_FIELDS})
+    origins: dict[str, str] = {f"{s}.{k}": "default" for s in FIELDS for k in FIELDS[s]}
     if init_model is not None:
         base["model"] = init_model.to_dict()
         base["model"].pop("format_version", None)
-        base["model"].pop("_version", None)
     layers = [
         (
             "init-from model" if init_model is not None else f"preset {preset}",
@@ -483,7 +570,7 @@ def resolve_layers(
     ]
     values: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
     for where, part, section in layers:
-        for k, v in part.items():
+        for k, v in flatten(section, part, where).items():
             values[section][k] = v
             origins[f"{section}.{k}"] = where
     for item in overrides:
@@ -493,14 +580,14 @@ def resolve_layers(
     if init_model is not None:
         _refuse_shape_changes(init_model, values["model"], origins)
     source = f"preset {preset!r} + overrides" if preset else "--init-from + overrides"
-    train = make_train_config(values["train"], source)
+    train = build_train(values["train"], source)
     if vocab_size is not None:
         values["model"]["vocab_size"] = vocab_size
         origins["model.vocab_size"] = "data (its vocabulary)"
-    values["model"].update(tgt_len=train.tgt_len, mem_len=train.mem_len, ext_len=train.ext_len)
     for k in ("tgt_len", "mem_len", "ext_len"):
-        origins[f"model.{k}"] = f"train.{k}"
-    model = TransformerXLConfig.from_dict(values["model"], source=f"{source} [model]")
+        values["model"][f"segment.{k}"] = getattr(train.segment, k)
+        origins[f"model.segment.{k}"] = f"train.segment.{k}"
+    model = build_model(values["model"], source=f"{source} [model]")
     return RunConfig(preset, model, train), origins
 
 
@@ -533,7 +620,7 @@ def resume_config(
     changes: dict[str, Any] = {}
     for item in overrides:
         section, name, value = parse_override(item)
-        saved_value = getattr(saved.train if section == "train" else saved.model, name)
+        saved_value = get_path(saved.train if section == "train" else saved.model, name)
         if saved_value == value:
             continue
         if section != "train" or name not in RESUME_FIELDS:
@@ -552,9 +639,13 @@ def format_layers(run: RunConfig, origins: dict[str, str]) -> str:
     lines = [f"preset: {run.preset}"]
     for section, obj in (("model", run.model.to_dict()), ("train", run.train.to_dict())):
         lines.append(f"{section}:")
+        obj.pop("format_version", None)
         for k in sorted(obj):
-            if k == "format_version":
+            if k not in NESTED[section]:
+                lines.append(f"  {k}: {json.dumps(obj[k])}  # {origins.get(f'{section}.{k}')}")
                 continue
-            where = origins.get(f"{section}.{k}", "default")
-            lines.append(f"  {k}: {json.dumps(obj[k])}  # {where}")
+            lines.append(f"  {k}:")
+            for sub in SEGMENT_FIELDS:
+                where = origins.get(f"{section}.{k}.{sub}", "default")
+                lines.append(f"    {sub}: {json.dumps(obj[k][sub])}  # {where}")
     return "\n".join(lines)

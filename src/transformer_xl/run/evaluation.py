@@ -5,19 +5,23 @@ record both evaluators print."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.model_folder import load_config
-from transformer_xl.run.config import TRAIN_FIELDS, RunConfig, make_train_config
+from transformer_xl.run.config import RunConfig, field_path, make_train_config
 from transformer_xl.run.folder import RunFolder, read_json
 from transformer_xl.run.metrics import eval_record
 from transformer_xl.run.resolve import ModelLocation, resolve_model
-from transformer_xl.segment import SegmentSettings
+from transformer_xl.segment import SegmentSettings, with_flags
 
-SETTINGS = ("tgt_len", "mem_len", "clamp_len", "same_length", "batch_size")
 BUILTIN = "builtin:cpython-docs"
+MODEL_FOLDER_BATCH = 10  # streams per batch for a model folder (no run settings to read)
+# The segment settings of the record ``txl eval --json`` prints.
+RECORD_FIELDS = ("tgt_len", "mem_len", "clamp_len", "same_length")
 
 
 def run_of(path: Path) -> RunConfig | None:
@@ -30,7 +34,7 @@ def run_of(path: Path) -> RunConfig | None:
         info = read_json(folder.tf_info)
         if isinstance(info, dict) and isinstance(info.get("train"), dict):
             model = TransformerXLConfig.from_dict(info["model"], source=f"{folder.tf_info} [model]")
-            known = {k: v for k, v in info["train"].items() if k in TRAIN_FIELDS}
+            known = {k: v for k, v in info["train"].items() if field_path("train", k)}
             train = make_train_config({**known, "data": info.get("data")}, str(folder.tf_info))
             return RunConfig(None, model, train)
     return None
@@ -47,44 +51,51 @@ def eval_segment_defaults(loc: ModelLocation, config: TransformerXLConfig) -> Se
     """The segment settings a model is evaluated with unless flags say otherwise: the run's
     evaluation settings (a run folder) or the model config's."""
     run = run_of_location(loc)
-    return run.train.eval_segment_settings(run.model.window_keys) if run else config.segment
+    return run.train.eval_segment if run is not None else config.segment.replace(ext_len=0)
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What ``txl eval`` scores: the model folder, the data, the segment settings (``ext_len``
+    0, the model's ``window_keys``) and the streams per batch."""
+
+    model_dir: Path
+    data: str
+    settings: SegmentSettings
+    batch_size: int
+
+    def record(self) -> dict[str, Any]:
+        """The ``settings`` of the JSON record."""
+        s = self.settings
+        return {**{k: getattr(s, k) for k in RECORD_FIELDS}, "batch_size": self.batch_size}
 
 
 def eval_plan(
-    model_path: str | os.PathLike, data: str | None, given: dict[str, Any]
-) -> tuple[Path, str, dict[str, Any]]:
-    """``(model folder, data, settings)`` for ``txl eval MODEL``: the flags in ``given`` (None =
-    unset) over the run's evaluation settings (a run folder) or the model config's (batch 10)."""
+    model_path: str | os.PathLike,
+    data: str | None,
+    changes: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+) -> EvalPlan:
+    """The plan of ``txl eval MODEL``: the flags given (``changes``: segment settings by name,
+    ``batch_size``) over the run's evaluation settings (a run folder) or the model config's
+    (batch 10). A bad flag is named as the command line spells it (``--mem-len``)."""
     loc = resolve_model(model_path)  # a model, run or checkpoint folder (or a Hub repo id)
     model_dir, path = loc.model_dir, loc.run_dir
     run = run_of_location(loc)
     if run is not None:
-        e = run.train.eval_segment_settings(run.model.window_keys)
-        defaults = {k: getattr(e, k) for k in SETTINGS if k != "batch_size"}
-        defaults["batch_size"] = run.train.eval_batch
+        base, batch = run.train.eval_segment, run.train.eval_batch
         data = data or run.train.data
         if data == BUILTIN:
             data = str(RunFolder(path).data)
     else:
         cfg = load_config(model_dir)
-        defaults = dict(
-            tgt_len=cfg.tgt_len,
-            mem_len=cfg.mem_len,
-            clamp_len=cfg.clamp_len,
-            same_length=cfg.same_length,
-            batch_size=10,
-        )
+        base, batch = cfg.segment.replace(ext_len=0), MODEL_FOLDER_BATCH
     if not data:
         raise ValueError(f"{model_path}: pass --data DIR (a prepared dataset folder)")
-    s = {k: defaults[k] if given.get(k) is None else given[k] for k in SETTINGS}
-    for k in ("tgt_len", "batch_size"):
-        if s[k] < 1:
-            raise ValueError(f"--{k.replace('_', '-')}={s[k]}: expected a positive integer")
-    if s["mem_len"] < 0 or s["clamp_len"] == 0 or s["clamp_len"] < -1:
-        raise ValueError(
-            f"--mem-len={s['mem_len']} must be >= 0 and --clamp-len={s['clamp_len']} -1 or positive"
-        )
-    return model_dir, str(data), s
+    settings = with_flags(base, dict(changes or {}))
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"--batch-size={batch_size}: expected a positive integer")
+    return EvalPlan(model_dir, str(data), settings, batch if batch_size is None else batch_size)
 
 
 def eval_output(
@@ -95,7 +106,7 @@ def eval_output(
     model_dir: Path,
     data: str,
     split: str,
-    settings: dict[str, Any],
+    settings: Mapping[str, Any],
     precision: str,
     backend: str,
 ) -> dict[str, Any]:

@@ -127,7 +127,7 @@ class LoopPolicy:
     @property
     def tokens_per_step(self) -> int:
         """Tokens one optimizer step reads (what ``max_tokens`` counts)."""
-        return self.cfg.batch_size * self.cfg.tgt_len
+        return self.cfg.batch_size * self.cfg.segment.tgt_len
 
     def streak_exceeded(self, state: LoopState) -> bool:
         return state.bad_in_row >= self.cfg.max_bad_steps

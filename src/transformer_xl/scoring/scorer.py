@@ -34,7 +34,7 @@ log-probabilities are float32 on the CPU.
 
 Example::
 
-    scorer = Scorer(model, 2, start_ids=[eos_id], mem_len=64)
+    scorer = Scorer(model, 2, model.config.segment.replace(mem_len=64), start_ids=[eos_id])
     a, b = scorer.score([[5, 9, 2, eos_id], [7, eos_id]])   # [4] and [2] log-probs
     scorer.score([[3, eos_id]], streams=[1])                # stream 1 goes on, 0 waits
     scorer.select([1, 1, 1])                                # three copies of stream 1
@@ -59,9 +59,9 @@ class Scorer:
     """``streams`` independent token streams read by ``model`` with memory (see the module doc).
 
     ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default the model
-    config's; ``mem_len=...``, ``clamp_len=...``, ``same_length=...`` change single fields) give
-    the memory and attention window; ``tgt_len`` does not apply: each call reads its tokens as
-    one chunk (up to :data:`CHUNK_LEN` per stream). ``start_ids``: the context of a stream that has read nothing (non-empty).
+    config's) give the memory and attention window; ``tgt_len`` does not apply: each call reads
+    its tokens as one chunk (up to :data:`CHUNK_LEN` per stream). ``start_ids``: the context of
+    a stream that has read nothing (non-empty).
     """
 
     def __init__(
@@ -71,9 +71,6 @@ class Scorer:
         settings: SegmentSettings | None = None,
         *,
         start_ids: Sequence[int],
-        mem_len: int | None = None,
-        clamp_len: int | None = None,
-        same_length: bool | None = None,
     ) -> None:
         self.model = model.eval()
         vocab = model.config.vocab_size
@@ -84,10 +81,7 @@ class Scorer:
                 "(the context of an empty stream, e.g. the end-of-sentence id)"
             )
         self.start_ids = tuple(start)
-        self.state = StreamingLM(
-            model, streams, settings, mem_len=mem_len, clamp_len=clamp_len,
-            same_length=same_length,
-        )  # fmt: skip
+        self.state = StreamingLM(model, streams, settings)
         self.settings = self.state.settings
         self.chunk_len = CHUNK_LEN
         # per stream: ids given but not yet read (the context the next token is scored on)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +24,7 @@ from transformer_xl.model_folder import VOCAB_NAME
 from transformer_xl.precision import check_precision
 from transformer_xl.run.evaluation import eval_segment_defaults
 from transformer_xl.scoring.scorer import Scorer
-from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.segment import SegmentSettings, with_flags
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,13 @@ def count_unknown(tokenizer, text: str, ids: list[int]) -> int:
 
 def open_scorer(
     path: str | os.PathLike, *, device: str = "cpu", precision: str = "fp32",
-    settings: SegmentSettings | None = None, mem_len: int | None = None,
-    clamp_len: int | None = None, same_length: bool | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> ScoringModel:  # fmt: skip
     """Load the model named by ``path`` (a model, run or checkpoint folder, or a Hub repo id)
     on ``device`` (``auto``, ``cpu``, ``cuda:N``...), its weights cast once to ``precision``
-    (fp32, bf16, fp16). Unset segment settings default to those ``txl eval`` uses: a run's
-    evaluation settings (``eval_mem_len``...) for a run or checkpoint folder, else the model
-    config's."""
+    (fp32, bf16, fp16). The run settings are the defaults ``txl eval`` uses (a run's evaluation
+    settings, ``eval_mem_len``..., for a run or checkpoint folder, else the model config's) with
+    ``changes`` (segment settings by name, as the ``--mem-len`` ... flags give them) applied."""
     check_precision(precision)  # a bad name fails before the model is loaded
     opened = open_model(path, device=resolve_device(device))
     if opened.tokenizer is None:
@@ -119,8 +118,7 @@ def open_scorer(
         )
     model = cast_for_inference(opened.model, precision)
     default = eval_segment_defaults(opened.location, model.config)  # as ``txl eval`` resolves
-    s = resolve(default, settings, mem_len=mem_len, clamp_len=clamp_len,
-                same_length=same_length)  # fmt: skip
+    s = with_flags(default, dict(changes or {}))
     start = line_end_trimmed(opened.tokenizer, opened.tokenizer.encode("\n"))
     if not start:
         raise ValueError(

@@ -51,12 +51,11 @@ from transformer_xl.tf.model import (  # noqa: E402
     load_pretrained,
     parameter_shapes,
 )
-from transformer_xl.tf.train import TFTrainSettings, train_tf  # noqa: E402
+from transformer_xl.tf.train import train_tf  # noqa: E402
 from transformer_xl.tf.weights import save_pretrained  # noqa: E402
 
 __all__ = [
     "TFLMOutput",
-    "TFTrainSettings",
     "TFTransformerXLLM",
     "evaluate_tf",
     "load_authors_checkpoint",

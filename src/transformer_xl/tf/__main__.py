@@ -11,8 +11,9 @@ import sys
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.model_folder import CONFIG_NAME
 from transformer_xl.precision import PRECISIONS
-from transformer_xl.run.config import TrainConfig, parse_override
+from transformer_xl.run.config import TrainConfig, make_model_config, parse_override
 from transformer_xl.run.metrics import dumps
+from transformer_xl.segment import WINDOW_KEYS, given_flags
 from transformer_xl.tf.distribute import STRATEGIES
 from transformer_xl.tf.evaluate import evaluate_tf
 from transformer_xl.tf.train import train_tf, train_tf_layers
@@ -27,7 +28,8 @@ def cmd_train(args) -> int:
             section, name, value = parse_override(item)
             (model if section == "model" else train)[name] = value
         summary = train_tf(
-            cfg.replace(**model) if model else cfg, TrainConfig.from_mapping(train),
+            make_model_config({**cfg.to_dict(), **model}, args.config),
+            TrainConfig.from_mapping(train),
             data=args.data, out=args.out, strategy=args.strategy, devices=args.devices,
             tpu=args.tpu, cpu_devices=args.cpu_devices,
         )  # fmt: skip
@@ -46,9 +48,8 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     result = evaluate_tf(
-        args.model, args.data, split=args.split, batch_size=args.batch_size,
-        tgt_len=args.tgt_len, mem_len=args.mem_len, clamp_len=args.clamp_len,
-        same_length=args.same_length, same_length_keys=args.same_length_keys,
+        args.model, args.data, split=args.split, changes=given_flags(args),
+        batch_size=args.batch_size,
         max_tokens=args.max_tokens, precision=args.precision, compile=args.compile,
     )  # fmt: skip
     print(dumps(result))
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mem-len", type=int)
     e.add_argument("--clamp-len", type=int)
     e.add_argument("--same-length", action=argparse.BooleanOptionalAction, default=None)
-    e.add_argument("--same-length-keys", choices=("tf", "torch"))
+    e.add_argument("--window-keys", choices=WINDOW_KEYS, help="keys a query sees with same_length")
     e.add_argument("--max-tokens", type=int, default=0)
     e.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
     e.add_argument("--compile", action="store_true", help="XLA (jit_compile)")

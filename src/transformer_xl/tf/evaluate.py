@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -88,24 +89,18 @@ def evaluate_tf(
     data: str | os.PathLike | None = None,
     *,
     split: str = "test",
+    changes: Mapping[str, Any] | None = None,
     batch_size: int | None = None,
-    tgt_len: int | None = None,
-    mem_len: int | None = None,
-    clamp_len: int | None = None,
-    same_length: bool | None = None,
-    same_length_keys: str | None = None,
     max_tokens: int = 0,
     precision: str = "fp32",
     compile: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model folder, run folder (either trainer's) or checkpoint folder on a prepared
-    split with the TensorFlow model. Unset settings are chosen as the PyTorch evaluator chooses
-    them (:func:`transformer_xl.run.evaluation.eval_plan`) and the record has its fields."""
-    given = dict(
-        tgt_len=tgt_len, mem_len=mem_len, clamp_len=clamp_len, same_length=same_length,
-        batch_size=batch_size,
-    )  # fmt: skip
-    model_dir, data, s = eval_plan(model_path, None if data is None else str(data), given)
+    split with the TensorFlow model. ``changes`` (segment settings by name) and ``batch_size``
+    over the settings the PyTorch evaluator chooses
+    (:func:`transformer_xl.run.evaluation.eval_plan`); the record has its fields."""
+    plan = eval_plan(model_path, None if data is None else str(data), changes, batch_size)
+    model_dir, data = plan.model_dir, plan.data
     model = load_pretrained(model_dir)
     cfg = model.config
     meta = read_meta(data)
@@ -115,15 +110,11 @@ def evaluate_tf(
             f"{meta['vocab_size']:,}"
         )
     ids = read_split(data, split, meta, vocab_size=cfg.vocab_size)
-    settings = cfg.segment.replace(
-        tgt_len=s["tgt_len"], mem_len=s["mem_len"], clamp_len=s["clamp_len"],
-        same_length=s["same_length"], same_length_keys=same_length_keys, ext_len=0,
-    )  # fmt: skip
     loss, n = evaluate_model(
-        model, ids, settings, batch_size=s["batch_size"], max_tokens=max_tokens,
+        model, ids, plan.settings, batch_size=plan.batch_size, max_tokens=max_tokens,
         precision=precision, jit_compile=compile,
     )  # fmt: skip
     return eval_output(
         loss * n, n, is_bits(meta), model_dir=model_dir, data=str(data), split=split,
-        settings=s, precision=precision, backend="tf",
+        settings=plan.record(), precision=precision, backend="tf",
     )  # fmt: skip

@@ -20,7 +20,7 @@ import tensorflow as tf
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.model_folder import weights_path
 from transformer_xl.run.resolve import find_model_folder
-from transformer_xl.segment import SegmentSettings, resolve
+from transformer_xl.segment import SegmentSettings, settings_or
 from transformer_xl.tf.adaptive import (
     adaptive_log_probs,
     adaptive_nll,
@@ -156,12 +156,6 @@ class TFTransformerXLLM(tf.Module):
         mems: Mems | None = None,
         settings: SegmentSettings | None = None,
         *,
-        mem_len: int | None = None,
-        ext_len: int | None = None,
-        clamp_len: int | None = None,
-        same_length: bool | None = None,
-        window_keys: str | None = None,
-        same_length_keys: str | None = None,
         return_log_probs: bool = False,
         training: bool = False,
         compute_dtype: tf.DType = tf.float32,
@@ -171,17 +165,13 @@ class TFTransformerXLLM(tf.Module):
 
         input_ids, labels: ``[B, T]`` ids (labels are the next tokens, already shifted); mems:
         the memory the previous call returned (None or ``()`` to start empty). ``settings``
-        (a :class:`~transformer_xl.segment.SegmentSettings`) defaults to ``config.segment``; the
-        loose keywords change single fields of it, for this call only. ``compute_dtype`` (float32, bfloat16 or
-        float16) is the precision of the arithmetic: variables stay float32 and are cast on
+        (a :class:`~transformer_xl.segment.SegmentSettings`) defaults to ``config.segment``.
+        ``compute_dtype`` (float32, bfloat16 or float16) is the precision of the arithmetic: variables stay float32 and are cast on
         use, layer norms and softmaxes accumulate in float32 (mixed precision).
         ``dense_softmax`` picks the XLA-friendly adaptive softmax (see ``adaptive_nll``).
         """
         cfg = self.config
-        s = resolve(
-            cfg.segment, settings, mem_len=mem_len, ext_len=ext_len, clamp_len=clamp_len,
-            same_length=same_length, window_keys=window_keys, same_length_keys=same_length_keys,
-        )  # fmt: skip
+        s = settings_or(cfg.segment, settings)
         mem_len, ext_len, clamp_len = s.mem_len, s.ext_len, s.clamp_len
         input_ids = tf.cast(tf.convert_to_tensor(input_ids), tf.int32)
         if input_ids.shape.rank != 2 or input_ids.shape[1] is None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from transformer_xl.segment import SegmentSettings
-
 Mems = tuple  # tuple of per-layer tf.Tensor [B, M, D] (empty tuple: no memory)
 
 
@@ -48,17 +46,10 @@ def attention_mask(
     mlen: int,
     *,
     window: int | None = None,
-    same_length: bool | None = None,
-    mem_len: int | None = None,
-    same_length_keys: str | None = None,
 ) -> tf.Tensor:
     """Boolean ``[T, K]``, True where query ``i`` must not see key ``j``: future keys
     (``j > M + i``) and, with a ``window`` (:attr:`SegmentSettings.window`, the same-length rule),
-    keys at distance ``>= window``. The keywords of earlier versions (``same_length``,
-    ``mem_len``, ``same_length_keys``) are turned into that window."""
-    if same_length is not None:
-        legacy = SegmentSettings(mem_len=mem_len or 0, same_length=same_length)
-        window = legacy.replace(same_length_keys=same_length_keys).window
+    keys at distance ``>= window``."""
     pos = tf.range(qlen)[:, None] + mlen  # [T, 1] query positions among the keys
     keys = tf.range(mlen + qlen)[None, :]  # [1, K]
     masked = keys > pos

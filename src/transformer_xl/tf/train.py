@@ -92,7 +92,7 @@ class TFTrainer:
     ) -> None:
         s = self.settings = settings
         self.model, self.strategy = model, strategy
-        self.segment = s.segment_settings(model.config.window_keys)  # SegmentSettings
+        self.segment = s.segment  # SegmentSettings
         rows_per_replica(strategy, s.batch_size)
         self.names = sorted(model.params)
         with strategy.scope():
@@ -195,9 +195,6 @@ class TFTrainer:
 
 
 # ---------------------------------------------------------------------------- the run
-TFTrainSettings = TrainConfig  # the older name: one configuration serves both trainers
-
-
 class TFRun:
     """A TensorFlow training run in a run folder: ``fit`` / ``validate`` / ``save``.
 
@@ -213,7 +210,7 @@ class TFRun:
         self._log, self.out, self.bar = log, stream or sys.stdout, None
         self.bits = is_bits(meta)
         self.ids = {name: read_split(data, name, meta) for name in meta["splits"]}  # checked
-        self.settings = s.eval_segment_settings(run.model.window_keys)  # for evaluation
+        self.settings = s.eval_segment  # for evaluation
         tf.random.set_seed(s.seed)
         with strategy.scope():
             self.model = TFTransformerXLLM(run.model, seed=s.seed)
@@ -336,8 +333,8 @@ class TFRun:
     def fit(self) -> dict[str, Any]:
         """Train until a budget runs out (the policy's decisions); returns a summary."""
         s, p = self.cfg, self.progress
-        segments = iter(train_segments(self.train_ids, s.batch_size, s.tgt_len,
-                                       ext_len=s.ext_len, start=self.segment))  # fmt: skip
+        segments = iter(train_segments(self.train_ids, s.batch_size, s.segment.tgt_len,
+                                       ext_len=s.segment.ext_len, start=self.segment))  # fmt: skip
         clock, session = RunClock(p.train_seconds), time.perf_counter()
         window = Window()
         stop = self.policy.stop_reason(p, clock.seconds())

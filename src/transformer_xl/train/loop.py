@@ -70,7 +70,7 @@ def oom_message(run: RunConfig, world: int) -> str:
     return (
         f"out of memory. Lower train.batch_size={t.batch_size} (per rank {per_rank}), or raise "
         f"train.batch_chunk={t.batch_chunk} (same result, {rows} rows per chunk now); lower "
-        f"train.tgt_len={t.tgt_len} or train.mem_len={t.mem_len} (for evaluation: "
+        f"train.tgt_len={t.segment.tgt_len} or train.mem_len={t.segment.mem_len} (for evaluation: "
         "train.eval_batch_size / eval_tgt_len / eval_mem_len); use train.precision=bf16; or "
         "shard the model with train.parallel=fsdp."
     )
@@ -140,15 +140,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(dev_type) if cfg.precision == "fp16" else None
         self.stream = data.train_stream(
             batch_size=cfg.batch_size,
-            tgt_len=cfg.tgt_len,
-            ext_len=cfg.ext_len,
+            tgt_len=cfg.segment.tgt_len,
+            ext_len=cfg.segment.ext_len,
             rank=env.rank,
             world_size=env.world_size,
             seed=cfg.seed,
         )
-        window_keys = run.model.window_keys  # the model's same-length rule; not a train field
-        self.settings = cfg.segment_settings(window_keys)
-        self.eval_settings = cfg.eval_segment_settings(window_keys)
+        self.settings = cfg.segment  # window_keys: the model's (RunConfig sets it)
+        self.eval_settings = cfg.eval_segment
         self.mems: list[Mems | None] = [None] * cfg.batch_chunk
         self.progress = LoopState()
         self.policy = LoopPolicy(cfg, has_valid=data.has_split("valid"))
@@ -385,7 +384,8 @@ class Trainer:
         left = (cfg.max_steps - p.step) * per_step
         if cfg.max_tokens:
             left = min(
-                left, (cfg.max_tokens - p.tokens) / (cfg.batch_size * cfg.tgt_len) * per_step
+                left,
+                (cfg.max_tokens - p.tokens) / (cfg.batch_size * cfg.segment.tgt_len) * per_step,
             )
         if cfg.max_time:
             left = min(left, cfg.max_time - used)

@@ -212,7 +212,7 @@ def finish(run: RunConfig, folder: RunFolder, dataset, device, stream) -> dict[s
     out: dict[str, Any] = {}
     cfg = run.train
     best = folder.best
-    settings = cfg.eval_segment_settings(run.model.window_keys)
+    settings = cfg.eval_segment
     split = cfg.final_eval_split
     if split and dataset.has_split(split):
         res = evaluate_folder(best, dataset, split, settings, cfg.eval_batch, device)
