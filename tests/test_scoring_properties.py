@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from transformer_xl import Scorer, TransformerXLConfig, TransformerXLLM
 from transformer_xl.cli import main
 from transformer_xl.data.vocab import Vocab
+from transformer_xl.segment import SegmentSettings
 
 WORDS = ["<eos>", "<unk>", "the", "cat", "sat", "on", "mat", "dog", "a", "b"]
 PROPERTY = settings(
@@ -35,7 +36,7 @@ def folder(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     cfg = TransformerXLConfig(
         vocab_size=len(WORDS), n_layer=1, n_head=2, d_model=8, d_head=4, d_inner=16,
-        dropout=0.0, tgt_len=4, mem_len=4,
+        dropout=0.0, segment=SegmentSettings(tgt_len=4, mem_len=4),
     )  # fmt: skip
     path = tmp_path_factory.mktemp("score_props") / "model"
     TransformerXLLM(cfg).save_pretrained(path)
@@ -229,7 +230,8 @@ def test_long_sequences_are_read_in_chunks_with_memory():
     """A sequence longer than ``chunk_len`` is read as its pieces one call after another."""
     torch.manual_seed(1)
     cfg = TransformerXLConfig(vocab_size=12, n_layer=2, n_head=2, d_model=8, d_head=4,
-                              d_inner=16, dropout=0.0, tgt_len=4, mem_len=5)  # fmt: skip
+                              d_inner=16, dropout=0.0,
+                              segment=SegmentSettings(tgt_len=4, mem_len=5))  # fmt: skip
     model = TransformerXLLM(cfg).eval()
     seq = torch.randint(0, 12, (11,)).tolist()
     whole = Scorer(model, 2, start_ids=[0])
