@@ -25,7 +25,10 @@ def prepared(path, v):
     with PreparedWriter(path) as w:
         for name, n in (("train", 50), ("valid", 20), ("test", 9)):
             sw = w.split(name, "uint8")
-            sw.write(rng.integers(0, len(v), n))
+            ids = rng.integers(0, len(v), n)
+            if name == "test":  # sentences: <S> at each offset (id 0 is <eos>, the <S> here)
+                ids[[0, 3, 8]] = 0
+            sw.write(ids)
             splits[name] = sw.close()
         splits["test"]["sentences"] = w.write_array("test.sentences.bin", np.array([0, 3, 8]))
         w.commit({"dataset": "toy", "unit": "word", "dtype": "uint8", "splits": splits}, v)

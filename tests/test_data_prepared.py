@@ -87,9 +87,11 @@ def test_truncated_and_corrupt_files(tmp_path):
     with pytest.raises(ValueError, match="train.bin"):
         load_prepared(tmp_path / "ds")
     f.write_bytes(data[:-2] + b"\xff\x7f")
-    load_prepared(tmp_path / "ds")  # sizes fine: only verify sees it
+    load_prepared(tmp_path / "ds", verify=False)  # sizes fine: only the checksums see it
     with pytest.raises(ValueError, match="sha256"):
         load_prepared(tmp_path / "ds", verify=True)
+    with pytest.raises(ValueError, match="sha256"):  # by default, on first use
+        load_prepared(tmp_path / "ds")
 
 
 def test_bad_meta(tmp_path):

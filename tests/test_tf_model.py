@@ -227,7 +227,7 @@ def test_load_errors_name_the_file_and_tensor(tmp_path):
     with pytest.raises(ValueError, match=r"missing \['r_w_bias'\]"):
         TFTransformerXLLM.from_pretrained(tmp_path)
     wfile.write_bytes(b"not safetensors")
-    with pytest.raises(ValueError, match="not a readable safetensors file"):
+    with pytest.raises(ValueError, match="expected a readable safetensors file"):
         TFTransformerXLLM.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not a model folder"):
         TFTransformerXLLM.from_pretrained(tmp_path / "nowhere")

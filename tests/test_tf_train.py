@@ -22,7 +22,7 @@ import torch
 
 from transformer_xl import TransformerXLConfig, TransformerXLLM
 from transformer_xl.data import Vocab, load_prepared
-from transformer_xl.data.prepared import PreparedWriter, check_ids, id_dtype
+from transformer_xl.data.prepared import PreparedWriter, check_ids, id_dtype, trusted_data
 from transformer_xl.data.streams import EvalStream, OrderedStream
 from transformer_xl.run.config import TrainConfig
 from transformer_xl.segment import SegmentSettings
@@ -105,10 +105,16 @@ def test_read_split_refuses_ids_beyond_the_vocabulary_with_the_pytorch_message(t
     raw = np.fromfile(f, dtype=np.uint8)
     raw[7] = 60
     raw.tofile(f)
-    with pytest.raises(ValueError) as tf_err:
+    with pytest.raises(ValueError) as tf_err:  # both refuse it by its checksum first
         read_split(tmp_path / "d", "train")
     with pytest.raises(ValueError) as pt_err:
         load_prepared(tmp_path / "d").split("train")
+    assert str(tf_err.value) == str(pt_err.value) and "sha256" in str(pt_err.value)
+    with trusted_data():  # --no-verify-data: then by the one token-id check
+        with pytest.raises(ValueError) as tf_err:
+            read_split(tmp_path / "d", "train")
+        with pytest.raises(ValueError) as pt_err:
+            load_prepared(tmp_path / "d").split("train")
     assert str(tf_err.value) == str(pt_err.value)
     assert "token id 60 at position 7 is outside the vocabulary (50 tokens)" in str(pt_err.value)
 
@@ -340,7 +346,7 @@ def test_command_line_errors_exit_2(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert tf_main(["train", "--data", str(data), "--out", out, "--preset", "tiny",
                     "--set", "lrr=1"]) == 2  # fmt: skip
-    assert "unknown field(s) ['lrr']" in capsys.readouterr().err
+    assert "--set 'lrr=1': field lrr: got an unknown field" in capsys.readouterr().err
     assert tf_main(["train", "--data", str(data), "--out", out]) == 2
     assert "--preset NAME" in capsys.readouterr().err
     assert tf_main(["eval", str(tmp_path / "nowhere"), "--data", str(data)]) == 2

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_xl.fileio import atomic_write_text
+from transformer_xl.schema import InputError, build, constructor_error, loads_json, read_text
 from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
 from transformer_xl.segment import SegmentSettings
 
@@ -292,42 +293,33 @@ class TransformerXLConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TransformerXLConfig:
-        """From ``config.json``'s object, either layout (see the module's doc)."""
-        d = dict(d)
-        version = d.pop("format_version", 1)
-        if version not in (1, FORMAT_VERSION):
-            raise ValueError(
-                f"{source}: format_version={version!r} is not supported (expected 1 or 2)"
-            )
-        d = _nest_segment(d, source)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(names)}")
-        if "vocab_size" not in d:
-            raise ValueError(f"{source}: missing required field 'vocab_size'")
-        if d.get("cutoffs", ()) is None:
-            d.pop("cutoffs")
-        try:
-            return cls(**d)
-        except ValueError as e:
-            raise ValueError(f"{source}: {e}") from None
-        except TypeError as e:
-            raise ValueError(f"{source}: {e}") from None
+    def from_dict(
+        cls, d: dict[str, Any], source: str = "config", field: str = ""
+    ) -> TransformerXLConfig:
+        """From ``config.json``'s object, either layout (see the module's doc): every field's
+        type checked strictly and unknown fields refused (:func:`transformer_xl.schema.build`),
+        then the checks of the class; errors name ``source`` and the field (under ``field``)."""
+        if isinstance(d, dict):
+            d = dict(d)
+            version = d.pop("format_version", 1)
+            if version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+                where = f"{field}.format_version" if field else "format_version"
+                raise InputError(source, where, version, f"1 or {FORMAT_VERSION}")
+            try:
+                d = _nest_segment(d, source)
+            except ValueError as e:
+                raise constructor_error(e, source, field) from None
+            d["segment"] = d["segment"].to_dict()  # plain again: checked strictly below
+            if d.get("cutoffs", ()) is None:
+                d.pop("cutoffs")
+        return build(cls, d, source, field)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: str = "config") -> TransformerXLConfig:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{source}: not valid JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        return cls.from_dict(d, source=source)
+        return cls.from_dict(loads_json(text, source), source=source)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write JSON atomically (temporary file in the same folder, then rename)."""
@@ -335,9 +327,4 @@ class TransformerXLConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TransformerXLConfig:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ValueError(f"{path}: cannot read config ({e.strerror})") from None
-        return cls.from_json(text, source=str(path))
+        return cls.from_json(read_text(path), source=str(path))

@@ -87,6 +87,14 @@ def add_threads(p: argparse.ArgumentParser, *, default: int | None = 0) -> None:
     )  # fmt: skip
 
 
+def add_verify_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-verify-data", action="store_true",
+        help="trust the prepared data: skip verifying its checksums on first use (sizes, "
+        "token ids and sentence offsets are still checked)",
+    )  # fmt: skip
+
+
 def shared_settings(args: argparse.Namespace) -> list[str]:
     """The shared flags given to ``txl train`` as ``--set train.KEY=VALUE`` overrides."""
     names = ("device", "precision", "batch_size", "threads")

@@ -6,7 +6,14 @@ import argparse
 
 import torch
 
-from transformer_xl.commands.common import add_batch_size, add_device, add_precision, add_threads
+from transformer_xl.commands.common import (
+    add_batch_size,
+    add_device,
+    add_precision,
+    add_threads,
+    add_verify_data,
+)
+from transformer_xl.data.prepared import trusted_data
 from transformer_xl.devices import resolve_device
 from transformer_xl.evaluate_saved import evaluate_model
 from transformer_xl.model_folder import load_config
@@ -16,6 +23,11 @@ from transformer_xl.segment import given_flags
 
 
 def run(args) -> int:
+    with trusted_data(args.no_verify_data):
+        return _run(args)
+
+
+def _run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     flags = dict(
@@ -72,6 +84,7 @@ def register(sub, help: str) -> None:
     add_precision(p, how="weights cast once")
     add_threads(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_verify_data(p)
     p.add_argument(
         "--backend",
         choices=["torch", "tf"],

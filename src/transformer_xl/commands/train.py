@@ -9,14 +9,21 @@ from transformer_xl.commands.common import (
     add_device,
     add_precision,
     add_threads,
+    add_verify_data,
     shared_settings,
 )
+from transformer_xl.data.prepared import trusted_data
 from transformer_xl.run.metrics import dumps
 from transformer_xl.train.loop import TrainingError
 from transformer_xl.train.run import print_config, train
 
 
 def run(args) -> int:
+    with trusted_data(args.no_verify_data):
+        return _run(args)
+
+
+def _run(args) -> int:
     out = args.out or (f"runs/{args.preset}" if args.preset else None)
     if out is None:
         raise ValueError("pass --out RUN (or --preset NAME, which defaults to runs/NAME)")
@@ -89,6 +96,7 @@ def register(sub, help: str) -> None:
         action="store_true",
         help="continue the run in --out from its newest intact checkpoint",
     )
+    add_verify_data(p)
     p.add_argument(
         "--backend",
         choices=["torch", "tf"],

@@ -18,7 +18,6 @@ untied copies (the same numbers). HF's ``same_length`` window is ``mem_len`` key
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,6 +37,7 @@ from transformer_xl.convert.torch_layout import (
     skip_torch_layout,
     table_of,
 )
+from transformer_xl.schema import read_json
 from transformer_xl.segment import SegmentSettings
 
 HF_LAYER = LAYER
@@ -148,12 +148,7 @@ def from_hf_model(hf_model) -> Any:
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
     path = directory / HF_CONFIG
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the HF config ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    cfg = read_json(path)  # strict (transformer_xl.schema); the fields are checked below
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a JSON object")
     if cfg.get("model_type") not in ("transfo-xl", "transformer-xl", None):

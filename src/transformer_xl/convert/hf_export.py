@@ -83,7 +83,7 @@ def txl_config_from_hf5(hf: Mapping[str, Any], source: str) -> TransformerXLConf
     inner = hf.get(CONFIG_KEY)
     if not isinstance(inner, dict):
         raise ValueError(f"{source}: field {CONFIG_KEY!r} is missing or not an object")
-    return TransformerXLConfig.from_dict(inner, source=f"{source} field {CONFIG_KEY!r}")
+    return TransformerXLConfig.from_dict(inner, source, CONFIG_KEY)
 
 
 def model_card(

@@ -4,7 +4,6 @@ package's transformers-5 classes (:mod:`.hf_export`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from transformer_xl.convert.safe_pickle import load_torch_pickle
+from transformer_xl.schema import read_json
+from transformer_xl.schema.tensors import read_header
 
 # the file names of an HF folder (HF's layout: the same names as ours for config and weights)
 HF_CONFIG = "config.json"
@@ -43,6 +44,7 @@ def read_hf_weights(directory: Path) -> dict[str, Tensor]:
 
     def load(path: Path) -> dict[str, Tensor]:
         if path.suffix == ".safetensors":
+            read_header(path)  # a named error for a damaged header
             try:
                 return load_file(str(path))
             except (SafetensorError, OSError) as e:
@@ -58,8 +60,8 @@ def read_hf_weights(directory: Path) -> dict[str, Tensor]:
             return load(directory / single)
         if (directory / index).is_file():
             try:
-                weight_map = json.loads((directory / index).read_text())["weight_map"]
-            except (OSError, ValueError, KeyError, TypeError) as e:
+                weight_map = read_json(directory / index)["weight_map"]
+            except (KeyError, TypeError) as e:
                 raise ValueError(f"{directory / index}: not a readable shard index ({e})") from None
             if not isinstance(weight_map, dict):
                 raise ValueError(f"{directory / index}: weight_map is not an object (name -> file)")

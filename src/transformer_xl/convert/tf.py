@@ -17,7 +17,6 @@ cluster (``cutoff_i/b``) and joined here; tail cluster ``i``'s head logit is col
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +28,7 @@ from torch import Tensor
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.convert.keymap import Rule, assemble, concat, transpose
 from transformer_xl.convert.tf_bundle import TFCheckpoint
+from transformer_xl.schema import read_json
 from transformer_xl.segment import SegmentSettings
 
 P = "transformer/"
@@ -221,10 +221,7 @@ class LazyTensors(Mapping[str, Tensor]):
 
 def read_corpus_info(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable corpus-info.json ({e})") from None
+    info = read_json(path)  # strict (transformer_xl.schema)
     if not isinstance(info, dict) or not isinstance(info.get("vocab_size"), int):
         raise ValueError(f"{path}: expected an object with an integer 'vocab_size'")
     return info

@@ -18,11 +18,16 @@ only when every file is complete: readers never see a half-written dataset.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -32,6 +37,8 @@ from transformer_xl.data.tokenizer import VOCAB_NAME, Tokenizer, make_tokenizer
 from transformer_xl.data.vocab import Vocab
 from transformer_xl.fileio import atomic_write_text, make_parent, named_error
 from transformer_xl.progress import Progress
+from transformer_xl.schema import InputError, Raw, read_json, validate
+from transformer_xl.schema.files import PreparedMeta
 
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
@@ -287,11 +294,16 @@ class PreparedDataset:
         return ids
 
     def sentence_offsets(self, name: str) -> np.ndarray | None:
-        """Sentence start offsets (``N + 1`` int64) for sentence splits, else None."""
+        """Sentence start offsets (``N + 1`` int64) for sentence splits, else None; checked on
+        first use (:func:`check_offsets`)."""
         info = self._split_meta(name).get("sentences")
         if info is None:
             return None
-        return np.memmap(self.path / info["file"], dtype="<i8", mode="r")
+        offsets = np.memmap(self.path / info["file"], dtype="<i8", mode="r")
+        if f"{name}.sentences" not in self._checked:
+            check_offsets(offsets, self.split(name), self.vocab.eos_id, self.path / info["file"])
+            self._checked.add(f"{name}.sentences")
+        return offsets
 
     def shards(self, name: str) -> list[tuple[int, int]]:
         """``[first, end)`` sentence ranges of the source files (one range if none recorded)."""
@@ -302,96 +314,182 @@ class PreparedDataset:
         shards = info.get("shards") or [{"sentences": [0, sentences["count"]]}]
         return [tuple(s["sentences"]) for s in shards]
 
+    def checksummed(self) -> list[tuple[str, str]]:
+        """``(file name, sha256 from meta.json)`` of every data file."""
+        out = []
+        for info in self.meta["splits"].values():
+            if info["tokens"]:
+                out.append((info["file"], info["sha256"]))
+            if info.get("sentences"):
+                out.append((info["sentences"]["file"], info["sentences"]["sha256"]))
+        return out
+
     def verify(self) -> None:
-        """Recompute every checksum and check every id is below the vocabulary size."""
-        for name, info in self.meta["splits"].items():
-            files = [(info["file"], info["sha256"])]
-            if "sentences" in info:
-                files.append((info["sentences"]["file"], info["sentences"]["sha256"]))
-            for filename, expected in files:
-                got = sha256_file(self.path / filename)
-                if got != expected:
-                    raise ValueError(
-                        f"{self.path / filename}: sha256 {got} does not match "
-                        f"meta.json ({expected})"
-                    )
+        """Recompute every checksum, check every id is below the vocabulary size and every
+        sentence offset (see :func:`check_offsets`)."""
+        for filename, expected in self.checksummed():
+            got = sha256_file(self.path / filename)
+            if got != expected:
+                raise InputError(
+                    self.path / filename, "", Raw(f"sha256 {got[:16]}..."),
+                    f"sha256 {expected[:16]}... (recorded in {META_NAME}): the file changed "
+                    "after preparation",
+                )  # fmt: skip
+        for name in self.splits:
             self.split(name)  # checks the ids
+            self.sentence_offsets(name)
 
 
-def _check_entry(where: Path, field: str, info: dict, count: str) -> None:
-    """A file entry of meta.json: a plain file name inside the folder and a count >= 0."""
-    name = info.get("file")
-    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
-        raise ValueError(f"{where}: {field}.file {name!r} must be a file name inside the folder")
-    n = info.get(count)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"{where}: {field}.{count} {n!r} must be an integer >= 0")
+OFFSET_BLOCK = 1 << 22  # offsets per block of the sentence-offset check
 
 
-def _check_meta(path: Path, meta) -> None:
-    where = path / META_NAME
-    if not isinstance(meta, dict):
-        raise ValueError(f"{where}: expected a JSON object")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{where}: format_version is {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
-        )
-    if meta.get("dtype") not in DTYPES:
-        raise ValueError(f"{where}: dtype {meta.get('dtype')!r} is not one of {', '.join(DTYPES)}")
-    splits = meta.get("splits")
-    if not isinstance(splits, dict) or "train" not in splits:
-        raise ValueError(f"{where}: field 'splits' must hold at least 'train'")
-    itemsize = DTYPES[meta["dtype"]].itemsize
-    for name, info in splits.items():
-        if not isinstance(info, dict):
-            raise ValueError(f"{where}: splits.{name} must be an object with file, tokens, sha256")
-        for key in ("file", "tokens", "sha256"):
-            if key not in info:
-                raise ValueError(f"{where}: splits.{name} has no {key!r}")
-        _check_entry(where, f"splits.{name}", info, "tokens")
-        if "sentences" in info:
-            if not isinstance(info["sentences"], dict) or "file" not in info["sentences"]:
-                raise ValueError(f"{where}: splits.{name}.sentences must be an object with 'file'")
-            _check_entry(where, f"splits.{name}.sentences", info["sentences"], "count")
-        f = path / info["file"]
-        if info["tokens"] == 0:
+def check_offsets(offsets: np.ndarray, ids: np.ndarray, eos_id: int | None, path: Path) -> None:
+    """Sentence offsets must start at 0, rise strictly, end at the last token and each point at
+    the sentence token (``<S>``): otherwise a stream would read past the data, run backwards or
+    cut sentences anywhere. Vectorised, in blocks (memmaps stay lazy)."""
+    if len(offsets) == 0 or int(offsets[0]) != 0 or int(offsets[-1]) != len(ids) - 1:
+        got = "no offsets" if len(offsets) == 0 else f"{int(offsets[0])} ... {int(offsets[-1])}"
+        raise InputError(path, "", Raw(got), f"offsets from 0 to {len(ids) - 1:,} (the last token)")
+    for start in range(0, len(offsets), OFFSET_BLOCK):
+        block = np.asarray(offsets[start : start + OFFSET_BLOCK + 1])
+        rising = block[1:] > block[:-1]
+        marked = True if eos_id is None else ids[block] == eos_id
+        if rising.all() and np.all(marked):
             continue
-        if not f.is_file():
-            raise ValueError(f"{f}: missing (meta.json lists it for split {name!r})")
-        size = f.stat().st_size
-        if size != info["tokens"] * itemsize:
-            raise ValueError(
-                f"{f}: {size} bytes, expected {info['tokens']} x {itemsize} (truncated or not "
-                "from this preparation)"
-            )
-        if "sentences" in info:
-            s = path / info["sentences"]["file"]
-            if not s.is_file() or s.stat().st_size != 8 * info["sentences"]["count"]:
-                raise ValueError(f"{s}: missing or the wrong size for split {name!r}")
+        if not rising.all():
+            at = start + 1 + int(np.argmin(rising))
+            got, want = int(offsets[at]), f"more than {int(offsets[at - 1]):,} (offsets rise)"
+        else:
+            at = start + int(np.argmin(marked))
+            got, want = int(offsets[at]), f"the position of a sentence token (id {eos_id})"
+        raise InputError(path, f"[{at}]", got, want)
 
 
-def load_prepared(path: str | os.PathLike, *, verify: bool = False) -> PreparedDataset:
-    """Open a prepared folder, checking the metadata, file sizes and that ``vocab.json`` is
-    the vocabulary the data was encoded with (``verify`` also rehashes every file)."""
+def _check_splits(path: Path, meta: PreparedMeta) -> None:
+    """The files meta.json lists: present, of the size it records; sentence shards in order."""
+    where = path / META_NAME
+    if "train" not in meta.splits:
+        raise InputError(where, "splits", Raw(f"{sorted(meta.splits)}"), "a 'train' split")
+    itemsize = DTYPES[meta.dtype].itemsize
+    for name, info in meta.splits.items():
+        files = [(info.file, info.tokens * itemsize, info.tokens)]
+        if info.sentences is not None:
+            files.append((info.sentences.file, 8 * info.sentences.count, info.tokens))
+        for filename, size, tokens in files:
+            f = path / filename
+            if tokens == 0:
+                continue
+            if not f.is_file():
+                raise InputError(f, "", Raw("no file"), f"the data of split {name!r} ({META_NAME})")
+            if f.stat().st_size != size:
+                raise InputError(f, "", Raw(f"{f.stat().st_size:,} bytes"),
+                                 f"{size:,} (truncated or not from this preparation)")  # fmt: skip
+        _check_shards(where, name, info)
+
+
+def _check_shards(where: Path, name: str, info) -> None:
+    if info.shards is None or info.sentences is None:
+        return
+    end = 0
+    for i, shard in enumerate(info.shards):
+        first, stop = shard.sentences
+        if first != end or stop < first:
+            raise InputError(where, f"splits.{name}.shards[{i}].sentences", list(shard.sentences),
+                             f"a range starting at {end:,} (shards in order)")  # fmt: skip
+        end = stop
+    if info.shards and end != info.sentences.count - 1:
+        raise InputError(where, f"splits.{name}.shards", Raw(f"shards ending at {end:,}"),
+                         f"{info.sentences.count - 1:,} sentences")  # fmt: skip
+
+
+def load_prepared(path: str | os.PathLike, *, verify: bool | None = None) -> PreparedDataset:
+    """Open a prepared folder: ``meta.json`` validated (its schema, the sizes of the files it
+    lists), ``vocab.json`` the vocabulary the data was encoded with, and the checksums of
+    ``meta.json`` verified: ``verify`` None on first use only (see :func:`verified_once`),
+    True always, False never (token ids and sentence offsets are checked on use all the same)."""
     path = Path(path)
     meta_path = path / META_NAME
     if not meta_path.is_file():
         raise ValueError(f"{path}: not a prepared dataset (no {META_NAME}; run `txl prepare`)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
-    _check_meta(path, meta)
-    vocab = Vocab.load(path / VOCAB_NAME) if (path / VOCAB_NAME).is_file() else None
-    if vocab is None:
+    raw = read_json(meta_path)
+    meta = validate(PreparedMeta, raw, meta_path)
+    _check_splits(path, meta)
+    if not (path / VOCAB_NAME).is_file():
         raise ValueError(f"{path}: {VOCAB_NAME} is missing")
-    if len(vocab) != meta.get("vocab_size") or vocab.fingerprint() != meta.get("vocab_sha256"):
+    vocab = Vocab.load(path / VOCAB_NAME)
+    if len(vocab) != meta.vocab_size or vocab.fingerprint() != meta.vocab_sha256:
         raise ValueError(
             f"{path / VOCAB_NAME}: does not match the prepared data ({len(vocab)} tokens, "
-            f"meta.json expects {meta.get('vocab_size')} with fingerprint "
-            f"{str(meta.get('vocab_sha256'))[:12]}...)"
+            f"meta.json expects {meta.vocab_size} with fingerprint "
+            f"{meta.vocab_sha256[:12]}...)"
         )
-    ds = PreparedDataset(path, meta, vocab)
-    if verify:
-        ds.verify()
+    ds = PreparedDataset(path, raw, vocab)
+    if verify or (verify is None and not _TRUSTED.get()):
+        verified_once(ds, always=bool(verify))
     return ds
+
+
+# ---------------------------------------------------------------------------- first use
+_TRUSTED = contextvars.ContextVar("trusted_prepared_data", default=False)
+
+
+@contextlib.contextmanager
+def trusted_data(trusted: bool = True) -> Iterator[None]:
+    """Inside this block, prepared folders opened with the default ``verify`` skip their
+    checksums (``--no-verify-data``: data the user vouches for). Scoped to the block."""
+    token = _TRUSTED.set(trusted)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def stamp_path(ds: PreparedDataset) -> Path:
+    """Where the record of a folder's verification is kept: the user's cache (``TXL_CACHE``,
+    else ``$XDG_CACHE_HOME/transformer_xl``, else ``~/.cache/transformer_xl``), never the data
+    folder (which may be read-only, and is an input that is never changed)."""
+    base = os.environ.get("TXL_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "transformer_xl"
+    )
+    key = hashlib.sha256(str(ds.path.resolve()).encode("utf-8")).hexdigest()[:32]
+    return Path(base) / "verified" / f"{key}.json"
+
+
+def _fingerprint(ds: PreparedDataset) -> dict:
+    """Size and modification time of every file of the folder that the checksums cover."""
+    names = [META_NAME, VOCAB_NAME] + [name for name, _ in ds.checksummed()]
+    out = {}
+    for name in names:
+        st = (ds.path / name).stat()
+        out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+QUIET_BELOW = 0.5  # seconds: a verification quicker than this is not worth a line on stderr
+
+
+def verified_once(ds: PreparedDataset, *, always: bool = False, log=None) -> bool:
+    """Verify the checksums of ``ds`` unless a stamp (:func:`stamp_path`) shows these very files
+    (sizes and modification times) were verified before, and record the stamp. The cost is
+    reported on ``log`` (default: standard error, when it took :data:`QUIET_BELOW` seconds or
+    more). Returns whether it hashed anything."""
+    stamp, seen = stamp_path(ds), _fingerprint(ds)
+    if not always:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(stamp.read_text(encoding="utf-8")) == seen:
+                return False
+    started = time.perf_counter()
+    ds.verify()
+    seconds = time.perf_counter() - started
+    where = "recorded"
+    try:
+        atomic_write_text(stamp, json.dumps(seen) + "\n")
+    except OSError:
+        where = "not recorded (cache not writable): it will be verified again next time"
+    if log is None and seconds >= QUIET_BELOW:
+        log = functools.partial(print, file=sys.stderr)
+    if log is not None:
+        total = sum(size for size, _ in seen.values())
+        log(f"verified the checksums of {ds.path} ({total / 1e6:,.1f} MB in {seconds:.1f} s; "
+            f"{where}; --no-verify-data skips this)")  # fmt: skip
+    return True

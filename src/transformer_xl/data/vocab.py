@@ -25,6 +25,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from transformer_xl.fileio import atomic_write_text
+from transformer_xl.schema import NOTHING, InputError, read_json, validate
+from transformer_xl.schema.files import VocabFile
 
 FORMAT_VERSION = 1
 KINDS = ("word", "char", "byte", "bpe")
@@ -197,28 +199,16 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "vocabulary") -> Vocab:
-        if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        version = d.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{source}: format_version is {version!r}, expected {FORMAT_VERSION}")
-        for key in ("kind", "tokens"):
-            if key not in d:
-                raise ValueError(f"{source}: field {key!r} is missing")
-        if not isinstance(d["tokens"], list):
-            raise ValueError(f"{source}: field 'tokens' must be a list of strings")
-        specials = d.get("special_tokens") or []
-        if not isinstance(specials, list):
-            raise ValueError(f"{source}: field 'special_tokens' must be a list of strings")
-        return cls(
-            d["tokens"],
-            d["kind"],
-            unk_token=d.get("unk_token"),
-            eos_token=d.get("eos_token"),
-            special_tokens=specials,
-            options=d.get("options"),
-            source=source,
-        )
+        """From a ``vocab.json`` object, checked against its schema
+        (:class:`transformer_xl.schema.files.VocabFile`) first."""
+        v = validate(VocabFile, d, source)
+        try:
+            return cls(
+                v.tokens, v.kind, unk_token=v.unk_token, eos_token=v.eos_token,
+                special_tokens=v.special_tokens, options=dict(v.options), source=source,
+            )  # fmt: skip
+        except ValueError as e:
+            raise InputError(source, "", NOTHING, str(e).removeprefix(f"{source}: ")) from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
@@ -228,16 +218,7 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 text ({e})") from None
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json(path), source=str(path))
 
     def fingerprint(self) -> str:
         """SHA-256 of the token list and the special roles: prepared data records it, so a

@@ -26,7 +26,6 @@ where ``import torch`` fails).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from transformer_xl.data.tokenizer import load_tokenizer
+from transformer_xl.schema import read_json
 
 INFO_FILE = "export.json"  # written by transformer_xl.export.onnx, whose names these are
 FORMAT = "transformer-xl-onnx"
@@ -65,12 +65,7 @@ class StreamState:
 def read_info(folder: str | os.PathLike) -> dict[str, Any]:
     """``export.json`` of an export folder, checked for the format this loop reads."""
     path = Path(folder) / INFO_FILE
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    info = read_json(path)  # strict (transformer_xl.schema); the fields are checked below
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{path}: not an ONNX export of this project (format {FORMAT!r})")
     if info.get("format_version") != 1:

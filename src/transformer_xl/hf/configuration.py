@@ -32,4 +32,4 @@ class TransformerXLHFConfig(PretrainedConfig):
         return cls(transformer_xl=config.to_dict(), **kwargs)
 
     def txl_config(self) -> TransformerXLConfig:
-        return TransformerXLConfig.from_dict(self.transformer_xl, source=f"config {CONFIG_KEY}")
+        return TransformerXLConfig.from_dict(self.transformer_xl, "config", CONFIG_KEY)

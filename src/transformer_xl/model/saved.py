@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.model_folder import check_state, open_model_folder, write_model_folder
+from transformer_xl.schema.tensors import read_header
 
 METADATA = {"format": "pt", "library": "transformer_xl"}
 
@@ -40,7 +41,8 @@ def save_model(
 
 
 def read_tensors(path: str | os.PathLike, map_location="cpu") -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors, with one clear error line."""
+    """A safetensors file's tensors, with one clear error line (the header checked first)."""
+    read_header(path)
     try:
         return load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError, json.JSONDecodeError) as e:

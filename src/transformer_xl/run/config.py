@@ -23,9 +23,11 @@ short names, in one place, for files, ``--set`` and saved run configs of earlier
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,16 @@ from typing import Any
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.precision import PRECISIONS
 from transformer_xl.recipes import recipe
+from transformer_xl.schema import (
+    NOTHING,
+    InputError,
+    Raw,
+    build,
+    json_or_text,
+    read_document,
+    read_json,
+)
+from transformer_xl.schema import field_path as schema_path
 from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
 from transformer_xl.segment import SegmentSettings
 
@@ -278,20 +290,35 @@ def _settings(section, name, flat, base: SegmentSettings, source: str) -> Segmen
 def build_train(flat: Mapping[str, Any], source: str) -> TrainConfig:
     """A :class:`TrainConfig` from ``{path: value}``; the evaluation settings not given are the
     training ones (``ext_len`` 0)."""
-    segment = _settings("train", "segment", flat, TrainConfig.segment, source)
-    eval_segment = _settings("train", "eval_segment", flat, segment.replace(ext_len=0), source)
-    plain = {k: v for k, v in flat.items() if "." not in k}
     try:
-        return TrainConfig(**plain, segment=segment, eval_segment=eval_segment)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: {e}") from None
+        segment = _settings("train", "segment", flat, TrainConfig.segment, source)
+        eval_segment = _settings("train", "eval_segment", flat, segment.replace(ext_len=0), source)
+    except ValueError as e:
+        raise _segment_error(e, source) from None
+    plain = {k: v for k, v in flat.items() if "." not in k}
+    both = {"segment": segment.to_dict(), "eval_segment": eval_segment.to_dict()}
+    return build(TrainConfig, {**plain, **both}, source, "train")  # strict types, one error
+
+
+def _segment_error(e: ValueError, source: str) -> InputError:
+    """A segment setting's refusal (``...: train.segment.mem_len=-1 is invalid: expected ...``)
+    as the one input error."""
+    if isinstance(e, InputError):
+        return e
+    m = re.search(r"([\w.]+)=(.+?) is invalid: expected (.+)$", str(e), re.S)
+    if m is None:
+        return InputError(source, "", NOTHING, str(e).removeprefix(f"{source}: "))
+    return InputError(source, m[1], Raw(m[2]), m[3])
 
 
 def build_model(flat: Mapping[str, Any], source: str) -> TransformerXLConfig:
     """A :class:`TransformerXLConfig` from ``{path: value}``."""
     plain = {k: v for k, v in flat.items() if "." not in k}
-    segment = _settings("model", "segment", flat, SegmentSettings(), source)
-    return TransformerXLConfig.from_dict({**plain, "segment": segment.to_dict()}, source=source)
+    try:
+        segment = _settings("model", "segment", flat, SegmentSettings(), source)
+    except ValueError as e:
+        raise _segment_error(e, source) from None
+    return TransformerXLConfig.from_dict({**plain, "segment": segment.to_dict()}, source, "model")
 
 
 def make_train_config(values: Mapping[str, Any], source: str) -> TrainConfig:
@@ -348,74 +375,53 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any], source: str) -> RunConfig:
         """Either layout of the sections (the segment settings nested, or flat as earlier
         versions wrote them)."""
-        if d.get("format_version") != 1:
-            raise ValueError(f"{source}: format_version={d.get('format_version')!r}, expected 1")
-        model = TransformerXLConfig.from_dict(d["model"], source=f"{source} [model]")
-        return cls(d.get("preset"), model, make_train_config(d["train"], f"{source} [train]"))
+        if not isinstance(d, dict):
+            raise InputError(source, "", d, "a mapping with format_version, preset, model, train")
+        for key in sorted(set(d) - {"format_version", "preset", "model", "train"}):
+            raise InputError(source, schema_path((key,)), Raw("an unknown field"),
+                             "format_version, preset, model or train")  # fmt: skip
+        version = d.get("format_version")
+        if version != 1 or isinstance(version, bool):
+            raise InputError(source, "format_version", version, "1")
+        preset = d.get("preset")
+        if preset is not None and not isinstance(preset, str):
+            raise InputError(source, "preset", preset, "a preset name or null")
+        train = d.get("train")
+        if not isinstance(train, dict):
+            raise InputError(source, "train", train, "a mapping of fields (the section)")
+        model = TransformerXLConfig.from_dict(d.get("model"), source, "model")
+        return cls(preset, model, make_train_config(train, source))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RunConfig:
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ValueError(f"{path}: cannot read the run config ({e.strerror})") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, str(path))
+        return cls.from_dict(read_json(path), str(path))
 
 
 # ---------------------------------------------------------------------------- layering
-def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """A YAML (``.yaml``/``.yml``) or TOML (``.toml``) file -> ``{"model": ..., "train": ...}``."""
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON file -> ``{"model": ...,
+    "train": ..., "preset": ...}`` (each section a mapping; an empty section may be left out
+    or written as nothing)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read config file ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"{path}: not UTF-8 text (byte {e.start}); save the config file as UTF-8"
-        ) from None
-    suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:  # one line: where, and the problem without the snippet
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-            what = getattr(e, "problem", None) or " ".join(str(e).split())
-            raise ValueError(f"{where}: not valid YAML ({what})") from None
-    elif suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: not valid TOML ({e})") from None
-    else:
-        raise ValueError(f"{path}: unknown config format {suffix!r}: expected .yaml, .yml or .toml")
+    data = read_document(path)
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with 'model' and/or 'train' sections")
-    unknown = sorted(set(data) - {"model", "train", "preset"})
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown section(s) {unknown}: expected 'preset', 'model', 'train'"
-        )
+        raise InputError(path, "", data, "a mapping with 'preset', 'model' and 'train' sections")
+    for key in sorted(set(data) - {"model", "train", "preset"}):
+        near = [s for s in ("model", "train", "preset") if s[:2] == key[:2]]
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise InputError(path, schema_path((key,)), NOTHING, "unknown section: expected 'preset', "
+                         f"'model' or "
+                         f"'train'{hint}")  # fmt: skip
     out: dict[str, Any] = {}
     for section in ("model", "train"):
-        part = data.get(section) or {}
-        if not isinstance(part, dict):
-            raise ValueError(f"{path}: section {section!r} must be a mapping, got {part!r}")
-        out[section] = part
+        part = data.get(section)
+        if part is not None and not isinstance(part, dict):
+            raise InputError(path, section, part, "a mapping of fields (the section)")
+        out[section] = part or {}
     if "preset" in data:
+        if not isinstance(data["preset"], str):
+            raise InputError(path, "preset", data["preset"], "a preset name (a string)")
         out["preset"] = data["preset"]
     return out
 
@@ -468,22 +474,26 @@ def check_value(section: str, name: str, value: Any, source: str) -> Any:
             return float(value)
         return tuple(value) if base.startswith("tuple") else value
     expected = _EXPECTED.get(base, base) + (" or null" if optional else "")
-    raise ValueError(f"{source}: {section}.{name}={value!r} is invalid: expected {expected}")
+    raise InputError(source, f"{section}.{name}", value, expected)
 
 
 def parse_value(section: str, name: str, raw: str, source: str) -> Any:
     """The text of ``--set KEY=TEXT`` as a value of field ``section.name``: JSON for numbers,
-    booleans (``true``/``false``), lists and ``null``; anything else is a string."""
+    booleans (``true``/``false``), lists and ``null``, read strictly (no NaN/Infinity, no huge
+    integers: :mod:`transformer_xl.schema`); anything else is a string."""
     raw = raw.strip()
     base = _TYPES[section][name].removesuffix(" | None")
     if base == "bool" and raw.lower() in BOOL_WORDS:
         return BOOL_WORDS[raw.lower()]
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    if base == "str" and not isinstance(value, str) and value is not None:
-        value = raw  # a string field takes the text as it is ("none", "123")
+    if base == "str":
+        try:
+            value = json_or_text(raw, source, (section, name))
+        except InputError:  # "NaN" and the like are text in a text field
+            value = raw
+        if not isinstance(value, str) and value is not None:
+            value = raw  # a string field takes the text as it is ("none", "123")
+    else:
+        value = json_or_text(raw, source, (section, name))
     return check_value(section, name, value, source)
 
 
@@ -494,7 +504,7 @@ def parse_override(item: str) -> tuple[str, str, Any]:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        raise InputError(f"--set {item!r}", "", NOTHING, "expected KEY=VALUE")
     head, _, rest = key.partition(".")
     if head in FIELDS:
         section, path = head, field_path(head, rest)
@@ -502,11 +512,13 @@ def parse_override(item: str) -> tuple[str, str, Any]:
         section = "train" if field_path("train", key) else "model"
         path = field_path(section, key)
     if path is None:
-        raise ValueError(
-            f"--set {item!r}: unknown field(s) [{key!r}]; expected a train field "
-            f"({', '.join(sorted(TRAIN_FIELDS))}, or a short name: "
-            f"{', '.join(SHORT_NAMES['train'])}) or model.FIELD"
-        )
+        known = [*TRAIN_FIELDS, *SHORT_NAMES["train"], *(f"model.{n}" for n in MODEL_FIELDS)]
+        near = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else "see `txl train --print-config`"
+        raise InputError(
+            f"--set {item!r}", schema_path(key.split(".")), Raw("an unknown field"),
+            f"a train field or model.FIELD ({hint})",
+        )  # fmt: skip
     return section, path, parse_value(section, path, raw, f"--set {item!r}")
 
 
@@ -548,12 +560,8 @@ def resolve_layers(
     file or override may change only fields that leave the weight shapes as they are.
     """
     file_part = read_config_file(config_file) if config_file else {"model": {}, "train": {}}
+    base = _recipe_layer(preset, file_part.get("preset"), config_file, init_model is not None)
     preset = preset if preset is not None else file_part.get("preset")
-    if preset is None and init_model is None:
-        raise ValueError(
-            "no recipe given: pass --preset NAME or put 'preset: NAME' in the config file"
-        )
-    base = recipe(preset) if preset is not None else {"model": {}, "train": {}}
     origins: dict[str, str] = {f"{s}.{k}": "default" for s in FIELDS for k in FIELDS[s]}
     if init_model is not None:
         base["model"] = init_model.to_dict()
@@ -580,15 +588,54 @@ def resolve_layers(
     if init_model is not None:
         _refuse_shape_changes(init_model, values["model"], origins)
     source = f"preset {preset!r} + overrides" if preset else "--init-from + overrides"
-    train = build_train(values["train"], source)
-    if vocab_size is not None:
-        values["model"]["vocab_size"] = vocab_size
-        origins["model.vocab_size"] = "data (its vocabulary)"
-    for k in ("tgt_len", "mem_len", "ext_len"):
-        values["model"][f"segment.{k}"] = getattr(train.segment, k)
-        origins[f"model.segment.{k}"] = f"train.segment.{k}"
-    model = build_model(values["model"], source=f"{source} [model]")
+    try:
+        train = build_train(values["train"], source)
+        if vocab_size is not None:
+            values["model"]["vocab_size"] = vocab_size
+            origins["model.vocab_size"] = "data (its vocabulary)"
+        for k in ("tgt_len", "mem_len", "ext_len"):
+            values["model"][f"segment.{k}"] = getattr(train.segment, k)
+            origins[f"model.segment.{k}"] = f"train.segment.{k}"
+        model = build_model(values["model"], source=source)
+    except InputError as e:
+        raise _from_layer(e, origins) from None
     return RunConfig(preset, model, train), origins
+
+
+def _recipe_layer(given: str | None, in_file: str | None, config_file, init: bool) -> dict:
+    """The recipe named by ``--preset`` (else by the config file's ``preset``); none at all is
+    fine only with ``--init-from``. A bad name is blamed on where it was written."""
+    name = given if given is not None else in_file
+    if name is None:
+        if init:
+            return {"model": {}, "train": {}}
+        expected = "pass --preset NAME or put 'preset: NAME' in the config file"
+        if config_file:
+            raise InputError(config_file, "preset", Raw("nothing"), f"a recipe name ({expected})")
+        raise ValueError(f"no recipe given: {expected}")
+    try:
+        return recipe(name)
+    except ValueError as e:
+        if given is not None:
+            raise
+        raise InputError(config_file, "preset", name, str(e).partition("expected ")[2]) from None
+
+
+def _from_layer(e: InputError, origins: dict[str, str]) -> InputError:
+    """``e`` naming the layer its field's value came from (the config file, the ``--set``
+    item, the preset) instead of the merged layers."""
+    where = "default"
+    for key, origin in origins.items():
+        section, _, name = key.partition(".")
+        path = schema_path(tuple(key.split(".")))
+        if e.field == path or e.field.startswith((f"{path}.", f"{path}[")):
+            where = origin
+            break
+    if where == "default":
+        return e
+    kind, _, what = where.partition(" ")
+    file = {"file": what, "--set": f"--set {what!r}"}.get(kind, where)
+    return InputError(file, e.field, e.got, e.expected)
 
 
 def _refuse_shape_changes(init: TransformerXLConfig, model: dict[str, Any], origins) -> None:

@@ -39,8 +39,10 @@ from typing import Any
 
 from safetensors import SafetensorError
 
+from transformer_xl import schema
 from transformer_xl.fileio import atomic_write_text, fsync_dir, replace_dir
 from transformer_xl.model_folder import is_model_folder
+from transformer_xl.schema.files import Manifest
 
 MANIFEST = "MANIFEST.json"
 MANIFEST_VERSION = 1
@@ -53,12 +55,9 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    """A JSON file a trainer wrote, read strictly (:mod:`transformer_xl.schema`); a bare
+    ``Infinity`` is +inf there (a best loss before the first evaluation)."""
+    return schema.read_json(path, infinity=True)
 
 
 def _sha256(path: Path) -> str:
@@ -81,34 +80,28 @@ def write_manifest(directory: Path) -> None:
 
 
 def verify(directory: Path) -> str | None:
-    """None if ``directory`` is a complete, intact checkpoint, else the reason it is not."""
+    """None if ``directory`` is a complete, intact checkpoint, else the reason it is not: its
+    manifest must be valid (:class:`transformer_xl.schema.files.Manifest`), list every file of
+    the folder and trainer.json among them, and every file must have its size and SHA-256."""
     mpath = directory / MANIFEST
     if not mpath.is_file():
         return f"no {MANIFEST} (incomplete)"
     try:
-        manifest = read_json(mpath)
-        entries = manifest["files"]
-    except (ValueError, KeyError, TypeError) as e:
-        return f"unreadable manifest ({e})"
-    if manifest.get("format_version") != MANIFEST_VERSION:
-        return f"format_version {manifest.get('format_version')!r} (expected {MANIFEST_VERSION})"
-    if not isinstance(entries, dict) or not entries:
-        return "the manifest lists no files"
+        entries = schema.read_file(mpath, Manifest).files
+    except ValueError as e:
+        return f"damaged manifest ({str(e).removeprefix(f'{mpath}: ')})"
     if RunFolder.TRAINER not in entries:
         return f"the manifest does not list {RunFolder.TRAINER}"
+    present = {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+    for rel in sorted(present - set(entries) - {MANIFEST}):
+        return f"{rel} is not in the manifest (a damaged manifest or a foreign file)"
     for rel, want in entries.items():
-        if not isinstance(want, dict) or not {"bytes", "sha256"} <= set(want):
-            return f"manifest entry {rel!r} lacks 'bytes' or 'sha256'"
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            return f"manifest entry {rel!r} points outside the checkpoint"
-        if not isinstance(want["bytes"], int) or isinstance(want["bytes"], bool):
-            return f"manifest entry {rel!r}: bytes {want['bytes']!r} is not a size"
         p = directory / rel
         if not p.is_file():
             return f"{rel} is missing"
-        if p.stat().st_size != want["bytes"]:
-            return f"{rel} has {p.stat().st_size} bytes, expected {want['bytes']} (truncated?)"
-        if _sha256(p) != want["sha256"]:
+        if p.stat().st_size != want.bytes:
+            return f"{rel} has {p.stat().st_size} bytes, expected {want.bytes} (truncated?)"
+        if _sha256(p) != want.sha256:
             return f"{rel} does not match its SHA-256 (corrupt)"
     return None
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from transformer_xl.fileio import atomic_write_text
 from transformer_xl.run.folder import RunFolder
+from transformer_xl.schema import InputError, loads_json, validate
+from transformer_xl.schema.files import MetricsRecord
 
 
 def score_fields(loss: float, bits: bool) -> dict[str, float]:
@@ -78,7 +80,9 @@ def progress_line(step: int, total: int, rec: dict[str, Any], eta_s: float) -> s
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file (or of the run folder holding one)."""
+    """The records of a ``metrics.jsonl`` file (or of the run folder holding one), each line
+    checked against :class:`transformer_xl.schema.files.MetricsRecord`; a last line cut short
+    by a kill is left out."""
     path = Path(path)
     if path.is_dir():
         path = RunFolder(path).metrics
@@ -90,30 +94,14 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+            rec = loads_json(line, f"{path}:{n}")
+        except InputError:
             if n == len(lines):
                 break  # the last line, cut short by a kill
-            raise ValueError(f"{path}:{n}: not a JSON record") from None
-        _check_record(rec, f"{path}:{n}")
+            raise
+        validate(MetricsRecord, rec, f"{path}:{n}")
         out.append(rec)
     return out
-
-
-def _check_record(rec: Any, where: str) -> None:
-    """A metrics record: an object whose step is an integer, split a name and scores numbers
-    (or null, for a non-finite value)."""
-    if not isinstance(rec, dict):
-        raise ValueError(f"{where}: {type(rec).__name__} where a JSON object was expected")
-    step = rec.get("step", 0)
-    if not isinstance(step, int) or isinstance(step, bool):
-        raise ValueError(f"{where}: step {step!r}, expected an integer")
-    if not isinstance(rec.get("split", ""), str):
-        raise ValueError(f"{where}: split {rec['split']!r}, expected a name")
-    for key in ("loss", "bpc", "ppl", "lr"):
-        v = rec.get(key)
-        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
-            raise ValueError(f"{where}: {key} {v!r}, expected a number or null")
 
 
 class MetricsFile:

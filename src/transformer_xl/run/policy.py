@@ -34,6 +34,8 @@ from typing import Any
 from transformer_xl.run.config import TrainConfig
 from transformer_xl.run.folder import RunFolder, read_json, write_json
 from transformer_xl.run.schedule import DevPerf
+from transformer_xl.schema import validate
+from transformer_xl.schema.files import trainer_schema
 
 TRAINER_FORMAT = 2
 now = time.monotonic  # the clock of max_time (a module attribute: tests replace it)
@@ -203,8 +205,7 @@ def read_trainer(checkpoint: Path) -> TrainerRecord:
     """``trainer.json`` of ``checkpoint`` as a :class:`TrainerRecord` (any version)."""
     path = RunFolder.trainer_file(checkpoint)
     d = read_json(path)
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+    validate(trainer_schema(d), d, path)  # transformer_xl.schema: every field's type
     version = d.get("format_version")
     if version == TRAINER_FORMAT:
         return TrainerRecord(

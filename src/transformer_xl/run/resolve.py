@@ -20,7 +20,6 @@ layout is :class:`~transformer_xl.run.folder.RunFolder`'s, the model folder's
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 from transformer_xl.hub import snapshot
 from transformer_xl.model_folder import CONFIG_NAME, WEIGHTS_NAME, config_path
 from transformer_xl.run.folder import RunFolder, verify
+from transformer_xl.schema import read_json
 
 MODEL, RUN, CHECKPOINT = "model", "run", "checkpoint"  # ModelLocation.kind
 FOREIGN = {
@@ -74,8 +74,8 @@ def _json_object(path: Path) -> dict[str, Any] | None:
     """``path`` as a JSON object, or None when it is absent or not one (callers that need it
     report the reason through the loader that owns the format)."""
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        obj = read_json(path)  # strict: deep nesting or NaN is "not one" here, named later
+    except ValueError:
         return None
     return obj if isinstance(obj, dict) else None
 

@@ -18,7 +18,6 @@ with ``tf.io`` (local paths or ``gs://`` buckets for TPUs) and held in memory as
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -26,6 +25,8 @@ import tensorflow as tf
 
 from transformer_xl.data.prepared import META_NAME, check_ids, load_prepared
 from transformer_xl.data.streams import fixed_schedule
+from transformer_xl.schema import loads_json, validate
+from transformer_xl.schema.files import PreparedMeta
 
 DECODE = {"uint8": tf.uint8, "uint16": tf.uint16, "uint32": tf.int32}  # ids < 2^31 in practice
 
@@ -41,12 +42,8 @@ def read_meta(directory: str | os.PathLike) -> dict:
     path = f"{directory.rstrip('/')}/{META_NAME}"
     if not tf.io.gfile.exists(path):
         raise ValueError(f"{directory}: not a prepared dataset (no {META_NAME})")
-    try:
-        meta = json.loads(tf.io.gfile.GFile(path, "r").read())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if meta.get("dtype") not in DECODE or "splits" not in meta:
-        raise ValueError(f"{path}: expected 'dtype' in {sorted(DECODE)} and 'splits'")
+    meta = loads_json(tf.io.gfile.GFile(path, "rb").read(), path)
+    validate(PreparedMeta, meta, path)  # the schema the local reader checks too
     return meta
 
 

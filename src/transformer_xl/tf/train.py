@@ -68,6 +68,7 @@ from transformer_xl.run.policy import (
 )
 from transformer_xl.run.resolve import find_model_folder
 from transformer_xl.run.schedule import scheduled_lr
+from transformer_xl.schema.tensors import read_header
 from transformer_xl.tf.data import read_meta, read_split, train_segments
 from transformer_xl.tf.distribute import (
     STRATEGIES,
@@ -307,6 +308,7 @@ class TFRun:
         _, tensors = read_folder(model_dir)
         load_state(self.model, tensors, str(model_dir))
         state = RunFolder.tf_state_file(found.path)
+        read_header(state)  # a named error for a damaged header
         self.trainer.load_state_arrays(load_file(str(state)), str(state))
         saved = read_trainer(found.path)
         self.progress, self.segment = saved.progress, int(saved.state["segment"])

@@ -14,6 +14,7 @@ from safetensors.numpy import load_file, save_file
 
 from transformer_xl.config import TransformerXLConfig
 from transformer_xl.model_folder import check_state, open_model_folder, write_model_folder
+from transformer_xl.schema.tensors import read_header
 
 METADATA = {"format": "pt", "library": "transformer_xl", "writer": "tensorflow"}
 
@@ -46,6 +47,7 @@ def load_state(model, tensors: Mapping[str, np.ndarray], source: str) -> None:
 def read_folder(directory: str | os.PathLike) -> tuple[TransformerXLConfig, dict[str, np.ndarray]]:
     """The config and the weights (numpy) of a model folder, with clear errors."""
     config, wpath = open_model_folder(directory)
+    read_header(wpath)  # a named error for a damaged header, before the library reads it
     try:
         tensors = load_file(str(wpath))
     except (SafetensorError, OSError, json.JSONDecodeError) as e:

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from transformer_xl.fileio import atomic_output
 from transformer_xl.model.saved import read_tensors
 from transformer_xl.run.folder import read_json, write_json
+from transformer_xl.schema.tensors import read_header
 
 __all__ = ["check_tensors", "read_json", "read_tensors", "write_json",
            "write_tensors"]  # fmt: skip
@@ -38,6 +39,7 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def check_tensors(path: Path) -> None:
     """``path`` opens as a safetensors file whose header covers the file (read nothing else)."""
+    read_header(path)
     try:
         with safe_open(str(path), framework="pt"):
             pass
