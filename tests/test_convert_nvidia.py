@@ -382,3 +382,17 @@ def test_their_torchscript_program(tmp_path, name, capsys):
         torch.jit.save(torch.jit.script(jit), tmp_path / "bad.pt")
         code = main(["convert", "--from", "nvidia", str(tmp_path / "bad.pt"), str(tmp_path / "b")])
         assert code == 2 and "crit.out_projs[2] is tied" in capsys.readouterr().err
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, vocab_class, capsys):
+    """A diverged run's checkpoint (NaN weights) would convert into a model that predicts NaN."""
+    path = tmp_path / "checkpoint_last.pt"
+    save_checkpoint(path, sorted(LAYOUTS)[0], vocab_class)
+    ck = torch.load(path, weights_only=False)
+    key = next(k for k in ck["model_state"] if k.startswith("word_emb"))
+    ck["model_state"][key][0, 0] = float("inf")
+    torch.save(ck, path)
+    code = main(["convert", "--from", "nvidia", str(path), str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "NaN or infinite" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -93,6 +93,12 @@ def assemble(
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state = apply_rules(rules, source, expected, skip=skip, source_name=source_name)
     state = {k: v.float() for k, v in state.items()}
+    broken = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+    if broken:  # a diverged or damaged checkpoint: every prediction would be NaN
+        raise ValueError(
+            f"{source_name}: tensor(s) {broken[:3]} hold NaN or infinite values; expected the "
+            "finite weights of a trained model"
+        )
     model.load_state_dict(state, strict=True, assign=True)
     return model, state
 

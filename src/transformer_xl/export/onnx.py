@@ -163,7 +163,14 @@ def _trace_to(path: Path, step: SegmentStep, cfg, batch: int = 2) -> None:
     s = step.settings
     t = example_length(s.mem_len)
     ids = torch.zeros(batch, t, dtype=torch.long)
-    mems = torch.zeros(cfg.n_layer, batch, s.mem_len, cfg.d_model)
+    try:
+        mems = torch.zeros(cfg.n_layer, batch, s.mem_len, cfg.d_model)
+    except (RuntimeError, MemoryError) as e:  # the allocator's refusal
+        raise ValueError(
+            f"--mem-len {s.mem_len:,}: the example memory [{cfg.n_layer}, {batch}, "
+            f"{s.mem_len:,}, {cfg.d_model}] cannot be allocated ({str(e).strip()[-80:]}); "
+            "expected a smaller memory"
+        ) from None
     length = torch.zeros(batch, dtype=torch.long)
     axes = {
         "input_ids": {0: "batch", 1: "time"}, "mems": {1: "batch"}, "mem_length": {0: "batch"},

@@ -15,7 +15,7 @@ from transformer_xl.model_folder import load_config
 from transformer_xl.run.config import RunConfig, field_path, make_train_config
 from transformer_xl.run.folder import RunFolder, read_json
 from transformer_xl.run.metrics import eval_record
-from transformer_xl.run.resolve import resolve_model
+from transformer_xl.run.resolve import ModelLocation, resolve_model
 from transformer_xl.segment import SegmentSettings, with_flags
 
 BUILTIN = "builtin:cpython-docs"
@@ -38,6 +38,20 @@ def run_of(path: Path) -> RunConfig | None:
             train = make_train_config({**known, "data": info.get("data")}, str(folder.tf_info))
             return RunConfig(None, model, train)
     return None
+
+
+def run_of_location(loc: ModelLocation) -> RunConfig | None:
+    """The run config when ``loc`` lies in a run folder (its best model or a checkpoint), else
+    None: the run's evaluation settings are the defaults of ``txl eval`` and ``txl score``."""
+    path = loc.run_dir
+    return run_of(path) if path is not None and RunFolder(path).is_run() else None
+
+
+def eval_segment_defaults(loc: ModelLocation, config: TransformerXLConfig) -> SegmentSettings:
+    """The segment settings a model is evaluated with unless flags say otherwise: the run's
+    evaluation settings (a run folder) or the model config's."""
+    run = run_of_location(loc)
+    return run.train.eval_segment if run is not None else config.segment.replace(ext_len=0)
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,7 @@ def eval_plan(
     (batch 10). A bad flag is named as the command line spells it (``--mem-len``)."""
     loc = resolve_model(model_path)  # a model, run or checkpoint folder (or a Hub repo id)
     model_dir, path = loc.model_dir, loc.run_dir
-    run = run_of(path) if path is not None and RunFolder(path).is_run() else None
+    run = run_of_location(loc)
     if run is not None:
         base, batch = run.train.eval_segment, run.train.eval_batch
         data = data or run.train.data

@@ -12,8 +12,9 @@ chosen for the utterance before (the streams are forked from it with
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from transformer_xl.scoring.scorer import Scorer
@@ -35,34 +36,43 @@ class Group:
     hypotheses: list[Hypothesis]
 
 
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # no nan/inf/1_000
+
+
 def parse_hypothesis(line: Line) -> tuple[str, Hypothesis]:
-    """``(UTT_ID, hypothesis)`` of one input line; ``ValueError`` naming the line."""
+    """``(UTT_ID, hypothesis)`` of one input line; ``ValueError`` naming the file and line."""
     fields = line.text.split("\t")
     if len(fields) not in (2, 3) or not fields[0].strip():
-        raise ValueError(
-            f"line {line.number}: expected {FORMAT}, got {len(fields)} tab-separated field(s)"
+        raise line.error(
+            f"expected {FORMAT}, got {len(fields)} tab-separated field(s)"
             + ("" if fields[0].strip() else " with an empty UTT_ID")
         )
     am = 0.0
     if len(fields) == 3:
-        try:
-            am = float(fields[2])
-        except ValueError:
-            am = math.nan
+        text = fields[2].strip()
+        am = float(text) if NUMBER.fullmatch(text) else math.nan
         if not math.isfinite(am):
-            raise ValueError(f"line {line.number}: am_score {fields[2]!r} is not a finite number")
+            raise line.error(f"am_score {fields[2]!r}: expected a finite decimal number")
     return fields[0].strip(), Hypothesis(line, fields[1], am)
 
 
 def read_groups(lines: Iterable[Line]) -> Iterator[Group]:
-    """Consecutive lines with one UTT_ID, as groups."""
+    """Consecutive lines with one UTT_ID, as groups; an UTT_ID whose group has ended may not
+    come back (its hypotheses are consecutive), which is refused naming both lines."""
     group: Group | None = None
+    ended: dict[str, int] = {}  # UTT_ID -> the last line of its group
     for line in lines:
         utt, hyp = parse_hypothesis(line)
         if group is not None and group.id == utt:
             group.hypotheses.append(hyp)
             continue
+        if utt in ended:
+            raise line.error(
+                f"UTT_ID {utt!r} again, after its group ended at line {ended[utt]}: expected "
+                "the hypotheses of an utterance on consecutive lines"
+            )
         if group is not None:
+            ended[group.id] = group.hypotheses[-1].line.number
             yield group
         group = Group(utt, [hyp])
     if group is not None:
@@ -93,8 +103,15 @@ def _entry(hyp: Hypothesis, enc: Encoded, logp, weights) -> dict[str, Any]:
     lm_weight, length_penalty, per_token = weights
     lm = float(logp.double().sum())
     n = len(enc.ids)
+    score = hyp.am_score + lm_weight * lm + length_penalty * n
+    if not math.isfinite(score):
+        raise hyp.line.error(
+            f"score am_score + lm_weight * lm_logprob + length_penalty * tokens = {hyp.am_score}"
+            f" + {lm_weight} * {lm:.6g} + {length_penalty} * {n} is not finite; expected "
+            "--lm-weight, --length-penalty and am_score small enough to add"
+        )
     entry = {"text": hyp.text, "am_score": hyp.am_score, "lm_logprob": lm, "tokens": n,
-             "score": hyp.am_score + lm_weight * lm + length_penalty * n, "unk": enc.unk}  # fmt: skip
+             "score": score, "unk": enc.unk}  # fmt: skip
     if per_token:
         entry["token_logprobs"] = logp.tolist()
     return entry
@@ -105,7 +122,7 @@ def _ranked(group: Group, entries: list[dict]) -> dict[str, Any]:
 
 
 def _encoded(scoring: ScoringModel, group: Group) -> list[Encoded]:
-    return [scoring.encode(Line(h.line.number, h.text)) for h in group.hypotheses]
+    return [scoring.encode(replace(h.line, text=h.text)) for h in group.hypotheses]
 
 
 def _independent(scoring, groups, batch_size: int, weights) -> Iterator[dict[str, Any]]:

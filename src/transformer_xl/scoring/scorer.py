@@ -23,6 +23,11 @@ memory therefore equals evaluating the text prepared as one stream after one lin
 (``txl eval`` of ``"\\n" + text``). The last token a stream was given is read at its next
 call (it is only then needed as context), so :attr:`memory_lengths` counts one token less.
 
+**Long sequences.** A call reads at most :data:`CHUNK_LEN` tokens of each sequence at a time,
+the rest in further steps of that length, each with the memory of the ones before (as ``txl
+eval`` reads segments), so the work memory is bounded by ``CHUNK_LEN`` and ``mem_len``, not by
+the longest line: a sequence up to ``CHUNK_LEN`` tokens is read whole.
+
 **Precision.** The scorer runs in the dtype of the model's weights: cast them once
 (``model.to(torch.bfloat16)``, or ``precision="bf16"`` in :func:`open_scorer`); the returned
 log-probabilities are float32 on the CPU.
@@ -47,13 +52,16 @@ from transformer_xl.segment import SegmentSettings
 
 __all__ = ["Scorer"]
 
+CHUNK_LEN = 512  # the most tokens a stream reads in one step (the attention is quadratic in it)
+
 
 class Scorer:
     """``streams`` independent token streams read by ``model`` with memory (see the module doc).
 
     ``settings`` (a :class:`~transformer_xl.segment.SegmentSettings`, default the model
-    config's) give the memory and attention window; ``tgt_len`` does not apply: each call reads its tokens as
-    one chunk. ``start_ids``: the context of a stream that has read nothing (non-empty).
+    config's) give the memory and attention window; ``tgt_len`` does not apply: each call reads
+    its tokens as one chunk (up to :data:`CHUNK_LEN` per stream). ``start_ids``: the context of
+    a stream that has read nothing (non-empty).
     """
 
     def __init__(
@@ -75,6 +83,7 @@ class Scorer:
         self.start_ids = tuple(start)
         self.state = StreamingLM(model, streams, settings)
         self.settings = self.state.settings
+        self.chunk_len = CHUNK_LEN
         # per stream: ids given but not yet read (the context the next token is scored on)
         self._unread = [self.start_ids] * streams
 
@@ -129,8 +138,11 @@ class Scorer:
             bad = [t for t in per_row[r] if not 0 <= t < vocab]
             if bad:
                 raise ValueError(f"stream {r}: token id {bad[0]} is outside [0, {vocab})")
-        scored = self._read(per_row)
-        return [scored[r] for r in rows]
+        pieces = [self._read([seq[k : k + self.chunk_len] for seq in per_row])
+                  for k in range(0, max(map(len, per_row)), self.chunk_len)]  # fmt: skip
+        if not pieces:
+            return [torch.zeros(0) for _ in rows]
+        return [torch.cat([p[r] for p in pieces]) for r in rows]
 
     def score_padded(
         self, input_ids: Tensor, lengths: Tensor | Sequence[int] | None = None,

@@ -22,6 +22,7 @@ from transformer_xl.continuation import open_model
 from transformer_xl.devices import cast_for_inference, resolve_device
 from transformer_xl.model_folder import VOCAB_NAME
 from transformer_xl.precision import check_precision
+from transformer_xl.run.evaluation import eval_segment_defaults
 from transformer_xl.scoring.scorer import Scorer
 from transformer_xl.segment import SegmentSettings, with_flags
 
@@ -30,6 +31,15 @@ from transformer_xl.segment import SegmentSettings, with_flags
 class Line:
     number: int  # 1-based, in the input
     text: str  # without its line end
+    source: str = "<input>"  # the file it was read from, for errors
+
+    @property
+    def where(self) -> str:
+        """``FILE: line N``, the start of every error about this line."""
+        return f"{self.source}: line {self.number}"
+
+    def error(self, what: str) -> ValueError:
+        return ValueError(f"{self.where}: {what}")
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,16 @@ class ScoringModel:
     start_ids: tuple[int, ...]
 
     def scorer(self, streams: int = 1) -> Scorer:
-        return Scorer(self.model, streams, self.settings, start_ids=self.start_ids)
+        """``streams`` streams; ``ValueError`` naming the batch size and memory length where
+        their memory cannot be allocated."""
+        try:
+            return Scorer(self.model, streams, self.settings, start_ids=self.start_ids)
+        except (RuntimeError, MemoryError) as e:  # the allocator's refusal
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"--batch-size {streams:,} with --mem-len {self.settings.mem_len:,}: the memory "
+                f"of that many streams cannot be allocated ({reason}); expected smaller values"
+            ) from None
 
     def encode(self, line: Line) -> Encoded:
         """The tokens of ``line`` followed by the line end; ``ValueError`` naming the line."""
@@ -56,7 +75,7 @@ class ScoringModel:
         try:
             ids = line_end_trimmed(tok, tok.encode(line.text + "\n"))
         except ValueError as e:
-            raise ValueError(f"line {line.number}: {e}") from None
+            raise line.error(str(e)) from None
         return Encoded(ids, count_unknown(tok, line.text, ids))
 
 
@@ -87,8 +106,9 @@ def open_scorer(
 ) -> ScoringModel:  # fmt: skip
     """Load the model named by ``path`` (a model, run or checkpoint folder, or a Hub repo id)
     on ``device`` (``auto``, ``cpu``, ``cuda:N``...), its weights cast once to ``precision``
-    (fp32, bf16, fp16). The run settings are the model config's with ``changes`` (segment
-    settings by name, as the ``--mem-len`` ... flags give them) applied."""
+    (fp32, bf16, fp16). The run settings are the defaults ``txl eval`` uses (a run's evaluation
+    settings, ``eval_mem_len``..., for a run or checkpoint folder, else the model config's) with
+    ``changes`` (segment settings by name, as the ``--mem-len`` ... flags give them) applied."""
     check_precision(precision)  # a bad name fails before the model is loaded
     opened = open_model(path, device=resolve_device(device))
     if opened.tokenizer is None:
@@ -97,7 +117,8 @@ def open_scorer(
             "be scored (use transformer_xl.scoring.Scorer with token ids)"
         )
     model = cast_for_inference(opened.model, precision)
-    s = with_flags(model.config.segment, dict(changes or {}))
+    default = eval_segment_defaults(opened.location, model.config)  # as ``txl eval`` resolves
+    s = with_flags(default, dict(changes or {}))
     start = line_end_trimmed(opened.tokenizer, opened.tokenizer.encode("\n"))
     if not start:
         raise ValueError(
@@ -109,20 +130,29 @@ def open_scorer(
 
 # ---------------------------------------------------------------------------- input
 def read_lines(source: str | os.PathLike | IO[bytes]) -> Iterator[Line]:
-    """The lines of a UTF-8 file (``"-"``: standard input) without their line ends (``\\n``,
-    ``\\r\\n``); ``ValueError`` naming the line that is not UTF-8."""
+    """The lines of a UTF-8 text file (``"-"``: standard input) without their line ends
+    (``\\n``, ``\\r\\n``) and without a leading byte-order mark; the one reader of every
+    ``txl score`` mode. ``ValueError`` naming the file and line that is not UTF-8 text (invalid
+    bytes, or a NUL byte: a binary file)."""
     if source == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise ValueError("<stdin>: standard input is closed; expected text (or pass FILE)")
         yield from _lines(sys.stdin.buffer, "<stdin>")
         return
     if not isinstance(source, str | os.PathLike):
         yield from _lines(source, getattr(source, "name", "<input>"))
         return
-    with open(Path(source), "rb") as f:
+    path = Path(source)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; expected a text file (or - for standard input)")
+    with open(path, "rb") as f:
         yield from _lines(f, str(source))
 
 
 def _lines(f: IO[bytes], name: str) -> Iterator[Line]:
     for number, raw in enumerate(f, 1):
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not text
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -130,7 +160,12 @@ def _lines(f: IO[bytes], name: str) -> Iterator[Line]:
                 f"{name}: line {number}: not UTF-8 text (byte {e.start} of the line); "
                 "expected UTF-8"
             ) from None
-        yield Line(number, text.removesuffix("\n").removesuffix("\r"))
+        if "\0" in text:
+            raise ValueError(
+                f"{name}: line {number}: a NUL byte (at byte {raw.index(0)} of the line): a "
+                "binary file? expected UTF-8 text"
+            )
+        yield Line(number, text.removesuffix("\n").removesuffix("\r"), name)
 
 
 # ---------------------------------------------------------------------------- lines
