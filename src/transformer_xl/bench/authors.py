@@ -19,22 +19,18 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import math
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from transformer_xl.bench.flops import _sync, model_flops_per_token
 from transformer_xl.bench.memory import (
     _case_from_dict,
     _case_to_dict,
     rss_peak_growth,
     run_memory_child,
 )
-from transformer_xl.bench.presets import bench_preset
-from transformer_xl.bench.runner import DTYPES, Case, _lengths, bench_tokens, next_segment
+from transformer_xl.bench.runner import Case, PeerRunner
 from transformer_xl.config import TransformerXLConfig
 
 AUTHORS = "authors"
@@ -93,42 +89,22 @@ def authors_model(module, cfg: TransformerXLConfig, tgt_len: int, mem_len: int):
     return model
 
 
-class AuthorsRunner:
+class AuthorsRunner(PeerRunner):
     """:class:`~transformer_xl.bench.runner.Runner`'s interface (``step``, ``sync``,
     ``tokens_per_step``) for the authors' model: their training step or their evaluation
     forward on the same Zipf tokens, optionally under ``torch.autocast`` (``bf16``)."""
 
     def __init__(self, case: Case, clone: str | Path, *, bf16: bool = False) -> None:
-        self.case = case
-        bp = bench_preset(case.preset)
-        cfg = bp.config
-        batch, tlen, mlen = _lengths(bp, case.mode)
-        if case.batch is not None:
-            batch = case.batch
-        if case.mode == "gen":
-            raise ValueError("the authors' peer is timed in train and eval modes only")
-        self.tokens_per_step, self.repeat = batch * tlen, 1
-        self.flops_per_token = model_flops_per_token(cfg, tlen, mlen, batch) * (
-            3 if case.mode == "train" else 1
-        )
+        super().__init__(case, bf16=bf16, who="the authors' peer")
         with bool_masks():
-            self.model = authors_model(load_authors(clone), cfg, tlen, mlen).to(case.device)
+            model = authors_model(load_authors(clone), self.config, self.tlen, self.mlen)
+        self.model = model.to(case.device)
         self.model.train(case.mode == "train")
-        dtype = torch.bfloat16 if bf16 else DTYPES[case.dtype]
-        device_type = torch.device(case.device).type
-        self.autocast = (
-            torch.autocast(device_type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-        )
-        self.data = bench_tokens(case, cfg.vocab_size, batch, tlen).to(case.device)
-        self.pos, self.tlen, self.mems = 0, tlen, ()
-        self.fill_steps = max(1, math.ceil(mlen / tlen))
-        self.opt = (
-            torch.optim.Adam(self.model.parameters(), lr=2.5e-4) if case.mode == "train" else None
-        )
-        self.last_loss = float("nan")
+        self.mems = ()
+        self.opt = self._optimizer(self.model)
 
     def _segment(self):
-        x, y, self.pos = next_segment(self.data, self.pos, self.tlen)
+        x, y = super()._segment()
         return x.t().contiguous(), y.t().contiguous()  # their layout: [T, B]
 
     def step(self) -> None:
@@ -149,9 +125,6 @@ class AuthorsRunner:
                 ret = self.model(x, y, *self.mems)
             self.mems = ret[1:]
             self.last_loss = ret[0].float().mean()
-
-    def sync(self) -> None:
-        _sync(self.case.device)
 
 
 def measure_authors_memory_here(case: Case, clone: str, bf16: bool, steps: int, threads: int):

@@ -295,3 +295,46 @@ class Runner:
 
     def sync(self) -> None:
         _sync(self.case.device)
+
+
+class PeerRunner:
+    """What every foreign peer's runner shares (the authors' code, x-transformers): the case's
+    lengths and batch, the same token ids as ours, the FLOPs of our formula, autocast for bf16,
+    their own Adam (lr 2.5e-4) in training; memory that starts empty and fills in
+    :attr:`fill_steps` steps. A subclass builds ``self.model`` and defines ``step``."""
+
+    def __init__(self, case: Case, *, bf16: bool, who: str) -> None:
+        self.case = case
+        bp = bench_preset(case.preset)
+        self.config = bp.config
+        batch, tlen, mlen = _lengths(bp, case.mode)
+        if case.batch is not None:
+            batch = case.batch
+        if case.mode == "gen":
+            raise ValueError(f"{who} is timed in train and eval modes only")
+        self.tokens_per_step, self.repeat = batch * tlen, 1
+        self.flops_per_token = model_flops_per_token(self.config, tlen, mlen, batch) * (
+            3 if case.mode == "train" else 1
+        )
+        dtype = torch.bfloat16 if bf16 else DTYPES[case.dtype]
+        device_type = torch.device(case.device).type
+        self.autocast = (
+            torch.autocast(device_type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+        )
+        self.data = bench_tokens(case, self.config.vocab_size, batch, tlen).to(case.device)
+        self.pos, self.tlen, self.mlen = 0, tlen, mlen
+        self.fill_steps = max(1, math.ceil(mlen / tlen))
+        self.last_loss = float("nan")
+
+    def _optimizer(self, model) -> torch.optim.Optimizer | None:
+        """Adam as the peers' own training code builds it (``torch.optim.Adam``), in training."""
+        if self.case.mode != "train":
+            return None
+        return torch.optim.Adam(model.parameters(), lr=2.5e-4)
+
+    def _segment(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, self.pos = next_segment(self.data, self.pos, self.tlen)  # [B, T] each
+        return x, y
+
+    def sync(self) -> None:
+        _sync(self.case.device)

@@ -18,22 +18,18 @@ An optional dependency (``pip install x-transformers``); nothing of it is copied
 from __future__ import annotations
 
 import json
-import math
 import sys
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
-from transformer_xl.bench.flops import _sync, model_flops_per_token
 from transformer_xl.bench.memory import (
     _case_from_dict,
     _case_to_dict,
     rss_peak_growth,
     run_memory_child,
 )
-from transformer_xl.bench.presets import bench_preset
-from transformer_xl.bench.runner import DTYPES, Case, _lengths, bench_tokens, next_segment
+from transformer_xl.bench.runner import Case, PeerRunner
 from transformer_xl.config import TransformerXLConfig
 
 XTRANSFORMERS = "x-transformers"
@@ -61,48 +57,24 @@ def xtransformers_model(cfg: TransformerXLConfig, tgt_len: int, mem_len: int):
     )  # fmt: skip
 
 
-class XTransformersRunner:
+class XTransformersRunner(PeerRunner):
     """:class:`~transformer_xl.bench.runner.Runner`'s interface (``step``, ``sync``,
     ``tokens_per_step``) for x-transformers on the same Zipf tokens (see module doc)."""
 
     def __init__(self, case: Case, *, bf16: bool = False) -> None:
-        self.case = case
-        bp = bench_preset(case.preset)
-        cfg = bp.config
-        batch, tlen, mlen = _lengths(bp, case.mode)
-        if case.batch is not None:
-            batch = case.batch
-        if case.mode == "gen":
-            raise ValueError("the x-transformers peer is timed in train and eval modes only")
-        self.tokens_per_step, self.repeat = batch * tlen, 1
-        # our model's FLOPs: the same shapes do the same products but for the position term
-        self.flops_per_token = model_flops_per_token(cfg, tlen, mlen, batch) * (
-            3 if case.mode == "train" else 1
-        )
+        super().__init__(case, bf16=bf16, who="the x-transformers peer")
         torch.manual_seed(case.seed)
-        self.model = xtransformers_model(cfg, tlen, mlen).to(case.device)
+        self.model = xtransformers_model(self.config, self.tlen, self.mlen).to(case.device)
         self.model.train(case.mode == "train")
-        dtype = torch.bfloat16 if bf16 else DTYPES[case.dtype]
-        self.autocast = (
-            torch.autocast(torch.device(case.device).type, dtype=dtype)
-            if dtype != torch.float32
-            else nullcontext()
-        )
-        self.data = bench_tokens(case, cfg.vocab_size, batch, tlen)
-        self.data = self.data.to(case.device)
-        self.pos, self.tlen, self.mems = 0, tlen, None
-        self.fill_steps = max(1, math.ceil(mlen / tlen))
-        self.opt = (
-            torch.optim.Adam(self.model.parameters(), lr=2.5e-4) if case.mode == "train" else None
-        )
-        self.last_loss = float("nan")
+        self.mems = None
+        self.opt = self._optimizer(self.model)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits, self.mems = self.model(x, mems=self.mems, return_mems=True)  # [B, T, V]
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
 
     def step(self) -> None:
-        x, y, self.pos = next_segment(self.data, self.pos, self.tlen)  # [B, T] each
+        x, y = self._segment()
         if self.opt is not None:
             self.opt.zero_grad(set_to_none=True)
             with self.autocast:
@@ -114,9 +86,6 @@ class XTransformersRunner:
             return
         with torch.no_grad(), self.autocast:
             self.last_loss = self._loss(x, y)
-
-    def sync(self) -> None:
-        _sync(self.case.device)
 
 
 def measure_xtransformers_memory_here(case: Case, bf16: bool, steps: int, threads: int):

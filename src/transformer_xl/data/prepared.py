@@ -39,6 +39,7 @@ from transformer_xl.fileio import atomic_write_text, make_parent, named_error
 from transformer_xl.progress import Progress
 from transformer_xl.schema import InputError, Raw, read_json, validate
 from transformer_xl.schema.files import PreparedMeta
+from transformer_xl.temporaries import pid_alive
 
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
@@ -147,23 +148,13 @@ def check_destination(
     return out
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def remove_stale_partials(out: Path) -> list[Path]:
     """Remove ``.NAME.partial-PID`` folders beside ``out`` left by preparations that were killed
     (their process is gone); returns what was removed. Folders of live processes are kept."""
     removed = []
     for p in out.parent.glob(f".{out.name}.partial-*") if out.parent.is_dir() else ():
         pid = p.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) and p.is_dir():
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)) and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
