@@ -27,6 +27,8 @@ from transformer_xl.model.incremental import StreamingLM
 from transformer_xl.model.kernels import flex as flex_mod
 from transformer_xl.model.kernels import registry
 from transformer_xl.model.kernels.score_attend import _ScoreAttend
+from transformer_xl.segment import FIELDS as SEGMENT_FIELDS
+from transformer_xl.segment import SegmentSettings
 
 IMPLS = ["sdpa", "score_attend", "chunked", "flex", "triton", "auto"]
 CASES = {
@@ -44,9 +46,11 @@ def _flex_uncompiled(monkeypatch):
 
 
 def _config(**kw) -> TransformerXLConfig:
+    """A small config; segment fields among ``kw`` go into its ``SegmentSettings``."""
+    seg = {k: kw.pop(k) for k in SEGMENT_FIELDS if k in kw}
     base = dict(
         vocab_size=50, n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64, dropout=0.0,
-        tgt_len=SECOND, mem_len=56,
+        segment=SegmentSettings(**{"tgt_len": SECOND, "mem_len": 56, **seg}),
     )  # fmt: skip
     return TransformerXLConfig(**{**base, **kw})
 

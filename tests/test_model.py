@@ -238,7 +238,7 @@ def test_load_errors_name_the_file(tmp_path):
         match="model.safetensors: got a file of 8 bytes or fewer, expected a readable safetensors",
     ):
         TransformerXLLM.from_pretrained(tmp_path / "m")
-    with pytest.raises(ValueError, match="not a model folder"):
+    with pytest.raises(ValueError, match="missing: no such file or folder"):
         TransformerXLLM.from_pretrained(tmp_path / "missing")
     # weights that do not fit the config
     make(n_layer=3).save_pretrained(tmp_path / "three")

@@ -17,6 +17,7 @@ from transformer_xl.commands.common import (
 )
 from transformer_xl.data.prepared import trusted_data
 from transformer_xl.run import lock
+from transformer_xl.run.folder import RunFolder
 from transformer_xl.run.metrics import dumps
 from transformer_xl.train.loop import TrainingError
 from transformer_xl.train.run import print_config, train
@@ -43,7 +44,7 @@ def _run(args) -> int:
         print(print_config(**layers))
         return 0
     # the run folder holds what matters: a closed standard output must not end the run
-    stdio.keep_going(f"training goes on; its progress is in {out}/metrics.jsonl")
+    stdio.keep_going(f"training goes on; its progress is in {RunFolder(out).metrics}")
     # one writer per run folder; with torchrun only rank 0 holds the lock
     with lock.hold(out, writer=os.environ.get("RANK", "0") in ("", "0")):
         if args.backend == "tf":
