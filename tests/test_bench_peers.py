@@ -85,3 +85,13 @@ def test_side_by_side_tables_name_every_runner():
     assert "| tiny | eval | zipf | 2.50x |" in text  # median of per-round ratios 2 and 3
     assert "0.50" in text  # memory ours / xt
     assert "100 (50%)" in text  # 100 tok/s x 1e7 FLOP = 1 GFLOP/s of a 2 GFLOP/s machine
+
+
+def test_bench_help_names_every_preset(capsys):
+    from transformer_xl.bench.presets import BENCH_PRESETS
+    from transformer_xl.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in BENCH_PRESETS), text

@@ -45,7 +45,9 @@ def register(sub, help: str) -> None:
         "--preset",
         type=comma_list(),
         default="tiny",
-        help="comma-separated: tiny, tiny256, wt_small, wt103_small, wt103_small_m640, wt103_base, nv_base",
+        help="comma-separated: tiny, tiny256, wt_small, wt103_small, wt103_small_m640, "
+        "wt103_base_b2, enwik8_base_b2 (CPU sizes of the authors' base models), wt103_base, "
+        "nv_base",
     )
     p.add_argument(
         "--modes", type=comma_list(MODES), default="train,eval,gen",
