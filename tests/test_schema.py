@@ -267,3 +267,23 @@ def test_manifest_schema_names_the_field(tmp_path):
     path.write_text('{"format_version": 1, "files": {"a": {"bytes": 1, "sha256": "xyz"}}}')
     with pytest.raises(InputError, match=r"field files.a.sha256: got 'xyz', expected"):
         read_file(path, Manifest)
+
+
+@pytest.mark.parametrize(
+    "train, field",
+    [({"": 1}, "train['']"), ({"lrr": 1}, "train.lrr"),
+     ({"segment": {"mem_lenx": 3}}, "train.segment.mem_lenx"), ({"a\nb": 1}, "train['a\\nb']")],
+)  # fmt: skip
+def test_a_run_config_names_its_unknown_train_field(tmp_path, train, field):
+    """Found by the property suite in CI: an empty (or odd) key under ``train`` was a plain
+    ValueError listing every field; it is the one input error naming the field."""
+    from transformer_xl.run.config import RunConfig
+    from transformer_xl.schema import InputError
+
+    p = tmp_path / "config.json"
+    doc = {"format_version": 1, "preset": "tiny", "model": {"vocab_size": 10}, "train": train}
+    p.write_text(json.dumps(doc))
+    with pytest.raises(InputError) as e:
+        RunConfig.load(p)
+    assert f"config.json: field {field}: got an unknown field" in str(e.value)
+    assert "\n" not in str(e.value)

@@ -266,12 +266,14 @@ def flatten(section: str, part: Mapping[str, Any], source: str) -> dict[str, Any
             items += [(f"{k}.{sub}", x) for sub, x in (v or {}).items()]
         else:
             items.append((k, v))
-    unknown = [k for k, _ in items if field_path(section, k) is None]
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown field(s) {unknown} of {section}; known: {sorted(FIELDS[section])} "
-            f"(or the short names {sorted(SHORT_NAMES[section])})"
-        )
+    for k in (k for k, _ in items if field_path(section, k) is None):  # the first one
+        known = [*FIELDS[section], *SHORT_NAMES[section]]
+        near = difflib.get_close_matches(str(k), known, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else "see `txl train --print-config`"
+        raise InputError(
+            source, schema_path([section, *str(k).split(".")]), Raw("an unknown field"),
+            f"a field of {section} ({hint})",
+        )  # fmt: skip
     out = {}
     for k, v in items:
         path = field_path(section, k)
