@@ -117,4 +117,4 @@ if __name__ == "__main__":
         )
         print(json.dumps(res))
     else:
-        sys.exit("usage: benchmarks/peers_side_by_side.py (this module serves memory children)")
+        sys.exit("usage: benchmarks/authors_side_by_side.py (this module serves memory children)")
